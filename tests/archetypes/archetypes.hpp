@@ -1,0 +1,51 @@
+// The smallest types that model each cnf part concept. They prove the concepts ask for
+// no more than they document, and serve the loader tests as plugin payloads.
+#pragma once
+#include <cnf/cnf.hpp>
+
+namespace cnf_test {
+
+struct datastore_archetype {
+  cnf::result<cnf::resource> get(const cnf::resource_key& k) { return cnf::error(cnf::errc::not_found, k.to_string()); }
+  cnf::result<cnf::resource_list> list(const cnf::list_options&) { return cnf::resource_list{}; }
+  cnf::resource create(const cnf::resource& r) { auto c = r; c.revision = "1"; return c; }
+  cnf::resource update(const cnf::resource& r) { auto c = r; c.revision = "2"; return c; }
+  void remove(const cnf::resource_key&, std::string_view) {}
+  cnf::watch_handle watch(const cnf::watch_options&, cnf::watch_callback) { return {}; }
+  cnf::datastore_status status() { return {"archetype", "", "0"}; }
+};
+
+struct ipam_archetype {
+  std::vector<cnf::assigned_address> assign(const cnf::assign_request&) {
+    return {{cnf::ip_prefix::parse("10.0.0.1/32", true).value(), std::nullopt, "10.0.0.0/24"}};
+  }
+  void release_handle(std::string_view) {}
+  void release_addresses(std::span<const cnf::ip_address>) {}
+  cnf::ipam_usage usage() { return {}; }
+  std::vector<cnf::allocation> allocations() { return {}; }
+  cnf::gc_report gc(std::string_view, const std::set<std::string>&) { return {}; }
+};
+
+struct routing_archetype {
+  void start(const cnf::node_info&) {}
+  void advertise(const cnf::ip_prefix&) {}
+  void withdraw(const cnf::ip_prefix&) {}
+  std::vector<cnf::learned_route> routes() { return {}; }
+  std::vector<cnf::peer_status> peers() { return {}; }
+  void stop() {}
+};
+
+struct encapsulation_archetype {
+  cnf::tunnel_info setup(const cnf::node_info&) { return {"tun0", std::nullopt, std::nullopt, 1450}; }
+  void sync(std::span<const cnf::remote_node>) {}
+  void teardown() {}
+  cnf::encap_status status() { return {}; }
+};
+
+struct policy_archetype {
+  void sync(std::span<const cnf::workload_endpoint>, std::span<const cnf::resource>) {}
+  cnf::policy_status status() { return {}; }
+  void teardown() {}
+};
+
+}  // namespace cnf_test

@@ -1,0 +1,1 @@
+extern "C" int not_a_cnf_plugin() { return 42; }
