@@ -8,7 +8,7 @@ pkgs=(
   libboost1.81-dev libboost-json1.81-dev libfmt-dev libtomlplusplus-dev catch2 libcli11-dev
   libmnl-dev libssl-dev libyaml-cpp-dev
   iproute2 iputils-ping procps util-linux
-  containernetworking-plugins etcd-server etcd-client curl
+  containernetworking-plugins etcd-server etcd-client curl openssl python3
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
