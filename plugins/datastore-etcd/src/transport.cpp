@@ -1,0 +1,756 @@
+// The etcd client's HTTP transport: Boost.Beast over Asio (plain TCP or OpenSSL), C++20
+// coroutines on one I/O thread. This is the only translation unit of the plugin that
+// includes Asio and Beast (they are expensive to compile).
+//
+// Shape:
+//  * one io_context and one thread per transport; callers block on a std::future with a
+//    backstop a little longer than the timeout, so no call can hang even if a resolver
+//    or a TLS handshake misbehaves;
+//  * per endpoint, a pool of idle kept-alive connections (taken and returned on the I/O
+//    thread only, so no lock); a request on a pooled connection that dies before any reply
+//    byte (the server closed it while idle, or restarted) is sent again on a fresh one;
+//  * endpoints are tried from the last one that worked; a request that may have reached
+//    etcd is sent to another endpoint only when it is idempotent (a read);
+//  * every socket operation carries the call's deadline (beast::tcp_stream expiry);
+//  * with a username, a token from /v3/auth/authenticate is kept per endpoint (simple
+//    tokens are local to one member) and fetched again when etcd says it is invalid.
+#include "transport.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/json.hpp>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+CNF_BEGIN_NAMESPACE
+namespace detail::etcd {
+
+namespace net = boost::asio;
+namespace ssl = boost::asio::ssl;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+namespace json = boost::json;
+using tcp = boost::asio::ip::tcp;
+using clock = std::chrono::steady_clock;
+using boost::system::error_code;
+
+// ---- endpoint URLs ---------------------------------------------------------------------
+
+result<endpoint> parse_endpoint(std::string_view url) {
+  auto bad = [&](std::string why) { return error(errc::invalid, "endpoint '" + std::string(url) + "': " + why); };
+  endpoint ep;
+  ep.url = std::string(url);
+  std::string_view rest;
+  if (url.starts_with("http://")) {
+    rest = url.substr(7);
+  } else if (url.starts_with("https://")) {
+    rest = url.substr(8);
+    ep.tls = true;
+  } else {
+    return bad("expected a URL starting with http:// or https://");
+  }
+  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
+    if (rest.substr(slash) != "/") return bad("must not have a path (etcd's gateway lives at /v3/)");
+    rest = rest.substr(0, slash);
+  }
+  if (rest.find_first_of("?#@") != std::string_view::npos) return bad("must be scheme://host[:port] only");
+  std::string_view host, port;
+  if (rest.starts_with("[")) {
+    auto close = rest.find(']');
+    if (close == std::string_view::npos) return bad("unterminated '[' in IPv6 address");
+    host = rest.substr(1, close - 1);
+    auto after = rest.substr(close + 1);
+    if (!after.empty()) {
+      if (after[0] != ':') return bad("expected ':port' after ']'");
+      port = after.substr(1);
+    }
+  } else {
+    auto colon = rest.rfind(':');
+    if (colon != std::string_view::npos) {
+      host = rest.substr(0, colon);
+      port = rest.substr(colon + 1);
+      if (host.find(':') != std::string_view::npos) return bad("an IPv6 address must be written in brackets");
+    } else {
+      host = rest;
+    }
+  }
+  if (host.empty()) return bad("has no host");
+  if (port.empty()) {
+    ep.port = "2379";
+  } else {
+    unsigned v = 0;
+    auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
+    if (ec != std::errc{} || p != port.data() + port.size() || v == 0 || v > 65535)
+      return bad("port '" + std::string(port) + "' is not a number between 1 and 65535");
+    ep.port = std::string(port);
+  }
+  ep.host = std::string(host);
+  return ep;
+}
+
+namespace {
+
+constexpr std::uint64_t max_reply_body = 512ull << 20;   // a range page; etcd itself caps requests
+constexpr std::size_t max_stream_line = 64u << 20;       // one watch message
+
+std::string ms_text(std::chrono::milliseconds t) { return std::to_string(t.count()) + " ms"; }
+
+bool is_ip_literal(const std::string& host) {
+  error_code ec;
+  net::ip::make_address(host, ec);
+  return !ec;
+}
+
+// One HTTP connection to one endpoint.
+struct connection {
+  std::size_t ep = 0;
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
+  beast::flat_buffer buffer;
+
+  beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
+  void close() noexcept {
+    error_code ec;
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+    lowest().socket().close(ec);
+  }
+};
+
+// gRPC status codes that etcd's gateway puts in its error bodies.
+enum grpc_code : int {
+  g_canceled = 1, g_unknown = 2, g_invalid_argument = 3, g_deadline = 4, g_not_found = 5, g_already_exists = 6,
+  g_permission_denied = 7, g_resource_exhausted = 8, g_failed_precondition = 9, g_aborted = 10, g_out_of_range = 11,
+  g_unimplemented = 12, g_internal = 13, g_unavailable = 14, g_data_loss = 15, g_unauthenticated = 16,
+};
+
+struct gateway_error {
+  int code = -1;        // gRPC code, -1 when the body is not a gateway error
+  std::string message;  // etcd's text
+};
+
+gateway_error parse_gateway_error(unsigned status, const std::string& body) {
+  gateway_error g;
+  error_code ec;
+  auto v = json::parse(body, ec);
+  if (!ec && v.is_object()) {
+    auto& o = v.get_object();
+    if (auto* c = o.if_contains("code"); c && c->is_int64()) g.code = static_cast<int>(c->get_int64());
+    for (auto field : {"message", "error"}) {
+      if (auto* m = o.if_contains(field); m && m->is_string() && g.message.empty()) g.message = std::string(m->get_string());
+    }
+  }
+  if (g.message.empty()) {
+    std::string excerpt = body.substr(0, 200);
+    while (!excerpt.empty() && (excerpt.back() == '\n' || excerpt.back() == '\r')) excerpt.pop_back();
+    g.message = "HTTP " + std::to_string(status) + (excerpt.empty() ? "" : ": " + excerpt);
+  }
+  return g;
+}
+
+errc map_grpc(int code, unsigned status) {
+  switch (code) {
+    case g_invalid_argument: return errc::invalid;
+    case g_not_found: return errc::not_found;
+    case g_already_exists: return errc::already_exists;
+    case g_permission_denied: return errc::invalid;
+    case g_failed_precondition: return errc::invalid;
+    case g_out_of_range: return errc::conflict;  // compacted or future revision
+    case g_unimplemented: return errc::unsupported;
+    case g_unauthenticated: return errc::invalid;
+    case g_canceled: case g_unknown: case g_deadline: case g_resource_exhausted: case g_aborted:
+    case g_internal: case g_unavailable: case g_data_loss: return errc::unavailable;
+    default: break;
+  }
+  if (status >= 500) return errc::unavailable;
+  return errc::invalid;  // e.g. 404: this is not etcd's v3 gateway
+}
+
+// The result of one HTTP exchange on one connection.
+struct exchange_result {
+  error_code ec;
+  bool wrote = false;     // the whole request left
+  bool got_some = false;  // some reply byte arrived
+  unsigned status = 0;
+  std::string body;
+  bool keep_alive = false;
+};
+
+// Shared between the I/O thread (which fills it) and the watch thread (which drains it).
+class stream_state final : public line_stream, public std::enable_shared_from_this<stream_state> {
+ public:
+  stream_state(net::io_context& ioc, std::unique_ptr<connection> c, std::unique_ptr<http::response_parser<http::buffer_body>> p,
+               std::string ep)
+      : ioc_(ioc), conn_(std::move(c)), parser_(std::move(p)), endpoint_(std::move(ep)) {}
+
+  result<std::string> next() override {
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, [&] { return closed_ || !lines_.empty() || end_; });
+    if (closed_) return error(errc::unavailable, "etcd " + endpoint_ + ": watch stream closed");
+    if (!lines_.empty()) {
+      auto s = std::move(lines_.front());
+      lines_.pop_front();
+      return s;
+    }
+    return *end_;
+  }
+
+  void close() noexcept override {
+    {
+      std::lock_guard lk(mu_);
+      if (closed_) return;
+      closed_ = true;
+    }
+    cv_.notify_all();
+    net::post(ioc_, [self = shared_from_this()] { self->conn_->close(); });
+  }
+
+  const std::string& endpoint() const noexcept override { return endpoint_; }
+
+  // I/O thread: reads the body until it ends or fails.
+  template <class Stream>
+  net::awaitable<void> pump(Stream& s) {
+    auto self = shared_from_this();
+    std::vector<char> buf(16384);
+    for (;;) {
+      parser_->get().body().data = buf.data();
+      parser_->get().body().size = buf.size();
+      error_code ec;
+      co_await http::async_read_some(s, conn_->buffer, *parser_, net::redirect_error(net::use_awaitable, ec));
+      if (ec == http::error::need_buffer) ec = {};
+      std::size_t n = buf.size() - parser_->get().body().size;
+      if (n && !feed(std::string_view(buf.data(), n))) co_return;
+      if (ec) {
+        bool was_closed;
+        { std::lock_guard lk(mu_); was_closed = closed_; }
+        finish(error(errc::unavailable, "etcd " + endpoint_ + ": watch stream " +
+                                            (was_closed ? std::string("closed") : "broken: " + ec.message())));
+        co_return;
+      }
+      if (parser_->is_done()) {
+        finish(error(errc::unavailable, "etcd " + endpoint_ + ": the server ended the watch stream"));
+        co_return;
+      }
+    }
+  }
+
+  net::awaitable<void> run() {
+    if (conn_->tls) co_await pump(*conn_->tls);
+    else co_await pump(*conn_->plain);
+    conn_->close();
+  }
+
+ private:
+  bool feed(std::string_view data) {
+    std::size_t queued = 0;
+    {
+      std::lock_guard lk(mu_);
+      partial_.append(data);
+      std::size_t start = 0;
+      for (;;) {
+        auto nl = partial_.find('\n', start);
+        if (nl == std::string::npos) break;
+        if (nl > start) { lines_.emplace_back(partial_.substr(start, nl - start)); ++queued; }
+        start = nl + 1;
+      }
+      partial_.erase(0, start);
+      if (partial_.size() > max_stream_line) {
+        end_ = error(errc::unavailable, "etcd " + endpoint_ + ": a watch message exceeds " + std::to_string(max_stream_line) + " bytes");
+        cv_.notify_all();
+        conn_->close();
+        return false;
+      }
+    }
+    if (queued) cv_.notify_all();
+    return true;
+  }
+  void finish(error e) {
+    {
+      std::lock_guard lk(mu_);
+      if (!partial_.empty()) { lines_.emplace_back(std::move(partial_)); partial_.clear(); }
+      if (!end_) end_ = std::move(e);
+    }
+    cv_.notify_all();
+  }
+
+  net::io_context& ioc_;
+  std::unique_ptr<connection> conn_;
+  std::unique_ptr<http::response_parser<http::buffer_body>> parser_;
+  std::string endpoint_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::string> lines_;
+  std::string partial_;
+  std::optional<error> end_;
+  bool closed_ = false;
+};
+
+// Owns a stream_state for the caller; closing on destruction.
+class stream_handle final : public line_stream {
+ public:
+  explicit stream_handle(std::shared_ptr<stream_state> s) : s_(std::move(s)) {}
+  ~stream_handle() override { s_->close(); }
+  result<std::string> next() override { return s_->next(); }
+  void close() noexcept override { s_->close(); }
+  const std::string& endpoint() const noexcept override { return s_->endpoint(); }
+ private:
+  std::shared_ptr<stream_state> s_;
+};
+
+// What one endpoint did with one request.
+struct outcome {
+  std::optional<reply> ok;
+  std::shared_ptr<stream_state> stream;  // for streaming requests
+  error err;
+  bool next_endpoint = false;  // worth trying the next endpoint
+};
+
+class transport_impl final : public transport {
+ public:
+  explicit transport_impl(transport_options o) : opts_(std::move(o)), idle_(opts_.endpoints.size()), tokens_(opts_.endpoints.size()) {}
+
+  ~transport_impl() override {
+    work_.reset();
+    ioc_.stop();
+    if (thread_.joinable()) thread_.join();
+    // The I/O thread is gone: the pool can be touched from here.
+    for (auto& q : idle_)
+      for (auto& c : q) c->close();
+    idle_.clear();
+  }
+
+  result<void> init() {
+    bool any_tls = std::any_of(opts_.endpoints.begin(), opts_.endpoints.end(), [](auto& e) { return e.tls; });
+    if (any_tls) {
+      ssl_.emplace(ssl::context::tls_client);
+      ssl_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                        ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+      ssl_->set_verify_mode(ssl::verify_peer);
+      error_code ec;
+      if (!opts_.ca_file.empty()) {
+        ssl_->load_verify_file(opts_.ca_file, ec);
+        if (ec) return error(errc::invalid, "ca_file '" + opts_.ca_file + "': cannot load a PEM CA certificate: " + ec.message());
+      } else {
+        ssl_->set_default_verify_paths(ec);
+        if (ec) return error(errc::invalid, "cannot load the system's CA certificates: " + ec.message());
+      }
+      if (!opts_.cert_file.empty()) {
+        ssl_->use_certificate_chain_file(opts_.cert_file, ec);
+        if (ec) return error(errc::invalid, "cert_file '" + opts_.cert_file + "': cannot load a PEM certificate: " + ec.message());
+        ssl_->use_private_key_file(opts_.key_file, ssl::context::pem, ec);
+        if (ec) return error(errc::invalid, "key_file '" + opts_.key_file + "': cannot load a PEM private key: " + ec.message());
+        if (SSL_CTX_check_private_key(ssl_->native_handle()) != 1)
+          return error(errc::invalid, "key_file '" + opts_.key_file + "' does not match cert_file '" + opts_.cert_file + "'");
+      }
+    }
+    thread_ = std::thread([this] {
+      for (;;) {
+        try {
+          ioc_.run();
+          return;
+        } catch (...) {
+          // A handler threw; keep the loop alive (calls see their own errors via futures).
+        }
+      }
+    });
+    return {};
+  }
+
+  std::chrono::milliseconds timeout() const noexcept override { return opts_.timeout; }
+
+  std::string current_endpoint() const override { return opts_.endpoints[preferred_.load() % opts_.endpoints.size()].url; }
+
+  result<reply> post(std::string_view path, std::string body, bool idempotent) override {
+    auto deadline = clock::now() + opts_.timeout;
+    auto fut = net::co_spawn(ioc_, run(std::string(path), std::move(body), idempotent, false, deadline), net::use_future);
+    auto o = wait(fut, deadline);
+    if (!o.ok) return std::move(o.err);
+    return std::move(*o.ok);
+  }
+
+  result<std::unique_ptr<line_stream>> stream(std::string_view path, std::string body) override {
+    auto deadline = clock::now() + opts_.timeout;
+    auto fut = net::co_spawn(ioc_, run(std::string(path), std::move(body), true, true, deadline), net::use_future);
+    auto o = wait(fut, deadline);
+    if (!o.stream) return std::move(o.err);
+    auto st = o.stream;
+    net::co_spawn(ioc_, [st]() -> net::awaitable<void> { co_await st->run(); }, net::detached);
+    return std::unique_ptr<line_stream>(std::make_unique<stream_handle>(std::move(st)));
+  }
+
+ private:
+  // Waits for the I/O thread; the backstop covers anything the socket deadlines miss.
+  outcome wait(std::future<outcome>& fut, clock::time_point deadline) {
+    if (fut.wait_until(deadline + std::chrono::seconds(2)) != std::future_status::ready) {
+      outcome o;
+      o.err = error(errc::unavailable, "etcd " + current_endpoint() + ": no reply within " + ms_text(opts_.timeout) + " (timeout_ms)");
+      return o;
+    }
+    try {
+      return fut.get();
+    } catch (const std::exception& e) {
+      outcome o;
+      o.err = error(errc::internal, "etcd " + current_endpoint() + ": unexpected failure: " + e.what());
+      return o;
+    }
+  }
+
+  error ep_error(std::size_t i, errc c, const std::string& what) const {
+    return error(c, "etcd " + opts_.endpoints[i].url + ": " + what);
+  }
+
+  std::string io_text(const error_code& ec) const {
+    if (ec == beast::error::timeout) return "no reply within " + ms_text(opts_.timeout) + " (timeout_ms)";
+    return ec.message();
+  }
+
+  // All endpoints, starting from the one that worked last.
+  net::awaitable<outcome> run(std::string path, std::string body, bool idempotent, bool streaming, clock::time_point deadline) {
+    const std::size_t n = opts_.endpoints.size();
+    const std::size_t start = preferred_.load() % n;
+    std::vector<error> failures;
+    for (std::size_t k = 0; k < n; ++k) {
+      std::size_t i = (start + k) % n;
+      auto now = clock::now();
+      if (now >= deadline) {
+        if (failures.empty()) failures.push_back(ep_error(i, errc::unavailable, "no reply within " + ms_text(opts_.timeout) + " (timeout_ms)"));
+        break;
+      }
+      // Leave time for the endpoints not tried yet: a black-holed first endpoint must not eat the whole budget.
+      auto connect_deadline = now + (deadline - now) / static_cast<long>(n - k);
+      auto o = co_await attempt(i, path, body, idempotent, streaming, connect_deadline, deadline);
+      if (o.ok || o.stream) {
+        preferred_.store(i);
+        co_return o;
+      }
+      if (!o.next_endpoint) co_return o;
+      failures.push_back(std::move(o.err));
+    }
+    outcome o;
+    if (failures.size() == 1) {
+      o.err = std::move(failures.front());
+      co_return o;
+    }
+    bool all_invalid = std::all_of(failures.begin(), failures.end(), [](auto& e) { return e.code == errc::invalid; });
+    std::string msg = "etcd: none of the " + std::to_string(n) + " endpoints answered: ";
+    for (std::size_t k = 0; k < failures.size(); ++k) msg += (k ? "; " : "") + failures[k].message;
+    o.err = error(all_invalid ? errc::invalid : errc::unavailable, std::move(msg));
+    co_return o;
+  }
+
+  std::unique_ptr<connection> take_idle(std::size_t i) {
+    if (idle_.size() <= i || idle_[i].empty()) return nullptr;
+    auto c = std::move(idle_[i].back());
+    idle_[i].pop_back();
+    return c;
+  }
+  void give_back(std::unique_ptr<connection> c) {
+    if (idle_.size() <= c->ep) return;
+    auto& q = idle_[c->ep];
+    if (q.size() < opts_.max_idle_per_endpoint) q.push_back(std::move(c));
+    else c->close();
+  }
+  void drop_idle(std::size_t i) {
+    if (idle_.size() <= i) return;
+    for (auto& c : idle_[i]) c->close();
+    idle_[i].clear();
+  }
+
+  // One endpoint: a connection (pooled or new), a token if needed, the request.
+  net::awaitable<outcome> attempt(std::size_t i, const std::string& path, const std::string& body, bool idempotent, bool streaming,
+                                  clock::time_point connect_deadline, clock::time_point deadline) {
+    const bool auth = !opts_.username.empty();
+    bool reauthed = false;
+    outcome o;
+    for (int round = 0; round < 4; ++round) {
+      auto c = streaming ? nullptr : take_idle(i);
+      const bool reused = c != nullptr;
+      if (!c) {
+        auto made = co_await connect(i, std::min(connect_deadline, deadline));
+        if (!made) {
+          o.err = std::move(made).error();
+          o.next_endpoint = true;
+          co_return o;
+        }
+        c = std::move(*made);
+      }
+      if (auth && tokens_[i].empty()) {
+        auto t = co_await authenticate(*c, deadline);
+        if (t.stale && reused) { drop_idle(i); continue; }
+        if (!t.err.message.empty()) {
+          o.err = std::move(t.err);
+          o.next_endpoint = t.transient;
+          co_return o;
+        }
+        tokens_[i] = std::move(t.token);
+      }
+
+      if (streaming) {
+        auto s = co_await open_stream(std::move(c), path, body, deadline);
+        if (s.retry_auth && !reauthed) { reauthed = true; tokens_[i].clear(); continue; }
+        co_return std::move(s.out);
+      }
+
+      auto x = co_await exchange(*c, path, body, auth ? tokens_[i] : std::string(), deadline);
+      if (x.ec) {
+        c->close();
+        if (reused && !x.got_some && x.ec != beast::error::timeout) { drop_idle(i); continue; }  // stale pooled connection
+        o.err = ep_error(i, errc::unavailable,
+                         (x.wrote && !idempotent ? "the request may or may not have been applied: " : std::string()) + io_text(x.ec));
+        o.next_endpoint = !x.wrote || idempotent;
+        co_return o;
+      }
+      if (x.keep_alive) give_back(std::move(c));
+      else c->close();
+      if (x.status == 200) {
+        o.ok = reply{std::move(x.body), opts_.endpoints[i].url};
+        co_return o;
+      }
+      auto g = parse_gateway_error(x.status, x.body);
+      if (g.code == g_unauthenticated && auth && !reauthed) {
+        reauthed = true;
+        tokens_[i].clear();
+        continue;
+      }
+      o.err = ep_error(i, map_grpc(g.code, x.status), g.message);
+      o.next_endpoint = (g.code == g_unavailable) && idempotent;
+      co_return o;
+    }
+    o.err = ep_error(i, errc::unavailable, "the connection kept failing");
+    o.next_endpoint = true;
+    co_return o;
+  }
+
+  net::awaitable<result<std::unique_ptr<connection>>> connect(std::size_t i, clock::time_point deadline) {
+    const auto& ep = opts_.endpoints[i];
+    auto ex = co_await net::this_coro::executor;
+    auto c = std::make_unique<connection>();
+    c->ep = i;
+    if (ep.tls) c->tls.emplace(ex, *ssl_);
+    else c->plain.emplace(ex);
+    error_code ec;
+    std::vector<tcp::endpoint> addrs;
+    auto ip = net::ip::make_address(ep.host, ec);
+    unsigned short port = static_cast<unsigned short>(std::stoul(ep.port));
+    if (!ec) {
+      addrs.emplace_back(ip, port);
+    } else {
+      ec = {};
+      tcp::resolver resolver(ex);
+      auto res = co_await resolver.async_resolve(ep.host, ep.port, net::redirect_error(net::use_awaitable, ec));
+      if (ec) co_return ep_error(i, errc::unavailable, "cannot resolve host '" + ep.host + "': " + ec.message());
+      for (auto& e : res) addrs.push_back(e.endpoint());
+    }
+    if (clock::now() >= deadline) co_return ep_error(i, errc::unavailable, "no connection within " + ms_text(opts_.timeout) + " (timeout_ms)");
+    c->lowest().expires_at(deadline);
+    co_await c->lowest().async_connect(addrs, net::redirect_error(net::use_awaitable, ec));
+    if (ec) {
+      if (ec == beast::error::timeout) co_return ep_error(i, errc::unavailable, "no connection within the time left of " + ms_text(opts_.timeout) + " (timeout_ms)");
+      co_return ep_error(i, errc::unavailable, "cannot connect: " + ec.message());
+    }
+    c->lowest().socket().set_option(tcp::no_delay(true), ec);
+    if (ep.tls) {
+      if (!is_ip_literal(ep.host)) SSL_set_tlsext_host_name(c->tls->native_handle(), ep.host.c_str());
+      c->tls->set_verify_mode(ssl::verify_peer);
+      c->tls->set_verify_callback(ssl::host_name_verification(ep.host));
+      co_await c->tls->async_handshake(ssl::stream_base::client, net::redirect_error(net::use_awaitable, ec));
+      if (ec) {
+        if (ec == beast::error::timeout) co_return ep_error(i, errc::unavailable, "TLS handshake: " + io_text(ec));
+        long v = SSL_get_verify_result(c->tls->native_handle());
+        std::string what = "TLS handshake failed: " + ec.message();
+        if (v != X509_V_OK) what += " (" + std::string(X509_verify_cert_error_string(v)) + "; ca_file: '" + opts_.ca_file + "')";
+        // A certificate that does not verify is a configuration problem, not a passing one.
+        bool verify = v != X509_V_OK || ec.message().find("certificate") != std::string::npos;
+        co_return ep_error(i, verify ? errc::invalid : errc::unavailable, what);
+      }
+    }
+    co_return std::move(c);
+  }
+
+  template <class Stream>
+  net::awaitable<void> exchange_on(Stream& s, connection& c, http::request<http::string_body>& req, exchange_result& x) {
+    co_await http::async_write(s, req, net::redirect_error(net::use_awaitable, x.ec));
+    if (x.ec) co_return;
+    x.wrote = true;
+    http::response_parser<http::string_body> p;
+    p.body_limit(max_reply_body);
+    co_await http::async_read(s, c.buffer, p, net::redirect_error(net::use_awaitable, x.ec));
+    x.got_some = p.got_some();
+    if (x.ec) co_return;
+    auto res = p.release();
+    x.status = res.result_int();
+    x.keep_alive = res.keep_alive();
+    x.body = std::move(res.body());
+  }
+
+  http::request<http::string_body> make_request(const connection& c, std::string_view path, const std::string& body, const std::string& token) const {
+    const auto& ep = opts_.endpoints[c.ep];
+    http::request<http::string_body> req{http::verb::post, path, 11};
+    req.set(http::field::host, ep.host.find(':') != std::string::npos ? "[" + ep.host + "]:" + ep.port : ep.host + ":" + ep.port);
+    req.set(http::field::content_type, "application/json");
+    if (!token.empty()) req.set(http::field::authorization, token);
+    req.keep_alive(true);
+    req.body() = body;
+    req.prepare_payload();
+    return req;
+  }
+
+  net::awaitable<exchange_result> exchange(connection& c, std::string_view path, const std::string& body, const std::string& token,
+                                           clock::time_point deadline) {
+    exchange_result x;
+    auto req = make_request(c, path, body, token);
+    c.lowest().expires_at(deadline);
+    if (c.tls) co_await exchange_on(*c.tls, c, req, x);
+    else co_await exchange_on(*c.plain, c, req, x);
+    co_return x;
+  }
+
+  struct auth_result {
+    std::string token;
+    error err{errc::ok, {}};
+    bool transient = false;
+    bool stale = false;  // pooled connection was dead before any reply
+  };
+
+  net::awaitable<auth_result> authenticate(connection& c, clock::time_point deadline) {
+    auth_result a;
+    json::object req{{"name", opts_.username}, {"password", opts_.password}};
+    auto x = co_await exchange(c, "/v3/auth/authenticate", json::serialize(req), {}, deadline);
+    const auto i = c.ep;
+    if (x.ec) {
+      if (!x.got_some && x.ec != beast::error::timeout) a.stale = true;
+      a.err = ep_error(i, errc::unavailable, "authentication as user '" + opts_.username + "': " + io_text(x.ec));
+      a.transient = true;
+      co_return a;
+    }
+    if (x.status == 200) {
+      error_code ec;
+      auto v = json::parse(x.body, ec);
+      if (!ec && v.is_object()) {
+        if (auto* t = v.get_object().if_contains("token"); t && t->is_string()) {
+          a.token = std::string(t->get_string());
+          co_return a;
+        }
+      }
+      a.err = ep_error(i, errc::unavailable, "authentication reply has no token: " + x.body.substr(0, 200));
+      a.transient = true;
+      co_return a;
+    }
+    auto g = parse_gateway_error(x.status, x.body);
+    if (g.message.find("authentication is not enabled") != std::string::npos) {
+      a.err = ep_error(i, errc::invalid, "username '" + opts_.username + "' is set but authentication is not enabled on this etcd (" + g.message + ")");
+      co_return a;
+    }
+    bool transient = map_grpc(g.code, x.status) == errc::unavailable;
+    a.err = ep_error(i, transient ? errc::unavailable : errc::invalid,
+                     "authentication as user '" + opts_.username + "' failed: " + g.message + (transient ? "" : "; check username and password"));
+    a.transient = transient;
+    co_return a;
+  }
+
+  struct open_result {
+    outcome out;
+    bool retry_auth = false;
+  };
+
+  template <class Stream>
+  net::awaitable<void> open_on(Stream& s, connection& c, http::request<http::string_body>& req, http::response_parser<http::buffer_body>& p,
+                               exchange_result& x) {
+    co_await http::async_write(s, req, net::redirect_error(net::use_awaitable, x.ec));
+    if (x.ec) co_return;
+    x.wrote = true;
+    co_await http::async_read_header(s, c.buffer, p, net::redirect_error(net::use_awaitable, x.ec));
+    x.got_some = p.got_some();
+    if (x.ec) co_return;
+    x.status = p.get().result_int();
+    if (x.status == 200) co_return;
+    // An error: read the (small) body for etcd's message.
+    http::response_parser<http::string_body> full(std::move(p));
+    full.body_limit(1 << 20);
+    co_await http::async_read(s, c.buffer, full, net::redirect_error(net::use_awaitable, x.ec));
+    x.body = std::move(full.get().body());
+    x.ec = {};
+  }
+
+  net::awaitable<open_result> open_stream(std::unique_ptr<connection> c, const std::string& path, const std::string& body, clock::time_point deadline) {
+    open_result r;
+    const auto i = c->ep;
+    auto req = make_request(*c, path, body, opts_.username.empty() ? std::string() : tokens_[i]);
+    auto p = std::make_unique<http::response_parser<http::buffer_body>>();
+    p->body_limit(boost::none);
+    exchange_result x;
+    c->lowest().expires_at(deadline);
+    if (c->tls) co_await open_on(*c->tls, *c, req, *p, x);
+    else co_await open_on(*c->plain, *c, req, *p, x);
+    if (x.ec) {
+      c->close();
+      r.out.err = ep_error(i, errc::unavailable, "watch: " + io_text(x.ec));
+      r.out.next_endpoint = true;
+      co_return r;
+    }
+    if (x.status != 200) {
+      c->close();
+      auto g = parse_gateway_error(x.status, x.body);
+      if (g.code == g_unauthenticated && !opts_.username.empty()) r.retry_auth = true;
+      r.out.err = ep_error(i, map_grpc(g.code, x.status), "watch: " + g.message);
+      r.out.next_endpoint = g.code == g_unavailable;
+      co_return r;
+    }
+    // A long-lived stream: no deadline, but TCP keepalive notices a peer that vanished.
+    c->lowest().expires_never();
+    auto& sock = c->lowest().socket();
+    error_code ec;
+    sock.set_option(net::socket_base::keep_alive(true), ec);
+    int idle = 10, intvl = 5, cnt = 3;
+    ::setsockopt(sock.native_handle(), IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    ::setsockopt(sock.native_handle(), IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    ::setsockopt(sock.native_handle(), IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    r.out.stream = std::make_shared<stream_state>(ioc_, std::move(c), std::move(p), opts_.endpoints[i].url);
+    co_return r;
+  }
+
+  transport_options opts_;
+  net::io_context ioc_{1};
+  std::optional<net::executor_work_guard<net::io_context::executor_type>> work_{net::make_work_guard(ioc_)};
+  std::optional<ssl::context> ssl_;
+  std::thread thread_;
+  std::atomic<std::size_t> preferred_{0};
+  // I/O thread only:
+  std::vector<std::vector<std::unique_ptr<connection>>> idle_;
+  std::vector<std::string> tokens_;
+};
+
+}  // namespace
+
+result<std::shared_ptr<transport>> transport::create(transport_options o) {
+  if (o.endpoints.empty()) return error(errc::invalid, "endpoints: at least one etcd endpoint is needed");
+  auto t = std::make_shared<transport_impl>(std::move(o));
+  if (auto r = t->init(); !r) return r.error();
+  return std::shared_ptr<transport>(std::move(t));
+}
+
+}  // namespace detail::etcd
+CNF_END_NAMESPACE
