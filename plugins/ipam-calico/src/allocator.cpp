@@ -1,0 +1,1376 @@
+// calico-ipam: assignment, release and garbage collection over compare-and-swap writes.
+#include "internal.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <random>
+#include <thread>
+
+CNF_BEGIN_NAMESPACE
+namespace calico_ipam {
+
+namespace json = boost::json;
+using namespace detail;
+
+namespace detail {
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+resource_key block_key(const std::string& name) { return {std::string(kinds::ipam_block), "", name}; }
+resource_key affinity_key(const std::string& node, const ip_prefix& cidr) {
+  return {std::string(kinds::block_affinity), "", affinity_name(node, cidr)};
+}
+resource_key handle_key(const std::string& h) { return {std::string(kinds::ipam_handle), "", handle_name(h)}; }
+
+bool retryable(const error& e) { return e.code == errc::conflict || e.code == errc::not_found; }
+
+void backoff(std::uint32_t attempt) {
+  if (attempt < 2) return;
+  thread_local std::minstd_rand rng(static_cast<unsigned>(std::hash<std::thread::id>{}(std::this_thread::get_id()) ^
+                                                          static_cast<std::size_t>(steady::now().time_since_epoch().count())));
+  std::uint32_t span = std::min<std::uint32_t>(attempt, 20) * 250;
+  std::this_thread::sleep_for(std::chrono::microseconds(rng() % (span + 1)));
+}
+
+error with_context(const error& e, const std::string& what) { return error(e.code, what + ": " + e.message); }
+
+bool is_plain(std::string_view node) { return affinity_name(node, ip_prefix::parse("10.0.0.0/26").value()).starts_with(std::string(node) + "-"); }
+
+}  // namespace
+
+// ---- snapshot of pools, IPAMConfig, reservations -----------------------------------------
+
+result<std::shared_ptr<const snapshot>> state::load(bool force) {
+  auto now = steady::now();
+  {
+    std::lock_guard lk(snap_mu);
+    if (!force && snap && opts.cache_ttl.count() > 0 && now - snap->fetched < opts.cache_ttl) return snap;
+  }
+  auto sn = std::make_shared<snapshot>();
+  list_options lo;
+  lo.kind = std::string(kinds::ip_pool);
+  auto pools = ds.list_all(lo);
+  if (!pools) return with_context(pools.error(), "listing IPPools");
+  if (pools->items.empty() && !opts.default_pools.empty()) {
+    for (auto& p : opts.default_pools) {
+      auto c = ds.create(to_resource(p));
+      if (!c && c.error().code != errc::already_exists) return with_context(c.error(), "creating default IPPool/" + p.name);
+      if (c) log->info("calico-ipam: created IPPool/" + p.name + " (" + p.cidr.to_string() + ", blockSize " + std::to_string(p.block_size) + ")");
+    }
+    pools = ds.list_all(lo);
+    if (!pools) return with_context(pools.error(), "listing IPPools");
+  }
+  sn->pool_problems = validate_pools(pools->items, &sn->pools);
+  for (auto& r : pools->items)
+    if (std::none_of(sn->pools.begin(), sn->pools.end(), [&](const pool& p) { return p.name == r.name; }))
+      sn->invalid_pool_names.push_back(r.name);
+  for (auto& e : sn->pool_problems) log->warn("calico-ipam: skipping pool: " + e.message);
+
+  auto cfg = ds.get({std::string(kinds::ipam_config), "", std::string(config_name)});
+  if (cfg) {
+    auto c = parse_config(*cfg);
+    if (!c) return c.error();
+    sn->config = *c;
+  } else if (cfg.error().code != errc::not_found) {
+    return with_context(cfg.error(), "reading IPAMConfig/default");
+  }
+
+  lo.kind = std::string(kinds::ip_reservation);
+  auto rs = ds.list_all(lo);
+  if (!rs) return with_context(rs.error(), "listing IPReservations");
+  sn->reserved = std::make_shared<reserved_set>();
+  std::vector<reservation> parsed;
+  for (auto& r : rs->items) {
+    auto p = parse_reservation(r);
+    if (!p) {
+      // A reservation we cannot read might cover anything: refuse to guess.
+      return error(errc::invalid, p.error().message + " (fix or delete the IPReservation; no address is assigned until then)");
+    }
+    for (auto& c : p->cidrs) sn->reserved->cidrs.emplace_back(c, r.name);
+    parsed.push_back(std::move(*p));
+  }
+  for (auto& e : validate_reservations(parsed, sn->pools)) log->warn("calico-ipam: " + e.message);
+  sn->fetched = now;
+  std::lock_guard lk(snap_mu);
+  snap = sn;
+  return std::shared_ptr<const snapshot>(sn);
+}
+
+result<std::map<std::string, std::string>> state::labels_of(const std::string& n) {
+  auto now = steady::now();
+  {
+    std::lock_guard lk(snap_mu);
+    auto it = node_labels.find(n);
+    if (it != node_labels.end() && opts.cache_ttl.count() > 0 && now - it->second.second < opts.cache_ttl) return it->second.first;
+  }
+  std::map<std::string, std::string> labels;
+  auto g = ds.get({std::string(kinds::node), "", n});
+  if (g) labels = g->labels;
+  else if (g.error().code != errc::not_found) return with_context(g.error(), "reading Node/" + n);
+  std::lock_guard lk(snap_mu);
+  node_labels[n] = {labels, now};
+  return labels;
+}
+
+result<std::vector<ip_prefix>> state::affine_blocks(const std::string& n, bool refresh) {
+  if (!refresh) {
+    std::lock_guard lk(affine_mu);
+    auto it = affine.find(n);
+    if (it != affine.end() && it->second.valid) return it->second.blocks;
+  }
+  list_options lo;
+  lo.kind = std::string(kinds::block_affinity);
+  if (is_plain(n)) lo.name_prefix = n + "-";
+  auto l = ds.list_all(lo);
+  if (!l) return with_context(l.error(), "listing BlockAffinities of node " + n);
+  std::vector<ip_prefix> out;
+  for (auto& r : l->items) {
+    auto a = parse_affinity(r);
+    if (!a) {
+      log->debug("calico-ipam: ignoring " + a.error().message);
+      continue;
+    }
+    if (a->node == n && a->state == "confirmed" && !a->deleted) out.push_back(a->cidr);
+  }
+  std::sort(out.begin(), out.end());
+  std::lock_guard lk(affine_mu);
+  affine[n] = {out, true};
+  return out;
+}
+
+void state::forget_affine(const std::string& n) {
+  std::lock_guard lk(affine_mu);
+  affine[n].valid = false;
+}
+
+// ---- block slots and the write combiner -------------------------------------------------------
+
+std::shared_ptr<block_slot> state::slot(const std::string& name) {
+  std::lock_guard lk(slots_mu);
+  auto& s = slots[name];
+  if (!s) s = std::make_shared<block_slot>();
+  return s;
+}
+
+void state::remember(block_slot& s, const resource& r) {
+  s.missing = false;
+  s.res = r;
+  auto p = parse_block(r);
+  if (p) {
+    s.parsed = std::move(*p);
+    s.corrupt.reset();
+  } else {
+    s.parsed.reset();
+    s.corrupt = p.error();
+  }
+}
+
+std::optional<block> state::cached(const std::string& name) {
+  auto s = slot(name);
+  std::lock_guard lk(s->mu);
+  if (s->parsed && !s->missing) return s->parsed;
+  return std::nullopt;
+}
+
+result<std::vector<listed_block>> state::list_blocks() {
+  list_options lo;
+  lo.kind = std::string(kinds::ipam_block);
+  auto l = ds.list_all(lo);
+  if (!l) return with_context(l.error(), "listing IPAMBlocks");
+  std::vector<listed_block> out;
+  out.reserve(l->items.size());
+  for (auto& r : l->items) {
+    listed_block lb;
+    lb.name = r.name;
+    lb.revision = r.revision;
+    auto s = slot(r.name);
+    {
+      std::lock_guard lk(s->mu);
+      if (!(s->res && s->res->revision == r.revision && !s->missing)) remember(*s, r);
+      lb.parsed = s->parsed;
+      lb.problem = s->corrupt;
+    }
+    lb.spec = std::move(r.spec);
+    out.push_back(std::move(lb));
+  }
+  return out;
+}
+
+namespace {
+bool apply(block& b, block_op& op) {
+  op.out = block_op::outcome::ok;
+  op.got.clear();
+  op.released.clear();
+  switch (op.what) {
+    case block_op::kind::allocate: {
+      if (!op.affine_to.empty() && b.affinity != "host:" + op.affine_to) {
+        op.out = block_op::outcome::affinity_mismatch;
+        return false;
+      }
+      static const reserved_set none;
+      auto ords = take(b, op.want, op.handle, op.secondary, op.reserved ? *op.reserved : none);
+      for (auto o : ords) op.got.push_back(b.address(o));
+      return !ords.empty();
+    }
+    case block_op::kind::claim_exact: {
+      block trial = b;
+      bool changed = false;
+      for (auto& a : op.addresses) {
+        auto o = trial.ordinal(a);
+        if (!o) {
+          op.out = block_op::outcome::failed;
+          op.err = error(errc::invalid, a.to_string() + " is not in block " + trial.cidr.to_string());
+        } else if (trial.allocations[*o]) {
+          auto h = trial.handle_of(*o);
+          if (h == op.handle) {
+            op.got.push_back(a);
+            continue;
+          }
+          op.out = block_op::outcome::failed;
+          op.err = error(errc::already_exists, a.to_string() + " is already assigned (handle '" + h + "', IPAMBlock/" + block_name(trial.cidr) + ")");
+        } else if (const std::string* r = op.reserved ? op.reserved->holder(a) : nullptr) {
+          op.out = block_op::outcome::failed;
+          op.err = error(errc::invalid, a.to_string() + " is reserved by IPReservation/" + *r);
+        } else {
+          take_ordinal(trial, *o, op.handle, op.secondary);
+          op.got.push_back(a);
+          changed = true;
+          continue;
+        }
+        op.got.clear();
+        return false;
+      }
+      if (changed) b = std::move(trial);
+      return changed;
+    }
+    case block_op::kind::release_handles:
+    case block_op::kind::release_addresses: {
+      std::vector<std::uint32_t> ords;
+      auto consider = [&](std::uint32_t o) {
+        if (!b.allocations[o]) return;
+        auto h = b.handle_of(o);
+        if (op.what == block_op::kind::release_handles ? op.handles.count(h) == 0 : (!op.only_handle.empty() && h != op.only_handle)) return;
+        ords.push_back(o);
+        op.released.emplace_back(b.address(o), h);
+      };
+      if (op.what == block_op::kind::release_handles) {
+        for (std::uint32_t o = 0; o < b.size(); ++o) consider(o);
+      } else {
+        for (auto& a : op.addresses)
+          if (auto o = b.ordinal(a)) consider(*o);
+      }
+      if (ords.empty()) return false;
+      free_ordinals(b, ords);
+      return true;
+    }
+  }
+  return false;
+}
+
+void finish(std::vector<std::shared_ptr<block_op>>& batch, block_op::outcome out, const error& e = {}) {
+  for (auto& op : batch) {
+    op->out = out;
+    op->err = e;
+    op->got.clear();
+    op->released.clear();
+  }
+}
+}  // namespace
+
+void state::run(const std::string& name, const std::shared_ptr<block_op>& op) {
+  auto s = slot(name);
+  std::unique_lock lk(s->mu);
+  s->queue.push_back(op);
+  while (!op->done) {
+    if (s->busy) {
+      s->cv.wait(lk);
+      continue;
+    }
+    s->busy = true;
+    auto batch = std::move(s->queue);
+    s->queue.clear();
+    lk.unlock();
+    try {
+      process(name, *s, batch);
+    } catch (const std::exception& e) {
+      finish(batch, block_op::outcome::failed, error(errc::internal, std::string("IPAMBlock/") + name + ": " + e.what()));
+    }
+    lk.lock();
+    for (auto& o : batch) o->done = true;
+    s->busy = false;
+    s->cv.notify_all();
+  }
+}
+
+void state::process(const std::string& name, block_slot& s, std::vector<std::shared_ptr<block_op>>& batch) {
+  bool fresh = false, need_read = false;
+  for (std::uint32_t attempt = 0;; ++attempt) {
+    {
+      std::lock_guard lk(s.mu);
+      if (!s.res && !s.missing) need_read = true;
+    }
+    if (need_read) {
+      ++stats.block_reads;
+      auto g = ds.get(block_key(name));
+      std::lock_guard lk(s.mu);
+      if (g) {
+        remember(s, *g);
+      } else if (g.error().code == errc::not_found) {
+        s.missing = true;
+        s.res.reset();
+        s.parsed.reset();
+        s.corrupt.reset();
+      } else {
+        finish(batch, block_op::outcome::failed, with_context(g.error(), "reading IPAMBlock/" + name));
+        return;
+      }
+      fresh = true;
+      need_read = false;
+    }
+    resource cur;
+    std::optional<block> work;
+    {
+      std::lock_guard lk(s.mu);
+      if (s.missing || (s.parsed && s.parsed->deleted)) {
+        if (!fresh) {
+          need_read = true;
+          continue;
+        }
+        finish(batch, block_op::outcome::gone);
+        return;
+      }
+      if (s.corrupt) {
+        if (!fresh) {
+          need_read = true;
+          continue;
+        }
+        log->error("calico-ipam: not using " + s.corrupt->message);
+        finish(batch, block_op::outcome::corrupt, *s.corrupt);
+        return;
+      }
+      cur = *s.res;
+      work = *s.parsed;
+    }
+    bool changed = false;
+    for (auto& op : batch) changed = apply(*work, *op) || changed;
+    if (!changed) {
+      if (fresh) return;
+      need_read = true;  // a cached copy may be stale: decide on the current one
+      continue;
+    }
+    cur.spec = to_json(*work);
+    ++stats.block_writes;
+    auto u = ds.update(cur);
+    if (u) {
+      std::lock_guard lk(s.mu);
+      s.res = std::move(*u);
+      s.parsed = std::move(work);
+      s.corrupt.reset();
+      s.missing = false;
+      stats.combined_ops += batch.size();
+      return;
+    }
+    if (!retryable(u.error())) {
+      finish(batch, block_op::outcome::failed, with_context(u.error(), "writing IPAMBlock/" + name));
+      return;
+    }
+    ++stats.block_conflicts;
+    if (attempt + 1 >= retries()) {
+      finish(batch, block_op::outcome::failed,
+             error(errc::unavailable, "IPAMBlock/" + name + ": gave up after " + std::to_string(retries()) +
+                                          " compare-and-swap attempts (others keep changing it); try again"));
+      return;
+    }
+    fresh = false;
+    need_read = true;
+    backoff(attempt);
+  }
+}
+
+// ---- claiming and releasing blocks -----------------------------------------------------------
+
+result<void> state::confirm_affinity(const resource& pending) {
+  resource r = pending;
+  for (std::uint32_t attempt = 0; attempt < retries(); ++attempt) {
+    auto a = parse_affinity(r);
+    if (!a) return a.error();
+    if (a->state == "confirmed") return {};
+    a->state = "confirmed";
+    auto next = to_resource(*a);
+    next.revision = r.revision;
+    next.labels = r.labels;
+    auto u = ds.update(next);
+    if (u) return {};
+    if (u.error().code == errc::not_found) {
+      // Someone (gc) removed the pending claim between our writes; the block is ours, so
+      // write the affinity back.
+      next.revision.clear();
+      auto c = ds.create(next);
+      if (c || c.error().code == errc::already_exists) {
+        if (c) return {};
+      } else {
+        return c.error();
+      }
+    } else if (u.error().code != errc::conflict) {
+      return u.error();
+    }
+    auto g = ds.get(r.key());
+    if (!g) {
+      if (g.error().code == errc::not_found) continue;
+      return g.error();
+    }
+    r = *g;
+    backoff(attempt);
+  }
+  return error(errc::unavailable, "BlockAffinity/" + pending.name + ": could not confirm the claim (too much contention)");
+}
+
+result<bool> state::try_claim(const ip_prefix& cidr, const std::string& n) {
+  block_affinity a;
+  a.name = affinity_name(n, cidr);
+  a.state = "pending";
+  a.node = n;
+  a.cidr = cidr;
+  resource pending;
+  auto c = ds.create(to_resource(a));
+  if (c) {
+    pending = *c;
+  } else if (c.error().code == errc::already_exists) {
+    auto g = ds.get(affinity_key(n, cidr));
+    if (!g) return g.error().code == errc::not_found ? result<bool>(false) : result<bool>(g.error());
+    auto pa = parse_affinity(*g);
+    if (!pa) {
+      log->error("calico-ipam: not claiming " + cidr.to_string() + ": " + pa.error().message);
+      return false;
+    }
+    if (pa->state == "confirmed") {
+      auto gb = ds.get(block_key(block_name(cidr)));
+      if (gb) {
+        auto pb = parse_block(*gb);
+        return pb && pb->affinity == "host:" + n && !pb->deleted;
+      }
+    }
+    pa->state = "pending";
+    auto next = to_resource(*pa);
+    next.revision = g->revision;
+    auto u = ds.update(next);
+    if (!u) return retryable(u.error()) ? result<bool>(false) : result<bool>(u.error());
+    pending = *u;
+  } else {
+    return with_context(c.error(), "claiming block " + cidr.to_string() + " for node " + n);
+  }
+
+  block b = block::make(cidr, "host:" + n);
+  auto cb = ds.create(to_resource(b));
+  if (cb) {
+    ++stats.blocks_claimed;
+    {
+      auto s = slot(cb->name);
+      std::lock_guard lk(s->mu);
+      remember(*s, *cb);
+    }
+    log->info("calico-ipam: node " + n + " claimed block " + cidr.to_string());
+    if (auto k = confirm_affinity(pending); !k) log->warn("calico-ipam: claimed " + cidr.to_string() + " but " + k.error().message + " (gc repairs it)");
+    forget_affine(n);
+    return true;
+  }
+  if (cb.error().code == errc::already_exists) {
+    auto g = ds.get(block_key(block_name(cidr)));
+    if (g) {
+      auto pb = parse_block(*g);
+      if (pb && pb->affinity == "host:" + n && !pb->deleted) {
+        if (auto k = confirm_affinity(pending); !k) return k.error();
+        forget_affine(n);
+        return true;
+      }
+    }
+    (void)ds.remove(pending.key(), pending.revision);
+    return false;
+  }
+  (void)ds.remove(pending.key(), pending.revision);
+  return with_context(cb.error(), "creating IPAMBlock/" + block_name(cidr));
+}
+
+result<bool> state::release_affinity(const ip_prefix& cidr, const std::string& n, bool require_empty, const std::string& expected_revision) {
+  std::optional<resource> aff;
+  auto ga = ds.get(affinity_key(n, cidr));
+  if (ga) {
+    auto pa = parse_affinity(*ga);
+    if (!pa) return pa.error();
+    pa->state = "pendingDeletion";
+    auto next = to_resource(*pa);
+    next.revision = ga->revision;
+    auto u = ds.update(next);
+    if (!u) return retryable(u.error()) ? result<bool>(false) : result<bool>(u.error());
+    aff = *u;
+  } else if (ga.error().code != errc::not_found) {
+    return ga.error();
+  }
+  auto revert = [&] {
+    if (!aff) return;
+    auto pa = parse_affinity(*aff);
+    if (!pa) return;
+    pa->state = "confirmed";
+    auto next = to_resource(*pa);
+    next.revision = aff->revision;
+    (void)ds.update(next);
+  };
+  std::string name = block_name(cidr);
+  auto gb = ds.get(block_key(name));
+  if (!gb) {
+    if (gb.error().code != errc::not_found) {
+      revert();
+      return gb.error();
+    }
+  } else {
+    auto pb = parse_block(*gb);
+    if (!pb) {
+      revert();
+      return false;
+    }
+    if (pb->affinity != "host:" + n) {
+      // The block belongs elsewhere now; our affinity is stale.
+      if (aff) (void)ds.remove(aff->key(), aff->revision);
+      forget_affine(n);
+      return false;
+    }
+    if ((require_empty && !pb->empty()) || (!expected_revision.empty() && gb->revision != expected_revision)) {
+      revert();
+      return false;
+    }
+    auto r = ds.remove(gb->key(), gb->revision);
+    if (!r && r.error().code != errc::not_found) {
+      revert();
+      return retryable(r.error()) ? result<bool>(false) : result<bool>(r.error());
+    }
+    auto s = slot(name);
+    std::lock_guard lk(s->mu);
+    s->res.reset();
+    s->parsed.reset();
+    s->corrupt.reset();
+    s->missing = true;
+  }
+  if (aff) (void)ds.remove(aff->key(), aff->revision);
+  forget_affine(n);
+  log->info("calico-ipam: released block " + cidr.to_string() + " of node " + n);
+  return true;
+}
+
+result<void> state::adjust_handle(const std::string& h, const ip_prefix& b, int delta) {
+  if (delta == 0) return {};
+  auto key = handle_key(h);
+  std::string cidr = b.to_string();
+  for (std::uint32_t attempt = 0; attempt < retries(); ++attempt) {
+    auto g = ds.get(key);
+    if (!g) {
+      if (g.error().code != errc::not_found) return with_context(g.error(), "reading IPAMHandle/" + key.name);
+      if (delta < 0) return {};
+      handle_record rec;
+      rec.handle_id = h;
+      rec.blocks[cidr] = static_cast<std::uint32_t>(delta);
+      ++stats.handle_writes;
+      auto c = ds.create(to_resource(rec));
+      if (c) return {};
+      if (c.error().code == errc::already_exists) continue;
+      return with_context(c.error(), "creating IPAMHandle/" + key.name);
+    }
+    auto rec = parse_handle(*g);
+    if (!rec) return rec.error();
+    if (rec->handle_id != h)
+      return error(errc::internal, "IPAMHandle/" + key.name + " holds handle '" + rec->handle_id + "', not '" + h + "' (name collision)");
+    std::int64_t now = static_cast<std::int64_t>(rec->blocks[cidr]) + delta;
+    if (now <= 0) rec->blocks.erase(cidr);
+    else rec->blocks[cidr] = static_cast<std::uint32_t>(now);
+    ++stats.handle_writes;
+    result<void> w;
+    if (rec->blocks.empty()) {
+      w = ds.remove(key, g->revision);
+    } else {
+      auto next = to_resource(*rec);
+      next.revision = g->revision;
+      next.labels = g->labels;
+      auto u = ds.update(next);
+      if (!u) w = u.error();
+    }
+    if (w) return {};
+    if (!retryable(w.error())) return with_context(w.error(), "writing IPAMHandle/" + key.name);
+    backoff(attempt);
+  }
+  return error(errc::unavailable, "IPAMHandle/" + key.name + ": gave up after " + std::to_string(retries()) + " attempts");
+}
+
+// ---- assignment ------------------------------------------------------------------------------
+
+namespace {
+struct progress {
+  std::vector<assigned_address> out;
+  std::vector<std::pair<ip_address, ip_prefix>> got;  ///< address, block
+  std::map<ip_prefix, int> record;                      ///< IPAMHandle counts this request added
+};
+
+const pool* pool_of(const std::vector<pool>& pools, const ip_prefix& b) {
+  for (auto& p : pools)
+    if (p.cidr.contains(b)) return &p;
+  return nullptr;
+}
+const pool* pool_of(const std::vector<pool>& pools, const ip_address& a) {
+  for (auto& p : pools)
+    if (p.cidr.contains(a)) return &p;
+  return nullptr;
+}
+
+std::string describe(const pool& p) { return "IPPool/" + p.name + " (" + p.cidr.to_string() + ")"; }
+}  // namespace
+
+struct assigner {
+  state& st;
+  const snapshot& sn;
+  const assign_request& req;
+  std::string node;
+  std::map<std::string, std::string> secondary;
+  progress pr;
+  std::vector<std::string> notes;  ///< why the node could not get more (for the exhaustion message)
+
+  result<std::vector<pool>> eligible(ip_family f, const std::vector<ip_prefix>& hints) {
+    std::vector<pool> out;
+    if (!hints.empty()) {
+      for (auto& h : hints) {
+        if (h.family() != f) continue;
+        auto it = std::find_if(sn.pools.begin(), sn.pools.end(), [&](const pool& p) { return p.cidr == h.canonical(); });
+        if (it == sn.pools.end()) {
+          std::string m = "requested pool " + h.to_string() + " is not a usable IPPool";
+          for (auto& e : sn.pool_problems) m += "; " + e.message;
+          return error(errc::invalid, m);
+        }
+        if (it->disabled) return error(errc::invalid, "requested " + describe(*it) + " is disabled (spec.disabled)");
+        out.push_back(*it);
+      }
+      return out;
+    }
+    std::vector<std::string> why;
+    for (auto& p : sn.pools) {
+      if (p.cidr.family() != f) continue;
+      if (p.disabled) {
+        why.push_back(describe(p) + " is disabled");
+        continue;
+      }
+      if (p.node_selector != "all()") {
+        auto labels = st.labels_of(node);
+        if (!labels) return labels.error();
+        auto m = selector_matches(p.node_selector, *labels);
+        if (!m) return error(errc::invalid, "IPPool/" + p.name + ": spec.nodeSelector: " + m.error().message);
+        if (!*m) {
+          why.push_back(describe(p) + " nodeSelector '" + p.node_selector + "' does not match node " + node);
+          continue;
+        }
+      }
+      out.push_back(p);
+    }
+    if (out.empty()) {
+      std::string m = "no " + family_name(f) + " IPPool is usable for node " + node;
+      if (why.empty() && sn.pool_problems.empty()) m += ": there is no " + family_name(f) + " IPPool";
+      for (auto& w : why) m += "; " + w;
+      for (auto& e : sn.pool_problems) m += "; " + e.message;
+      return error(errc::invalid, m);
+    }
+    return out;
+  }
+
+  /// Runs one op on a block and records what it got.
+  result<block_op::outcome> from_block(const ip_prefix& b, const pool& p, std::uint32_t want, bool affine, std::uint32_t& need) {
+    auto op = std::make_shared<block_op>();
+    op->what = block_op::kind::allocate;
+    op->want = want;
+    op->handle = req.handle;
+    op->secondary = secondary;
+    op->affine_to = affine ? node : std::string();
+    op->reserved = sn.reserved;
+    st.run(block_name(b), op);
+    if (op->out == block_op::outcome::failed) return op->err;
+    for (auto& a : op->got) {
+      pr.out.push_back({ip_prefix(a, a.bits()), std::nullopt, p.cidr.to_string()});
+      pr.got.emplace_back(a, b);
+    }
+    need -= static_cast<std::uint32_t>(std::min<std::size_t>(need, op->got.size()));
+    return op->out;
+  }
+
+  result<std::uint32_t> count_affine(ip_family f) {
+    auto a = st.affine_blocks(node, true);
+    if (!a) return a.error();
+    return static_cast<std::uint32_t>(std::count_if(a->begin(), a->end(), [&](const ip_prefix& p) { return p.family() == f; }));
+  }
+
+  /// A block for this node to allocate from: one of its own with room that the cached
+  /// affinity list missed, a new one, or a reclaimed empty one of another node.
+  result<std::optional<ip_prefix>> claim(const std::vector<pool>& pools) {
+    auto all = st.list_blocks();
+    if (!all) return all.error();
+    std::unordered_map<std::string, const listed_block*> by_name;
+    for (auto& lb : *all) by_name[lb.name] = &lb;
+    for (auto& lb : *all)
+      if (lb.parsed && !lb.parsed->deleted && lb.parsed->affinity == "host:" + node && pool_of(pools, lb.parsed->cidr) &&
+          sn.reserved->free_in(*lb.parsed) > 0) {
+        st.forget_affine(node);
+        return std::optional<ip_prefix>(lb.parsed->cidr);
+      }
+
+    std::uint64_t seed = fnv1a(node);
+    for (auto& p : pools) {
+      unsigned bits = p.cidr.address().bits();
+      unsigned span = p.block_size - p.cidr.length();
+      u128 count = u128(1) << span;
+      u128 start = u128(seed) % count;
+      std::vector<ip_prefix> odd;  // existing blocks of another size inside this pool
+      std::size_t taken = 0;
+      for (auto& lb : *all) {
+        if (!lb.parsed || !p.cidr.contains(lb.parsed->cidr)) continue;
+        ++taken;
+        if (lb.parsed->cidr.length() != p.block_size) odd.push_back(lb.parsed->cidr);
+      }
+      // Walk from this node's starting point; stop after every existing block could have
+      // been passed once (plus reserved ones, bounded).
+      u128 limit = std::min<u128>(count, u128(taken + all->size() + 65536));
+      for (u128 i = 0; i < limit; ++i) {
+        u128 idx = (start + i) % count;
+        ip_prefix cand(add(p.cidr.network(), idx << (bits - p.block_size)), p.block_size);
+        std::string name = block_name(cand);
+        if (by_name.count(name)) continue;
+        if (sn.reserved->covers(cand)) continue;
+        if (std::any_of(odd.begin(), odd.end(), [&](const ip_prefix& o) { return o.overlaps(cand); })) continue;
+        auto c = st.try_claim(cand, node);
+        if (!c) return c.error();
+        if (*c) return std::optional<ip_prefix>(cand);
+      }
+    }
+
+    // No unclaimed block left: take over an empty block another node claimed long ago.
+    auto now = sys_clock::now();
+    for (auto& lb : *all) {
+      if (!lb.parsed || lb.parsed->deleted || !pool_of(pools, lb.parsed->cidr) || !lb.parsed->empty()) continue;
+      std::string owner = lb.parsed->affinity_node();
+      if (owner == node) continue;
+      auto claimed = parse_time(lb.parsed->affinity_claim_time);
+      if (claimed && now - *claimed < st.opts.reclaim_age) continue;
+      if (sn.reserved->covers(lb.parsed->cidr)) continue;
+      if (!owner.empty()) {
+        auto r = st.release_affinity(lb.parsed->cidr, owner, true, lb.revision);
+        if (!r) return r.error();
+        if (!*r) continue;
+      } else {
+        auto r = st.ds.remove(block_key(lb.name), lb.revision);
+        if (!r) continue;
+      }
+      st.log->info("calico-ipam: node " + node + " reclaims empty block " + lb.parsed->cidr.to_string() + " from " +
+                   (owner.empty() ? std::string("no node") : "node " + owner));
+      auto c = st.try_claim(lb.parsed->cidr, node);
+      if (!c) return c.error();
+      if (*c) return std::optional<ip_prefix>(lb.parsed->cidr);
+    }
+    return std::optional<ip_prefix>();
+  }
+
+  result<void> auto_assign(ip_family f, std::uint32_t n, const std::vector<ip_prefix>& hints) {
+    auto pools = eligible(f, hints);
+    if (!pools) return pools.error();
+    std::uint32_t need = n;
+
+    // 1. the node's own blocks
+    std::set<ip_prefix> tried;
+    for (int pass = 0; pass < 2 && need > 0; ++pass) {
+      auto blocks = st.affine_blocks(node, pass == 1);
+      if (!blocks) return blocks.error();
+      for (auto& b : *blocks) {
+        if (need == 0) break;
+        const pool* p = pool_of(*pools, b);
+        if (!p || !tried.insert(b).second) continue;
+        auto o = from_block(b, *p, need, true, need);
+        if (!o) return o.error();
+        if (*o == block_op::outcome::gone || *o == block_op::outcome::affinity_mismatch) st.forget_affine(node);
+      }
+    }
+
+    // 2. new blocks
+    for (std::uint32_t round = 0; need > 0 && round < st.retries(); ++round) {
+      if (!sn.config.auto_allocate_blocks) {
+        notes.push_back("autoAllocateBlocks is false");
+        break;
+      }
+      if (sn.config.max_blocks_per_host) {
+        auto have = count_affine(f);
+        if (!have) return have.error();
+        if (*have >= sn.config.max_blocks_per_host) {
+          notes.push_back("node " + node + " has maxBlocksPerHost=" + std::to_string(sn.config.max_blocks_per_host) + " " +
+                          family_name(f) + " blocks");
+          break;
+        }
+      }
+      auto c = claim(*pools);
+      if (!c) return c.error();
+      if (!*c) {
+        notes.push_back("no unclaimed block is left");
+        break;
+      }
+      const pool* p = pool_of(*pools, **c);
+      auto o = from_block(**c, *p, need, true, need);
+      if (!o) return o.error();
+    }
+
+    // 3. borrow
+    if (need > 0 && sn.config.strict_affinity) notes.push_back("strictAffinity is true, so no address is borrowed from other nodes' blocks");
+    if (need > 0 && !sn.config.strict_affinity) {
+      auto all = st.list_blocks();
+      if (!all) return all.error();
+      std::vector<const listed_block*> cands;
+      for (auto& lb : *all)
+        if (lb.parsed && !lb.parsed->deleted && lb.parsed->affinity != "host:" + node && pool_of(*pools, lb.parsed->cidr) &&
+            sn.reserved->free_in(*lb.parsed) > 0)
+          cands.push_back(&lb);
+      if (!cands.empty()) std::rotate(cands.begin(), cands.begin() + static_cast<std::ptrdiff_t>(fnv1a(node) % cands.size()), cands.end());
+      for (auto* lb : cands) {
+        if (need == 0) break;
+        const pool* p = pool_of(*pools, lb->parsed->cidr);
+        std::uint32_t k = std::min(need, sn.reserved->free_in(*lb->parsed));
+        // The handle record first: a crash after it leaves a record gc can trim, never an
+        // address that release_handle cannot find.
+        if (auto w = st.adjust_handle(req.handle, lb->parsed->cidr, static_cast<int>(k)); !w) return w.error();
+        pr.record[lb->parsed->cidr] += static_cast<int>(k);
+        std::uint32_t before = need;
+        auto o = from_block(lb->parsed->cidr, *p, k, false, need);
+        if (!o) return o.error();
+        std::uint32_t got = before - need;
+        st.stats.borrowed += got;
+        if (got < k) {
+          if (auto w = st.adjust_handle(req.handle, lb->parsed->cidr, static_cast<int>(got) - static_cast<int>(k)); !w) return w.error();
+          pr.record[lb->parsed->cidr] -= static_cast<int>(k - got);
+        }
+      }
+    }
+    if (need > 0) return exhausted(f, n, need, *pools);
+    return {};
+  }
+
+  error exhausted(ip_family f, std::uint32_t n, std::uint32_t need, const std::vector<pool>& pools) {
+    std::string m = "no free " + family_name(f) + " address for node " + node + " (handle '" + req.handle + "', wanted " +
+                    std::to_string(n) + ", " + std::to_string(n - need) + " found)";
+    auto all = st.list_blocks();
+    for (auto& p : pools) {
+      std::uint64_t used = 0;
+      if (all)
+        for (auto& lb : *all)
+          if (lb.parsed && p.cidr.contains(lb.parsed->cidr)) used += lb.parsed->in_use();
+      m += "; " + describe(p) + " has " + std::to_string(used) + " of " + std::to_string(p.cidr.size()) + " addresses in use";
+    }
+    for (auto& x : notes) m += "; " + x;
+    return error(errc::exhausted, m);
+  }
+
+  result<void> exact(const ip_address& a) {
+    const pool* p = pool_of(sn.pools, a);
+    if (!p) return error(errc::invalid, "requested address " + a.to_string() + " is not in any usable IPPool");
+    if (p->disabled) return error(errc::invalid, "requested address " + a.to_string() + " is in " + describe(*p) + ", which is disabled");
+    auto& hints = a.is_v4() ? req.pools_v4 : req.pools_v6;
+    if (!hints.empty() && std::none_of(hints.begin(), hints.end(), [&](const ip_prefix& h) { return h.contains(a); }))
+      return error(errc::invalid, "requested address " + a.to_string() + " is outside the requested pools");
+    ip_prefix b = ip_prefix(a, p->block_size).canonical();
+    std::string name = block_name(b);
+    for (std::uint32_t attempt = 0; attempt < st.retries(); ++attempt) {
+      auto blk = st.cached(name);
+      if (!blk) {
+        auto g = st.ds.get(block_key(name));
+        if (g) {
+          auto s = st.slot(name);
+          std::lock_guard lk(s->mu);
+          st.remember(*s, *g);
+          if (s->corrupt) return *s->corrupt;
+          blk = s->parsed;
+        } else if (g.error().code == errc::not_found) {
+          if (!sn.config.auto_allocate_blocks)
+            return error(errc::invalid, "requested address " + a.to_string() + " is in block " + b.to_string() +
+                                            ", which no node has claimed, and autoAllocateBlocks is false");
+          auto c = st.try_claim(b, node);
+          if (!c) return c.error();
+          continue;
+        } else {
+          return g.error();
+        }
+      }
+      bool affine = blk->affinity == "host:" + node;
+      if (!affine) {
+        if (auto w = st.adjust_handle(req.handle, b, 1); !w) return w.error();
+      }
+      auto op = std::make_shared<block_op>();
+      op->what = block_op::kind::claim_exact;
+      op->addresses = {a};
+      op->handle = req.handle;
+      op->secondary = secondary;
+      op->reserved = sn.reserved;
+      st.run(name, op);
+      bool ok = op->out == block_op::outcome::ok && !op->got.empty();
+      if (!affine && !ok) (void)st.adjust_handle(req.handle, b, -1);
+      if (ok) {
+        if (!affine) pr.record[b] += 1;
+        pr.out.push_back({ip_prefix(a, a.bits()), std::nullopt, p->cidr.to_string()});
+        pr.got.emplace_back(a, b);
+        return {};
+      }
+      if (op->out == block_op::outcome::failed || op->out == block_op::outcome::corrupt) return op->err;
+      backoff(attempt);
+    }
+    return error(errc::unavailable, "requested address " + a.to_string() + ": gave up after " + std::to_string(st.retries()) + " attempts");
+  }
+
+  void undo() {
+    std::map<ip_prefix, std::vector<ip_address>> by_block;
+    for (auto& [a, b] : pr.got) by_block[b].push_back(a);
+    for (auto& [b, addrs] : by_block) {
+      auto op = std::make_shared<block_op>();
+      op->what = block_op::kind::release_addresses;
+      op->addresses = addrs;
+      op->only_handle = req.handle;
+      st.run(block_name(b), op);
+      if (op->out != block_op::outcome::ok)
+        st.log->error("calico-ipam: rolling back " + req.handle + " in " + b.to_string() + ": " + op->err.message + " (gc releases it)");
+    }
+    for (auto& [b, d] : pr.record)
+      if (d > 0)
+        if (auto w = st.adjust_handle(req.handle, b, -d); !w) st.log->error("calico-ipam: rolling back IPAMHandle of " + req.handle + ": " + w.error().message);
+    pr.out.clear();
+    pr.got.clear();
+  }
+};
+
+result<std::vector<assigned_address>> state::assign(const assign_request& r) {
+  if (r.handle.empty()) return error(errc::invalid, "assign: the handle is empty");
+  std::string n = r.node.empty() ? node : r.node;
+  if (n.empty()) return error(errc::invalid, "assign: no node name (neither the request nor the plugin names one)");
+  if (r.num_v4 > 4096 || r.num_v6 > 4096) return error(errc::invalid, "assign: at most 4096 addresses per family in one request");
+  auto sn = load();
+  if (!sn) return sn.error();
+  assigner a{*this, **sn, r, n, r.attributes, {}, {}};
+  a.secondary["node"] = n;
+  result<void> res;
+  if (!r.requested.empty()) {
+    for (auto& addr : r.requested) {
+      res = a.exact(addr);
+      if (!res) break;
+    }
+  } else {
+    if (r.num_v4) res = a.auto_assign(ip_family::v4, r.num_v4, r.pools_v4);
+    if (res && r.num_v6) res = a.auto_assign(ip_family::v6, r.num_v6, r.pools_v6);
+  }
+  if (!res) {
+    a.undo();
+    return res.error();
+  }
+  return std::move(a.pr.out);
+}
+
+// ---- release ---------------------------------------------------------------------------------
+
+result<std::uint32_t> state::release_handle(std::string_view hv) {
+  std::string h(hv);
+  if (h.empty()) return error(errc::invalid, "release: the handle is empty");
+  auto key = handle_key(h);
+  std::optional<resource> rec_res;
+  std::optional<handle_record> rec;
+  auto g = ds.get(key);
+  if (g) {
+    auto p = parse_handle(*g);
+    if (!p) log->warn("calico-ipam: " + p.error().message + " (looking for the handle's addresses without it)");
+    else if (p->handle_id == h) {
+      rec = std::move(*p);
+      rec_res = std::move(*g);
+    }
+  } else if (g.error().code != errc::not_found) {
+    return with_context(g.error(), "reading IPAMHandle/" + key.name);
+  }
+
+  std::set<std::string> tried;
+  std::uint32_t released = 0;
+  auto try_block = [&](const std::string& name) -> result<void> {
+    if (!tried.insert(name).second) return {};
+    auto op = std::make_shared<block_op>();
+    op->what = block_op::kind::release_handles;
+    op->handles = {h};
+    run(name, op);
+    if (op->out == block_op::outcome::failed) return op->err;
+    if (op->out == block_op::outcome::corrupt)
+      log->error("calico-ipam: cannot release handle " + h + " from " + op->err.message);
+    released += static_cast<std::uint32_t>(op->released.size());
+    return {};
+  };
+  auto try_record = [&](const handle_record& hr) -> result<void> {
+    for (auto& [cidr, count] : hr.blocks) {
+      auto p = ip_prefix::parse(cidr);
+      if (!p) continue;
+      if (auto t = try_block(block_name(*p)); !t) return t;
+    }
+    return {};
+  };
+  if (rec)
+    if (auto t = try_record(*rec); !t) return t.error();
+  if (!node.empty()) {
+    for (int pass = 0; pass < 2; ++pass) {
+      if (pass == 1 && (released || rec)) break;
+      auto blocks = affine_blocks(node, pass == 1);
+      if (!blocks) return blocks.error();
+      // Blocks whose cached copy shows the handle first; the others are read fresh.
+      std::vector<ip_prefix> order = *blocks;
+      std::stable_partition(order.begin(), order.end(), [&](const ip_prefix& b) {
+        auto c = cached(block_name(b));
+        if (!c) return false;
+        for (auto& at : c->attributes)
+          if (at.handle_id == h) return true;
+        return false;
+      });
+      for (auto& b : order)
+        if (auto t = try_block(block_name(b)); !t) return t.error();
+    }
+  }
+  if (!released && !rec) {
+    // Last resort: the handle was assigned elsewhere (another node, a block that changed
+    // hands). Scan every block's text for the handle before parsing any.
+    ++stats.scans;
+    list_options lo;
+    lo.kind = std::string(kinds::ipam_block);
+    auto all = ds.list_all(lo);
+    if (!all) return with_context(all.error(), "listing IPAMBlocks");
+    std::string needle = json::serialize(json::value(json::string(h)));
+    for (auto& r : all->items)
+      if (r.spec.find(needle) != std::string::npos)
+        if (auto t = try_block(r.name); !t) return t.error();
+  }
+  if (rec_res) {
+    for (std::uint32_t attempt = 0; attempt < retries(); ++attempt) {
+      auto rm = ds.remove(rec_res->key(), rec_res->revision);
+      ++stats.handle_writes;
+      if (rm || rm.error().code == errc::not_found) break;
+      if (rm.error().code != errc::conflict) return with_context(rm.error(), "deleting IPAMHandle/" + key.name);
+      auto again = ds.get(key);
+      if (!again) break;
+      auto p = parse_handle(*again);
+      if (!p) break;
+      if (auto t = try_record(*p); !t) return t.error();
+      rec_res = std::move(*again);
+    }
+  }
+  maybe_sweep();
+  return released;
+}
+
+result<release_report> state::release_addresses(std::span<const ip_address> addrs) {
+  release_report rep;
+  auto sn = load();
+  if (!sn) return sn.error();
+  std::map<std::string, std::vector<ip_address>> by_block;
+  std::vector<ip_address> unresolved;
+  for (auto& a : addrs) {
+    if (const pool* p = pool_of((*sn)->pools, a)) by_block[block_name(ip_prefix(a, p->block_size).canonical())].push_back(a);
+    else unresolved.push_back(a);
+  }
+  std::map<std::pair<std::string, ip_prefix>, int> per_handle;
+  auto release_in = [&](const std::string& name, const std::vector<ip_address>& list, std::vector<ip_address>* gone) -> result<void> {
+    auto op = std::make_shared<block_op>();
+    op->what = block_op::kind::release_addresses;
+    op->addresses = list;
+    run(name, op);
+    if (op->out == block_op::outcome::failed) return op->err;
+    if (op->out == block_op::outcome::corrupt) return op->err;
+    if (op->out == block_op::outcome::gone) {
+      if (gone) gone->insert(gone->end(), list.begin(), list.end());
+      else rep.not_allocated.insert(rep.not_allocated.end(), list.begin(), list.end());
+      return {};
+    }
+    auto blk = cached(name);
+    for (auto& [a, h] : op->released) {
+      rep.released.emplace_back(a, h);
+      if (!h.empty() && blk) per_handle[{h, blk->cidr}] += 1;
+    }
+    for (auto& a : list)
+      if (std::none_of(op->released.begin(), op->released.end(), [&](auto& x) { return x.first == a; })) rep.not_allocated.push_back(a);
+    return {};
+  };
+  for (auto& [name, list] : by_block)
+    if (auto r = release_in(name, list, &unresolved); !r) return r.error();
+  if (!unresolved.empty()) {
+    auto all = list_blocks();
+    if (!all) return all.error();
+    std::map<std::string, std::vector<ip_address>> second;
+    for (auto& a : unresolved) {
+      auto it = std::find_if(all->begin(), all->end(), [&](const listed_block& lb) { return lb.parsed && lb.parsed->cidr.contains(a); });
+      if (it == all->end()) rep.not_allocated.push_back(a);
+      else second[it->name].push_back(a);
+    }
+    for (auto& [name, list] : second)
+      if (auto r = release_in(name, list, nullptr); !r) return r.error();
+  }
+  for (auto& [k, count] : per_handle)
+    if (auto w = adjust_handle(k.first, k.second, -count); !w) log->warn("calico-ipam: " + w.error().message);
+  return rep;
+}
+
+result<std::vector<std::pair<ip_address, ip_prefix>>> state::find_handle(const std::string& h) {
+  std::vector<std::pair<ip_address, ip_prefix>> out;
+  std::set<std::string> names;
+  auto g = ds.get(handle_key(h));
+  if (g)
+    if (auto p = parse_handle(*g); p && p->handle_id == h)
+      for (auto& [cidr, c] : p->blocks)
+        if (auto b = ip_prefix::parse(cidr)) names.insert(block_name(*b));
+  if (!node.empty()) {
+    auto blocks = affine_blocks(node, true);
+    if (!blocks) return blocks.error();
+    for (auto& b : *blocks) names.insert(block_name(b));
+  }
+  auto look = [&](const block& b) {
+    for (std::uint32_t o = 0; o < b.size(); ++o)
+      if (b.allocations[o] && b.handle_of(o) == h) out.emplace_back(b.address(o), b.cidr);
+  };
+  for (auto& n : names) {
+    auto r = ds.get(block_key(n));
+    if (!r) continue;
+    if (auto b = parse_block(*r)) look(*b);
+  }
+  if (out.empty()) {
+    auto all = list_blocks();
+    if (!all) return all.error();
+    for (auto& lb : *all)
+      if (lb.parsed && !names.count(lb.name)) look(*lb.parsed);
+  }
+  return out;
+}
+
+// ---- empty blocks, gc ---------------------------------------------------------------------------
+
+result<std::uint32_t> state::release_empty(const std::string& n, bool all_nodes) {
+  if (opts.empty_block_grace.count() < 0) return 0u;
+  auto now = sys_clock::now();
+  auto due = [&](const block& b) {
+    if (b.deleted || !b.empty() || b.affinity_node().empty()) return false;
+    auto since = parse_time(!b.empty_since.empty() ? b.empty_since : b.affinity_claim_time);
+    return since && now - *since >= opts.empty_block_grace;
+  };
+  std::vector<std::tuple<ip_prefix, std::string, std::string>> todo;  // block, node, revision
+  if (all_nodes) {
+    auto all = list_blocks();
+    if (!all) return all.error();
+    for (auto& lb : *all)
+      if (lb.parsed && due(*lb.parsed)) todo.emplace_back(lb.parsed->cidr, lb.parsed->affinity_node(), lb.revision);
+  } else {
+    auto blocks = affine_blocks(n, true);
+    if (!blocks) return blocks.error();
+    for (auto& b : *blocks) {
+      auto c = cached(block_name(b));
+      if (c && !due(*c)) continue;  // in use according to our copy: not worth a read
+      auto r = ds.get(block_key(block_name(b)));
+      if (!r) continue;
+      auto p = parse_block(*r);
+      if (p && due(*p)) todo.emplace_back(b, n, r->revision);
+    }
+  }
+  std::uint32_t count = 0;
+  for (auto& [b, owner, rev] : todo) {
+    auto r = release_affinity(b, owner, true, rev);
+    if (!r) return r.error();
+    if (*r) ++count;
+  }
+  return count;
+}
+
+void state::maybe_sweep() {
+  if (opts.empty_block_grace.count() < 0 || node.empty()) return;
+  auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now().time_since_epoch()).count();
+  auto interval = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                      std::clamp<std::chrono::seconds>(opts.empty_block_grace / 2, std::chrono::seconds(1), std::chrono::seconds(60)))
+                      .count();
+  auto last = last_sweep_ns.load();
+  if (last != 0 && now - last < interval) return;
+  if (!last_sweep_ns.compare_exchange_strong(last, now)) return;
+  if (auto r = release_empty(node, false); !r) log->warn("calico-ipam: releasing empty blocks: " + r.error().message);
+}
+
+result<gc_report> state::gc(std::string_view prefix, const std::set<std::string>& valid) {
+  gc_report rep;
+  std::set<std::string> released_handles;
+  auto stale = [&](const std::string& h) { return h.starts_with(prefix) && !valid.count(h); };
+
+  auto all = list_blocks();
+  if (!all) return all.error();
+  for (auto& lb : *all) {
+    if (!lb.parsed || lb.parsed->deleted) continue;
+    std::set<std::string> hs;
+    for (auto& at : lb.parsed->attributes)
+      if (at.handle_id && stale(*at.handle_id)) hs.insert(*at.handle_id);
+    if (hs.empty()) continue;
+    auto op = std::make_shared<block_op>();
+    op->what = block_op::kind::release_handles;
+    op->handles = hs;
+    run(lb.name, op);
+    if (op->out == block_op::outcome::failed) return op->err;
+    for (auto& [a, h] : op->released) {
+      ++rep.released_addresses;
+      released_handles.insert(h);
+    }
+  }
+  // Blocks as they are now, for the record and affinity repairs below.
+  all = list_blocks();
+  if (!all) return all.error();
+  std::map<std::string, const block*> blocks;
+  std::map<std::string, std::map<std::string, std::uint32_t>> held;  // handle -> block cidr -> count
+  for (auto& lb : *all) {
+    if (!lb.parsed || lb.parsed->deleted) continue;
+    blocks[lb.name] = &*lb.parsed;
+    for (std::uint32_t o = 0; o < lb.parsed->size(); ++o)
+      if (lb.parsed->allocations[o]) ++held[lb.parsed->handle_of(o)][lb.parsed->cidr.to_string()];
+  }
+
+  list_options lo;
+  lo.kind = std::string(kinds::ipam_handle);
+  auto handles = ds.list_all(lo);
+  if (!handles) return with_context(handles.error(), "listing IPAMHandles");
+  for (auto& r : handles->items) {
+    auto p = parse_handle(r);
+    if (!p) {
+      log->warn("calico-ipam: gc: " + p.error().message);
+      continue;
+    }
+    if (!p->handle_id.starts_with(prefix)) continue;
+    handle_record fixed = *p;
+    if (stale(p->handle_id)) {
+      fixed.blocks.clear();
+    } else {
+      // Keep only blocks that really hold the handle, with their real counts.
+      auto& actual = held[p->handle_id];
+      for (auto it = fixed.blocks.begin(); it != fixed.blocks.end();) {
+        auto a = actual.find(it->first);
+        if (a == actual.end()) it = fixed.blocks.erase(it);
+        else {
+          it->second = a->second;
+          ++it;
+        }
+      }
+    }
+    if (fixed.blocks == p->blocks) continue;
+    if (fixed.blocks.empty()) {
+      auto rm = ds.remove(r.key(), r.revision);
+      if (rm && stale(p->handle_id)) released_handles.insert(p->handle_id);
+    } else {
+      auto next = to_resource(fixed);
+      next.revision = r.revision;
+      (void)ds.update(next);
+    }
+  }
+
+  lo.kind = std::string(kinds::block_affinity);
+  auto affs = ds.list_all(lo);
+  if (!affs) return with_context(affs.error(), "listing BlockAffinities");
+  for (auto& r : affs->items) {
+    auto a = parse_affinity(r);
+    if (!a) {
+      log->warn("calico-ipam: gc: " + a.error().message);
+      continue;
+    }
+    auto it = blocks.find(block_name(a->cidr));
+    bool ours = it != blocks.end() && it->second->affinity == "host:" + a->node;
+    if (ours && a->state != "confirmed") {
+      a->state = "confirmed";
+      auto next = to_resource(*a);
+      next.name = r.name;
+      next.revision = r.revision;
+      (void)ds.update(next);
+      forget_affine(a->node);
+    } else if (!ours) {
+      (void)ds.remove(r.key(), r.revision);
+      forget_affine(a->node);
+    }
+  }
+
+  if (auto e = release_empty("", true); !e) log->warn("calico-ipam: gc: releasing empty blocks: " + e.error().message);
+  rep.released_handles.assign(released_handles.begin(), released_handles.end());
+  return rep;
+}
+
+}  // namespace detail
+
+// ---- the public class ---------------------------------------------------------------------------
+
+ipam::ipam(any_datastore ds, std::string node, options o, logger* log)
+    : s_(std::make_shared<detail::state>(std::move(ds), std::move(node), std::move(o), log)) {}
+
+result<std::vector<assigned_address>> ipam::assign(const assign_request& r) { return s_->assign(r); }
+
+result<void> ipam::release_handle(std::string_view handle) {
+  auto r = s_->release_handle(handle);
+  if (!r) return r.error();
+  return {};
+}
+
+result<void> ipam::release_addresses(std::span<const ip_address> addresses) {
+  auto r = s_->release_addresses(addresses);
+  if (!r) return r.error();
+  return {};
+}
+
+result<ipam_usage> ipam::usage() { return calico_ipam::usage(s_->ds); }
+
+result<std::vector<allocation>> ipam::allocations() {
+  auto all = s_->list_blocks();
+  if (!all) return all.error();
+  std::vector<allocation> out;
+  for (auto& lb : *all) {
+    if (!lb.parsed || lb.parsed->deleted) continue;
+    auto& b = *lb.parsed;
+    for (std::uint32_t o = 0; o < b.size(); ++o)
+      if (b.allocations[o]) out.push_back({b.address(o), b.handle_of(o), b.attributes[*b.allocations[o]].secondary});
+  }
+  return out;
+}
+
+result<gc_report> ipam::gc(std::string_view prefix, const std::set<std::string>& valid) { return s_->gc(prefix, valid); }
+
+result<assigned_address> ipam::assign_tunnel_address(tunnel_kind k, ip_family f) {
+  if (s_->node.empty()) return error(errc::invalid, "tunnel address: the plugin has no node name");
+  std::string h = tunnel_handle(k, s_->node);
+  auto have = s_->find_handle(h);
+  if (!have) return have.error();
+  auto sn = s_->load();
+  if (!sn) return sn.error();
+  for (auto& [a, b] : *have)
+    if (a.family() == f) {
+      auto it = std::find_if((*sn)->pools.begin(), (*sn)->pools.end(), [&](const pool& p) { return p.cidr.contains(a); });
+      return assigned_address{ip_prefix(a, a.bits()), std::nullopt, it != (*sn)->pools.end() ? it->cidr.to_string() : b.to_string()};
+    }
+  assign_request r;
+  r.handle = h;
+  r.node = s_->node;
+  r.attributes = {{"node", s_->node}, {"type", k == tunnel_kind::ipip ? "ipipTunnelAddress" : "vxlanTunnelAddress"}};
+  r.num_v4 = f == ip_family::v4 ? 1 : 0;
+  r.num_v6 = f == ip_family::v6 ? 1 : 0;
+  std::vector<ip_prefix>& hints = f == ip_family::v4 ? r.pools_v4 : r.pools_v6;
+  for (auto& p : (*sn)->pools)
+    if (p.cidr.family() == f && !p.disabled && (k == tunnel_kind::ipip ? p.ipip_mode : p.vxlan_mode) != "Never") hints.push_back(p.cidr);
+  auto got = s_->assign(r);
+  if (!got) return got.error();
+  return got->front();
+}
+
+result<void> ipam::release_tunnel_address(tunnel_kind k) { return release_handle(tunnel_handle(k, s_->node)); }
+
+result<std::uint32_t> ipam::release_empty_blocks() {
+  if (s_->node.empty()) return error(errc::invalid, "release_empty_blocks: the plugin has no node name");
+  return s_->release_empty(s_->node, false);
+}
+
+const std::string& ipam::node() const noexcept { return s_->node; }
+
+ipam::stats ipam::statistics() const {
+  auto& c = s_->stats;
+  return {c.block_writes.load(), c.block_conflicts.load(), c.block_reads.load(), c.combined_ops.load(),
+          c.handle_writes.load(), c.blocks_claimed.load(), c.borrowed.load(), c.scans.load()};
+}
+
+}  // namespace calico_ipam
+CNF_END_NAMESPACE

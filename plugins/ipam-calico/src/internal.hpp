@@ -1,0 +1,173 @@
+// Internals of calico-ipam shared by its translation units; not installed.
+#pragma once
+#include <cnf/plugins/calico_ipam.hpp>
+
+#include <boost/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+CNF_BEGIN_NAMESPACE
+namespace calico_ipam::detail {
+
+__extension__ using u128 = unsigned __int128;
+
+using sys_clock = std::chrono::system_clock;
+std::string format_time(sys_clock::time_point t);
+std::string now_text();
+std::optional<sys_clock::time_point> parse_time(std::string_view s);
+
+std::uint64_t fnv1a(std::string_view s) noexcept;
+ip_address add(const ip_address& a, u128 n) noexcept;
+std::string family_name(ip_family f);
+
+/// The spec of a resource as a JSON object, or an error naming the resource.
+result<boost::json::object> spec_object(const resource& r);
+std::string where(const resource& r);  ///< "IPAMBlock/10-0-0-0-26"
+
+/// IPReservation CIDRs, with the resource each came from.
+struct reserved_set {
+  std::vector<std::pair<ip_prefix, std::string>> cidrs;
+  const std::string* holder(const ip_address& a) const noexcept;  ///< reservation name, or null
+  bool covers(const ip_prefix& block) const noexcept;              ///< every address reserved
+  bool touches(const ip_prefix& block) const noexcept;             ///< some address reserved
+  std::uint32_t free_in(const block& b) const;                      ///< free ordinals not reserved
+};
+
+// ---- pure operations on a block (no I/O) ----------------------------------------------
+/// Takes up to `n` free, unreserved ordinals from the front of `unallocated`.
+std::vector<std::uint32_t> take(block& b, std::uint32_t n, const std::string& handle,
+                                const std::map<std::string, std::string>& secondary, const reserved_set& reserved);
+/// Marks one ordinal allocated (it must be free).
+void take_ordinal(block& b, std::uint32_t ordinal, const std::string& handle, const std::map<std::string, std::string>& secondary);
+/// Frees the given ordinals (those allocated), appending them to the back of unallocated.
+void free_ordinals(block& b, const std::vector<std::uint32_t>& ordinals);
+
+// ---- the write combiner for one block ----------------------------------------------------
+struct block_op {
+  enum class kind { allocate, claim_exact, release_handles, release_addresses };
+  enum class outcome { ok, gone, corrupt, affinity_mismatch, failed };
+  kind what = kind::allocate;
+  // allocate / claim_exact
+  std::uint32_t want = 0;
+  std::string handle;
+  std::map<std::string, std::string> secondary;
+  std::string affine_to;  ///< allocate: only if the block is affine to this node
+  std::shared_ptr<const reserved_set> reserved;
+  // claim_exact / release_addresses
+  std::vector<ip_address> addresses;
+  std::string only_handle;  ///< release_addresses: only addresses held by this handle
+  // release_handles
+  std::set<std::string> handles;
+  // results
+  outcome out = outcome::ok;
+  cnf::error err;
+  std::vector<ip_address> got;
+  std::vector<std::pair<ip_address, std::string>> released;
+  bool done = false;  ///< guarded by the slot mutex
+};
+
+struct block_slot {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<resource> res;  ///< last seen version
+  std::optional<block> parsed;
+  std::optional<cnf::error> corrupt;
+  bool missing = false;
+  std::vector<std::shared_ptr<block_op>> queue;
+  bool busy = false;
+};
+
+struct counters {
+  std::atomic<std::uint64_t> block_writes{0}, block_conflicts{0}, block_reads{0}, combined_ops{0};
+  std::atomic<std::uint64_t> handle_writes{0}, blocks_claimed{0}, borrowed{0}, scans{0};
+};
+
+/// Pools, IPAMConfig, reservations and node labels, reused for options::cache_ttl.
+struct snapshot {
+  std::vector<pool> pools;  ///< valid ones, sorted by name
+  std::vector<cnf::error> pool_problems;
+  std::vector<std::string> invalid_pool_names;
+  ipam_config config;
+  std::shared_ptr<reserved_set> reserved;
+  std::chrono::steady_clock::time_point fetched{};
+};
+
+/// One listed block.
+struct listed_block {
+  std::string name;
+  std::string revision;
+  std::optional<block> parsed;  ///< empty when corrupt
+  std::optional<cnf::error> problem;
+  std::string spec;
+};
+
+struct state {
+  any_datastore ds;
+  std::string node;
+  options opts;
+  logger* log = nullptr;
+  counters stats;
+
+  std::mutex snap_mu;
+  std::shared_ptr<const snapshot> snap;
+  std::map<std::string, std::pair<std::map<std::string, std::string>, std::chrono::steady_clock::time_point>> node_labels;
+
+  std::mutex slots_mu;
+  std::unordered_map<std::string, std::shared_ptr<block_slot>> slots;
+
+  std::mutex affine_mu;
+  struct affine_entry {
+    std::vector<ip_prefix> blocks;  ///< confirmed, sorted
+    bool valid = false;
+  };
+  std::map<std::string, affine_entry> affine;
+
+  std::atomic<std::int64_t> last_sweep_ns{0};
+
+  state(any_datastore d, std::string n, options o, logger* l)
+      : ds(std::move(d)), node(std::move(n)), opts(std::move(o)), log(l ? l : &default_logger()) {}
+
+  // snapshot / lookups
+  result<std::shared_ptr<const snapshot>> load(bool force = false);
+  result<std::map<std::string, std::string>> labels_of(const std::string& node);
+  result<std::vector<ip_prefix>> affine_blocks(const std::string& node, bool refresh);
+  void forget_affine(const std::string& node);
+  result<std::vector<listed_block>> list_blocks();
+
+  // block slots
+  std::shared_ptr<block_slot> slot(const std::string& name);
+  void run(const std::string& name, const std::shared_ptr<block_op>& op);
+  void process(const std::string& name, block_slot& s, std::vector<std::shared_ptr<block_op>>& batch);
+  void remember(block_slot& s, const resource& r);
+  std::optional<block> cached(const std::string& name);
+
+  // datastore steps
+  result<bool> try_claim(const ip_prefix& cidr, const std::string& node);
+  result<void> confirm_affinity(const resource& pending);
+  result<bool> release_affinity(const ip_prefix& cidr, const std::string& node, bool require_empty,
+                                const std::string& expected_revision);
+  result<void> adjust_handle(const std::string& handle, const ip_prefix& block, int delta);
+
+  // the operations
+  result<std::vector<assigned_address>> assign(const assign_request& r);
+  result<std::uint32_t> release_handle(std::string_view handle);
+  result<release_report> release_addresses(std::span<const ip_address> addrs);
+  result<gc_report> gc(std::string_view prefix, const std::set<std::string>& valid);
+  result<std::uint32_t> release_empty(const std::string& node_or_all, bool all_nodes);
+  result<std::vector<std::pair<ip_address, ip_prefix>>> find_handle(const std::string& handle);
+  void maybe_sweep();
+
+  std::uint32_t retries() const { return opts.max_retries ? opts.max_retries : 1; }
+};
+
+}  // namespace calico_ipam::detail
+CNF_END_NAMESPACE
