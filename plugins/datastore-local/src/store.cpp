@@ -1,0 +1,1094 @@
+#include "store.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <system_error>
+#include <thread>
+#include <tuple>
+#include <unordered_map>
+
+CNF_BEGIN_NAMESPACE
+namespace detail::local {
+
+#define CNF_LOCAL_TRY(expr)                  \
+  do {                                       \
+    auto cnf_local_r_ = (expr);              \
+    if (!cnf_local_r_) return cnf_local_r_.error(); \
+  } while (0)
+
+void file_descriptor::reset() noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string errno_text(int e) { return std::generic_category().message(e); }
+
+// Reads up to n bytes at off (fewer only at the end of the file).
+ssize_t pread_full(int fd, char* p, std::size_t n, std::uint64_t off) {
+  std::size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::pread(fd, p + got, n - got, static_cast<off_t>(off + got));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (r == 0) break;
+    got += static_cast<std::size_t>(r);
+  }
+  return static_cast<ssize_t>(got);
+}
+
+bool pwrite_full(int fd, const char* p, std::size_t n, std::uint64_t off) {
+  std::size_t done = 0;
+  while (done < n) {
+    ssize_t r = ::pwrite(fd, p + done, n - done, static_cast<off_t>(off + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    if (r == 0) { errno = EIO; return false; }
+    done += static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+bool write_all(int fd, std::string_view s) {
+  std::size_t done = 0;
+  while (done < s.size()) {
+    ssize_t r = ::write(fd, s.data() + done, s.size() - done);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    done += static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+// flock that survives EINTR; released on destruction.
+class flock_guard {
+ public:
+  flock_guard(int fd, int op) : fd_(fd) {
+    while (::flock(fd_, op) != 0) {
+      if (errno != EINTR) throw error_exception(errc::io, "flock: " + errno_text(errno));
+    }
+  }
+  ~flock_guard() { ::flock(fd_, LOCK_UN); }
+  flock_guard(const flock_guard&) = delete;
+  flock_guard& operator=(const flock_guard&) = delete;
+
+ private:
+  int fd_;
+};
+
+std::string read_boot_id() {
+  std::FILE* f = std::fopen("/proc/sys/kernel/random/boot_id", "re");
+  if (!f) return "unknown-boot";
+  char buf[64] = {};
+  std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  std::string s(buf, n);
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s.empty() ? "unknown-boot" : s;
+}
+
+bool matches(const resource_key& k, const std::string& kind, const std::optional<std::string>& ns, const std::string& prefix) {
+  if (!kind.empty() && k.kind != kind) return false;
+  if (ns && k.ns != *ns) return false;
+  return k.name.compare(0, prefix.size(), prefix) == 0;
+}
+
+using key_tuple = std::tuple<std::string, std::string, std::string>;
+key_tuple tuple_of(const resource_key& k) { return {k.kind, k.ns, k.name}; }
+
+std::string hex(std::string_view s) {
+  static constexpr char d[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : s) {
+    out += d[c >> 4];
+    out += d[c & 15];
+  }
+  return out;
+}
+bool unhex(std::string_view s, std::string& out) {
+  if (s.size() % 2) return false;
+  auto v = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  out.clear();
+  for (std::size_t i = 0; i < s.size(); i += 2) {
+    int hi = v(s[i]), lo = v(s[i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out += static_cast<char>(hi * 16 + lo);
+  }
+  return true;
+}
+
+// Continue token: "l1:" hex(kind) ":" hex(ns) ":" hex(name) of the last item returned.
+std::string make_token(const resource& r) { return "l1:" + hex(r.kind) + ":" + hex(r.ns) + ":" + hex(r.name); }
+std::optional<key_tuple> parse_token(std::string_view t) {
+  if (t.substr(0, 3) != "l1:") return std::nullopt;
+  t.remove_prefix(3);
+  auto c1 = t.find(':');
+  if (c1 == std::string_view::npos) return std::nullopt;
+  auto c2 = t.find(':', c1 + 1);
+  if (c2 == std::string_view::npos) return std::nullopt;
+  key_tuple k;
+  if (!unhex(t.substr(0, c1), std::get<0>(k)) || !unhex(t.substr(c1 + 1, c2 - c1 - 1), std::get<1>(k)) ||
+      !unhex(t.substr(c2 + 1), std::get<2>(k)))
+    return std::nullopt;
+  return k;
+}
+
+// Keep at least this many already-published records in the window, so that a list can
+// check what changed while it read the files.
+constexpr std::size_t window_keep = 1024;
+constexpr std::size_t window_keep_bytes = 4u << 20;
+// A reader further behind than this skips ahead instead of reading the log.
+constexpr std::uint64_t jump_bytes = 1u << 20;
+
+}  // namespace
+
+// ---- scanning the log ----------------------------------------------------------------
+
+result<scan_outcome> scan_segment(int fd, const std::string& path, std::uint64_t seg, std::uint64_t& off,
+                                  std::uint64_t& last_rev, std::uint64_t max_rev, std::vector<char>& buf,
+                                  const std::function<void(record&&)>& sink) {
+  if (buf.size() < (256u << 10)) buf.resize(256u << 10);
+  for (;;) {
+    ssize_t n = pread_full(fd, buf.data(), buf.size(), off);
+    if (n < 0) return error(errc::io, "read " + path + ": " + errno_text(errno));
+    if (n == 0) return scan_outcome{scan_outcome::eof, {}};
+    std::size_t have = static_cast<std::size_t>(n), pos = 0;
+    bool full = have == buf.size();
+    while (pos < have) {
+      record r;
+      std::size_t used = 0;
+      auto d = decode_record(buf.data() + pos, have - pos, r, used);
+      if (d == decoded::incomplete) {
+        if (pos == 0 && full && have >= 8) {
+          // A record larger than the buffer: grow it and read again.
+          std::uint32_t total = 0;
+          std::memcpy(&total, buf.data() + 4, 4);
+          if (total > buf.size() && total <= max_record_size) {
+            buf.resize(total);
+            break;
+          }
+        }
+        if (pos == 0 && !full) return scan_outcome{scan_outcome::partial, {}};
+        break;
+      }
+      if (d == decoded::corrupt) {
+        off += pos;
+        return scan_outcome{scan_outcome::corrupt, path + ": log record at offset " + std::to_string(off) + " is corrupt"};
+      }
+      if (r.rev != last_rev + 1) {
+        off += pos;
+        return scan_outcome{scan_outcome::corrupt, path + ": log record at offset " + std::to_string(off) + " has revision " +
+                                                       std::to_string(r.rev) + ", expected " + std::to_string(last_rev + 1)};
+      }
+      if (r.rev > max_rev) {
+        off += pos;
+        return scan_outcome{scan_outcome::limit, {}};
+      }
+      r.seg = seg;
+      r.end = off + pos + used;
+      pos += used;
+      last_rev = r.rev;
+      sink(std::move(r));
+    }
+    off += pos;
+    if (!full && pos == have) return scan_outcome{scan_outcome::eof, {}};
+    if (!full && pos < have && pos > 0) continue;  // re-read the tail from its start
+  }
+}
+
+// ---- opening ---------------------------------------------------------------------------
+
+store::store(local_datastore_options o) : opt_(std::move(o)) {
+  if (!opt_.log) opt_.log = &default_logger();
+}
+
+store::~store() = default;
+
+error store::sys_error(std::string_view what, const std::string& path, int err) const {
+  return error(errc::io, "local datastore: " + std::string(what) + " " + path + ": " + errno_text(err));
+}
+
+result<std::shared_ptr<store>> store::open(local_datastore_options o) {
+  CNF_LOCAL_TRY(check_local_datastore_options(o));
+  std::shared_ptr<store> s(new store(std::move(o)));
+  CNF_LOCAL_TRY(s->init());
+  return s;
+}
+
+result<void> store::init() {
+  root_ = std::filesystem::path(opt_.dir).lexically_normal().string();
+  while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
+  v1_ = root_ + "/v1";
+  // Create the directory and any missing parents, 0700.
+  {
+    std::string cur;
+    std::filesystem::path p(root_);
+    for (auto& part : p) {
+      if (part == "/") { cur = "/"; continue; }
+      cur = (cur == "/" ? "/" : cur + "/") + part.string();
+      if (::mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("create directory", cur, errno);
+    }
+  }
+  root_fd_ = file_descriptor(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!root_fd_) return sys_error("open directory", root_, errno);
+  auto subdir = [&](int parent, const char* name, const std::string& path, file_descriptor& out) -> result<void> {
+    if (::mkdirat(parent, name, 0700) != 0 && errno != EEXIST) return sys_error("create directory", path, errno);
+    out = file_descriptor(::openat(parent, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+    if (!out) return sys_error("open directory", path, errno);
+    return {};
+  };
+  CNF_LOCAL_TRY(subdir(root_fd_.get(), "v1", v1_, v1_fd_));
+  CNF_LOCAL_TRY(subdir(v1_fd_.get(), "data", v1_ + "/data", data_fd_));
+  CNF_LOCAL_TRY(subdir(v1_fd_.get(), "log", v1_ + "/log", log_fd_));
+  head_fd_ = file_descriptor(::openat(v1_fd_.get(), "head", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!head_fd_) return sys_error("open", v1_ + "/head", errno);
+  // A second open file description of the head, for shared (list) locks: flock treats
+  // every open file description as its own owner.
+  shared_fd_ = file_descriptor(::openat(v1_fd_.get(), "head", O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!shared_fd_) return sys_error("open", v1_ + "/head", errno);
+  boot_ = read_boot_id();
+  auto v = snapshot();
+  if (!v) return v.error();
+  return {};
+}
+
+// ---- reading the head and the log -----------------------------------------------------
+
+result<store::refreshed> store::refresh(bool locked) {
+  head h;
+  bool ok = false;
+  for (int i = 0; i < (locked ? 1 : 200); ++i) {
+    char buf[head_size];
+    ssize_t n = pread_full(head_fd_.get(), buf, head_size, 0);
+    if (n < 0) return sys_error("read", v1_ + "/head", errno);
+    if (decode_head(buf, static_cast<std::size_t>(n), h)) { ok = true; break; }
+    if (n == 0) break;                  // a new store
+    std::this_thread::sleep_for(50us);  // a writer is rewriting it
+  }
+  if (!ok || h.boot != boot_) return refreshed::recover;
+  if (!seg_ || h.seg != seg_first_) {
+    auto fd = std::make_shared<file_descriptor>(::openat(log_fd_.get(), segment_name(h.seg).c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+    if (!*fd) {
+      if (errno == ENOENT) return locked ? refreshed::recover : refreshed::retry;
+      return sys_error("open", segment_path(h.seg), errno);
+    }
+    seg_ = std::move(fd);
+    seg_first_ = h.seg;
+    off_ = h.m_off;
+    last_rev_ = base_ = h.m_rev;
+    window_.clear();
+    window_bytes_ = 0;
+  } else if (off_ < h.m_off && h.m_off - off_ > jump_bytes) {
+    off_ = h.m_off;
+    last_rev_ = base_ = h.m_rev;
+    window_.clear();
+    window_bytes_ = 0;
+  }
+  head_ = h;
+  auto path = segment_path(seg_first_);
+  auto out = scan_segment(seg_->get(), path, seg_first_, off_, last_rev_, UINT64_MAX, buf_, [&](record&& r) {
+    window_bytes_ += r.body.size() + 128;
+    window_.push_back(std::make_shared<const record>(std::move(r)));
+  });
+  if (!out) return out.error();
+  if (out->stop == scan_outcome::corrupt) return error(errc::invalid, "local datastore: " + out->why);
+  if (out->stop == scan_outcome::partial && locked) {
+    // Under the lock nobody is appending: these bytes are a record whose writer died
+    // while writing it. It was never acknowledged; cut it off.
+    struct stat st {};
+    ::fstat(seg_->get(), &st);
+    log().warn("local datastore: " + path + ": discarding " + std::to_string(static_cast<std::uint64_t>(st.st_size) - off_) +
+               " bytes of an incomplete log record at offset " + std::to_string(off_) + " (its writer died)");
+    if (::ftruncate(seg_->get(), static_cast<off_t>(off_)) != 0) return sys_error("truncate", path, errno);
+  }
+  if (last_rev_ < head_.d_rev) {
+    // The head says more is durable than the log holds: the log lost its tail.
+    if (locked) return refreshed::recover;
+    return error(errc::invalid, "local datastore: " + path + " ends at revision " + std::to_string(last_rev_) + " but " +
+                                    v1_ + "/head says " + std::to_string(head_.d_rev) + " is durable");
+  }
+  // Drop published records beyond what lists need.
+  while (!window_.empty() && window_.front()->rev <= head_.m_rev &&
+         (window_.size() > window_keep || window_bytes_ > window_keep_bytes)) {
+    window_bytes_ -= window_.front()->body.size() + 128;
+    base_ = window_.front()->rev;
+    window_.pop_front();
+  }
+  return refreshed::ok;
+}
+
+bool store::writer_gone() const {
+  if (window_.empty() || last_rev_ <= head_.d_rev) return false;
+  auto pid = static_cast<pid_t>(window_.back()->pid);
+  if (pid == ::getpid() || pid <= 0) return false;
+  return ::kill(pid, 0) != 0 && errno == ESRCH;
+}
+
+result<store::view> store::snapshot(bool may_lock) {
+  for (int attempt = 0;; ++attempt) {
+    std::unique_lock l(mu_);
+    auto r = refresh(false);
+    if (!r) return r.error();
+    if (*r == refreshed::ok) {
+      if (may_lock && writer_gone()) {
+        // The last record's writer died before publishing it: do it on its behalf.
+        auto rev = last_rev_;
+        auto seg = seg_;
+        l.unlock();
+        CNF_LOCAL_TRY(settle(rev, seg));
+        continue;
+      }
+      view v;
+      v.m_rev = head_.m_rev;
+      v.d_rev = head_.d_rev;
+      v.base = base_;
+      for (auto& rec : window_)
+        if (rec->rev <= v.d_rev) v.recs.push_back(rec);
+      return v;
+    }
+    l.unlock();
+    if (!may_lock) return error(errc::unavailable, "local datastore: " + v1_ + " needs recovery");
+    if (*r == refreshed::recover || attempt > 100) {
+      std::lock_guard w(wmu_);
+      flock_guard f(head_fd_.get(), LOCK_EX);
+      std::unique_lock l2(mu_);
+      CNF_LOCAL_TRY(refresh_locked());
+    } else {
+      std::this_thread::sleep_for(100us);
+    }
+  }
+}
+
+result<void> store::refresh_locked() {
+  auto r = refresh(true);
+  if (!r) return r.error();
+  if (*r == refreshed::ok) return {};
+  CNF_LOCAL_TRY(recover());
+  auto again = refresh(true);
+  if (!again) return again.error();
+  if (*again != refreshed::ok)
+    return error(errc::internal, "local datastore: " + v1_ + ": the log is not readable after recovery");
+  return {};
+}
+
+std::string store::segment_path(std::uint64_t first) const { return v1_ + "/log/" + segment_name(first); }
+
+result<std::vector<std::string>> store::list_dir(int dirfd, const std::string& rel, bool& missing) {
+  missing = false;
+  int fd = ::openat(dirfd, rel.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      missing = true;
+      return std::vector<std::string>{};
+    }
+    return sys_error("open directory", rel, errno);
+  }
+  DIR* d = ::fdopendir(fd);
+  if (!d) {
+    int e = errno;
+    ::close(fd);
+    return sys_error("read directory", rel, e);
+  }
+  std::vector<std::string> out;
+  while (auto* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    out.emplace_back(e->d_name);
+  }
+  ::closedir(d);
+  return out;
+}
+
+result<std::vector<std::uint64_t>> store::segments() {
+  bool missing = false;
+  auto names = list_dir(log_fd_.get(), ".", missing);
+  if (!names) return names.error();
+  std::uint64_t active = 0;
+  {
+    std::lock_guard l(mu_);
+    active = seg_first_;
+  }
+  std::vector<std::uint64_t> out;
+  for (auto& n : *names)
+    if (auto v = parse_segment_name(n); v && (active == 0 || *v <= active)) out.push_back(*v);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+result<file_descriptor> store::open_segment(std::uint64_t first) {
+  file_descriptor fd(::openat(log_fd_.get(), segment_name(first).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) {
+    if (errno == ENOENT) return error(errc::not_found, segment_path(first) + " is gone");
+    return sys_error("open", segment_path(first), errno);
+  }
+  return fd;
+}
+
+result<std::uint64_t> store::visible_revision() {
+  auto v = snapshot();
+  if (!v) return v.error();
+  return v->d_rev;
+}
+
+// ---- recovery, checkpoints, segments ---------------------------------------------------
+
+std::uint64_t store::read_checkpoint() {
+  int fd = ::openat(v1_fd_.get(), "checkpoint", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return 0;
+  char buf[64] = {};
+  ssize_t n = pread_full(fd, buf, sizeof buf - 1, 0);
+  ::close(fd);
+  std::uint64_t v = 0;
+  std::string_view s(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+  while (!s.empty() && (s.back() == '\n')) s.remove_suffix(1);
+  if (!parse_rev(s, v)) {
+    log().warn("local datastore: " + v1_ + "/checkpoint is unreadable; replaying the whole log");
+    return 0;
+  }
+  return v;
+}
+
+result<void> store::write_checkpoint(std::uint64_t rev) {
+  std::string tmp_path = v1_ + "/checkpoint.tmp";
+  file_descriptor fd(::openat(v1_fd_.get(), "checkpoint.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return sys_error("create", tmp_path, errno);
+  if (!write_all(fd.get(), to_rev(rev) + "\n")) return sys_error("write", tmp_path, errno);
+  if (opt_.fsync && ::fsync(fd.get()) != 0) return sys_error("fsync", tmp_path, errno);
+  fd.reset();
+  if (::renameat(v1_fd_.get(), "checkpoint.tmp", v1_fd_.get(), "checkpoint") != 0)
+    return sys_error("rename", tmp_path, errno);
+  if (opt_.fsync && ::fsync(v1_fd_.get()) != 0) return sys_error("fsync", v1_, errno);
+  return {};
+}
+
+result<void> store::create_segment(std::uint64_t first) {
+  std::string tmp_path = v1_ + "/log/segment.tmp";
+  file_descriptor fd(::openat(log_fd_.get(), "segment.tmp", O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return sys_error("create", tmp_path, errno);
+  char h[segment_header_size];
+  encode_segment_header(first, h);
+  if (!pwrite_full(fd.get(), h, sizeof h, 0)) return sys_error("write", tmp_path, errno);
+  if (opt_.fsync && ::fsync(fd.get()) != 0) return sys_error("fsync", tmp_path, errno);
+  fd.reset();
+  if (::renameat(log_fd_.get(), "segment.tmp", log_fd_.get(), segment_name(first).c_str()) != 0)
+    return sys_error("rename", tmp_path, errno);
+  if (opt_.fsync && ::fsync(log_fd_.get()) != 0) return sys_error("fsync", v1_ + "/log", errno);
+  return {};
+}
+
+result<void> store::remove_old_segments() {
+  bool missing = false;
+  auto names = list_dir(log_fd_.get(), ".", missing);
+  if (!names) return names.error();
+  std::vector<std::uint64_t> segs;
+  for (auto& n : *names)
+    if (auto v = parse_segment_name(n)) segs.push_back(*v);
+  std::sort(segs.begin(), segs.end());
+  std::size_t keep = std::max<std::uint32_t>(opt_.log_segments_kept, 1);
+  for (std::size_t i = 0; i + keep < segs.size(); ++i) {
+    if (segs[i] >= seg_first_) break;
+    if (::unlinkat(log_fd_.get(), segment_name(segs[i]).c_str(), 0) != 0 && errno != ENOENT)
+      return sys_error("remove", segment_path(segs[i]), errno);
+  }
+  return {};
+}
+
+// Rebuilds the resource files from the log after a reboot (or on a new store): every
+// record after the checkpoint is applied again, whatever the files hold.
+result<void> store::recover() {
+  std::uint64_t checkpoint = read_checkpoint();
+  bool missing = false;
+  auto names = list_dir(log_fd_.get(), ".", missing);
+  if (!names) return names.error();
+  std::vector<std::uint64_t> segs;
+  for (auto& n : *names)
+    if (auto v = parse_segment_name(n)) segs.push_back(*v);
+  std::sort(segs.begin(), segs.end());
+  // A newest segment with a bad header is what a crashed rotation left: drop it.
+  while (!segs.empty()) {
+    auto fd = open_segment(segs.back());
+    if (!fd) return fd.error();
+    char h[segment_header_size];
+    ssize_t n = pread_full(fd->get(), h, sizeof h, 0);
+    std::uint64_t first = 0;
+    if (n == static_cast<ssize_t>(sizeof h) && decode_segment_header(h, sizeof h, first) && first == segs.back()) break;
+    log().warn("local datastore: removing " + segment_path(segs.back()) + ": no valid segment header (interrupted rotation)");
+    if (::unlinkat(log_fd_.get(), segment_name(segs.back()).c_str(), 0) != 0) return sys_error("remove", segment_path(segs.back()), errno);
+    segs.pop_back();
+  }
+  if (segs.empty()) {
+    CNF_LOCAL_TRY(create_segment(checkpoint + 1));
+    segs.push_back(checkpoint + 1);
+  }
+  std::size_t start = 0;
+  for (std::size_t i = 0; i < segs.size(); ++i)
+    if (segs[i] <= checkpoint + 1) start = i;
+  if (segs[start] > checkpoint + 1)
+    log().warn("local datastore: the log in " + v1_ + "/log starts at revision " + std::to_string(segs[start]) +
+               ", after the checkpoint " + std::to_string(checkpoint) + "; replaying what is there");
+  std::map<key_tuple, record_ptr> latest;
+  std::uint64_t last = segs[start] - 1, off = 0;
+  std::shared_ptr<file_descriptor> active;
+  for (std::size_t i = start; i < segs.size(); ++i) {
+    bool newest = i + 1 == segs.size();
+    auto path = segment_path(segs[i]);
+    auto fd = std::make_shared<file_descriptor>(::openat(log_fd_.get(), segment_name(segs[i]).c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+    if (!*fd) return sys_error("open", path, errno);
+    if (segs[i] != last + 1)
+      return error(errc::invalid, "local datastore: " + path + " starts at revision " + std::to_string(segs[i]) +
+                                      " but the previous segment ends at " + std::to_string(last) +
+                                      "; the log is damaged (restore " + v1_ + " from a backup)");
+    off = segment_header_size;
+    auto out = scan_segment(fd->get(), path, segs[i], off, last, UINT64_MAX, buf_, [&](record&& r) {
+      if (r.rev > checkpoint) latest[tuple_of(r.key)] = std::make_shared<const record>(std::move(r));
+    });
+    if (!out) return out.error();
+    if (out->stop == scan_outcome::corrupt || out->stop == scan_outcome::partial) {
+      if (!newest)
+        return error(errc::invalid, "local datastore: " + (out->why.empty() ? path + ": truncated record" : out->why) +
+                                        " inside a completed log segment; restore " + v1_ + " from a backup");
+      struct stat st {};
+      ::fstat(fd->get(), &st);
+      log().warn("local datastore: " + path + ": discarding " + std::to_string(static_cast<std::uint64_t>(st.st_size) - off) +
+                 " bytes after offset " + std::to_string(off) + " (a write that never completed)");
+      if (::ftruncate(fd->get(), static_cast<off_t>(off)) != 0) return sys_error("truncate", path, errno);
+    }
+    if (newest) active = fd;
+  }
+  std::vector<record_ptr> apply;
+  for (auto& [k, r] : latest) apply.push_back(r);
+  if (!apply.empty()) {
+    log().info("local datastore: " + v1_ + ": replaying " + std::to_string(apply.size()) + " resources from the log (revisions " +
+               std::to_string(checkpoint + 1) + ".." + std::to_string(last) + ")");
+    CNF_LOCAL_TRY(materialize(apply));
+  }
+  if (opt_.fsync && ::syncfs(data_fd_.get()) != 0) return sys_error("syncfs", v1_, errno);
+  if (last != checkpoint || read_checkpoint() != last) CNF_LOCAL_TRY(write_checkpoint(last));
+  head_.boot = boot_;
+  head_.seg = segs.back();
+  head_.m_off = off;
+  head_.m_rev = head_.d_rev = last;
+  CNF_LOCAL_TRY(write_head());
+  seg_ = active;
+  seg_first_ = segs.back();
+  off_ = off;
+  last_rev_ = base_ = last;
+  window_.clear();
+  window_bytes_ = 0;
+  return {};
+}
+
+result<void> store::write_head() {
+  char buf[head_size];
+  head_.boot = boot_;
+  encode_head(head_, buf);
+  if (!pwrite_full(head_fd_.get(), buf, head_size, 0)) return sys_error("write", v1_ + "/head", errno);
+  return {};
+}
+
+// Starts a new segment (all locks held). Everything in the old one is made durable,
+// published and checkpointed first, so nothing unpublished ever spans two segments.
+result<void> store::rotate() {
+  if (opt_.fsync && ::fdatasync(seg_->get()) != 0) return sys_error("fdatasync", segment_path(seg_first_), errno);
+  head_.d_rev = last_rev_;
+  CNF_LOCAL_TRY(write_head());
+  std::vector<record_ptr> pending;
+  for (auto& r : window_)
+    if (r->rev > head_.m_rev) pending.push_back(r);
+  CNF_LOCAL_TRY(materialize(pending));
+  head_.m_rev = last_rev_;
+  head_.m_off = off_;
+  CNF_LOCAL_TRY(write_head());
+  if (opt_.fsync && ::syncfs(data_fd_.get()) != 0) return sys_error("syncfs", v1_, errno);
+  CNF_LOCAL_TRY(write_checkpoint(last_rev_));
+  // Segments newer than the active one are leftovers of an interrupted rotation.
+  bool missing = false;
+  auto names = list_dir(log_fd_.get(), ".", missing);
+  if (!names) return names.error();
+  for (auto& n : *names)
+    if (auto v = parse_segment_name(n); v && *v > seg_first_) ::unlinkat(log_fd_.get(), n.c_str(), 0);
+  std::uint64_t first = last_rev_ + 1;
+  CNF_LOCAL_TRY(create_segment(first));
+  auto fd = std::make_shared<file_descriptor>(::openat(log_fd_.get(), segment_name(first).c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+  if (!*fd) return sys_error("open", segment_path(first), errno);
+  head_.seg = first;
+  head_.m_off = segment_header_size;
+  head_.m_rev = head_.d_rev = last_rev_;
+  CNF_LOCAL_TRY(write_head());
+  seg_ = std::move(fd);
+  seg_first_ = first;
+  off_ = segment_header_size;
+  base_ = last_rev_;
+  window_.clear();
+  window_bytes_ = 0;
+  return remove_old_segments();
+}
+
+// ---- publishing -------------------------------------------------------------------------
+
+// Writes the latest state of every key in `recs` (ascending revisions) to its file. Files
+// are replaced by exchanging a fresh file with the old one (renameat2 RENAME_EXCHANGE):
+// readers always find a complete file, and ext4 does not flush the data on this path as
+// it does when a rename replaces a file.
+result<void> store::materialize(const std::vector<record_ptr>& recs) {
+  std::unordered_map<std::string, record_ptr> latest;
+  std::vector<std::string> order;
+  for (auto& r : recs) {
+    auto path = resource_path(r->key);
+    auto [it, inserted] = latest.try_emplace(path, r);
+    if (inserted) order.push_back(path);
+    else it->second = r;
+  }
+  int dfd = data_fd_.get();
+  for (auto& path : order) {
+    auto& r = latest[path];
+    std::string full = v1_ + "/data/" + path;
+    if (r->what == op::remove) {
+      if (::unlinkat(dfd, path.c_str(), 0) != 0 && errno != ENOENT && errno != ENOTDIR) return sys_error("remove", full, errno);
+      continue;
+    }
+    auto slash = path.rfind('/');
+    std::string dir = path.substr(0, slash);
+    if (!dirs_.count(dir)) {
+      std::string kind_dir = path.substr(0, path.find('/'));
+      if (::mkdirat(dfd, kind_dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("create directory", v1_ + "/data/" + kind_dir, errno);
+      if (::mkdirat(dfd, dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("create directory", v1_ + "/data/" + dir, errno);
+      dirs_.insert(dir);
+    }
+    file_descriptor fd(::openat(dfd, ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) return sys_error("create", v1_ + "/data/.tmp", errno);
+    std::string text = r->body;
+    text += '\n';
+    if (!write_all(fd.get(), text)) return sys_error("write", v1_ + "/data/.tmp", errno);
+    fd.reset();
+    if (::renameat2(dfd, ".tmp", dfd, path.c_str(), RENAME_EXCHANGE) == 0) {
+      ::unlinkat(dfd, ".tmp", 0);  // now holds the old content
+      continue;
+    }
+    int e = errno;
+    if (e != ENOENT && e != EINVAL && e != ENOSYS) return sys_error("replace", full, e);
+    if (e == ENOENT) {
+      // Either the file is new or its directory went away behind our back.
+      if (::renameat(dfd, ".tmp", dfd, path.c_str()) == 0) continue;
+      if (errno != ENOENT) return sys_error("rename to", full, errno);
+      dirs_.erase(dir);
+      std::string kind_dir = path.substr(0, path.find('/'));
+      ::mkdirat(dfd, kind_dir.c_str(), 0700);
+      if (::mkdirat(dfd, dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("create directory", v1_ + "/data/" + dir, errno);
+      dirs_.insert(dir);
+    }
+    if (::renameat(dfd, ".tmp", dfd, path.c_str()) != 0) return sys_error("rename to", full, errno);
+  }
+  return {};
+}
+
+result<void> store::publish_locked(std::uint64_t rev, std::unique_lock<std::mutex>& l) {
+  if (rev > last_rev_) rev = last_rev_;
+  if (head_.d_rev < rev) {
+    head_.d_rev = rev;
+    CNF_LOCAL_TRY(write_head());  // before the files change: a list that sees a file sees its revision
+  }
+  if (head_.m_rev >= head_.d_rev) return {};
+  std::vector<record_ptr> pending;
+  std::uint64_t m_off = head_.m_off;
+  for (auto& r : window_)
+    if (r->rev > head_.m_rev && r->rev <= head_.d_rev) {
+      pending.push_back(r);
+      m_off = r->end;
+    }
+  if (base_ > head_.m_rev || pending.empty() || pending.back()->rev != head_.d_rev)
+    return error(errc::internal, "local datastore: " + v1_ + ": records to publish are missing from memory");
+  std::uint64_t to = head_.d_rev;
+  l.unlock();  // the flock keeps other writers out; readers of this process may go on
+  auto m = materialize(pending);
+  l.lock();
+  if (!m) return m.error();
+  head_.m_rev = to;
+  head_.m_off = m_off;
+  return write_head();
+}
+
+result<void> store::publish(std::uint64_t rev) {
+  {
+    // Usually a concurrent writer has published this already (group commit).
+    char buf[head_size];
+    head h;
+    if (pread_full(head_fd_.get(), buf, head_size, 0) == static_cast<ssize_t>(head_size) && decode_head(buf, head_size, h) &&
+        h.boot == boot_ && h.m_rev >= rev)
+      return {};
+  }
+  std::lock_guard w(wmu_);
+  flock_guard f(head_fd_.get(), LOCK_EX);
+  std::unique_lock l(mu_);
+  CNF_LOCAL_TRY(refresh_locked());
+  return publish_locked(rev, l);
+}
+
+result<void> store::settle(std::uint64_t rev, std::shared_ptr<file_descriptor> seg) {
+  if (opt_.fsync && seg && ::fdatasync(seg->get()) != 0) return sys_error("fdatasync", v1_ + "/log", errno);
+  return publish(rev);
+}
+
+// ---- operations -------------------------------------------------------------------------
+
+result<std::optional<resource>> store::read_path(const std::string& rel, const resource_key* expect) {
+  std::string full = v1_ + "/data/" + rel;
+  file_descriptor fd(::openat(data_fd_.get(), rel.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) {
+    if (errno == ENOENT || errno == ENOTDIR) return std::optional<resource>();
+    return sys_error("open", full, errno);
+  }
+  std::string text;
+  char buf[16384];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sys_error("read", full, errno);
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+  }
+  auto r = decode_resource(text, full);
+  if (!r) return r.error();
+  if (expect && r->key() != *expect)
+    return error(errc::invalid, full + ": holds " + r->key().to_string() + " but its path is that of " + expect->to_string() +
+                                    " (corrupt datastore content; restore or remove the file)");
+  return std::optional<resource>(std::move(*r));
+}
+
+result<std::optional<resource>> store::read_file(const resource_key& k) { return read_path(resource_path(k), &k); }
+
+result<resource> store::get(const resource_key& k) {
+  CNF_LOCAL_TRY(check_key(k));
+  record_ptr rec;
+  {
+    auto v = snapshot();
+    if (!v) return v.error();
+    for (auto it = v->recs.rbegin(); it != v->recs.rend(); ++it)
+      if ((*it)->key == k) { rec = *it; break; }
+  }
+  if (rec) {
+    if (rec->what == op::remove) return error(errc::not_found, k.to_string() + " not found");
+    return decode_resource(rec->body, segment_path(rec->seg));
+  }
+  auto f = read_file(k);
+  if (!f) return f.error();
+  if (!*f) return error(errc::not_found, k.to_string() + " not found");
+  return std::move(**f);
+}
+
+result<resource> store::write(op what, const resource_key& key, const resource* desired, std::string_view expected) {
+  std::uint64_t my_rev = 0;
+  std::shared_ptr<file_descriptor> seg;
+  std::string seg_path;
+  resource out;
+  std::optional<error> fail;
+  std::uint64_t settle_rev = 0;
+  {
+    std::lock_guard w(wmu_);
+    flock_guard f(head_fd_.get(), LOCK_EX);
+    std::unique_lock l(mu_);
+    CNF_LOCAL_TRY(refresh_locked());
+    // The current state: the newest record of the key not yet in the files, else its file
+    // (the flock keeps the files still).
+    record_ptr latest;
+    for (auto it = window_.rbegin(); it != window_.rend(); ++it)
+      if ((*it)->rev > head_.m_rev && (*it)->key == key) { latest = *it; break; }
+    std::optional<resource> cur;
+    if (latest) {
+      if (latest->what != op::remove) {
+        auto d = decode_resource(latest->body, segment_path(latest->seg));
+        if (!d) return d.error();
+        cur = std::move(*d);
+      }
+    } else {
+      l.unlock();
+      auto fr = read_file(key);
+      l.lock();
+      if (!fr) return fr.error();
+      cur = std::move(*fr);
+    }
+    switch (what) {
+      case op::create:
+        if (cur) fail = error(errc::already_exists, key.to_string() + " already exists (revision " + cur->revision + ")");
+        break;
+      case op::update:
+      case op::remove:
+        if (!cur) fail = error(errc::not_found, key.to_string() + " not found");
+        else if (!expected.empty() && expected != cur->revision)
+          fail = error(errc::conflict, key.to_string() + ": revision " + std::string(expected) + " is stale (current " +
+                                           cur->revision + "); read it again and retry");
+        break;
+    }
+    if (fail) {
+      // The state that decided it may come from a writer that has not published yet (or
+      // died before it could): make it visible before answering, so a re-read sees it.
+      if (latest && latest->rev > head_.d_rev) {
+        settle_rev = last_rev_;
+        seg = seg_;
+      }
+    } else {
+      my_rev = last_rev_ + 1;
+      if (what == op::remove) out = std::move(*cur);
+      else out = *desired;
+      out.revision = to_rev(my_rev);
+      record rec;
+      rec.rev = my_rev;
+      rec.what = what;
+      rec.pid = static_cast<std::uint32_t>(::getpid());
+      rec.key = key;
+      rec.body = encode_resource(out);
+      std::string bytes = encode_record(rec);
+      if (bytes.size() > max_record_size)
+        return error(errc::invalid, "resource " + key.to_string() + " is too large (" + std::to_string(bytes.size()) + " bytes)");
+      if (off_ + bytes.size() > opt_.log_segment_bytes && off_ > segment_header_size) {
+        CNF_LOCAL_TRY(rotate());
+        my_rev = last_rev_ + 1;  // unchanged: rotation adds no records
+      }
+      if (!pwrite_full(seg_->get(), bytes.data(), bytes.size(), off_)) {
+        int e = errno;
+        (void)::ftruncate(seg_->get(), static_cast<off_t>(off_));
+        return sys_error("append to", segment_path(seg_first_), e);
+      }
+      rec.seg = seg_first_;
+      rec.end = off_ + bytes.size();
+      off_ = rec.end;
+      last_rev_ = my_rev;
+      window_bytes_ += rec.body.size() + 128;
+      window_.push_back(std::make_shared<const record>(std::move(rec)));
+      seg = seg_;
+      seg_path = segment_path(seg_first_);
+      if (!opt_.fsync) CNF_LOCAL_TRY(publish_locked(my_rev, l));
+    }
+  }
+  if (fail) {
+    if (settle_rev) CNF_LOCAL_TRY(settle(settle_rev, seg));
+    return std::move(*fail);
+  }
+  if (opt_.fsync) {
+    if (::fdatasync(seg->get()) != 0)
+      return error(errc::io, "local datastore: fdatasync " + seg_path + ": " + errno_text(errno) + "; " +
+                                 key.to_string() + " may or may not have been written; read it again");
+    CNF_LOCAL_TRY(publish(my_rev));
+  }
+  return out;
+}
+
+result<resource> store::create(const resource& r) {
+  auto c = check_resource(r);
+  if (!c) return c.error();
+  return write(op::create, c->key(), &*c, {});
+}
+
+result<resource> store::update(const resource& r) {
+  auto c = check_resource(r);
+  if (!c) return c.error();
+  std::uint64_t v = 0;
+  if (!r.revision.empty() && !parse_rev(r.revision, v))
+    return error(errc::invalid, "update " + r.key().to_string() + ": revision '" + r.revision + "' is not a decimal number");
+  return write(op::update, c->key(), &*c, r.revision);
+}
+
+result<void> store::remove(const resource_key& k, std::string_view revision) {
+  CNF_LOCAL_TRY(check_key(k));
+  std::uint64_t v = 0;
+  if (!revision.empty() && !parse_rev(revision, v))
+    return error(errc::invalid, "remove " + k.to_string() + ": revision '" + std::string(revision) + "' is not a decimal number");
+  auto r = write(op::remove, k, nullptr, revision);
+  if (!r) return r.error();
+  return {};
+}
+
+result<datastore_status> store::status() {
+  auto v = snapshot();
+  if (!v) return v.error();
+  return datastore_status{"local", root_, to_rev(v->d_rev)};
+}
+
+// Lists without locks: the files, corrected by the log records not yet in them, then a
+// check that nothing this list covers changed meanwhile (else again; after a few tries,
+// under a shared lock that holds writers back).
+result<resource_list> store::list(const list_options& o) {
+  std::optional<key_tuple> after;
+  if (!o.continue_token.empty()) {
+    after = parse_token(o.continue_token);
+    if (!after) return error(errc::invalid, "list " + o.kind + ": malformed continue token '" + o.continue_token + "'");
+    if ((!o.kind.empty() && std::get<0>(*after) != o.kind) || (o.ns && std::get<1>(*after) != *o.ns))
+      return error(errc::invalid, "list " + o.kind + ": continue token '" + o.continue_token + "' belongs to another list");
+  }
+  auto in_range = [&](const key_tuple& k) { return !after || k > *after; };
+
+  for (int attempt = 0;; ++attempt) {
+    bool shared = attempt >= 4;
+    std::optional<flock_guard> sh;
+    if (shared) sh.emplace(shared_fd_.get(), LOCK_SH);
+    // Under the shared lock, taking the exclusive one (recovery, settling) would deadlock.
+    auto v1 = snapshot(!shared);
+    if (!v1 && shared) {
+      sh.reset();
+      v1 = snapshot();
+      if (!v1) return v1.error();
+      continue;
+    }
+    if (!v1) return v1.error();
+    // Newest unpublished record per key.
+    std::map<key_tuple, record_ptr> overlay;
+    for (auto& r : v1->recs)
+      if (matches(r->key, o.kind, o.ns, o.name_prefix) && in_range(tuple_of(r->key))) overlay[tuple_of(r->key)] = r;
+
+    // Candidates from the directories: key -> relative path (or an already read resource).
+    struct cand {
+      std::string path;
+      std::optional<resource> read;
+    };
+    std::map<key_tuple, cand> cands;
+    std::vector<std::string> kinds;
+    bool missing = false;
+    if (o.kind.empty()) {
+      auto ks = list_dir(data_fd_.get(), ".", missing);
+      if (!ks) return ks.error();
+      for (auto& k : *ks)
+        if (unescape(k)) kinds.push_back(k);
+    } else {
+      kinds.push_back(escape(o.kind));
+    }
+    for (auto& kd : kinds) {
+      auto kind = *unescape(kd);
+      std::vector<std::string> nss;
+      if (o.ns) {
+        nss.push_back(ns_dir(*o.ns));
+      } else {
+        auto ds = list_dir(data_fd_.get(), kd, missing);
+        if (!ds) return ds.error();
+        for (auto& d : *ds)
+          if (ns_from_dir(d)) nss.push_back(d);
+      }
+      for (auto& nd : nss) {
+        auto ns = *ns_from_dir(nd);
+        auto files = list_dir(data_fd_.get(), kd + "/" + nd, missing);
+        if (!files) return files.error();
+        for (auto& f : *files) {
+          auto p = parse_file_name(f);
+          if (!p) continue;
+          std::string rel = kd + "/" + nd + "/" + f;
+          if (p->hashed) {
+            // The real name is only in the file.
+            if (p->name.compare(0, std::min(p->name.size(), o.name_prefix.size()), o.name_prefix, 0,
+                                std::min(p->name.size(), o.name_prefix.size())) != 0)
+              continue;
+            auto r = read_path(rel, nullptr);
+            if (!r) return r.error();
+            if (!*r) continue;
+            if ((*r)->kind != kind || (*r)->ns != ns)
+              return error(errc::invalid, v1_ + "/data/" + rel + ": holds " + (*r)->key().to_string() +
+                                              " but lies in the directory of " + kind + "/" + ns);
+            key_tuple k{kind, ns, (*r)->name};
+            if (!matches((*r)->key(), o.kind, o.ns, o.name_prefix) || !in_range(k)) continue;
+            cands[k] = cand{rel, std::move(**r)};
+            continue;
+          }
+          key_tuple k{kind, ns, p->name};
+          if (!matches({kind, ns, p->name}, o.kind, o.ns, o.name_prefix) || !in_range(k)) continue;
+          cands[k] = cand{rel, std::nullopt};
+        }
+      }
+    }
+    for (auto& [k, r] : overlay)
+      if (!cands.count(k)) cands[k] = cand{};
+
+    resource_list out;
+    for (auto& [k, c] : cands) {
+      if (o.limit && out.items.size() > o.limit) break;
+      if (auto it = overlay.find(k); it != overlay.end()) {
+        if (it->second->what == op::remove) continue;
+        auto d = decode_resource(it->second->body, segment_path(it->second->seg));
+        if (!d) return d.error();
+        out.items.push_back(std::move(*d));
+        continue;
+      }
+      if (c.read) {
+        out.items.push_back(std::move(*c.read));
+        continue;
+      }
+      resource_key rk{std::get<0>(k), std::get<1>(k), std::get<2>(k)};
+      auto r = read_path(c.path, &rk);
+      if (!r) return r.error();
+      if (*r) out.items.push_back(std::move(**r));
+    }
+
+    auto v2 = snapshot(!shared);
+    if (!v2) return v2.error();
+    bool changed = v2->base > v1->m_rev;
+    for (auto& r : v2->recs)
+      if (r->rev > v1->d_rev && matches(r->key, o.kind, o.ns, o.name_prefix)) changed = true;
+    if (changed && !shared) continue;
+    out.revision = to_rev(shared ? v1->d_rev : v2->d_rev);
+    if (o.limit && out.items.size() > o.limit) {
+      out.items.resize(o.limit);
+      out.continue_token = make_token(out.items.back());
+    }
+    return out;
+  }
+}
+
+}  // namespace detail::local
+
+// ---- the public wrapper -------------------------------------------------------------------
+
+result<local_datastore> local_datastore::open(local_datastore_options o) {
+  return detail::call<local_datastore>([&]() -> result<local_datastore> {
+    auto s = detail::local::store::open(std::move(o));
+    if (!s) return s.error();
+    return local_datastore(std::move(*s));
+  });
+}
+
+result<resource> local_datastore::get(const resource_key& k) const {
+  return detail::call<resource>([&] { return s_->get(k); });
+}
+result<resource_list> local_datastore::list(const list_options& o) const {
+  return detail::call<resource_list>([&] { return s_->list(o); });
+}
+result<resource> local_datastore::create(const resource& r) const {
+  return detail::call<resource>([&] { return s_->create(r); });
+}
+result<resource> local_datastore::update(const resource& r) const {
+  return detail::call<resource>([&] { return s_->update(r); });
+}
+result<void> local_datastore::remove(const resource_key& k, std::string_view revision) const {
+  return detail::call<void>([&] { return s_->remove(k, revision); });
+}
+result<watch_handle> local_datastore::watch(const watch_options& o, watch_callback cb) const {
+  return detail::call<watch_handle>([&] { return s_->watch(o, std::move(cb)); });
+}
+result<datastore_status> local_datastore::status() const {
+  return detail::call<datastore_status>([&] { return s_->status(); });
+}
+const local_datastore_options& local_datastore::options() const noexcept { return s_->options(); }
+
+CNF_END_NAMESPACE

@@ -1,0 +1,141 @@
+// The local datastore's engine: a write-ahead log plus one file per resource, shared by
+// every process that opens the same directory. Internal to the plugin.
+#pragma once
+#include "format.hpp"
+
+#include <cnf/plugins/local.hpp>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+CNF_BEGIN_NAMESPACE
+namespace detail::local {
+
+/// An owned file descriptor.
+class file_descriptor {
+ public:
+  file_descriptor() = default;
+  explicit file_descriptor(int fd) noexcept : fd_(fd) {}
+  file_descriptor(file_descriptor&& o) noexcept : fd_(o.release()) {}
+  file_descriptor& operator=(file_descriptor&& o) noexcept {
+    if (this != &o) { reset(); fd_ = o.release(); }
+    return *this;
+  }
+  file_descriptor(const file_descriptor&) = delete;
+  file_descriptor& operator=(const file_descriptor&) = delete;
+  ~file_descriptor() { reset(); }
+  int get() const noexcept { return fd_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+  int release() noexcept { int f = fd_; fd_ = -1; return f; }
+  void reset() noexcept;
+
+ private:
+  int fd_ = -1;
+};
+
+using record_ptr = std::shared_ptr<const record>;
+
+/// How a scan of a log segment ended.
+struct scan_outcome {
+  enum kind { eof, partial, limit, corrupt } stop = eof;
+  std::string why;  ///< for corrupt: what and where
+};
+
+/// Reads complete records of one segment from `off` (records must follow `last_rev`),
+/// handing each with rev <= max_rev to `sink`; advances off/last_rev past them.
+result<scan_outcome> scan_segment(int fd, const std::string& path, std::uint64_t seg, std::uint64_t& off,
+                                  std::uint64_t& last_rev, std::uint64_t max_rev, std::vector<char>& buf,
+                                  const std::function<void(record&&)>& sink);
+
+class store : public std::enable_shared_from_this<store> {
+ public:
+  static result<std::shared_ptr<store>> open(local_datastore_options o);
+  ~store();
+
+  result<resource> get(const resource_key& k);
+  result<resource_list> list(const list_options& o);
+  result<resource> create(const resource& r);
+  result<resource> update(const resource& r);
+  result<void> remove(const resource_key& k, std::string_view revision);
+  result<watch_handle> watch(const watch_options& o, watch_callback cb);
+  result<datastore_status> status();
+
+  const local_datastore_options& options() const noexcept { return opt_; }
+  logger& log() const noexcept { return *opt_.log; }
+
+  // ---- for watches --------------------------------------------------------------------
+  /// The revision readers see now (every record up to it is durable and readable).
+  result<std::uint64_t> visible_revision();
+  /// Log segments on disk (first revisions, ascending), up to the active one.
+  result<std::vector<std::uint64_t>> segments();
+  /// Opens a segment for reading; errc::not_found when it is gone.
+  result<file_descriptor> open_segment(std::uint64_t first);
+  std::string segment_path(std::uint64_t first) const;
+  std::string head_path() const { return v1_ + "/head"; }
+
+ private:
+  struct view {
+    std::uint64_t m_rev = 0, d_rev = 0, base = 0;
+    std::vector<record_ptr> recs;  // every record in (base, d_rev], ascending (base <= m_rev)
+  };
+  enum class refreshed { ok, recover, retry };
+
+  explicit store(local_datastore_options o);
+  result<void> init();
+
+  // Reader side: bring head_ and the window up to date (mu_ held).
+  result<refreshed> refresh(bool locked);
+  // A consistent view for a reader (takes the locks itself when recovery is needed).
+  // may_lock = false: fail with errc::unavailable rather than take the exclusive lock.
+  result<view> snapshot(bool may_lock = true);
+  // Writer side (wmu_ + flock + mu_ held): refresh, recovering when needed.
+  result<void> refresh_locked();
+  result<void> recover();
+  result<void> rotate();
+  result<void> write_head();
+  // Publishes every record up to `rev` (durable already): head d_rev, files, head m_rev.
+  result<void> publish(std::uint64_t rev);
+  result<void> publish_locked(std::uint64_t rev, std::unique_lock<std::mutex>& l);
+  result<void> materialize(const std::vector<record_ptr>& recs);
+  // Makes records of a writer that is gone visible: fdatasync, then publish.
+  result<void> settle(std::uint64_t rev, std::shared_ptr<file_descriptor> seg);
+  bool writer_gone() const;
+
+  result<resource> write(op what, const resource_key& key, const resource* desired, std::string_view expected);
+  result<std::optional<resource>> read_file(const resource_key& k);
+  result<std::optional<resource>> read_path(const std::string& rel, const resource_key* expect);
+  result<void> write_checkpoint(std::uint64_t rev);
+  std::uint64_t read_checkpoint();
+  result<void> create_segment(std::uint64_t first);
+  result<void> remove_old_segments();
+  result<std::vector<std::string>> list_dir(int dirfd, const std::string& rel, bool& missing);
+  error sys_error(std::string_view what, const std::string& path, int err) const;
+
+  local_datastore_options opt_;
+  std::string root_, v1_;
+  std::string boot_;
+  file_descriptor root_fd_, v1_fd_, data_fd_, log_fd_, head_fd_, shared_fd_;
+
+  std::mutex wmu_;  // writers of this process (flock does not exclude threads sharing an fd)
+  std::mutex mu_;   // everything below
+  head head_;
+  std::shared_ptr<file_descriptor> seg_;
+  std::uint64_t seg_first_ = 0;
+  std::uint64_t off_ = 0;       // end of the records read from seg_
+  std::uint64_t last_rev_ = 0;  // revision of the last record read
+  std::uint64_t base_ = 0;      // window_ holds every record in (base_, last_rev_]
+  std::deque<record_ptr> window_;
+  std::size_t window_bytes_ = 0;
+  std::vector<char> buf_;
+  std::set<std::string> dirs_;  // data directories known to exist
+};
+
+}  // namespace detail::local
+CNF_END_NAMESPACE
