@@ -6,6 +6,7 @@
 // CNF_BUILD_TAG names what else must match across the boundary (compiler, standard
 // library, sanitizers): C++ types cross the plugin boundary, so both sides must agree.
 #pragma once
+#include <version>  // defines the standard library release macros used in CNF_BUILD_TAG
 
 #ifndef CNF_ABI_VERSION
 #define CNF_ABI_VERSION 1

@@ -53,7 +53,7 @@ class plugin_loader {
   static result<loaded_plugin> open(const std::filesystem::path& file, std::optional<part> expected_part = std::nullopt,
                                     std::string_view expected_name = {}) {
     auto lib = std::make_shared<boost::dll::shared_library>();
-    boost::system::error_code ec;
+    boost::dll::fs::error_code ec;
     lib->load(file, boost::dll::load_mode::rtld_lazy | boost::dll::load_mode::rtld_local, ec);
     if (ec) {
       const char* why = ::dlerror();

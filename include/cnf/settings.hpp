@@ -147,8 +147,9 @@ class settings {
       auto* i = n->as_integer();
       if (!i) { add(*n, key, "expected an integer"); return std::nullopt; }
       std::int64_t v = i->get();
-      if (v < static_cast<std::int64_t>(std::numeric_limits<T>::min()) ||
-          static_cast<std::uint64_t>(v) > static_cast<std::uint64_t>(std::numeric_limits<T>::max()) ) {
+      bool below = std::is_signed_v<T> ? v < static_cast<std::int64_t>(std::numeric_limits<T>::min()) : v < 0;
+      bool above = v > 0 && static_cast<std::uint64_t>(v) > static_cast<std::uint64_t>(std::numeric_limits<T>::max());
+      if (below || above) {
         add(*n, key, "value " + std::to_string(v) + " is out of range");
         return std::nullopt;
       }
