@@ -1,0 +1,575 @@
+// calico-ipam against the in-process datastore: assignment rules, exhaustion, bad
+// datastore content, crash leftovers and contention between threads of many nodes.
+#include "support.hpp"
+
+#include <cnf/loader.hpp>
+#include <cnf/memory_datastore.hpp>
+
+using namespace ipam_test;
+using Catch::Matchers::Contains;
+
+namespace {
+cnf::any_datastore fresh() { return cnf::memory_datastore(); }
+
+std::size_t count_kind(const cnf::any_datastore& ds, std::string kind) {
+  cnf::list_options o;
+  o.kind = std::move(kind);
+  return ds.list_all(o)->items.size();
+}
+
+std::uint64_t in_use(const cnf::any_datastore& ds) {
+  auto u = ci::usage(ds);
+  REQUIRE(u);
+  std::uint64_t n = 0;
+  for (auto& p : u->pools) n += p.in_use;
+  return n;
+}
+}  // namespace
+
+TEST_CASE("assign: /32 from the node's own block, FIFO reuse, release by handle") {
+  auto ds = fresh();
+  add_pool(ds, "pool-a", "10.10.0.0/16", 26);
+  ci::ipam ipam(ds, "node-1", test_options());
+  auto a = ipam.assign(request("net.c1", "node-1"));
+  REQUIRE(a);
+  REQUIRE(a->size() == 1);
+  CHECK(a->front().address.length() == 32);
+  CHECK(a->front().pool == "10.10.0.0/16");
+  CHECK_FALSE(a->front().gateway);
+  auto info = ci::lookup(ds, a->front().address.address());
+  REQUIRE(info);
+  CHECK(info->allocated);
+  CHECK(info->handle == "net.c1");
+  CHECK(info->block_affinity == "host:node-1");
+  CHECK(info->attributes.at("node") == "node-1");
+  CHECK(info->attributes.at("namespace") == "default");
+  // Same block, next ordinal; a BlockAffinity confirmed for the node; no IPAMHandle needed.
+  auto b = ipam.assign(request("net.c2", "node-1"));
+  REQUIRE(b);
+  CHECK(b->front().address.address() == a->front().address.address().offset(1));
+  CHECK(count_kind(ds, "IPAMHandle") == 0);
+  cnf::list_options lo;
+  lo.kind = "BlockAffinity";
+  auto affs = ds.list_all(lo);
+  REQUIRE(affs->items.size() == 1);
+  CHECK_THAT(affs->items[0].spec, Contains("\"state\":\"confirmed\"") && Contains("\"node\":\"node-1\""));
+  // Released ordinals go to the back: the next assignment does not reuse c1's address.
+  REQUIRE(ipam.release_handle("net.c1"));
+  auto c = ipam.assign(request("net.c3", "node-1"));
+  REQUIRE(c);
+  CHECK(c->front().address.address() == a->front().address.address().offset(2));
+  // Releasing twice is fine; the address is free.
+  REQUIRE(ipam.release_handle("net.c1"));
+  CHECK_FALSE(ci::lookup(ds, a->front().address.address())->allocated);
+  auto all = ipam.allocations();
+  REQUIRE(all);
+  CHECK(all->size() == 2);
+  CHECK(in_use(ds) == 2);
+}
+
+TEST_CASE("assign: dual stack, several addresses, requested addresses") {
+  auto ds = fresh();
+  add_pool(ds, "v4", "10.20.0.0/16", 28);
+  add_pool(ds, "v6", "fd00:20::/64", 124);
+  ci::ipam ipam(ds, "node-1", test_options());
+  auto r = ipam.assign(request("net.dual", "node-1", 2, 2));
+  REQUIRE(r);
+  REQUIRE(r->size() == 4);
+  CHECK(r->at(0).address.address().is_v4());
+  CHECK(r->at(2).address.address().is_v6());
+  CHECK(r->at(2).address.length() == 128);
+  CHECK(r->at(2).pool == "fd00:20::/64");
+  // Twenty addresses span two /28 blocks of the node.
+  auto many = ipam.assign(request("net.many", "node-1", 20));
+  REQUIRE(many);
+  CHECK(many->size() == 20);
+  auto u = ci::usage(ds);
+  REQUIRE(u);
+  for (auto& p : u->pools)
+    for (auto& b : p.blocks) CHECK(b.affinity == "host:node-1");
+  REQUIRE(ipam.release_handle("net.many"));
+  REQUIRE(ipam.release_handle("net.dual"));
+  CHECK(in_use(ds) == 0);
+
+  auto want = request("net.fixed", "node-1", 0);
+  want.requested = {ip("10.20.200.7"), ip("fd00:20::beef")};
+  auto fixed = ipam.assign(want);
+  REQUIRE(fixed);
+  REQUIRE(fixed->size() == 2);
+  CHECK(fixed->at(0).address.address() == ip("10.20.200.7"));
+  CHECK(ci::lookup(ds, ip("10.20.200.7"))->block_affinity == "host:node-1");
+  auto clash = request("net.other", "node-2", 0);
+  clash.requested = {ip("10.20.200.7")};
+  auto e = ci::ipam(ds, "node-2", test_options()).assign(clash);
+  REQUIRE_FALSE(e);
+  CHECK(e.error().code == cnf::errc::already_exists);
+  CHECK_THAT(e.error().message, Contains("10.20.200.7") && Contains("net.fixed"));
+  auto outside = request("net.out", "node-1", 0);
+  outside.requested = {ip("192.168.1.1")};
+  auto o = ipam.assign(outside);
+  REQUIRE_FALSE(o);
+  CHECK_THAT(o.error().message, Contains("192.168.1.1") && Contains("not in any"));
+  // A requested address in another node's block is borrowed, and found again on release.
+  auto borrow = request("net.b", "node-2", 0);
+  borrow.requested = {ip("10.20.200.8")};
+  ci::ipam other(ds, "node-2", test_options());
+  REQUIRE(other.assign(borrow));
+  CHECK(count_kind(ds, "IPAMHandle") == 1);
+  REQUIRE(other.release_handle("net.b"));
+  CHECK(count_kind(ds, "IPAMHandle") == 0);
+  CHECK_FALSE(ci::lookup(ds, ip("10.20.200.8"))->allocated);
+}
+
+TEST_CASE("assign: pool hints, disabled pools, node selectors, reservations") {
+  auto ds = fresh();
+  add_pool(ds, "a", "10.30.0.0/24", 28);
+  add_pool(ds, "b", "10.31.0.0/24", 28, R"(,"nodeSelector":"zone == 'east'")");
+  add_pool(ds, "off", "10.32.0.0/24", 28, R"(,"disabled":true)");
+  cnf::resource node;
+  node.kind = "Node";
+  node.name = "east-1";
+  node.labels = {{"zone", "east"}};
+  REQUIRE(ds.create(node));
+  ci::ipam west(ds, "west-1", test_options()), east(ds, "east-1", test_options());
+  for (int i = 0; i < 10; ++i) {
+    auto w = west.assign(request("net.w" + std::to_string(i), "west-1"));
+    REQUIRE(w);
+    CHECK(w->front().pool == "10.30.0.0/24");
+  }
+  auto hinted = request("net.e", "east-1");
+  hinted.pools_v4 = {cidr("10.31.0.0/24")};
+  auto e = east.assign(hinted);
+  REQUIRE(e);
+  CHECK(e->front().pool == "10.31.0.0/24");
+  auto off = request("net.off", "east-1");
+  off.pools_v4 = {cidr("10.32.0.0/24")};
+  auto d = east.assign(off);
+  REQUIRE_FALSE(d);
+  CHECK_THAT(d.error().message, Contains("IPPool/off") && Contains("disabled"));
+  auto none = request("net.none", "east-1");
+  none.pools_v4 = {cidr("10.99.0.0/24")};
+  REQUIRE_FALSE(east.assign(none));
+
+  // Reserved addresses are skipped.
+  cnf::resource rsv;
+  rsv.kind = "IPReservation";
+  rsv.name = "keep";
+  rsv.spec = R"({"reservedCIDRs":["10.30.0.240/28","10.30.0.17"]})";
+  REQUIRE(ds.create(rsv));
+  for (int i = 0; i < 40; ++i) {
+    auto w = west.assign(request("net.r" + std::to_string(i), "west-1"));
+    REQUIRE(w);
+    auto a = w->front().address.address();
+    CHECK_FALSE(cidr("10.30.0.240/28").contains(a));
+    CHECK(a != ip("10.30.0.17"));
+  }
+  auto want = request("net.rq", "west-1", 0);
+  want.requested = {ip("10.30.0.241")};
+  auto rq = west.assign(want);
+  REQUIRE_FALSE(rq);
+  CHECK_THAT(rq.error().message, Contains("IPReservation/keep"));
+}
+
+TEST_CASE("exhaustion: a /28 pool of /30 blocks, nothing half-allocated") {
+  auto ds = fresh();
+  add_pool(ds, "tiny", "10.40.0.0/28", 30);
+  ci::ipam ipam(ds, "node-1", test_options());
+  std::set<cnf::ip_address> seen;
+  for (int i = 0; i < 16; ++i) {
+    auto r = ipam.assign(request("net.x" + std::to_string(i), "node-1"));
+    REQUIRE(r);
+    CHECK(seen.insert(r->front().address.address()).second);
+  }
+  CHECK(count_kind(ds, "IPAMBlock") == 4);
+  auto full = ipam.assign(request("net.x16", "node-1"));
+  REQUIRE_FALSE(full);
+  CHECK(full.error().code == cnf::errc::exhausted);
+  CHECK_THAT(full.error().message, Contains("IPPool/tiny") && Contains("10.40.0.0/28") && Contains("16 of 16"));
+
+  // A request for three with two free takes none.
+  REQUIRE(ipam.release_handle("net.x3"));
+  REQUIRE(ipam.release_handle("net.x9"));
+  auto three = ipam.assign(request("net.three", "node-1", 3));
+  REQUIRE_FALSE(three);
+  CHECK(three.error().code == cnf::errc::exhausted);
+  CHECK(in_use(ds) == 14);
+  {
+    auto all = ipam.allocations();
+    REQUIRE(all);
+    for (auto& a : *all) CHECK(a.handle != "net.three");
+  }
+  CHECK(count_kind(ds, "IPAMHandle") == 0);
+
+  // Dual stack: the IPv4 half is given back when IPv6 cannot be had.
+  add_pool(ds, "tiny6", "fd00:40::/126", 126);
+  REQUIRE(ipam.assign(request("net.v6", "node-1", 0, 4)));
+  auto dual = ipam.assign(request("net.dual", "node-1", 1, 1));
+  REQUIRE_FALSE(dual);
+  CHECK_THAT(dual.error().message, Contains("IPv6") && Contains("IPPool/tiny6"));
+  CHECK(in_use(ds) == 18);
+  {
+    auto all = ipam.allocations();
+    REQUIRE(all);
+    for (auto& a : *all) CHECK(a.handle != "net.dual");
+  }
+
+  for (int i = 0; i < 16; ++i) REQUIRE(ipam.release_handle("net.x" + std::to_string(i)));
+  REQUIRE(ipam.release_handle("net.v6"));
+  CHECK(in_use(ds) == 0);
+  CHECK(problems(ds, {}) == 0);
+}
+
+TEST_CASE("strictAffinity: borrowing only when it is false") {
+  for (bool strict : {true, false}) {
+    DYNAMIC_SECTION("strictAffinity=" << strict) {
+      auto ds = fresh();
+      add_pool(ds, "tiny", "10.50.0.0/28", 30);
+      configure(ds, strict);
+      std::vector<ci::ipam> nodes;
+      for (int n = 0; n < 8; ++n) nodes.emplace_back(ds, "node-" + std::to_string(n), test_options());
+      std::map<std::string, int> got;
+      int failures = 0;
+      for (int round = 0; round < 3; ++round)
+        for (int n = 0; n < 8; ++n) {
+          std::string node = "node-" + std::to_string(n);
+          auto r = nodes[static_cast<std::size_t>(n)].assign(request("net." + node + "-" + std::to_string(round), node));
+          if (r) ++got[node];
+          else {
+            ++failures;
+            CHECK(r.error().code == cnf::errc::exhausted);
+            if (strict) CHECK_THAT(r.error().message, Contains("strictAffinity is true"));
+          }
+        }
+      if (strict) {
+        CHECK(borrowed_count(ds) == 0);
+        CHECK(got.size() == 4);  // four blocks, four nodes
+        CHECK(failures == 24 - 12);
+      } else {
+        CHECK(borrowed_count(ds) > 0);
+        CHECK(failures == 24 - 16);
+        CHECK(got.size() > 4);
+      }
+      CHECK(in_use(ds) == (strict ? 12u : 16u));
+      for (int n = 0; n < 8; ++n)
+        for (int round = 0; round < 3; ++round)
+          REQUIRE(nodes[static_cast<std::size_t>(n)].release_handle("net.node-" + std::to_string(n) + "-" + std::to_string(round)));
+      CHECK(in_use(ds) == 0);
+      CHECK(count_kind(ds, "IPAMHandle") == 0);
+      CHECK(problems(ds, {}) == 0);
+    }
+  }
+}
+
+TEST_CASE("maxBlocksPerHost and autoAllocateBlocks") {
+  auto ds = fresh();
+  add_pool(ds, "p", "10.60.0.0/24", 30);
+  configure(ds, true, 2);
+  ci::ipam ipam(ds, "node-1", test_options());
+  for (int i = 0; i < 8; ++i) REQUIRE(ipam.assign(request("net.m" + std::to_string(i), "node-1")));
+  auto r = ipam.assign(request("net.m8", "node-1"));
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == cnf::errc::exhausted);
+  CHECK_THAT(r.error().message, Contains("maxBlocksPerHost=2"));
+  // Lift the limit but turn off block allocation: still nothing for node-2.
+  ci::config_change c;
+  c.max_blocks_per_host = 0;
+  c.auto_allocate_blocks = false;
+  REQUIRE(ci::change_config(ds, c));
+  auto n2 = ci::ipam(ds, "node-2", test_options()).assign(request("net.n2", "node-2"));
+  REQUIRE_FALSE(n2);
+  CHECK_THAT(n2.error().message, Contains("autoAllocateBlocks is false"));
+  auto cfg = ci::read_config(ds);
+  REQUIRE(cfg);
+  CHECK(cfg->strict_affinity);
+  CHECK_FALSE(cfg->auto_allocate_blocks);
+  CHECK(cfg->max_blocks_per_host == 0);
+}
+
+TEST_CASE("nodes start their block search at different places") {
+  auto ds = fresh();
+  add_pool(ds, "p", "10.70.0.0/16", 26);
+  std::set<cnf::ip_prefix> first;
+  for (int n = 0; n < 8; ++n) {
+    std::string node = "node-" + std::to_string(n);
+    auto r = ci::ipam(ds, node, test_options()).assign(request("net." + node, node));
+    REQUIRE(r);
+    first.insert(cnf::ip_prefix(r->front().address.address(), 26).canonical());
+  }
+  CHECK(first.size() == 8);
+  cnf::list_options lo;
+  lo.kind = "IPAMBlock";
+  // No claim lost a race here, so no node tried a block another one took first.
+  CHECK(ds.list_all(lo)->items.size() == 8);
+}
+
+TEST_CASE("bad datastore content: overlapping pools, corrupt blocks are skipped and left alone") {
+  auto ds = fresh();
+  add_pool(ds, "a", "10.80.0.0/16", 26);
+  add_pool(ds, "b", "10.80.4.0/24", 26);
+  ci::ipam ipam(ds, "node-1", test_options());
+  auto r = ipam.assign(request("net.o", "node-1"));
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == cnf::errc::invalid);
+  CHECK_THAT(r.error().message, Contains("IPPool/a") && Contains("IPPool/b") && Contains("overlaps"));
+  REQUIRE(ds.remove({"IPPool", "", "a"}));
+  REQUIRE(ds.remove({"IPPool", "", "b"}));
+
+  add_pool(ds, "tiny", "10.81.0.0/28", 30);
+  // Two of the four blocks are corrupt; one of them even claims to be the node's.
+  cnf::resource junk;
+  junk.kind = "IPAMBlock";
+  junk.name = "10-81-0-0-30";
+  junk.spec = "{\"cidr\":\"10.81.0.0/30\",\"allocations\":[";
+  auto j = ds.create(junk);
+  REQUIRE(j);
+  cnf::resource wrong;
+  wrong.kind = "IPAMBlock";
+  wrong.name = "10-81-0-8-30";
+  wrong.spec = R"({"cidr":"10.81.0.8/30","affinity":"host:node-1","allocations":[null,null],"unallocated":[0,1],"attributes":[]})";
+  auto w = ds.create(wrong);
+  REQUIRE(w);
+  cnf::resource aff;
+  aff.kind = "BlockAffinity";
+  aff.name = ci::affinity_name("node-1", cidr("10.81.0.8/30"));
+  aff.spec = R"({"state":"confirmed","node":"node-1","cidr":"10.81.0.8/30","deleted":"false"})";
+  REQUIRE(ds.create(aff));
+  std::set<cnf::ip_address> got;
+  for (int i = 0; i < 8; ++i) {
+    auto a = ipam.assign(request("net.c" + std::to_string(i), "node-1"));
+    REQUIRE(a);
+    auto addr = a->front().address.address();
+    CHECK(got.insert(addr).second);
+    CHECK_FALSE(cidr("10.81.0.0/30").contains(addr));
+    CHECK_FALSE(cidr("10.81.0.8/30").contains(addr));
+  }
+  auto full = ipam.assign(request("net.c8", "node-1"));
+  REQUIRE_FALSE(full);
+  CHECK(full.error().code == cnf::errc::exhausted);
+  // Untouched.
+  CHECK(ds.get(junk.key())->revision == j->revision);
+  CHECK(ds.get(wrong.key())->revision == w->revision);
+  ci::check_options co;
+  co.live_handles = std::set<std::string>{};
+  for (int i = 0; i < 8; ++i) co.live_handles->insert("net.c" + std::to_string(i));
+  auto rep = ci::check(ds, co);
+  REQUIRE(rep);
+  std::string all;
+  for (auto& p : rep->problems) all += std::string(ci::to_string(p.what)) + " " + p.message + "\n";
+  CHECK_THAT(all, Contains("IPAMBlock/10-81-0-0-30") && Contains("not valid JSON"));
+  CHECK_THAT(all, Contains("IPAMBlock/10-81-0-8-30") && Contains("spec.allocations") && Contains("2 entries"));
+  CHECK(all.find("leaked") == std::string::npos);
+  // Releases do not touch the corrupt blocks either.
+  for (int i = 0; i < 8; ++i) REQUIRE(ipam.release_handle("net.c" + std::to_string(i)));
+  CHECK(ds.get(wrong.key())->revision == w->revision);
+  CHECK(ds.get(junk.key())->revision == j->revision);
+
+  // A corrupt IPAMConfig stops assignment with a clear message.
+  cnf::resource cfg;
+  cfg.kind = "IPAMConfig";
+  cfg.name = "default";
+  cfg.spec = R"({"strictAffinity":"maybe"})";
+  REQUIRE(ds.create(cfg));
+  auto bad = ipam.assign(request("net.cfg", "node-1"));
+  REQUIRE_FALSE(bad);
+  CHECK_THAT(bad.error().message, Contains("IPAMConfig/default") && Contains("spec.strictAffinity"));
+}
+
+TEST_CASE("gc releases what the valid list lacks and repairs crash leftovers") {
+  auto ds = fresh();
+  add_pool(ds, "p", "10.90.0.0/24", 28);
+  ci::ipam ipam(ds, "node-1", test_options());
+  for (int i = 0; i < 6; ++i) REQUIRE(ipam.assign(request("k8s-pod-network.c" + std::to_string(i), "node-1")));
+  REQUIRE(ipam.assign(request("other-net.z", "node-1")));
+  // Leftovers of crashes: a handle record written before its block (borrow path), a claim
+  // that never got its block, and a release that deleted the block but not the affinity.
+  ci::handle_record hr;
+  hr.handle_id = "k8s-pod-network.crashed";
+  hr.blocks["10.90.0.0/28"] = 1;
+  REQUIRE(ds.create(ci::to_resource(hr)));
+  ci::block_affinity pending;
+  pending.state = "pending";
+  pending.node = "node-1";
+  pending.cidr = cidr("10.90.0.128/28");
+  REQUIRE(ds.create(ci::to_resource(pending)));
+  ci::block_affinity deleting;
+  deleting.state = "pendingDeletion";
+  deleting.node = "node-2";
+  deleting.cidr = cidr("10.90.0.144/28");
+  REQUIRE(ds.create(ci::to_resource(deleting)));
+  CHECK(problems(ds, {"k8s-pod-network.c0", "k8s-pod-network.c1", "k8s-pod-network.c2", "k8s-pod-network.c3",
+                      "k8s-pod-network.c4", "k8s-pod-network.c5", "other-net.z"}) == 3);
+
+  auto rep = ipam.gc("k8s-pod-network.", {"k8s-pod-network.c1", "k8s-pod-network.c4"});
+  REQUIRE(rep);
+  CHECK(rep->released_addresses == 4);
+  CHECK(rep->released_handles == std::vector<std::string>{"k8s-pod-network.c0", "k8s-pod-network.c2", "k8s-pod-network.c3",
+                                                          "k8s-pod-network.c5", "k8s-pod-network.crashed"});
+  auto left = ipam.allocations();
+  REQUIRE(left);
+  std::set<std::string> hs;
+  for (auto& a : *left) hs.insert(a.handle);
+  CHECK(hs == std::set<std::string>{"k8s-pod-network.c1", "k8s-pod-network.c4", "other-net.z"});
+  CHECK(problems(ds, hs) == 0);
+  CHECK(count_kind(ds, "BlockAffinity") == 1);
+}
+
+TEST_CASE("release by address, tunnel addresses, empty blocks after the grace") {
+  auto ds = fresh();
+  add_pool(ds, "p", "10.100.0.0/24", 28, R"(,"vxlanMode":"Always")");
+  add_pool(ds, "q", "10.101.0.0/24", 28);
+  ci::ipam ipam(ds, "node-1", test_options());
+  auto t = ipam.assign_tunnel_address(ci::tunnel_kind::vxlan, cnf::ip_family::v4);
+  REQUIRE(t);
+  CHECK(t->pool == "10.100.0.0/24");
+  auto again = ipam.assign_tunnel_address(ci::tunnel_kind::vxlan, cnf::ip_family::v4);
+  REQUIRE(again);
+  CHECK(again->address == t->address);
+  CHECK(ci::lookup(ds, t->address.address())->handle == "vxlan-tunnel-addr-node-1");
+
+  auto a = ipam.assign(request("net.a", "node-1", 3));
+  REQUIRE(a);
+  std::vector<cnf::ip_address> addrs = {a->at(0).address.address(), a->at(2).address.address(), ip("10.100.0.250")};
+  auto rel = ci::release_addresses(ds, addrs);
+  REQUIRE(rel);
+  CHECK(rel->released.size() == 2);
+  CHECK(rel->released[0].second == "net.a");
+  CHECK(rel->not_allocated == std::vector<cnf::ip_address>{ip("10.100.0.250")});
+  CHECK(ci::lookup(ds, a->at(1).address.address())->allocated);
+  REQUIRE(ipam.release_handle("net.a"));
+  REQUIRE(ipam.release_tunnel_address(ci::tunnel_kind::vxlan));
+  CHECK(in_use(ds) == 0);
+  CHECK(count_kind(ds, "IPAMBlock") == 1);
+  auto o = test_options();
+  o.empty_block_grace = std::chrono::seconds(0);
+  auto freed = ci::ipam(ds, "node-1", o).release_empty_blocks();
+  REQUIRE(freed);
+  CHECK(*freed == 1);
+  CHECK(count_kind(ds, "IPAMBlock") == 0);
+  CHECK(count_kind(ds, "BlockAffinity") == 0);
+  CHECK(problems(ds, {}) == 0);
+}
+
+TEST_CASE("an empty block of another node is reclaimed when nothing else is left") {
+  auto ds = fresh();
+  add_pool(ds, "tiny", "10.110.0.0/29", 30);
+  configure(ds, true);
+  auto o = test_options();
+  o.reclaim_age = std::chrono::seconds(0);
+  ci::ipam a(ds, "node-a", o), b(ds, "node-b", o), c(ds, "node-c", o);
+  REQUIRE(a.assign(request("net.a", "node-a")));
+  REQUIRE(b.assign(request("net.b", "node-b")));
+  REQUIRE_FALSE(c.assign(request("net.c", "node-c")));
+  REQUIRE(a.release_handle("net.a"));
+  auto r = c.assign(request("net.c", "node-c"));
+  REQUIRE(r);
+  CHECK(ci::lookup(ds, r->front().address.address())->block_affinity == "host:node-c");
+  CHECK(problems(ds, {"net.b", "net.c"}) == 0);
+}
+
+TEST_CASE("usage and borrowed report per pool and block") {
+  auto ds = fresh();
+  add_pool(ds, "tiny", "10.120.0.0/29", 30);
+  ci::ipam a(ds, "node-a", test_options()), b(ds, "node-b", test_options()), c(ds, "node-c", test_options());
+  REQUIRE(a.assign(request("net.a", "node-a", 4)));
+  REQUIRE(b.assign(request("net.b", "node-b", 2)));
+  REQUIRE(c.assign(request("net.c", "node-c", 1)));  // borrows from node-b's block
+  auto u = ci::usage(ds);
+  REQUIRE(u);
+  REQUIRE(u->pools.size() == 1);
+  CHECK(u->pools[0].name == "tiny");
+  CHECK(u->pools[0].total == 8);
+  CHECK(u->pools[0].in_use == 7);
+  REQUIRE(u->pools[0].blocks.size() == 2);
+  std::uint64_t borrowed = 0;
+  for (auto& bl : u->pools[0].blocks) borrowed += bl.borrowed;
+  CHECK(borrowed == 1);
+  auto bw = ci::borrowed(ds);
+  REQUIRE(bw);
+  REQUIRE(bw->size() == 1);
+  CHECK(bw->front().node == "node-c");
+  CHECK(bw->front().block_node == "node-b");
+  CHECK(bw->front().handle == "net.c");
+}
+
+TEST_CASE("check: leaks against workload endpoints, missing nodes, handles without addresses") {
+  auto ds = fresh();
+  add_pool(ds, "p", "10.130.0.0/24", 28);
+  ci::ipam ipam(ds, "node-1", test_options());
+  auto a = ipam.assign(request("net.a", "node-1"));
+  auto b = ipam.assign(request("net.b", "node-1"));
+  REQUIRE(a);
+  REQUIRE(b);
+  cnf::resource wep;
+  wep.kind = "WorkloadEndpoint";
+  wep.ns = "default";
+  wep.name = "node--1-k8s-pod--a-eth0";
+  wep.spec = R"({"node":"node-1","ipNetworks":[")" + a->front().address.to_string() + R"(","10.130.0.200/32"]})";
+  REQUIRE(ds.create(wep));
+  cnf::resource n2;
+  n2.kind = "Node";
+  n2.name = "node-2";
+  REQUIRE(ds.create(n2));
+  auto rep = ci::check(ds);
+  REQUIRE(rep);
+  std::map<ci::problem::kind, int> kinds;
+  for (auto& p : rep->problems) ++kinds[p.what];
+  CHECK(kinds[ci::problem::kind::leaked_address] == 1);               // net.b has no endpoint
+  CHECK(kinds[ci::problem::kind::endpoint_without_allocation] == 1);  // 10.130.0.200
+  CHECK(kinds[ci::problem::kind::affinity_to_missing_node] == 2);     // block and BlockAffinity of node-1
+  CHECK(rep->addresses_in_use == 2);
+  CHECK_THAT(rep->to_json(), Contains("\"kind\":\"leaked-address\""));
+}
+
+TEST_CASE("the plugin loads and assigns through the loader") {
+  auto ds = fresh();
+  cnf::plugin_loader loader({CNF_TEST_PLUGIN_DIR});
+  cnf::plugin_context ctx;
+  ctx.node_name = "node-1";
+  ctx.datastore = ds;
+  std::string text = "[ipam]\nplugin = \"calico-ipam\"\n[[ipam.pools]]\ncidr = \"10.140.0.0/16\"\nblock_size = 28\n";
+  auto ipam = loader.make<cnf::part::ipam>("calico-ipam", ctx, {text, "profile.toml", "ipam"});
+  REQUIRE(ipam);
+  auto r = ipam->assign(request("net.p", ""));
+  REQUIRE(r);
+  CHECK(r->front().pool == "10.140.0.0/16");
+  CHECK(ci::lookup(ds, r->front().address.address())->block_affinity == "host:node-1");
+  cnf::list_options lo;
+  lo.kind = "IPPool";
+  CHECK(ds.list_all(lo)->items.at(0).name == "default-ipv4-ippool");
+  REQUIRE(ipam->release_handle("net.p"));
+  auto bad = loader.make<cnf::part::ipam>("calico-ipam", ctx, {"[ipam]\nmax_retries = \"x\"\n", "profile.toml", "ipam"});
+  REQUIRE_FALSE(bad);
+  CHECK_THAT(bad.error().message, Contains("ipam.max_retries"));
+  cnf::plugin_context empty;
+  auto nods = loader.make<cnf::part::ipam>("calico-ipam", empty, {"[ipam]\n", "profile.toml", "ipam"});
+  REQUIRE_FALSE(nods);
+  CHECK_THAT(nods.error().message, Contains("datastore"));
+}
+
+TEST_CASE("contention: 8 nodes x 2 instances x 4 threads, no duplicates, own blocks only") {
+  auto ds = fresh();
+  add_pool(ds, "big", "10.200.0.0/16", 26);
+  contention_result res;
+  contention(ds, 8, 2, 4, 60, 12, res);
+  for (auto& m : res.messages) UNSCOPED_INFO(m);
+  CHECK(res.errors == 0);
+  CHECK(res.duplicates == 0);
+  CHECK(res.foreign == 0);
+  CHECK(res.assigned == 8u * 2 * 4 * 60);
+  CHECK(res.released == res.assigned);
+  CHECK(borrowed_count(ds) == 0);
+  CHECK(in_use(ds) == 0);
+  CHECK(problems(ds, {}) == 0);
+}
+
+TEST_CASE("contention in a pool too small for everyone: borrowing, never a duplicate") {
+  auto ds = fresh();
+  add_pool(ds, "small", "10.201.0.0/26", 29);  // 8 blocks of 8
+  contention_result res;
+  contention(ds, 8, 2, 3, 40, 0, res, false);  // at most 48 held at once: it fits, if nodes borrow
+  for (auto& m : res.messages) UNSCOPED_INFO(m);
+  CHECK(res.duplicates == 0);
+  CHECK(res.errors == 0);
+  CHECK(in_use(ds) == 0);
+  CHECK(problems(ds, {}) == 0);
+}
