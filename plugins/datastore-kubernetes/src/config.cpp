@@ -115,7 +115,7 @@ result<std::string> base64_decode(std::string_view in, const std::string& what) 
     if (c != '\n' && c != '\r' && c != ' ' && c != '\t') clean += c;
   std::size_t pad = 0;
   while (!clean.empty() && clean.back() == '=' && pad < 2) { clean.pop_back(); ++pad; }
-  std::string out(b64::decoded_size(clean.size()), '\0');
+  std::string out((clean.size() + 3) / 4 * 3, '\0');  // room for an unpadded tail
   auto [written, read] = b64::decode(out.data(), clean.data(), clean.size());
   if (read != clean.size()) return error(errc::invalid, what + ": not valid base64");
   out.resize(written);
@@ -254,10 +254,9 @@ class kubeconfig_reader {
           auto tok = read_file(cc.token_file, "kubeconfig " + path_ + ": " + uw + ".tokenFile");
           if (!tok) return tok.error();
         }
-        std::string key_source;
         auto cert = data_or_file(us, uw, "client-certificate", cc.tls.cert_source);
         if (!cert) return cert.error();
-        auto key = data_or_file(us, uw, "client-key", key_source);
+        auto key = data_or_file(us, uw, "client-key", cc.tls.key_source);
         if (!key) return key.error();
         if (cert->empty() != key->empty())
           return fail(uw, "client-certificate and client-key must be given together");

@@ -164,7 +164,25 @@ struct datastore::impl : std::enable_shared_from_this<datastore::impl> {
     return p + "/" + plural_of(kind);
   }
 
+  /// Keys of one object must match the kind's scope (Kubernetes fixes it per CRD).
+  static result<void> check_scope(const resource_key& k) {
+    auto namespaced = kind_is_namespaced(k.kind);
+    if (namespaced && !*namespaced && !k.ns.empty())
+      return error(errc::invalid, k.to_string() + ": " + k.kind + " is cluster-scoped in Kubernetes (see examples/crds): it cannot have a namespace");
+    if (namespaced && *namespaced && k.ns.empty())
+      return error(errc::invalid, k.to_string() + ": " + k.kind + " is namespaced in Kubernetes (see examples/crds): give a namespace");
+    return {};
+  }
+
+  /// The namespace segment of a list or watch path: none for a cluster-scoped kind or
+  /// when listing every namespace (the namespace filter is then applied here).
+  static std::string path_namespace(std::string_view kind, const std::optional<std::string>& ns) {
+    if (!ns || ns->empty() || kind_is_namespaced(kind) == false) return {};
+    return *ns;
+  }
+
   result<std::string> object_path(const resource_key& k) const {
+    if (auto s = check_scope(k); !s) return s.error();
     auto c = collection(k.kind, k.ns);
     if (!c) return c;
     auto n = encode_name(k.name);
@@ -286,13 +304,15 @@ struct datastore::impl : std::enable_shared_from_this<datastore::impl> {
   }
 
   result<resource_list> list(const list_options& o) {
-    std::string ns = o.ns.value_or("");
-    auto path = collection(o.kind, ns);
+    auto path = collection(o.kind, path_namespace(o.kind, o.ns));
     if (!path) return path.error();
+    // A cluster-scoped kind has nothing in a namespace: one item is enough for the revision.
+    bool nothing = o.ns && !o.ns->empty() && kind_is_namespaced(o.kind) == false;
     std::string target = *path;
     char sep = '?';
-    if (o.limit) { target += sep + std::string("limit=") + std::to_string(o.limit); sep = '&'; }
-    if (!o.continue_token.empty()) target += sep + std::string("continue=") + url_escape(o.continue_token);
+    if (nothing) target += "?limit=1";
+    else if (o.limit) { target += sep + std::string("limit=") + std::to_string(o.limit); sep = '&'; }
+    if (!nothing && !o.continue_token.empty()) target += sep + std::string("continue=") + url_escape(o.continue_token);
     std::string what = o.kind + " list";
     auto r = send("GET", target);
     if (!r) return r.error();
@@ -304,7 +324,7 @@ struct datastore::impl : std::enable_shared_from_this<datastore::impl> {
     resource_list out;
     auto* meta = member_object(lo, "metadata");
     out.revision = member_string(meta, "resourceVersion");
-    out.continue_token = member_string(meta, "continue");
+    out.continue_token = nothing ? std::string() : member_string(meta, "continue");
     auto* items = lo.if_contains("items");
     if (items && !items->is_null()) {
       if (!items->is_array()) return error(errc::invalid, what + ": 'items' in the reply of " + url() + target + " is not an array");
@@ -320,6 +340,7 @@ struct datastore::impl : std::enable_shared_from_this<datastore::impl> {
   }
 
   result<resource> create(const resource& r) {
+    if (auto s = check_scope(r.key()); !s) return s.error();
     auto path = collection(r.kind, r.ns);
     if (!path) return path.error();
     auto body = to_object(r, false);
@@ -561,8 +582,7 @@ class watch_state final : public watch_handle::state, public std::enable_shared_
   }
 
   std::string target() const {
-    std::string ns = o_.ns.value_or("");
-    auto c = ds_->collection(o_.kind, ns);  // validated in datastore::watch()
+    auto c = ds_->collection(o_.kind, datastore::impl::path_namespace(o_.kind, o_.ns));  // validated in watch()
     return c.value() + "?watch=1&allowWatchBookmarks=true&resourceVersion=" + url_escape(rv_) +
            "&timeoutSeconds=" + std::to_string(ds_->opt.watch_timeout.count());
   }
@@ -770,7 +790,10 @@ std::string datastore::server() const { return p_->url(); }
 
 result<watch_handle> datastore::watch(const watch_options& o, watch_callback cb) {
   if (!cb) return error(errc::invalid, "watch " + o.kind + ": no callback");
-  if (auto c = p_->collection(o.kind, o.ns.value_or("")); !c) return c.error();
+  if (auto c = p_->collection(o.kind, impl::path_namespace(o.kind, o.ns)); !c) return c.error();
+  if (o.ns && !o.ns->empty()) {
+    if (auto c = p_->collection(o.kind, *o.ns); !c) return c.error();  // a valid namespace name
+  }
   std::vector<resource> initial;
   std::string rev = o.revision;
   bool from_list = rev.empty();

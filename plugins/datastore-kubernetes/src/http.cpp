@@ -13,6 +13,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 #include <poll.h>
 
@@ -369,9 +370,14 @@ result<http_client> http_client::make(endpoint ep, const tls_material& tls, std:
       ctx.use_certificate_chain(asio::buffer(tls.cert_pem), ec);
       if (ec) return error(errc::invalid, "client-certificate (" + tls.cert_source + "): not a usable PEM certificate: " + ec.message());
       ctx.use_private_key(asio::buffer(tls.key_pem), asio::ssl::context::pem, ec);
-      if (ec) return error(errc::invalid, "client-key (" + tls.cert_source + "): not a usable PEM private key: " + ec.message());
+      if (ec && ec.category() == asio::error::get_ssl_category() &&
+          ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == X509_R_KEY_VALUES_MISMATCH)
+        return error(errc::invalid, "client-key (" + tls.key_source + ") does not belong to the client-certificate (" +
+                                        tls.cert_source + ")");
+      if (ec) return error(errc::invalid, "client-key (" + tls.key_source + "): not a usable PEM private key: " + ec.message());
       if (SSL_CTX_check_private_key(ctx.native_handle()) != 1)
-        return error(errc::invalid, "client-key (" + tls.cert_source + "): does not belong to the client certificate");
+        return error(errc::invalid, "client-key (" + tls.key_source + ") does not belong to the client-certificate (" +
+                                        tls.cert_source + ")");
     }
   }
   return http_client(std::move(p));

@@ -32,6 +32,7 @@ struct tls_material {
   std::string key_pem;      ///< client key (with cert_pem)
   std::string ca_source;    ///< where ca_pem came from, for messages
   std::string cert_source;
+  std::string key_source;
 };
 
 struct http_response {

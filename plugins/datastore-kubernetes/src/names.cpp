@@ -89,5 +89,14 @@ std::string plural_of(std::string_view kind) {
   return s + "s";
 }
 
+std::optional<bool> kind_is_namespaced(std::string_view kind) noexcept {
+  if (kind == kinds::workload_endpoint || kind == kinds::network_policy || kind == kinds::network_set) return true;
+  for (auto k : {kinds::ip_pool, kinds::ipam_block, kinds::block_affinity, kinds::ipam_handle, kinds::ipam_config,
+                 kinds::ip_reservation, kinds::node, kinds::bgp_peer, kinds::bgp_configuration,
+                 kinds::global_network_policy, kinds::host_endpoint})
+    if (kind == k) return false;
+  return std::nullopt;
+}
+
 }  // namespace kubernetes
 CNF_END_NAMESPACE

@@ -112,6 +112,12 @@ result<std::string> decode_name(std::string_view object_name);
 /// ("BlockAffinity" -> "blockaffinities", "NetworkPolicy" -> "networkpolicies").
 std::string plural_of(std::string_view kind);
 
+/// Whether cnf's CRD for `kind` is namespaced (WorkloadEndpoint, NetworkPolicy,
+/// NetworkSet) or cluster-scoped (every other kind in cnf::kinds); nullopt for a kind cnf
+/// ships no CRD for (its scope is then taken from the namespace the caller gives).
+/// Keys that contradict the scope are errc::invalid: Kubernetes fixes a kind's scope.
+std::optional<bool> kind_is_namespaced(std::string_view kind) noexcept;
+
 // ---- the datastore -------------------------------------------------------------------
 
 /// Models cnf::datastore. Copies share one connection pool; thread-safe.
