@@ -564,7 +564,9 @@ result<void> store::recover() {
                                       "; the log is damaged (restore " + v1_ + " from a backup)");
     off = segment_header_size;
     auto out = scan_segment(fd->get(), path, segs[i], off, last, UINT64_MAX, buf_, [&](record&& r) {
-      if (r.rev > checkpoint) latest[tuple_of(r.key)] = std::make_shared<const record>(std::move(r));
+      if (r.rev <= checkpoint) return;
+      auto k = tuple_of(r.key);  // before r is moved from
+      latest[k] = std::make_shared<const record>(std::move(r));
     });
     if (!out) return out.error();
     if (out->stop == scan_outcome::corrupt || out->stop == scan_outcome::partial) {
