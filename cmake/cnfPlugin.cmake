@@ -1,4 +1,4 @@
-# cnf_add_plugin(<target> SOURCES <src>... [LIBRARIES <lib>...])
+# cnf_add_plugin(<target> SOURCES <src>... [LIBRARIES <lib>...] [OUTPUT_DIRECTORY <dir>] [NO_INSTALL])
 #
 # Builds one cnf plugin: a MODULE library with hidden visibility named <target>.so
 # (no "lib" prefix), installed to <libdir>/cnf/plugins. The loader finds a plugin by
@@ -11,7 +11,7 @@ if(NOT DEFINED CNF_PLUGIN_INSTALL_DIR)
 endif()
 
 function(cnf_add_plugin target)
-  cmake_parse_arguments(ARG "" "OUTPUT_DIRECTORY" "SOURCES;LIBRARIES" ${ARGN})
+  cmake_parse_arguments(ARG "NO_INSTALL" "OUTPUT_DIRECTORY" "SOURCES;LIBRARIES" ${ARGN})
   if(NOT ARG_SOURCES)
     message(FATAL_ERROR "cnf_add_plugin(${target}): SOURCES is required")
   endif()
@@ -28,5 +28,7 @@ function(cnf_add_plugin target)
   endif()
   # Plugins must not leave undefined symbols for the host to satisfy.
   target_link_options(${target} PRIVATE -Wl,--no-undefined)
-  install(TARGETS ${target} LIBRARY DESTINATION ${CNF_PLUGIN_INSTALL_DIR})
+  if(NOT ARG_NO_INSTALL)
+    install(TARGETS ${target} LIBRARY DESTINATION ${CNF_PLUGIN_INSTALL_DIR})
+  endif()
 endfunction()

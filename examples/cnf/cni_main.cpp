@@ -1,10 +1,476 @@
+// CNI mode: the plugin a container runtime execs (CNI spec 1.1, plugin side).
+//
+// stdin: network config; environment: CNI_*; stdout: only the result or the error JSON;
+// logs: stderr and, when the profile names one, a log file. Only the parts a command
+// needs are loaded (datastore and IPAM), never routing or policy.
 #include "app.hpp"
+#include "cni_log.hpp"
+#include "workload.hpp"
+
+#include <cnf/cni/config.hpp>
+#include <cnf/cni/env.hpp>
+#include <cnf/cni/error.hpp>
+#include <cnf/cni/result.hpp>
+#include <cnf/netlink/link.hpp>
+#include <cnf/netlink/netns.hpp>
+#include <cnf/netlink/veth_plumbing.hpp>
+
+#include <fmt/format.h>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <future>
+#include <iostream>
+#include <set>
+#include <thread>
+
+extern char** environ;
 
 namespace cnf_app {
-int run_cni(int, char**) {
-  std::fputs("{\"cniVersion\":\"1.1.0\",\"code\":4,\"msg\":\"CNI mode not implemented yet\"}\n", stdout);
+namespace {
+
+namespace cni = cnf::cni;
+namespace nl = cnf::netlink;
+using cni::error_code;
+
+cni::error make(error_code c, std::string msg, std::string details = {}) { return cni::error{c, std::move(msg), std::move(details)}; }
+
+/// Maps a part's error to a CNI error; `what` says which step failed.
+cni::error from_part(const cnf::error& e, std::string_view what) {
+  auto c = cni::to_cni_code(e.code);
+  if (e.code == cnf::errc::not_found || e.code == cnf::errc::internal) c = error_code::datastore_error;
+  return make(c, fmt::format("{}: {}", what, e.message));
+}
+
+std::string read_stdin() {
+  std::string s;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(0, buf, sizeof buf);
+    if (n > 0) s.append(buf, static_cast<std::size_t>(n));
+    else if (n == 0 || errno != EINTR) break;
+  }
+  return s;
+}
+
+// ---- delegation to an IPAM binary (CNI spec: "delegated plugins") ---------------------
+
+struct exec_result {
+  int status = -1;
+  std::string out;
+};
+
+cnf::result<exec_result> exec_plugin(const std::string& binary, const std::string& command, const std::string& stdin_text) {
+  int in[2], out[2];
+  if (::pipe2(in, O_CLOEXEC) || ::pipe2(out, O_CLOEXEC)) return cnf::error(cnf::errc::io, "pipe: " + std::string(std::strerror(errno)));
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  std::vector<std::string> env_store;
+  for (char** e = environ; *e; ++e)
+    if (std::strncmp(*e, "CNI_COMMAND=", 12) != 0) env_store.emplace_back(*e);
+  env_store.push_back("CNI_COMMAND=" + command);
+  std::vector<char*> envp;
+  for (auto& s : env_store) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::string arg0 = binary;
+  char* argv[] = {arg0.data(), nullptr};
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, binary.c_str(), &fa, nullptr, argv, envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(in[0]);
+  ::close(out[1]);
+  if (rc != 0) {
+    ::close(in[1]);
+    ::close(out[0]);
+    return cnf::error(cnf::errc::io, "cannot run " + binary + ": " + std::strerror(rc));
+  }
+  // Write and read concurrently so neither side blocks on a full pipe.
+  std::thread writer([&] {
+    std::size_t off = 0;
+    while (off < stdin_text.size()) {
+      ssize_t n = ::write(in[1], stdin_text.data() + off, stdin_text.size() - off);
+      if (n <= 0 && errno != EINTR) break;
+      if (n > 0) off += static_cast<std::size_t>(n);
+    }
+    ::close(in[1]);
+  });
+  exec_result r;
+  char buf[16384];
+  for (;;) {
+    ssize_t n = ::read(out[0], buf, sizeof buf);
+    if (n > 0) r.out.append(buf, static_cast<std::size_t>(n));
+    else if (n == 0 || errno != EINTR) break;
+  }
+  ::close(out[0]);
+  writer.join();
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return r;
+}
+
+cni::result<std::string> find_binary(const cni::environment& env, const std::string& type) {
+  for (auto& dir : env.path) {
+    auto p = std::filesystem::path(dir) / type;
+    if (::access(p.c_str(), X_OK) == 0) return p.string();
+  }
+  return make(error_code::invalid_config, fmt::format("ipam.type: IPAM plugin '{}' not found on CNI_PATH ({})", type, env.path_raw));
+}
+
+/// Runs the delegated IPAM binary; on ADD returns its parsed result.
+cni::result<cni::add_result> delegate_ipam(const cni::environment& env, const cni::net_config& cfg, std::string_view command) {
+  auto bin = find_binary(env, cfg.ipam->type);
+  if (!bin) return bin.error();
+  auto r = exec_plugin(*bin, std::string(command), cfg.raw);
+  if (!r) return make(error_code::io_failure, "ipam " + cfg.ipam->type + ": " + r.error().message);
+  if (r->status != 0) {
+    auto e = cni::parse_error_output(r->out);
+    e.msg = fmt::format("ipam {} {}: {}", cfg.ipam->type, command, e.msg);
+    return e;
+  }
+  if (command != "ADD") return cni::add_result{};
+  auto res = cni::parse_result(r->out, cfg.version);
+  if (!res) return make(error_code::decoding_failure, "ipam " + cfg.ipam->type + " result: " + res.error().msg);
+  return *res;
+}
+
+// ---- the command context --------------------------------------------------------------
+
+struct context {
+  cni::environment env;
+  cni::net_config cfg;
+  cnf::profile prof;
+  cni_logger log;
+  cnf::composition parts;
+  bool delegated_ipam = false;
+  std::string node;
+  pod_identity pod;
+};
+
+/// IPAM built into cnf (from the profile) unless the network config names another binary.
+bool uses_delegated_ipam(const cni::net_config& cfg) {
+  return cfg.ipam && !cfg.ipam->type.empty() && cfg.ipam->type != "cnf" && cfg.ipam->type != cfg.type;
+}
+
+cni::result<void> load_parts(context& c) {
+  std::string path = c.cfg.profile.empty() ? default_profile_path() : c.cfg.profile;
+  auto p = cnf::load_profile(path);
+  if (!p) return make(p.error().code == cnf::errc::io ? error_code::invalid_config : error_code::invalid_config,
+                      "profile: " + p.error().message);
+  c.prof = std::move(*p);
+  c.log.configure(c.prof.cni.level, c.prof.cni.log_file);
+  c.node = c.prof.node_name();
+  c.delegated_ipam = uses_delegated_ipam(c.cfg);
+  std::set<cnf::part> need{cnf::part::datastore};
+  if (!c.delegated_ipam) {
+    if (!c.prof.ipam) return make(error_code::invalid_config, c.prof.file + ": no [ipam] section, and the network config names no IPAM plugin");
+    need.insert(cnf::part::ipam);
+  }
+  cnf::plugin_loader loader(plugin_search_path(&c.prof));
+  cnf::plugin_context ctx;
+  ctx.node_name = c.node;
+  ctx.log = &c.log;
+  auto parts = cnf::compose(c.prof, loader, need, ctx);
+  if (!parts) {
+    auto code = parts.error().code == cnf::errc::unavailable ? error_code::try_again_later : error_code::invalid_config;
+    return make(code, parts.error().message);
+  }
+  c.parts = std::move(*parts);
+  return {};
+}
+
+cnf::result<std::string> veth_name_for(const context& c) {
+  const std::string& prefix = c.cfg.veth_prefix.empty() ? c.prof.cni.veth_prefix : c.cfg.veth_prefix;
+  if (c.pod.k8s()) return nl::host_veth_name(prefix, c.pod.ns, c.pod.name);
+  if (prefix.size() > 4) return cnf::error(cnf::errc::invalid, "vethPrefix '" + prefix + "' is longer than 4 characters");
+  return prefix + nl::detail::sha1_hex(c.env.container_id).substr(0, 11);
+}
+
+std::string handle_for(const context& c) { return c.cfg.name + "." + c.env.container_id; }
+
+// ---- ADD ------------------------------------------------------------------------------
+
+cni::result<cni::add_result> cmd_add(context& c) {
+  // Refuse an unusable netns before allocating anything.
+  if (auto ns = nl::open_netns(c.env.netns); !ns)
+    return make(error_code::invalid_environment, "CNI_NETNS: " + ns.error().message);
+  auto host_if = veth_name_for(c);
+  if (!host_if) return make(error_code::invalid_config, host_if.error().message);
+  const std::string handle = handle_for(c);
+
+  // Addresses: the IPAM's, or the delegated binary's.
+  std::vector<cnf::ip_prefix> addrs;
+  std::vector<cnf::assigned_address> assigned;
+  auto release = [&] {
+    if (c.delegated_ipam) {
+      if (auto r = delegate_ipam(c.env, c.cfg, "DEL"); !r) c.log.warn("rollback: " + r.error().msg);
+    } else if (auto r = c.parts.ipam.release_handle(handle); !r) {
+      c.log.warn("rollback: release " + handle + ": " + r.error().message);
+    }
+  };
+  cni::add_result ipam_result;
+  if (c.delegated_ipam) {
+    auto r = delegate_ipam(c.env, c.cfg, "ADD");
+    if (!r) return r.error();
+    ipam_result = *r;
+    for (auto& ip : r->ips) addrs.push_back(ip.address);
+    if (addrs.empty()) {
+      release();
+      return make(error_code::invalid_config, "ipam " + c.cfg.ipam->type + " returned no address");
+    }
+  } else {
+    cnf::assign_request req;
+    req.handle = handle;
+    req.node = c.node;
+    req.attributes = {{"node", c.node}, {"containerID", c.env.container_id}};
+    if (c.pod.k8s()) {
+      req.attributes["namespace"] = c.pod.ns;
+      req.attributes["pod"] = c.pod.name;
+    }
+    req.num_v4 = c.prof.cni.assign_ipv4 ? 1 : 0;
+    req.num_v6 = c.prof.cni.assign_ipv6 ? 1 : 0;
+    for (auto* list : {&c.cfg.runtime.ips, &c.cfg.args_ips})
+      for (auto& ip : *list) req.requested.push_back(ip.address);
+    if (auto ip = c.env.args.get("IP"))
+      for (auto part : split(*ip, ',')) {
+        auto a = cnf::ip_prefix::parse(std::string(part), true);
+        auto addr = a ? cnf::result<cnf::ip_address>(a->address()) : cnf::ip_address::parse(part);
+        if (!addr) return make(error_code::invalid_environment, "CNI_ARGS IP: " + addr.error().message);
+        req.requested.push_back(*addr);
+      }
+    if (!req.requested.empty()) {
+      req.num_v4 = req.num_v6 = 0;
+      for (auto& a : req.requested) (a.is_v4() ? req.num_v4 : req.num_v6)++;
+    }
+    auto r = c.parts.ipam.assign(req);
+    if (!r) return from_part(r.error(), "ipam " + c.prof.ipam->plugin + ": assign for " + handle);
+    assigned = *r;
+    for (auto& a : assigned) addrs.push_back(a.address);
+  }
+
+  nl::pod_plumbing_request pr;
+  pr.netns_path = c.env.netns;
+  pr.pod_ifname = c.env.ifname;
+  pr.host_ifname = *host_if;
+  for (auto& a : addrs) pr.addresses.push_back(nl::detail::host_prefix(a));
+  pr.mtu = c.cfg.mtu ? *c.cfg.mtu : c.prof.cni.mtu;
+  pr.pod_mac = c.cfg.runtime.mac;
+  auto plumbed = nl::plumb_pod(pr);
+  if (!plumbed) {
+    release();
+    auto code = plumbed.error().code == cnf::errc::already_exists ? error_code::interface_exists : error_code::dataplane_failure;
+    if (plumbed.error().code == cnf::errc::invalid) code = error_code::invalid_config;
+    return make(code, plumbed.error().message);
+  }
+
+  workload_endpoint_record rec{c.node, c.pod, c.env.container_id, c.env.ifname, *host_if, c.cfg.name, handle, c.env.netns,
+                               pr.addresses, plumbed->pod_mac};
+  if (auto w = put_workload_endpoint(c.parts.datastore, rec); !w) {
+    if (auto u = nl::unplumb_pod(*host_if); !u) c.log.warn("rollback: " + u.error().message);
+    release();
+    return from_part(w.error(), "datastore: workload endpoint");
+  }
+
+  cni::add_result res;
+  res.interfaces.push_back({*host_if, plumbed->host_mac.to_string()});
+  res.interfaces.push_back({c.env.ifname, plumbed->pod_mac.to_string(), 0, c.env.netns});
+  for (auto& a : pr.addresses) res.ips.push_back({a, std::nullopt, 1u});
+  bool v4 = false, v6 = false;
+  for (auto& a : pr.addresses) (a.address().is_v4() ? v4 : v6) = true;
+  if (v4) res.routes.push_back({cnf::ip_prefix::parse("0.0.0.0/0").value(), nl::pod_gateway_v4()});
+  if (v6) res.routes.push_back({cnf::ip_prefix::parse("::/0").value(), nl::pod_gateway_v6()});
+  res.dns = c.delegated_ipam && !ipam_result.dns.empty() ? ipam_result.dns : c.cfg.dns;
+  c.log.info(fmt::format("ADD {} {}: {} on {} ({} us in netlink)", c.env.container_id, c.pod.describe(), join_prefixes(pr.addresses),
+                         *host_if, plumbed->elapsed.count()));
+  return res;
+}
+
+// ---- DEL ------------------------------------------------------------------------------
+
+cni::result<void> cmd_del(context& c) {
+  auto host_if = veth_name_for(c);
+  if (!host_if) return make(error_code::invalid_config, host_if.error().message);
+  const std::string handle = handle_for(c);
+  // The kernel's veth delete waits for an RCU grace period (~17 ms here); the datastore
+  // work runs meanwhile on this thread.
+  auto unplumb = std::async(std::launch::async, [h = *host_if] { return nl::unplumb_pod(h); });
+  std::optional<cni::error> first;
+  if (c.delegated_ipam) {
+    if (auto r = delegate_ipam(c.env, c.cfg, "DEL"); !r) first = r.error();
+  } else if (auto r = c.parts.ipam.release_handle(handle); !r && r.error().code != cnf::errc::not_found) {
+    first = from_part(r.error(), "ipam: release " + handle);
+  }
+  if (auto r = delete_workload_endpoint(c.parts.datastore, c.node, c.pod, c.env.container_id, c.env.ifname); !r && !first)
+    first = from_part(r.error(), "datastore: workload endpoint");
+  auto u = unplumb.get();
+  if (!u && !first) first = make(error_code::dataplane_failure, u.error().message);
+  if (first) return *first;
+  c.log.info(fmt::format("DEL {} {}: released {}, removed {}", c.env.container_id, c.pod.describe(), handle, *host_if));
+  return {};
+}
+
+// ---- CHECK ----------------------------------------------------------------------------
+
+cni::result<void> cmd_check(context& c) {
+  if (!c.cfg.prev_result) return make(error_code::invalid_config, "prevResult: required for CHECK");
+  if (auto ns = nl::open_netns(c.env.netns); !ns) return make(error_code::unknown_container, "CNI_NETNS: " + ns.error().message);
+  auto host_if = veth_name_for(c);
+  if (!host_if) return make(error_code::invalid_config, host_if.error().message);
+  nl::pod_plumbing_request pr;
+  pr.netns_path = c.env.netns;
+  pr.pod_ifname = c.env.ifname;
+  pr.host_ifname = *host_if;
+  for (auto& ip : c.cfg.prev_result->ips) pr.addresses.push_back(nl::detail::host_prefix(ip.address));
+  pr.mtu = c.cfg.mtu ? *c.cfg.mtu : c.prof.cni.mtu;
+  std::vector<std::string> problems;
+  for (auto& e : nl::check_pod(pr)) problems.push_back(e.message);
+  bool host_listed = false;
+  for (auto& i : c.cfg.prev_result->interfaces) host_listed |= i.name == *host_if;
+  if (!host_listed) problems.push_back("prevResult lists no host interface " + *host_if);
+  auto wep = get_workload_endpoint(c.parts.datastore, c.node, c.pod, c.env.container_id, c.env.ifname);
+  if (!wep) problems.push_back("workload endpoint: " + wep.error().message);
+  if (!c.delegated_ipam) {
+    auto allocs = c.parts.ipam.allocations();
+    if (!allocs) return from_part(allocs.error(), "ipam: allocations");
+    std::set<cnf::ip_address> held;
+    for (auto& a : *allocs)
+      if (a.handle == handle_for(c)) held.insert(a.address);
+    for (auto& a : pr.addresses)
+      if (!held.count(a.address())) problems.push_back("ipam: " + a.address().to_string() + " is not allocated to " + handle_for(c));
+  }
+  if (problems.empty()) return {};
+  std::string msg = fmt::format("CHECK found {} problem(s): ", problems.size());
+  for (std::size_t i = 0; i < problems.size(); ++i) msg += (i ? "; " : "") + problems[i];
+  return make(error_code::dataplane_failure, msg, fmt::format("{}", fmt::join(problems, "\n")));
+}
+
+// ---- STATUS ---------------------------------------------------------------------------
+
+cni::result<void> cmd_status(context& c) {
+  auto st = c.parts.datastore.status();
+  if (!st) return make(error_code::plugin_not_available, "datastore unreachable: " + st.error().message);
+  if (c.delegated_ipam) return {};
+  auto u = c.parts.ipam.usage();
+  if (!u) return make(error_code::plugin_not_available, "ipam: " + u.error().message);
+  if (u->pools.empty()) return make(error_code::plugin_not_available, "ipam " + c.prof.ipam->plugin + ": no address pool is configured");
+  for (auto& p : u->pools)
+    if (p.in_use < p.total) return {};
+  return make(error_code::plugin_not_available, "ipam " + c.prof.ipam->plugin + ": every pool is full; no address can be assigned");
+}
+
+// ---- GC -------------------------------------------------------------------------------
+
+cni::result<void> cmd_gc(context& c) {
+  std::set<std::string> valid;
+  std::set<std::pair<std::string, std::string>> valid_att;
+  for (auto& a : *c.cfg.valid_attachments) {
+    valid.insert(c.cfg.name + "." + a.container_id);
+    valid_att.insert({a.container_id, a.ifname});
+  }
+  std::size_t released = 0, removed_links = 0, removed_eps = 0;
+  if (!c.delegated_ipam) {
+    auto r = c.parts.ipam.gc(c.cfg.name + ".", valid);
+    if (!r) return from_part(r.error(), "ipam: gc");
+    released = r->released_handles.size();
+  }
+  auto eps = list_workload_endpoints(c.parts.datastore, c.node);
+  if (!eps) return from_part(eps.error(), "datastore: list workload endpoints");
+  std::set<std::string> live_ifs;
+  for (auto& e : *eps) {
+    if (e.network != c.cfg.name) {
+      live_ifs.insert(e.host_ifname);
+      continue;
+    }
+    if (valid_att.count({e.container_id, e.pod_ifname})) {
+      live_ifs.insert(e.host_ifname);
+      continue;
+    }
+    if (auto u = nl::unplumb_pod(e.host_ifname); !u) c.log.warn("gc: " + u.error().message);
+    else ++removed_links;
+    if (auto r = remove_workload_endpoint(c.parts.datastore, e); r) ++removed_eps;
+  }
+  // Host veths with our prefix that no workload endpoint owns: an ADD killed midway.
+  auto node_sock = nl::rtnl_socket::open();
+  if (node_sock) {
+    auto links = nl::list_links(*node_sock, c.prof.cni.veth_prefix, "veth");
+    if (links)
+      for (auto& l : *links)
+        if (!live_ifs.count(l.name) && nl::unplumb_pod(*node_sock, l.name)) ++removed_links;
+  }
+  c.log.info(fmt::format("GC: released {} handle(s), removed {} endpoint(s), {} host interface(s)", released, removed_eps, removed_links));
+  return {};
+}
+
+int emit_error(const cni::error& e, std::string_view version, cni_logger* log) {
+  if (log) log->error(fmt::format("error {}: {}", cni::to_uint(e.code), e.msg));
+  std::string out = e.to_json(version);
+  out += '\n';
+  std::fwrite(out.data(), 1, out.size(), stdout);
   return 1;
 }
+
+}  // namespace
+
+int run_cni(int, char**) {
+  std::string in = read_stdin();
+  auto env = cni::parse_env(environ);
+  if (!env) {
+    // Errors are written in the config's version when it can be read.
+    return emit_error(env.error(), cni::version_request_version(in), nullptr);
+  }
+  if (env->cmd == cni::command::version) {
+    std::string out = cni::version_output(cni::version_request_version(in)) + "\n";
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    return 0;
+  }
+  auto cfg = cni::parse_config(in, env->cmd);
+  if (!cfg) return emit_error(cfg.error(), cni::version_request_version(in), nullptr);
+
+  context c;
+  c.env = std::move(*env);
+  c.cfg = std::move(*cfg);
+  c.log.set_prefix(fmt::format("{} {}", cni::to_string(c.env.cmd), c.env.container_id));
+  const std::string ver(cni::to_string(c.cfg.version));
+  c.pod = pod_identity::from(c.env.args);
+  if (c.cfg.veth_prefix.size() > 4)
+    return emit_error(make(error_code::invalid_config, "vethPrefix: at most 4 characters (the host veth name adds 11 hex digits)"), ver, &c.log);
+  if (c.delegated_ipam && c.env.path.empty() && (c.env.cmd == cni::command::add || c.env.cmd == cni::command::del))
+    return emit_error(make(error_code::invalid_environment, "CNI_PATH: required to run the IPAM plugin '" + c.cfg.ipam->type + "'"), ver, &c.log);
+  if (auto r = load_parts(c); !r) return emit_error(r.error(), ver, &c.log);
+
+  switch (c.env.cmd) {
+    case cni::command::add: {
+      auto r = cmd_add(c);
+      if (!r) return emit_error(r.error(), ver, &c.log);
+      std::string out = cni::to_json(*r, c.cfg.version) + "\n";
+      std::fwrite(out.data(), 1, out.size(), stdout);
+      return 0;
+    }
+    case cni::command::del: {
+      auto r = cmd_del(c);
+      return r ? 0 : emit_error(r.error(), ver, &c.log);
+    }
+    case cni::command::check: {
+      auto r = cmd_check(c);
+      return r ? 0 : emit_error(r.error(), ver, &c.log);
+    }
+    case cni::command::status: {
+      auto r = cmd_status(c);
+      return r ? 0 : emit_error(r.error(), ver, &c.log);
+    }
+    case cni::command::gc: {
+      auto r = cmd_gc(c);
+      return r ? 0 : emit_error(r.error(), ver, &c.log);
+    }
+    case cni::command::version: break;
+  }
+  return 0;
+}
+
 }  // namespace cnf_app

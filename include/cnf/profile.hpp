@@ -2,6 +2,7 @@
 //
 //   plugin_path = ["/opt/cnf/plugins"]     # optional; then $CNF_PLUGIN_PATH, then the install dir
 //   [cni]            mtu = 1450   veth_prefix = "cali"   log_level = "info"   log_file = "..."
+//                    assign_ipv4 = true   assign_ipv6 = false
 //   [node]           name = "node-1"
 //   [datastore]      plugin = "local"       dir = "/var/lib/cnf"
 //   [ipam]           plugin = "host-local"  ...
@@ -50,6 +51,8 @@ struct profile {
     std::string veth_prefix = "cali";
     log_level level = log_level::info;
     std::string log_file;
+    bool assign_ipv4 = true;   ///< ask the IPAM for an IPv4 address per pod
+    bool assign_ipv6 = false;  ///< ask the IPAM for an IPv6 address per pod (dual stack with both)
   } cni;
 
   struct node_section {
@@ -147,6 +150,9 @@ inline result<profile> parse_profile(std::string text, std::string file) {
     if (auto lv = s.get_optional<std::string>("log_level"); lv && !parse_log_level(*lv, p.cni.level))
       s.fail("log_level", "must be one of error, warn, info, debug, trace (got '" + *lv + "')");
     p.cni.log_file = s.get<std::string>("log_file", "");
+    p.cni.assign_ipv4 = s.get<bool>("assign_ipv4", true);
+    p.cni.assign_ipv6 = s.get<bool>("assign_ipv6", false);
+    if (!p.cni.assign_ipv4 && !p.cni.assign_ipv6) s.fail("assign_ipv6", "assign_ipv4 and assign_ipv6 are both false: pods would get no address");
     take(s);
   }
   {
