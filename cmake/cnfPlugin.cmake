@@ -28,6 +28,7 @@ function(cnf_add_plugin target)
   endif()
   # Plugins must not leave undefined symbols for the host to satisfy.
   target_link_options(${target} PRIVATE -Wl,--no-undefined)
+  set_property(GLOBAL APPEND PROPERTY CNF_PLUGIN_TARGETS ${target})
   if(NOT ARG_NO_INSTALL)
     install(TARGETS ${target} LIBRARY DESTINATION ${CNF_PLUGIN_INSTALL_DIR})
   endif()
