@@ -318,14 +318,16 @@ class etcd_store : public std::enable_shared_from_this<etcd_store> {
 
   result<resource> update(const resource& in) {
     if (auto c = check_key(in.key()); !c) return c.error();
-    if (!all_digits(in.revision))
-      return error(errc::invalid, in.key().to_string() + ": update needs the revision the change is based on (got '" + in.revision +
-                                      "'); get the resource first");
+    // An empty revision updates whatever is there (the key must exist); otherwise compare-and-swap.
+    if (!in.revision.empty() && !all_digits(in.revision))
+      return error(errc::invalid, in.key().to_string() + ": '" + in.revision + "' is not an etcd revision");
     auto value = encode_value(in);
     if (!value) return value.error();
     auto key64 = b64encode(key_of(in.key()));
+    json::object cmp = in.revision.empty() ? json::object{{"key", key64}, {"target", "CREATE"}, {"result", "GREATER"}, {"create_revision", "0"}}
+                                           : txn_compare(key64, "MOD", "mod_revision", in.revision);
     json::object txn{
-        {"compare", json::array{txn_compare(key64, "MOD", "mod_revision", in.revision)}},
+        {"compare", json::array{std::move(cmp)}},
         {"success", json::array{json::object{{"request_put", json::object{{"key", key64}, {"value", b64encode(*value)}}}}}},
         {"failure", json::array{json::object{{"request_range", json::object{{"key", key64}}}}}},
     };
@@ -671,6 +673,7 @@ class etcd_watch final : public watch_handle::state, public std::enable_shared_f
           prev->name = rk->name;
         }
         ev.object = std::move(*prev);
+        ev.object.revision = ev.revision;  // the revision of the deletion
       } else {
         auto d = store_->decode(*kv, endpoint);
         if (!d) {

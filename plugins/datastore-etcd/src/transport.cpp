@@ -423,7 +423,7 @@ class transport_impl final : public transport {
   }
 
   std::string io_text(const error_code& ec) const {
-    if (ec == beast::error::timeout) return "no reply within " + ms_text(opts_.timeout) + " (timeout_ms)";
+    if (ec == beast::error::timeout) return "no reply in time (timeout_ms = " + std::to_string(opts_.timeout.count()) + ")";
     return ec.message();
   }
 
@@ -441,7 +441,11 @@ class transport_impl final : public transport {
       }
       // Leave time for the endpoints not tried yet: a black-holed first endpoint must not eat the whole budget.
       auto connect_deadline = now + (deadline - now) / static_cast<long>(n - k);
-      auto o = co_await attempt(i, path, body, idempotent, streaming, connect_deadline, deadline);
+      // A read may be repeated elsewhere, so it gets only its share too (a hung member that
+      // accepts connections but never answers must not eat the whole budget either).
+      // (No temporaries inside co_await expressions: g++ 12 mis-destroys some of them.)
+      const auto attempt_deadline = idempotent ? connect_deadline : deadline;
+      auto o = co_await attempt(i, path, body, idempotent, streaming, connect_deadline, attempt_deadline);
       if (o.ok || o.stream) {
         preferred_.store(i);
         co_return o;
@@ -489,7 +493,8 @@ class transport_impl final : public transport {
       auto c = streaming ? nullptr : take_idle(i);
       const bool reused = c != nullptr;
       if (!c) {
-        auto made = co_await connect(i, std::min(connect_deadline, deadline));
+        const auto until = std::min(connect_deadline, deadline);
+        auto made = co_await connect(i, until);
         if (!made) {
           o.err = std::move(made).error();
           o.next_endpoint = true;
@@ -514,7 +519,8 @@ class transport_impl final : public transport {
         co_return std::move(s.out);
       }
 
-      auto x = co_await exchange(*c, path, body, auth ? tokens_[i] : std::string(), deadline);
+      const std::string token = auth ? tokens_[i] : std::string();
+      auto x = co_await exchange(*c, path, body, token, deadline);
       if (x.ec) {
         c->close();
         if (reused && !x.got_some && x.ec != beast::error::timeout) { drop_idle(i); continue; }  // stale pooled connection
@@ -638,7 +644,8 @@ class transport_impl final : public transport {
   net::awaitable<auth_result> authenticate(connection& c, clock::time_point deadline) {
     auth_result a;
     json::object req{{"name", opts_.username}, {"password", opts_.password}};
-    auto x = co_await exchange(c, "/v3/auth/authenticate", json::serialize(req), {}, deadline);
+    const std::string path = "/v3/auth/authenticate", body = json::serialize(req), no_token;
+    auto x = co_await exchange(c, path, body, no_token, deadline);
     const auto i = c.ep;
     if (x.ec) {
       if (!x.got_some && x.ec != beast::error::timeout) a.stale = true;
