@@ -65,6 +65,18 @@ TEST_CASE("assign: /32 from the node's own block, FIFO reuse, release by handle"
   REQUIRE(all);
   CHECK(all->size() == 2);
   CHECK(in_use(ds) == 2);
+  // The handle's addresses, from this instance, another one of the same node (a fresh
+  // process), and one without a node (which scans every block).
+  std::vector<cnf::ip_address> want = {b->front().address.address()};
+  CHECK(*ipam.addresses_of("net.c2") == want);
+  CHECK(*ci::ipam(ds, "node-1", test_options()).addresses_of("net.c2") == want);
+  CHECK(*ci::ipam(ds, "", test_options()).addresses_of("net.c2") == want);
+  CHECK(ci::ipam(ds, "node-2", test_options()).addresses_of("net.c2")->empty());
+  CHECK(ipam.addresses_of("net.c1")->empty());
+  // A fresh instance of the node releases what another instance assigned.
+  REQUIRE(ci::ipam(ds, "node-1", test_options()).release_handle("net.c2"));
+  CHECK(ipam.addresses_of("net.c2")->empty());
+  CHECK(in_use(ds) == 1);
 }
 
 TEST_CASE("assign: dual stack, several addresses, requested addresses") {

@@ -145,6 +145,23 @@ void state::forget_affine(const std::string& n) {
   affine[n].valid = false;
 }
 
+void state::remember_handle(const std::string& h, std::vector<ip_prefix> blocks) {
+  std::lock_guard lk(mine_mu);
+  if (mine.size() >= 200000) mine.clear();
+  auto& v = mine[h];
+  for (auto& b : blocks)
+    if (std::find(v.begin(), v.end(), b) == v.end()) v.push_back(b);
+}
+
+std::optional<std::vector<ip_prefix>> state::take_handle(const std::string& h) {
+  std::lock_guard lk(mine_mu);
+  auto it = mine.find(h);
+  if (it == mine.end()) return std::nullopt;
+  auto v = std::move(it->second);
+  mine.erase(it);
+  return v;
+}
+
 // ---- block slots and the write combiner -------------------------------------------------------
 
 std::shared_ptr<block_slot> state::slot(const std::string& name) {
@@ -215,6 +232,10 @@ bool apply(block& b, block_op& op) {
       return !ords.empty();
     }
     case block_op::kind::claim_exact: {
+      if (!op.affine_to.empty() && b.affinity != "host:" + op.affine_to) {
+        op.out = block_op::outcome::affinity_mismatch;
+        return false;
+      }
       block trial = b;
       bool changed = false;
       for (auto& a : op.addresses) {
@@ -552,7 +573,17 @@ result<bool> state::release_affinity(const ip_prefix& cidr, const std::string& n
     s->corrupt.reset();
     s->missing = true;
   }
-  if (aff) (void)ds.remove(aff->key(), aff->revision);
+  if (aff) {
+    auto rm = ds.remove(aff->key(), aff->revision);
+    if (!rm && rm.error().code == errc::conflict) {
+      // Changed meanwhile (gc, or a new claim of the same block by this node): remove it
+      // only if it still points at no block of this node.
+      auto again = ds.get(aff->key());
+      auto blk = ds.get(block_key(name));
+      bool claimed_again = blk && [&] { auto p = parse_block(*blk); return p && p->affinity == "host:" + n; }();
+      if (again && !claimed_again) (void)ds.remove(again->key(), again->revision);
+    }
+  }
   forget_affine(n);
   log->info("calico-ipam: released block " + cidr.to_string() + " of node " + n);
   return true;
@@ -721,7 +752,7 @@ struct assigner {
     for (auto& p : pools) {
       unsigned bits = p.cidr.address().bits();
       unsigned span = p.block_size - p.cidr.length();
-      u128 count = u128(1) << span;
+      u128 count = u128(1) << std::min(span, 127u);
       u128 start = u128(seed) % count;
       std::vector<ip_prefix> odd;  // existing blocks of another size inside this pool
       std::size_t taken = 0;
@@ -907,6 +938,9 @@ struct assigner {
       op->handle = req.handle;
       op->secondary = secondary;
       op->reserved = sn.reserved;
+      // Decided on a cached copy: the write must see the same affinity, or the IPAMHandle
+      // that a foreign block needs could be missing.
+      op->affine_to = affine ? node : std::string();
       st.run(name, op);
       bool ok = op->out == block_op::outcome::ok && !op->got.empty();
       if (!affine && !ok) (void)st.adjust_handle(req.handle, b, -1);
@@ -965,6 +999,9 @@ result<std::vector<assigned_address>> state::assign(const assign_request& r) {
     a.undo();
     return res.error();
   }
+  std::vector<ip_prefix> blocks;
+  for (auto& [addr, b] : a.pr.got) blocks.push_back(b);
+  remember_handle(r.handle, std::move(blocks));
   return std::move(a.pr.out);
 }
 
@@ -1012,27 +1049,20 @@ result<std::uint32_t> state::release_handle(std::string_view hv) {
   };
   if (rec)
     if (auto t = try_record(*rec); !t) return t.error();
-  if (!node.empty()) {
-    for (int pass = 0; pass < 2; ++pass) {
-      if (pass == 1 && (released || rec)) break;
-      auto blocks = affine_blocks(node, pass == 1);
-      if (!blocks) return blocks.error();
-      // Blocks whose cached copy shows the handle first; the others are read fresh.
-      std::vector<ip_prefix> order = *blocks;
-      std::stable_partition(order.begin(), order.end(), [&](const ip_prefix& b) {
-        auto c = cached(block_name(b));
-        if (!c) return false;
-        for (auto& at : c->attributes)
-          if (at.handle_id == h) return true;
-        return false;
-      });
-      for (auto& b : order)
-        if (auto t = try_block(block_name(b)); !t) return t.error();
-    }
+  if (auto known = take_handle(h)) {
+    // This process assigned the handle: its blocks are known.
+    for (auto& b : *known)
+      if (auto t = try_block(block_name(b)); !t) return t.error();
+  } else if (!node.empty()) {
+    // Another process assigned it; this node's blocks as they are now.
+    auto blocks = affine_blocks(node, true);
+    if (!blocks) return blocks.error();
+    for (auto& b : *blocks)
+      if (auto t = try_block(block_name(b)); !t) return t.error();
   }
-  if (!released && !rec) {
-    // Last resort: the handle was assigned elsewhere (another node, a block that changed
-    // hands). Scan every block's text for the handle before parsing any.
+  if (!released && !rec && (node.empty() || opts.release_scan)) {
+    // The handle was assigned elsewhere (another node, a block that changed hands): scan
+    // every block's text for the handle before parsing any.
     ++stats.scans;
     list_options lo;
     lo.kind = std::string(kinds::ipam_block);
@@ -1115,6 +1145,11 @@ result<release_report> state::release_addresses(std::span<const ip_address> addr
 result<std::vector<std::pair<ip_address, ip_prefix>>> state::find_handle(const std::string& h) {
   std::vector<std::pair<ip_address, ip_prefix>> out;
   std::set<std::string> names;
+  {
+    std::lock_guard lk(mine_mu);
+    if (auto it = mine.find(h); it != mine.end())
+      for (auto& b : it->second) names.insert(block_name(b));
+  }
   auto g = ds.get(handle_key(h));
   if (g)
     if (auto p = parse_handle(*g); p && p->handle_id == h)
@@ -1134,7 +1169,7 @@ result<std::vector<std::pair<ip_address, ip_prefix>>> state::find_handle(const s
     if (!r) continue;
     if (auto b = parse_block(*r)) look(*b);
   }
-  if (out.empty()) {
+  if (out.empty() && (node.empty() || opts.release_scan)) {
     auto all = list_blocks();
     if (!all) return all.error();
     for (auto& lb : *all)
@@ -1215,7 +1250,13 @@ result<gc_report> state::gc(std::string_view prefix, const std::set<std::string>
       released_handles.insert(h);
     }
   }
-  // Blocks as they are now, for the record and affinity repairs below.
+  // Affinities first, then the blocks as they are now: a block is created before its
+  // affinity is confirmed and deleted after it is marked pendingDeletion, so a confirmed
+  // affinity seen here always has its block in the list below.
+  list_options lo;
+  lo.kind = std::string(kinds::block_affinity);
+  auto affs = ds.list_all(lo);
+  if (!affs) return with_context(affs.error(), "listing BlockAffinities");
   all = list_blocks();
   if (!all) return all.error();
   std::map<std::string, const block*> blocks;
@@ -1227,7 +1268,6 @@ result<gc_report> state::gc(std::string_view prefix, const std::set<std::string>
       if (lb.parsed->allocations[o]) ++held[lb.parsed->handle_of(o)][lb.parsed->cidr.to_string()];
   }
 
-  list_options lo;
   lo.kind = std::string(kinds::ipam_handle);
   auto handles = ds.list_all(lo);
   if (!handles) return with_context(handles.error(), "listing IPAMHandles");
@@ -1264,9 +1304,6 @@ result<gc_report> state::gc(std::string_view prefix, const std::set<std::string>
     }
   }
 
-  lo.kind = std::string(kinds::block_affinity);
-  auto affs = ds.list_all(lo);
-  if (!affs) return with_context(affs.error(), "listing BlockAffinities");
   for (auto& r : affs->items) {
     auto a = parse_affinity(r);
     if (!a) {
@@ -1355,6 +1392,16 @@ result<assigned_address> ipam::assign_tunnel_address(tunnel_kind k, ip_family f)
   auto got = s_->assign(r);
   if (!got) return got.error();
   return got->front();
+}
+
+result<std::vector<ip_address>> ipam::addresses_of(std::string_view handle) {
+  if (handle.empty()) return error(errc::invalid, "addresses_of: the handle is empty");
+  auto found = s_->find_handle(std::string(handle));
+  if (!found) return found.error();
+  std::vector<ip_address> out;
+  for (auto& [a, b] : *found) out.push_back(a);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 result<void> ipam::release_tunnel_address(tunnel_kind k) { return release_handle(tunnel_handle(k, s_->node)); }

@@ -133,6 +133,13 @@ struct state {
 
   std::atomic<std::int64_t> last_sweep_ns{0};
 
+  /// Handles this process assigned, with the blocks that hold them: released without a
+  /// search. Bounded; forgotten entries fall back to the search.
+  std::mutex mine_mu;
+  std::unordered_map<std::string, std::vector<ip_prefix>> mine;
+  void remember_handle(const std::string& h, std::vector<ip_prefix> blocks);
+  std::optional<std::vector<ip_prefix>> take_handle(const std::string& h);
+
   state(any_datastore d, std::string n, options o, logger* l)
       : ds(std::move(d)), node(std::move(n)), opts(std::move(o)), log(l ? l : &default_logger()) {}
 

@@ -778,6 +778,7 @@ options configure(settings& s) {
   auto reclaim = s.get<std::int64_t>("reclaim_age_seconds", 60);
   if (reclaim < 0) s.fail("reclaim_age_seconds", "must not be negative");
   else o.reclaim_age = std::chrono::seconds(reclaim);
+  o.release_scan = s.get<bool>("release_scan", false);
 
   if (const toml::node* n = s.node("pools")) {
     const toml::array* arr = n->as_array();

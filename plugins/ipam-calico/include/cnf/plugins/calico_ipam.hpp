@@ -18,8 +18,8 @@
 // blocks. The block's attributes are the record of who holds an address. An IPAMHandle is
 // written (before the block, as Calico does) only when a handle holds an address outside
 // the blocks affine to its node; in the common case an assignment is one block write.
-// A handle is released by looking at its IPAMHandle, the node's blocks, and as a last
-// resort every block. Writes to one block from threads of one process are combined into
+// A handle is released from the blocks this process assigned it in, or else from its
+// IPAMHandle and the node's blocks (every block for instances without a node). Writes to one block from threads of one process are combined into
 // one compare-and-swap write (group commit).
 //
 //   cnf::calico_ipam::ipam ipam(ds, "node-1");
@@ -176,10 +176,14 @@ struct options {
   std::chrono::milliseconds cache_ttl{2000};  ///< how long pools, IPAMConfig, reservations and node labels are reused
   std::chrono::seconds empty_block_grace{300};  ///< an empty affine block is released after this; negative: never
   std::chrono::seconds reclaim_age{60};  ///< an empty block of another node may be reclaimed this long after its claim
+  /// When a handle is found neither in its IPAMHandle nor in this node's blocks, also scan
+  /// every block. Always done by instances without a node name (tools, gc); for a node it
+  /// only matters if a block changed hands while holding addresses (gc still finds those).
+  bool release_scan = false;
 };
 
 /// Reads an [ipam] section: max_retries, cache_ttl_ms, empty_block_grace_seconds,
-/// reclaim_age_seconds, and [[ipam.pools]] tables (cidr, block_size, name,
+/// reclaim_age_seconds, release_scan, and [[ipam.pools]] tables (cidr, block_size, name,
 /// node_selector, disabled, ipip_mode, vxlan_mode, nat_outgoing).
 options configure(settings& s);
 
@@ -203,6 +207,10 @@ class ipam {
   /// what a crash can leave: IPAMHandles that overstate their blocks, pending or
   /// half-released BlockAffinities, and empty blocks past the grace period.
   result<gc_report> gc(std::string_view prefix, const std::set<std::string>& valid);
+
+  /// The addresses a handle holds (for CNI CHECK and ADD retries), found as release_handle
+  /// finds them.
+  result<std::vector<ip_address>> addresses_of(std::string_view handle);
 
   /// The address of this node's tunnel device (idempotent: an existing one is returned),
   /// from pools whose ipipMode / vxlanMode is not Never (or any pool when none is).
