@@ -314,7 +314,7 @@ TEST_CASE("memory_datastore: concurrent read-modify-write increments lose nothin
   cnf::any_datastore any = ds;
   REQUIRE(ds.create(res("Counter", "c", "0")));
   constexpr int threads = 8, per_thread = 500;
-  std::atomic<int> conflicts{0};
+  std::atomic<int> conflicts{0}, other_errors{0};
   std::vector<std::thread> ts;
   for (int t = 0; t < threads; ++t)
     ts.emplace_back([&] {
@@ -324,12 +324,16 @@ TEST_CASE("memory_datastore: concurrent read-modify-write increments lose nothin
           cur.spec = std::to_string(std::stoi(cur.spec) + 1);
           auto u = any.update(cur);
           if (u) break;
-          REQUIRE(u.error().code == cnf::errc::conflict);
+          if (u.error().code != cnf::errc::conflict) {
+            other_errors++;
+            return;
+          }
           conflicts++;
         }
       }
     });
   for (auto& t : ts) t.join();
+  REQUIRE(other_errors == 0);
   CHECK(ds.get({"Counter", "", "c"})->spec == std::to_string(threads * per_thread));
   // One create plus one successful update per increment: failed CAS writes leave no trace.
   CHECK(ds.status()->revision == std::to_string(1 + threads * per_thread));
@@ -405,12 +409,15 @@ TEST_CASE("memory_datastore: many writers, one watch: every change once, in revi
   auto w = ds.watch(wopt("Counter"), c.callback()).value();
   REQUIRE(c.wait_count(1));
   constexpr int threads = 4, per_thread = 300;
+  std::atomic<int> failed{0};
   std::vector<std::thread> ts;
   for (int t = 0; t < threads; ++t)
     ts.emplace_back([&, t] {
-      for (int i = 0; i < per_thread; ++i) REQUIRE(ds.create(res("Counter", std::to_string(t) + "-" + std::to_string(i))));
+      for (int i = 0; i < per_thread; ++i)
+        if (!ds.create(res("Counter", std::to_string(t) + "-" + std::to_string(i)))) failed++;
     });
   for (auto& t : ts) t.join();
+  REQUIRE(failed == 0);
   REQUIRE(c.wait_count(1 + threads * per_thread));
   auto ev = c.snapshot();
   std::set<std::string> names;
@@ -427,10 +434,13 @@ TEST_CASE("memory_datastore: watch on an executor: serial, in order, on the exec
   collector c;
   auto w = ds.watch(wopt("Node"), c.callback()).value();
   constexpr int n = 500;
+  std::atomic<int> failed{0};
   std::thread writer([&] {
-    for (int i = 0; i < n; ++i) REQUIRE(ds.create(res("Node", "n" + std::to_string(i))));
+    for (int i = 0; i < n; ++i)
+      if (!ds.create(res("Node", "n" + std::to_string(i)))) failed++;
   });
   writer.join();
+  REQUIRE(failed == 0);
   REQUIRE(c.wait_count(2 + n));
   auto ev = c.snapshot();
   CHECK(ev[0].kind == T::added);
@@ -531,13 +541,14 @@ TEST_CASE("memory_datastore: a callback may cancel its own watch and use the sto
   collector c;
   cnf::watch_handle w;
   std::mutex wm;
+  std::atomic<bool> created_inside{false};
   auto cb = c.callback();
   {
     std::lock_guard l(wm);
     w = ds.watch(wopt("Node"), [&](const cnf::watch_event& e) {
            cb(e);
            if (e.kind == T::added && e.object.name == "stop") {
-             REQUIRE(ds.create(res("Node", "from-callback")));
+             created_inside = static_cast<bool>(ds.create(res("Node", "from-callback")));
              std::lock_guard l2(wm);
              w.cancel();
            }
@@ -549,7 +560,10 @@ TEST_CASE("memory_datastore: a callback may cancel its own watch and use the sto
   std::this_thread::sleep_for(50ms);
   auto ev = c.snapshot();
   CHECK(ev.size() == 2);
+  CHECK(created_inside);
   CHECK(ds.get({"Node", "", "from-callback"}));
+  std::lock_guard l(wm);
+  CHECK(!w.active());
 }
 
 TEST_CASE("memory_datastore: watch filters by namespace and name prefix") {
