@@ -149,13 +149,13 @@ std::size_t check_all_files(const std::string& dir) {
   std::size_t n = 0;
   for (auto& e : fs::recursive_directory_iterator(dir + "/v1/data")) {
     if (!e.is_regular_file()) continue;
-    auto name = e.path().filename().string();
-    if (name == ".tmp") continue;  // scratch file of an interrupted publish
     std::ifstream in(e.path());
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto r = cnf::detail::local::decode_resource(text, e.path().string());
-    INFO(e.path());
+    bool damaged = false;
+    auto r = cnf::detail::local::decode_resource_file(text, e.path().string(), damaged);
+    INFO(e.path() << ": " << (r ? std::string() : r.error().message));
     REQUIRE(r);
+    CHECK(!damaged);
     auto rel = fs::relative(e.path(), dir + "/v1/data").string();
     CHECK(rel == cnf::detail::local::resource_path(r->key()));
     ++n;
@@ -459,14 +459,24 @@ TEST_CASE("local datastore: corrupt content is errc::invalid naming the file, ne
     // Other resources are fine.
     CHECK(fresh.get({"IPPool", "", "good"}));
   };
+  // Damage: cut short, altered, not JSON at all.
+  auto good = read_file(path);
+  CHECK(good.find("\"checksum\":\"crc32:") != std::string::npos);
+  expect_invalid(good.substr(0, good.size() / 2), "cut short");
+  auto altered = good;
+  altered[altered.find("10.1")] = '9';
+  expect_invalid(altered, "one byte changed");
+  expect_invalid(good + good, "written twice");
   expect_invalid("{not json", "not JSON");
   expect_invalid("", "empty");
-  expect_invalid("[1,2,3]", "not an object");
-  expect_invalid(R"({"kind":"IPPool","namespace":"","name":"bad","revision":"x","labels":{},"spec":{}})", "bad revision");
-  expect_invalid(R"({"kind":"IPPool","namespace":"","name":"other","revision":"2","labels":{},"spec":{}})", "wrong name");
-  expect_invalid(R"({"kind":"IPPool","namespace":"","name":"bad","revision":"2","labels":{"a":1},"spec":{}})", "bad label");
-  expect_invalid(R"({"kind":"IPPool","namespace":"","name":"bad","revision":"2","labels":{},"spec":"x"})", "spec not an object");
   expect_invalid(std::string("\0\0\0\xff", 4), "binary");
+  // Intact files (right checksum) whose content is wrong.
+  using cnf::detail::local::encode_resource_file;
+  expect_invalid(encode_resource_file("[1,2,3]"), "not an object");
+  expect_invalid(encode_resource_file(R"({"kind":"IPPool","namespace":"","name":"bad","revision":"x","labels":{},"spec":{}})"), "bad revision");
+  expect_invalid(encode_resource_file(R"({"kind":"IPPool","namespace":"","name":"other","revision":"2","labels":{},"spec":{}})"), "wrong name");
+  expect_invalid(encode_resource_file(R"({"kind":"IPPool","namespace":"","name":"bad","revision":"2","labels":{"a":1},"spec":{}})"), "bad label");
+  expect_invalid(encode_resource_file(R"({"kind":"IPPool","namespace":"","name":"bad","revision":"2","labels":{},"spec":"x"})"), "spec not an object");
 
   // A damaged log record: a watch that reads it reports an error naming the segment.
   auto seg = dir + "/v1/log/" + cnf::detail::local::segment_name(1);

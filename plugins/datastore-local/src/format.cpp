@@ -317,6 +317,48 @@ result<resource> decode_resource(std::string_view text, std::string_view where) 
   return r;
 }
 
+namespace {
+constexpr std::string_view checksum_member = ",\"checksum\":\"crc32:";
+}
+
+std::string encode_resource_file(std::string_view body) {
+  // body is "{...}": put the checksum in as its last member.
+  std::string out(body.substr(0, body.size() - 1));
+  std::uint32_t c = crc32(out.data(), out.size());
+  char h[9];
+  for (int i = 7; i >= 0; --i, c >>= 4) h[i] = hexdigits[c & 15];
+  h[8] = 0;
+  out += checksum_member;
+  out += h;
+  out += "\"}\n";
+  return out;
+}
+
+result<resource> decode_resource_file(std::string_view text, std::string_view where, bool& damaged) {
+  damaged = false;
+  auto bad = [&](std::string what) {
+    damaged = true;
+    return error(errc::invalid, std::string(where) + ": " + what + " (corrupt datastore content; restore or remove the file)");
+  };
+  auto at = text.rfind(checksum_member);
+  if (at == std::string_view::npos) return bad(text.empty() ? "empty file" : "no checksum (cut short or not written by cnf)");
+  auto tail = text.substr(at + checksum_member.size());
+  if (tail.size() < 8 + 2 || tail.substr(8, 2) != "\"}") return bad("malformed checksum");
+  for (std::size_t i = 10; i < tail.size(); ++i)
+    if (tail[i] != '\n' && tail[i] != ' ' && tail[i] != '\r') return bad("data after the end");
+  std::uint32_t want = 0;
+  for (int i = 0; i < 8; ++i) {
+    int v = hexval(tail[static_cast<std::size_t>(i)]);
+    if (v < 0) return bad("malformed checksum");
+    want = want * 16 + static_cast<std::uint32_t>(v);
+  }
+  if (crc32(text.data(), at) != want) return bad("checksum mismatch (damaged, or edited by hand)");
+  std::string body(text.substr(0, at));
+  body += '}';
+  auto r = decode_resource(body, where);
+  return r;
+}
+
 result<void> check_key(const resource_key& k) {
   if (k.kind.empty()) return error(errc::invalid, "resource " + k.to_string() + ": kind is empty");
   if (k.name.empty()) return error(errc::invalid, "resource " + k.to_string() + ": name is empty");

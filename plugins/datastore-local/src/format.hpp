@@ -94,6 +94,14 @@ decoded decode_record(const char* in, std::size_t n, record& out, std::size_t& u
 std::string encode_resource(const resource& r);
 /// Parses that JSON; errors are errc::invalid and start with `where`.
 result<resource> decode_resource(std::string_view text, std::string_view where);
+/// The text of a resource file: the resource's JSON with a last member
+/// "checksum":"crc32:<hex>" over the bytes before it, and a newline. Files are rewritten
+/// in place, so a lock-free reader can see one half-written: the checksum tells.
+std::string encode_resource_file(std::string_view body);
+/// Parses a resource file; `damaged` is set when the text is cut short, mixed or altered
+/// (checksum or JSON wrong), as opposed to well-formed but wrong content.
+result<resource> decode_resource_file(std::string_view text, std::string_view where, bool& damaged);
+
 /// Checks a resource given to create/update: key, spec (JSON object), sizes. Returns
 /// the resource with its spec in canonical (compact) form.
 result<resource> check_resource(const resource& r);

@@ -272,6 +272,7 @@ result<void> store::init() {
   shared_fd_ = file_descriptor(::openat(v1_fd_.get(), "head", O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!shared_fd_) return sys_error("open", v1_ + "/head", errno);
   boot_ = read_boot_id();
+  pid_ = ::getpid();
   auto v = snapshot();
   if (!v) return v.error();
   return {};
@@ -345,11 +346,20 @@ result<store::refreshed> store::refresh(bool locked) {
 bool store::writer_gone() const {
   if (window_.empty() || last_rev_ <= head_.d_rev) return false;
   auto pid = static_cast<pid_t>(window_.back()->pid);
-  if (pid == ::getpid() || pid <= 0) return false;
+  if (pid == pid_ || pid <= 0) return false;
   return ::kill(pid, 0) != 0 && errno == ESRCH;
 }
 
-result<store::view> store::snapshot(bool may_lock) {
+result<void> store::check_process() const {
+  if (::getpid() != pid_)
+    return error(errc::invalid, "local datastore " + root_ + ": this handle was opened in process " + std::to_string(pid_) +
+                                    " and used in process " + std::to_string(::getpid()) +
+                                    " after fork(); its file locks are shared with the parent: open a new handle in the child");
+  return {};
+}
+
+result<store::view> store::snapshot(bool may_lock, const std::function<bool(const record&)>* keep) {
+  CNF_LOCAL_TRY(check_process());
   for (int attempt = 0;; ++attempt) {
     std::unique_lock l(mu_);
     auto r = refresh(false);
@@ -368,7 +378,7 @@ result<store::view> store::snapshot(bool may_lock) {
       v.d_rev = head_.d_rev;
       v.base = base_;
       for (auto& rec : window_)
-        if (rec->rev <= v.d_rev) v.recs.push_back(rec);
+        if (rec->rev <= v.d_rev && (!keep || (*keep)(*rec))) v.recs.push_back(rec);
       return v;
     }
     l.unlock();
@@ -652,10 +662,12 @@ result<void> store::rotate() {
 
 // ---- publishing -------------------------------------------------------------------------
 
-// Writes the latest state of every key in `recs` (ascending revisions) to its file. Files
-// are replaced by exchanging a fresh file with the old one (renameat2 RENAME_EXCHANGE):
-// readers always find a complete file, and ext4 does not flush the data on this path as
-// it does when a rename replaces a file.
+// Writes the latest state of every key in `recs` (ascending revisions) to its file, in
+// place (pwrite + ftruncate: no new inode, no rename, and ext4 does not flush on this
+// path). A lock-free reader may see a file half-written; its checksum says so, and the
+// reader then finds the record in the log window instead (it stays there until the
+// publish that writes the file is complete). A writer killed here leaves the record
+// unpublished, so the next publish writes the file again.
 result<void> store::materialize(const std::vector<record_ptr>& recs) {
   std::unordered_map<std::string, record_ptr> latest;
   std::vector<std::string> order;
@@ -675,35 +687,22 @@ result<void> store::materialize(const std::vector<record_ptr>& recs) {
     }
     auto slash = path.rfind('/');
     std::string dir = path.substr(0, slash);
-    if (!dirs_.count(dir)) {
-      std::string kind_dir = path.substr(0, path.find('/'));
-      if (::mkdirat(dfd, kind_dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("create directory", v1_ + "/data/" + kind_dir, errno);
-      if (::mkdirat(dfd, dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("create directory", v1_ + "/data/" + dir, errno);
-      dirs_.insert(dir);
+    file_descriptor fd;
+    for (int attempt = 0; attempt < 2 && !fd; ++attempt) {
+      if (!dirs_.count(dir) || attempt > 0) {
+        std::string kind_dir = path.substr(0, path.find('/'));
+        if (::mkdirat(dfd, kind_dir.c_str(), 0700) != 0 && errno != EEXIST)
+          return sys_error("create directory", v1_ + "/data/" + kind_dir, errno);
+        if (::mkdirat(dfd, dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("create directory", v1_ + "/data/" + dir, errno);
+        dirs_.insert(dir);
+      }
+      fd = file_descriptor(::openat(dfd, path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+      if (!fd && errno != ENOENT) return sys_error("open", full, errno);
     }
-    file_descriptor fd(::openat(dfd, ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!fd) return sys_error("create", v1_ + "/data/.tmp", errno);
-    std::string text = r->body;
-    text += '\n';
-    if (!write_all(fd.get(), text)) return sys_error("write", v1_ + "/data/.tmp", errno);
-    fd.reset();
-    if (::renameat2(dfd, ".tmp", dfd, path.c_str(), RENAME_EXCHANGE) == 0) {
-      ::unlinkat(dfd, ".tmp", 0);  // now holds the old content
-      continue;
-    }
-    int e = errno;
-    if (e != ENOENT && e != EINVAL && e != ENOSYS) return sys_error("replace", full, e);
-    if (e == ENOENT) {
-      // Either the file is new or its directory went away behind our back.
-      if (::renameat(dfd, ".tmp", dfd, path.c_str()) == 0) continue;
-      if (errno != ENOENT) return sys_error("rename to", full, errno);
-      dirs_.erase(dir);
-      std::string kind_dir = path.substr(0, path.find('/'));
-      ::mkdirat(dfd, kind_dir.c_str(), 0700);
-      if (::mkdirat(dfd, dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("create directory", v1_ + "/data/" + dir, errno);
-      dirs_.insert(dir);
-    }
-    if (::renameat(dfd, ".tmp", dfd, path.c_str()) != 0) return sys_error("rename to", full, errno);
+    if (!fd) return sys_error("open", full, errno);
+    std::string text = encode_resource_file(r->body);
+    if (!pwrite_full(fd.get(), text.data(), text.size(), 0)) return sys_error("write", full, errno);
+    if (::ftruncate(fd.get(), static_cast<off_t>(text.size())) != 0) return sys_error("truncate", full, errno);
   }
   return {};
 }
@@ -757,7 +756,8 @@ result<void> store::settle(std::uint64_t rev, std::shared_ptr<file_descriptor> s
 
 // ---- operations -------------------------------------------------------------------------
 
-result<std::optional<resource>> store::read_path(const std::string& rel, const resource_key* expect) {
+result<std::optional<resource>> store::read_path(const std::string& rel, const resource_key* expect, bool* damaged) {
+  if (damaged) *damaged = false;
   std::string full = v1_ + "/data/" + rel;
   file_descriptor fd(::openat(data_fd_.get(), rel.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!fd) {
@@ -775,7 +775,9 @@ result<std::optional<resource>> store::read_path(const std::string& rel, const r
     if (n == 0) break;
     text.append(buf, static_cast<std::size_t>(n));
   }
-  auto r = decode_resource(text, full);
+  bool torn = false;
+  auto r = decode_resource_file(text, full, torn);
+  if (damaged) *damaged = torn;
   if (!r) return r.error();
   if (expect && r->key() != *expect)
     return error(errc::invalid, full + ": holds " + r->key().to_string() + " but its path is that of " + expect->to_string() +
@@ -783,25 +785,36 @@ result<std::optional<resource>> store::read_path(const std::string& rel, const r
   return std::optional<resource>(std::move(*r));
 }
 
-result<std::optional<resource>> store::read_file(const resource_key& k) { return read_path(resource_path(k), &k); }
+result<std::optional<resource>> store::read_file(const resource_key& k, bool* damaged) {
+  return read_path(resource_path(k), &k, damaged);
+}
 
 result<resource> store::get(const resource_key& k) {
   CNF_LOCAL_TRY(check_key(k));
-  record_ptr rec;
-  {
-    auto v = snapshot();
+  std::function<bool(const record&)> mine = [&](const record& r) { return r.key == k; };
+  for (int attempt = 0;; ++attempt) {
+    // The key's newest record in the window is its state; else the file is.
+    auto v = snapshot(true, &mine);
     if (!v) return v.error();
-    for (auto it = v->recs.rbegin(); it != v->recs.rend(); ++it)
-      if ((*it)->key == k) { rec = *it; break; }
+    if (!v->recs.empty()) {
+      auto& rec = v->recs.back();
+      if (rec->what == op::remove) return error(errc::not_found, k.to_string() + " not found");
+      return decode_resource(rec->body, segment_path(rec->seg));
+    }
+    bool damaged = false;
+    auto f = read_file(k, &damaged);
+    if (!f) {
+      // A file caught while a writer rewrites it: look again (the writer's record is in
+      // the window by then). Still damaged after that: corrupt.
+      if (damaged && attempt < 5) {
+        if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(attempt));
+        continue;
+      }
+      return f.error();
+    }
+    if (!*f) return error(errc::not_found, k.to_string() + " not found");
+    return std::move(**f);
   }
-  if (rec) {
-    if (rec->what == op::remove) return error(errc::not_found, k.to_string() + " not found");
-    return decode_resource(rec->body, segment_path(rec->seg));
-  }
-  auto f = read_file(k);
-  if (!f) return f.error();
-  if (!*f) return error(errc::not_found, k.to_string() + " not found");
-  return std::move(**f);
 }
 
 result<resource> store::write(op what, const resource_key& key, const resource* desired, std::string_view expected) {
@@ -811,19 +824,25 @@ result<resource> store::write(op what, const resource_key& key, const resource* 
   resource out;
   std::optional<error> fail;
   std::uint64_t settle_rev = 0;
+  CNF_LOCAL_TRY(check_process());
   {
     std::lock_guard w(wmu_);
     flock_guard f(head_fd_.get(), LOCK_EX);
     std::unique_lock l(mu_);
     CNF_LOCAL_TRY(refresh_locked());
-    // The current state: the newest record of the key not yet in the files, else its file
-    // (the flock keeps the files still).
+    // The current state: the key's newest record in the window (it holds every record
+    // after base_), else its file (the flock keeps the files still). A record's revision
+    // is the resource's, so only a removal needs the body decoded.
     record_ptr latest;
     for (auto it = window_.rbegin(); it != window_.rend(); ++it)
-      if ((*it)->rev > head_.m_rev && (*it)->key == key) { latest = *it; break; }
+      if ((*it)->key == key) { latest = *it; break; }
     std::optional<resource> cur;
+    bool exists = false;
+    std::string cur_rev;
     if (latest) {
-      if (latest->what != op::remove) {
+      exists = latest->what != op::remove;
+      cur_rev = to_rev(latest->rev);
+      if (exists && what == op::remove) {
         auto d = decode_resource(latest->body, segment_path(latest->seg));
         if (!d) return d.error();
         cur = std::move(*d);
@@ -834,17 +853,19 @@ result<resource> store::write(op what, const resource_key& key, const resource* 
       l.lock();
       if (!fr) return fr.error();
       cur = std::move(*fr);
+      exists = cur.has_value();
+      if (cur) cur_rev = cur->revision;
     }
     switch (what) {
       case op::create:
-        if (cur) fail = error(errc::already_exists, key.to_string() + " already exists (revision " + cur->revision + ")");
+        if (exists) fail = error(errc::already_exists, key.to_string() + " already exists (revision " + cur_rev + ")");
         break;
       case op::update:
       case op::remove:
-        if (!cur) fail = error(errc::not_found, key.to_string() + " not found");
-        else if (!expected.empty() && expected != cur->revision)
+        if (!exists) fail = error(errc::not_found, key.to_string() + " not found");
+        else if (!expected.empty() && expected != cur_rev)
           fail = error(errc::conflict, key.to_string() + ": revision " + std::string(expected) + " is stale (current " +
-                                           cur->revision + "); read it again and retry");
+                                           cur_rev + "); read it again and retry");
         break;
     }
     if (fail) {
@@ -862,7 +883,7 @@ result<resource> store::write(op what, const resource_key& key, const resource* 
       record rec;
       rec.rev = my_rev;
       rec.what = what;
-      rec.pid = static_cast<std::uint32_t>(::getpid());
+      rec.pid = static_cast<std::uint32_t>(pid_);
       rec.key = key;
       rec.body = encode_resource(out);
       std::string bytes = encode_record(rec);
@@ -944,16 +965,17 @@ result<resource_list> store::list(const list_options& o) {
       return error(errc::invalid, "list " + o.kind + ": continue token '" + o.continue_token + "' belongs to another list");
   }
   auto in_range = [&](const key_tuple& k) { return !after || k > *after; };
+  std::function<bool(const record&)> wanted = [&](const record& r) { return matches(r.key, o.kind, o.ns, o.name_prefix); };
 
   for (int attempt = 0;; ++attempt) {
     bool shared = attempt >= 4;
     std::optional<flock_guard> sh;
     if (shared) sh.emplace(shared_fd_.get(), LOCK_SH);
     // Under the shared lock, taking the exclusive one (recovery, settling) would deadlock.
-    auto v1 = snapshot(!shared);
+    auto v1 = snapshot(!shared, &wanted);
     if (!v1 && shared) {
       sh.reset();
-      v1 = snapshot();
+      v1 = snapshot(true, &wanted);
       if (!v1) return v1.error();
       continue;
     }
@@ -961,7 +983,7 @@ result<resource_list> store::list(const list_options& o) {
     // Newest unpublished record per key.
     std::map<key_tuple, record_ptr> overlay;
     for (auto& r : v1->recs)
-      if (matches(r->key, o.kind, o.ns, o.name_prefix) && in_range(tuple_of(r->key))) overlay[tuple_of(r->key)] = r;
+      if (in_range(tuple_of(r->key))) overlay[tuple_of(r->key)] = r;
 
     // Candidates from the directories: key -> relative path (or an already read resource).
     struct cand {
@@ -969,6 +991,7 @@ result<resource_list> store::list(const list_options& o) {
       std::optional<resource> read;
     };
     std::map<key_tuple, cand> cands;
+    bool torn = false;  // a file caught half-written: read the list again
     std::vector<std::string> kinds;
     bool missing = false;
     if (o.kind.empty()) {
@@ -1003,7 +1026,12 @@ result<resource_list> store::list(const list_options& o) {
             if (p->name.compare(0, std::min(p->name.size(), o.name_prefix.size()), o.name_prefix, 0,
                                 std::min(p->name.size(), o.name_prefix.size())) != 0)
               continue;
-            auto r = read_path(rel, nullptr);
+            bool damaged = false;
+            auto r = read_path(rel, nullptr, &damaged);
+            if (!r && damaged && !shared) {
+              torn = true;
+              continue;
+            }
             if (!r) return r.error();
             if (!*r) continue;
             if ((*r)->kind != kind || (*r)->ns != ns)
@@ -1038,16 +1066,21 @@ result<resource_list> store::list(const list_options& o) {
         continue;
       }
       resource_key rk{std::get<0>(k), std::get<1>(k), std::get<2>(k)};
-      auto r = read_path(c.path, &rk);
+      bool damaged = false;
+      auto r = read_path(c.path, &rk, &damaged);
+      if (!r && damaged && !shared) {
+        torn = true;
+        break;
+      }
       if (!r) return r.error();
       if (*r) out.items.push_back(std::move(**r));
     }
 
-    auto v2 = snapshot(!shared);
+    auto v2 = snapshot(!shared, &wanted);
     if (!v2) return v2.error();
-    bool changed = v2->base > v1->m_rev;
+    bool changed = torn || v2->base > v1->m_rev;
     for (auto& r : v2->recs)
-      if (r->rev > v1->d_rev && matches(r->key, o.kind, o.ns, o.name_prefix)) changed = true;
+      if (r->rev > v1->d_rev) changed = true;
     if (changed && !shared) continue;
     out.revision = to_rev(shared ? v1->d_rev : v2->d_rev);
     if (o.limit && out.items.size() > o.limit) {

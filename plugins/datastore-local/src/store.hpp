@@ -5,6 +5,8 @@
 
 #include <cnf/plugins/local.hpp>
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -83,7 +85,7 @@ class store : public std::enable_shared_from_this<store> {
  private:
   struct view {
     std::uint64_t m_rev = 0, d_rev = 0, base = 0;
-    std::vector<record_ptr> recs;  // every record in (base, d_rev], ascending (base <= m_rev)
+    std::vector<record_ptr> recs;  // the records in (base, d_rev] it asked for, ascending (base <= m_rev)
   };
   enum class refreshed { ok, recover, retry };
 
@@ -94,7 +96,8 @@ class store : public std::enable_shared_from_this<store> {
   result<refreshed> refresh(bool locked);
   // A consistent view for a reader (takes the locks itself when recovery is needed).
   // may_lock = false: fail with errc::unavailable rather than take the exclusive lock.
-  result<view> snapshot(bool may_lock = true);
+  // keep: only records it accepts (all when null).
+  result<view> snapshot(bool may_lock = true, const std::function<bool(const record&)>* keep = nullptr);
   // Writer side (wmu_ + flock + mu_ held): refresh, recovering when needed.
   result<void> refresh_locked();
   result<void> recover();
@@ -107,10 +110,11 @@ class store : public std::enable_shared_from_this<store> {
   // Makes records of a writer that is gone visible: fdatasync, then publish.
   result<void> settle(std::uint64_t rev, std::shared_ptr<file_descriptor> seg);
   bool writer_gone() const;
+  result<void> check_process() const;
 
   result<resource> write(op what, const resource_key& key, const resource* desired, std::string_view expected);
-  result<std::optional<resource>> read_file(const resource_key& k);
-  result<std::optional<resource>> read_path(const std::string& rel, const resource_key* expect);
+  result<std::optional<resource>> read_file(const resource_key& k, bool* damaged = nullptr);
+  result<std::optional<resource>> read_path(const std::string& rel, const resource_key* expect, bool* damaged = nullptr);
   result<void> write_checkpoint(std::uint64_t rev);
   std::uint64_t read_checkpoint();
   result<void> create_segment(std::uint64_t first);
@@ -121,6 +125,7 @@ class store : public std::enable_shared_from_this<store> {
   local_datastore_options opt_;
   std::string root_, v1_;
   std::string boot_;
+  pid_t pid_ = 0;  // the process that opened the store
   file_descriptor root_fd_, v1_fd_, data_fd_, log_fd_, head_fd_, shared_fd_;
 
   std::mutex wmu_;  // writers of this process (flock does not exclude threads sharing an fd)
