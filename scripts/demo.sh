@@ -9,7 +9,7 @@ bash "$here/scripts/install-deps.sh"
 build=${CNF_BUILD_DIR:-$here/build}
 prefix=$here/_install
 cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCNF_BUILD_TESTS=OFF > /dev/null
-cmake --build "$build" -j2 --target cnf-bin cnf-datastore-local cnf-ipam-host-local
+cmake --build "$build" -j2
 cmake --install "$build" --prefix "$prefix" > /dev/null
 cnf=$prefix/bin/cnf
 
