@@ -36,6 +36,7 @@
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <atomic>
@@ -422,9 +423,16 @@ class transport_impl final : public transport {
     return error(c, "etcd " + opts_.endpoints[i].url + ": " + what);
   }
 
-  std::string io_text(const error_code& ec) const {
+  std::string io_text(const error_code& ec, std::size_t ep = SIZE_MAX) const {
     if (ec == beast::error::timeout) return "no reply in time (timeout_ms = " + std::to_string(opts_.timeout.count()) + ")";
-    return ec.message();
+    std::string m = ec.message();
+    if (m.find("alert bad certificate") != std::string::npos || m.find("certificate required") != std::string::npos ||
+        m.find("alert unknown ca") != std::string::npos)
+      m += "; the server did not accept our client certificate (cert_file '" + opts_.cert_file + "')";
+    else if (ep < opts_.endpoints.size() && !opts_.endpoints[ep].tls &&
+             (ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset))
+      m += " (the server closed the connection without an HTTP reply; does it want https://?)";
+    return m;
   }
 
   // All endpoints, starting from the one that worked last.
@@ -525,7 +533,7 @@ class transport_impl final : public transport {
         c->close();
         if (reused && !x.got_some && x.ec != beast::error::timeout) { drop_idle(i); continue; }  // stale pooled connection
         o.err = ep_error(i, errc::unavailable,
-                         (x.wrote && !idempotent ? "the request may or may not have been applied: " : std::string()) + io_text(x.ec));
+                         (x.wrote && !idempotent ? "the request may or may not have been applied: " : std::string()) + io_text(x.ec, i));
         o.next_endpoint = !x.wrote || idempotent;
         co_return o;
       }
@@ -579,15 +587,27 @@ class transport_impl final : public transport {
     }
     c->lowest().socket().set_option(tcp::no_delay(true), ec);
     if (ep.tls) {
-      if (!is_ip_literal(ep.host)) SSL_set_tlsext_host_name(c->tls->native_handle(), ep.host.c_str());
+      // OpenSSL checks the name itself (DNS SAN, or IP SAN for an address), so a mismatch
+      // is reported as such ("hostname mismatch", "IP address mismatch").
+      SSL* h = c->tls->native_handle();
+      X509_VERIFY_PARAM* param = SSL_get0_param(h);
+      if (is_ip_literal(ep.host)) {
+        X509_VERIFY_PARAM_set1_ip_asc(param, ep.host.c_str());
+      } else {
+        SSL_set_tlsext_host_name(h, ep.host.c_str());
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        X509_VERIFY_PARAM_set1_host(param, ep.host.c_str(), 0);
+      }
       c->tls->set_verify_mode(ssl::verify_peer);
-      c->tls->set_verify_callback(ssl::host_name_verification(ep.host));
       co_await c->tls->async_handshake(ssl::stream_base::client, net::redirect_error(net::use_awaitable, ec));
       if (ec) {
         if (ec == beast::error::timeout) co_return ep_error(i, errc::unavailable, "TLS handshake: " + io_text(ec));
         long v = SSL_get_verify_result(c->tls->native_handle());
         std::string what = "TLS handshake failed: " + ec.message();
-        if (v != X509_V_OK) what += " (" + std::string(X509_verify_cert_error_string(v)) + "; ca_file: '" + opts_.ca_file + "')";
+        if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH)
+          what += " (" + std::string(X509_verify_cert_error_string(v)) + ": the server's certificate does not name '" + ep.host + "')";
+        else if (v != X509_V_OK)
+          what += " (" + std::string(X509_verify_cert_error_string(v)) + "; ca_file: '" + (opts_.ca_file.empty() ? "system store" : opts_.ca_file) + "')";
         // A certificate that does not verify is a configuration problem, not a passing one.
         bool verify = v != X509_V_OK || ec.message().find("certificate") != std::string::npos;
         co_return ep_error(i, verify ? errc::invalid : errc::unavailable, what);
@@ -649,7 +669,7 @@ class transport_impl final : public transport {
     const auto i = c.ep;
     if (x.ec) {
       if (!x.got_some && x.ec != beast::error::timeout) a.stale = true;
-      a.err = ep_error(i, errc::unavailable, "authentication as user '" + opts_.username + "': " + io_text(x.ec));
+      a.err = ep_error(i, errc::unavailable, "authentication as user '" + opts_.username + "': " + io_text(x.ec, i));
       a.transient = true;
       co_return a;
     }
@@ -714,7 +734,7 @@ class transport_impl final : public transport {
     else co_await open_on(*c->plain, *c, req, *p, x);
     if (x.ec) {
       c->close();
-      r.out.err = ep_error(i, errc::unavailable, "watch: " + io_text(x.ec));
+      r.out.err = ep_error(i, errc::unavailable, "watch: " + io_text(x.ec, i));
       r.out.next_endpoint = true;
       co_return r;
     }

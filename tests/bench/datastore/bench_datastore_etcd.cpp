@@ -1,0 +1,255 @@
+// bench_datastore_etcd — cnf's etcd client against a plain Beast client, same etcd, same run.
+//
+//   <build>/tests/bench/datastore/bench_datastore_etcd [--seconds S] [--threads T] [--events N] [--rounds R]
+//
+// Starts a real etcd (tests/support/etcd_server.hpp: 127.0.0.1, free ports, temp data dir)
+// and measures, alternating cnf and the peer for R rounds so drift hits both alike:
+//  1. compare-and-swap updates per second: T threads, each updating its own resource with
+//     the revision the previous update returned (cnf: etcd_datastore::update; peer: the
+//     same /v3/kv/txn request on one kept-alive connection per thread);
+//  2. watch event latency: one writer, one watcher; N sequential writes, each timed from
+//     just before the write call until the watcher's callback sees its revision.
+// Prints the figures and the ratio cnf/peer for throughput and peer/cnf for latency (both
+// read "cnf relative to the plain client", 1.0 = as fast, target >= 0.9).
+#include <cnf/plugins/etcd.hpp>
+
+#include <etcd_server.hpp>
+
+#include "plain_client.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+using clock_type = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct options {
+  double seconds = 5;
+  int threads = 8;
+  int events = 300;
+  int rounds = 3;
+};
+
+[[noreturn]] void die(const std::string& m) {
+  std::fprintf(stderr, "bench_datastore_etcd: %s\n", m.c_str());
+  std::exit(1);
+}
+
+cnf::resource bench_resource(int t) {
+  cnf::resource r;
+  r.kind = "IPAMBlock";
+  r.name = "bench-" + std::to_string(t);
+  r.spec = R"({"cidr":"10.0.0.0/26","affinity":"host:node-1","allocations":[0,null,1]})";
+  return r;
+}
+
+// The value cnf stores for bench_resource(t), so the peer writes the same bytes.
+std::string stored_value(const cnf::resource& r) { return R"({"labels":{},"spec":)" + r.spec + "}"; }
+
+template <class F>
+double run_threads(int threads, double seconds, F&& body) {
+  std::atomic<bool> stop{false};
+  std::atomic<long> done{0};
+  std::vector<std::thread> ts;
+  auto t0 = clock_type::now();
+  for (int t = 0; t < threads; ++t)
+    ts.emplace_back([&, t] {
+      long n = 0;
+      body(t, stop, n);
+      done += n;
+    });
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& t : ts) t.join();
+  double elapsed = std::chrono::duration<double>(clock_type::now() - t0).count();
+  return static_cast<double>(done) / elapsed;
+}
+
+double cnf_cas_rate(cnf::etcd_datastore& ds, const options& o) {
+  return run_threads(o.threads, o.seconds, [&](int t, std::atomic<bool>& stop, long& n) {
+    auto r = ds.get(bench_resource(t).key());
+    if (!r) die("cnf get: " + r.error().message);
+    cnf::resource cur = *r;
+    while (!stop) {
+      auto u = ds.update(cur);
+      if (!u) die("cnf update: " + u.error().message);
+      cur = std::move(*u);
+      ++n;
+    }
+  });
+}
+
+double plain_cas_rate(const std::string& host, int port, const options& o) {
+  return run_threads(o.threads, o.seconds, [&](int t, std::atomic<bool>& stop, long& n) {
+    bench::plain_client c(host, port);
+    auto res = bench_resource(t);
+    auto key = cnf::etcd_resource_key("/cnf", res.key());
+    auto value = stored_value(res);
+    auto rev = c.put(key, value);
+    while (!stop) {
+      rev = c.cas(key, value, rev);
+      if (!rev) die("plain cas lost on a key no one else writes");
+      ++n;
+    }
+  });
+}
+
+struct latency {
+  double p50 = 0, p90 = 0, p99 = 0, mean = 0;
+};
+
+latency summarize(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  auto at = [&](double q) { return v[static_cast<std::size_t>(q * (v.size() - 1))]; };
+  return {at(0.5), at(0.9), at(0.99), std::accumulate(v.begin(), v.end(), 0.0) / v.size()};
+}
+
+// Waits for the watcher to report revision `rev`.
+struct seen_revision {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::int64_t last = 0;
+  clock_type::time_point at;
+  void report(std::int64_t rev) {
+    {
+      std::lock_guard lk(mu);
+      if (rev > last) {
+        last = rev;
+        at = clock_type::now();
+      }
+    }
+    cv.notify_all();
+  }
+  clock_type::time_point wait(std::int64_t rev) {
+    std::unique_lock lk(mu);
+    if (!cv.wait_for(lk, 30s, [&] { return last >= rev; })) die("watch event for revision " + std::to_string(rev) + " never came");
+    return at;
+  }
+};
+
+latency cnf_watch_latency(cnf::etcd_datastore& ds, const options& o) {
+  seen_revision seen;
+  auto r = ds.create(bench_resource(1000));
+  if (!r) die("cnf create: " + r.error().message);
+  auto h = ds.watch({.kind = "IPAMBlock", .ns = "", .name_prefix = "bench-1000", .revision = r->revision}, [&](const cnf::watch_event& e) {
+    if (e.kind == cnf::watch_event::type::modified) seen.report(std::stoll(e.revision));
+  });
+  if (!h) die("cnf watch: " + h.error().message);
+  std::vector<double> ms;
+  cnf::resource cur = *r;
+  for (int i = 0; i < o.events + 10; ++i) {
+    auto t0 = clock_type::now();
+    auto u = ds.update(cur);
+    if (!u) die("cnf update: " + u.error().message);
+    cur = std::move(*u);
+    auto t1 = seen.wait(std::stoll(cur.revision));
+    if (i >= 10) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());  // the first ones warm up
+  }
+  if (!ds.remove(cur.key())) die("cnf remove failed");
+  return summarize(ms);
+}
+
+latency plain_watch_latency(const std::string& host, int port, const options& o) {
+  seen_revision seen;
+  bench::plain_client c(host, port);
+  auto res = bench_resource(1001);
+  auto key = cnf::etcd_resource_key("/cnf", res.key());
+  auto value = stored_value(res);
+  auto rev = c.put(key, value);
+  std::string end = key;
+  end.back() = static_cast<char>(end.back() + 1);
+  bench::plain_watch w(host, port, key, end, rev + 1, [&](std::int64_t r) { seen.report(r); });
+  std::vector<double> ms;
+  for (int i = 0; i < o.events + 10; ++i) {
+    auto t0 = clock_type::now();
+    rev = c.cas(key, value, rev);
+    if (!rev) die("plain cas failed");
+    auto t1 = seen.wait(rev);
+    if (i >= 10) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  return summarize(ms);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) die(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--seconds") o.seconds = std::stod(next());
+    else if (a == "--threads") o.threads = std::stoi(next());
+    else if (a == "--events") o.events = std::stoi(next());
+    else if (a == "--rounds") o.rounds = std::stoi(next());
+    else die("unknown argument " + a + " (--seconds S --threads T --events N --rounds R)");
+  }
+  if (auto why = cnf_test::etcd_server::unavailable_reason()) {
+    std::printf("skipped: %s\n", why->c_str());
+    return 77;
+  }
+  cnf_test::etcd_server etcd;
+  const std::string host = "127.0.0.1";
+  const int port = etcd.client_port();
+  cnf::etcd_config cfg;
+  cfg.endpoints = {etcd.endpoint()};
+  auto opened = cnf::etcd_datastore::open(cfg);
+  if (!opened) die(opened.error().message);
+  auto ds = std::move(*opened);
+  for (int t = 0; t < o.threads; ++t)
+    if (auto r = ds.create(bench_resource(t)); !r) die(r.error().message);
+
+  std::printf("etcd %s (started by the benchmark, data dir in %s), %u cores\n", etcd.endpoint().c_str(), etcd.dir().c_str(),
+              std::thread::hardware_concurrency());
+  std::printf("CAS updates: %d threads, %.1f s per round, %d rounds alternating; watch latency: %d sequential writes per round\n\n",
+              o.threads, o.seconds, o.rounds, o.events);
+
+  std::vector<double> cnf_rates, plain_rates;
+  std::vector<latency> cnf_lat, plain_lat;
+  for (int round = 0; round < o.rounds; ++round) {
+    // Alternate which goes first so neither always gets the warmer store.
+    bool cnf_first = round % 2 == 0;
+    for (int k = 0; k < 2; ++k) {
+      if ((k == 0) == cnf_first) cnf_rates.push_back(cnf_cas_rate(ds, o));
+      else plain_rates.push_back(plain_cas_rate(host, port, o));
+    }
+    for (int k = 0; k < 2; ++k) {
+      if ((k == 0) == cnf_first) cnf_lat.push_back(cnf_watch_latency(ds, o));
+      else plain_lat.push_back(plain_watch_latency(host, port, o));
+    }
+    std::printf("round %d: CAS/s cnf %.0f plain %.0f | watch p50 ms cnf %.2f plain %.2f\n", round + 1, cnf_rates.back(), plain_rates.back(),
+                cnf_lat.back().p50, plain_lat.back().p50);
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  auto med_of = [&](const std::vector<latency>& v, double latency::*f) {
+    std::vector<double> x;
+    for (auto& l : v) x.push_back(l.*f);
+    return median(x);
+  };
+  double cr = median(cnf_rates), pr = median(plain_rates);
+  std::printf("\n%-34s %12s %12s %8s\n", "median over rounds", "cnf", "plain Beast", "ratio");
+  std::printf("%-34s %12.0f %12.0f %7.2fx\n", "CAS updates/s", cr, pr, cr / pr);
+  for (auto [name, f] : {std::pair{"watch latency p50 (ms)", &latency::p50}, std::pair{"watch latency p90 (ms)", &latency::p90},
+                         std::pair{"watch latency p99 (ms)", &latency::p99}, std::pair{"watch latency mean (ms)", &latency::mean}}) {
+    double c = med_of(cnf_lat, f), p = med_of(plain_lat, f);
+    std::printf("%-34s %12.2f %12.2f %7.2fx\n", name, c, p, p / c);
+  }
+  std::printf("(ratio: cnf relative to the plain client; >= 0.9 is the target; for latency it is plain/cnf)\n");
+  return 0;
+}
