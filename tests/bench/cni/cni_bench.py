@@ -1,0 +1,445 @@
+#!/usr/bin/env python3
+"""CNI ADD/DEL latency: cnf against the reference plugins and the kernel's own floor.
+
+Every contender is run the same way: one process per CNI call, exec'd by this driver
+from inside a node network namespace that this driver made, with the network config on
+stdin and the CNI_* variables in a clean environment. Each pod gets its own network
+namespace, made before any timing starts. Contenders are run round-robin per pod (the
+order rotates), so noise from other work on the machine falls on all of them alike.
+
+Contenders (each in its own subnet; the key selects it with --only):
+  cnf-hl      cnf with the local datastore and its host-local IPAM
+  cnf-calico  cnf with the local datastore and calico-ipam
+  ptp         reference ptp with reference host-local (dataDir in the temp dir)
+  bridge      reference bridge with reference host-local
+  hl-only     the reference host-local IPAM binary called alone (IPAM, no plumbing)
+  floor       the kernel floor: the same link/address/route operations as cnf by iproute2,
+              one `ip -batch` for the node side and one `ip -n <pod> -batch` for the pod
+              side (iproute2 cannot switch namespace inside a batch), the node-side sysctls
+              written by the driver itself; its DEL is `ip link del` of the host veth alone
+              (the bare veth delete)
+  true        /bin/true, exec'd the same way: the driver's own cost per call
+ADD runs for every pod of every contender first, then DEL, so the node holds a few
+hundred pods at the peak, like a busy node.
+
+Run as root:
+  tests/bench/cni/cni_bench.py --build <build dir> [--pods 200]
+Everything (namespaces, temp dir) is removed on every exit path; the host namespace is
+never changed.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+PREFIX = "cnfbench"  # namespace names: cnfbench<pid>-<what>
+REF_DIR = "/usr/lib/cni"
+NODE_ADDR, UPLINK_ADDR = "192.0.2.1", "192.0.2.254"
+HOST_MAC = "ee:ee:ee:ee:ee:ee"
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(cmd, stdin=None, check=True):
+    r = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr.strip()}")
+    return r
+
+
+# ---- namespaces (outer process, in the host namespace: only `ip netns add/del` and
+# ---- commands addressed to our own namespaces with `ip -n`) --------------------------
+
+def ip_batch(lines, netns=None, force=False):
+    cmd = ["ip"] + (["-n", netns] if netns else []) + (["-force"] if force else []) + ["-batch", "-"]
+    return run(cmd, stdin="\n".join(lines) + "\n", check=not force)
+
+
+def stale_namespaces():
+    """Namespaces of earlier runs of this benchmark whose process is gone (killed -9)."""
+    out = []
+    try:
+        names = os.listdir("/run/netns")
+    except FileNotFoundError:
+        return out
+    for n in names:
+        if not n.startswith(PREFIX):
+            continue
+        pid = n[len(PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            out.append(n)
+    return out
+
+
+class lab:
+    """The namespaces and temp dir of one run; cleanup() removes all of it."""
+
+    def __init__(self, pods_per_contender, contenders_with_ns):
+        self.tag = f"{PREFIX}{os.getpid()}"
+        self.node = f"{self.tag}-node"
+        self.uplink = f"{self.tag}-up"
+        self.made = []
+        self.tmp = None
+        self.pods = {c: [f"{self.tag}-{c}-{i}" for i in range(pods_per_contender)] for c in contenders_with_ns}
+
+    def setup(self):
+        self.tmp = tempfile.mkdtemp(prefix=self.tag + "-")
+        os.chmod(self.tmp, 0o700)
+        all_ns = [self.node, self.uplink] + [p for ps in self.pods.values() for p in ps]
+        # Remember the names before creating them, so a failure half-way still cleans up.
+        self.made = list(all_ns)
+        ip_batch([f"netns add {n}" for n in all_ns])
+        # The node's uplink: a veth to another namespace holding its default gateway.
+        n, u = self.node, self.uplink
+        run(["ip", "-n", n, "link", "set", "lo", "up"])
+        run(["ip", "-n", u, "link", "set", "lo", "up"])
+        run(["ip", "-n", n, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", u])
+        run(["ip", "-n", n, "addr", "add", f"{NODE_ADDR}/24", "dev", "eth0"])
+        run(["ip", "-n", u, "addr", "add", f"{UPLINK_ADDR}/24", "dev", "eth0"])
+        run(["ip", "-n", n, "link", "set", "eth0", "up"])
+        run(["ip", "-n", u, "link", "set", "eth0", "up"])
+        run(["ip", "-n", n, "route", "add", "default", "via", UPLINK_ADDR])
+
+    def cleanup(self):
+        if self.made:
+            ip_batch([f"netns del {n}" for n in self.made], force=True)
+            self.made = []
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+
+# ---- the timed calls (inner process, inside the node namespace) -----------------------
+
+def spawn_timed(path, argv, env, stdin_bytes, out_fd, err_fd):
+    """fork/exec one call with posix_spawn; returns (exit status, wall ns, CPU ns of the child).
+    stdin is a pipe filled before the spawn (configs are far below the pipe size);
+    stdout and stderr go to files, read afterwards."""
+    r, w = os.pipe()
+    os.write(w, stdin_bytes)
+    os.close(w)
+    for fd in (out_fd, err_fd):
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+    t0 = time.perf_counter_ns()
+    pid = os.posix_spawn(path, [path] + argv, env, file_actions=[
+        (os.POSIX_SPAWN_DUP2, r, 0), (os.POSIX_SPAWN_DUP2, out_fd, 1), (os.POSIX_SPAWN_DUP2, err_fd, 2)])
+    _, status, ru = os.wait4(pid, 0)
+    t1 = time.perf_counter_ns()
+    os.close(r)
+    return os.waitstatus_to_exitcode(status), t1 - t0, int((ru.ru_utime + ru.ru_stime) * 1e9)
+
+
+def read_fd(fd):
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while True:
+        b = os.read(fd, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def write_sysctl(key, value):
+    with open("/proc/sys/" + key, "w") as f:
+        f.write(value)
+
+
+class contender:
+    def __init__(self, key, label, binary=None, config=None, kind="cni"):
+        self.key, self.label, self.binary, self.config, self.kind = key, label, binary, config, kind
+        self.add, self.dele = [], []          # wall milliseconds
+        self.add_cpu, self.del_cpu = [], []   # CPU milliseconds of the process(es)
+
+
+def percentile(v, p):
+    s = sorted(v)
+    k = max(0, min(len(s) - 1, int(round(p / 100.0 * len(s) + 0.5)) - 1))  # nearest rank
+    return s[k]
+
+
+def inner(plan_path):
+    # The outer process removes everything on the way out; here, just stop.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda n, f: sys.exit(128 + n))
+    with open(plan_path) as f:
+        plan = json.load(f)
+    # Refuse to run anywhere but the node namespace this run made.
+    me, node = os.stat("/proc/self/ns/net"), os.stat("/run/netns/" + plan["node"])
+    if (me.st_dev, me.st_ino) != (node.st_dev, node.st_ino):
+        sys.exit("inner driver is not in the node namespace " + plan["node"] + "; refusing to run")
+    write_sysctl("net/ipv4/ip_forward", "1")  # a node forwards (this namespace only)
+
+    cs = []
+    for c in plan["contenders"]:
+        cs.append(contender(c["key"], c["label"], c.get("binary"), c.get("config"), c.get("kind", "cni")))
+    pods = plan["pods"]
+    n, warm = plan["pods_per_contender"], plan["warmup"]
+    base_env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    tmp = plan["tmp"]
+    out_fd = os.open(os.path.join(tmp, "stdout"), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    err_fd = os.open(os.path.join(tmp, "stderr"), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+
+    ip_bin = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin")
+
+    def spawn(path, argv, env, stdin_bytes):
+        return spawn_timed(path, argv, env, stdin_bytes, out_fd, err_fd)
+
+    def floor(i, command):
+        ns = pods["floor"][i]
+        host = f"flr{i:05d}"
+        addr = f"10.{plan['floor_net']}.{i // 250}.{i % 250 + 2}"
+        if command == "DEL":
+            st, dt, cpu = spawn(ip_bin, ["link", "del", host], base_env, b"")
+            if st != 0:
+                raise RuntimeError(f"floor DEL: {read_fd(err_fd)}")
+            return dt, cpu
+        # What cnf does, by iproute2: node side (veth with its pod end created in the pod
+        # netns, host end up, host route), node-side sysctls, pod side (up, address,
+        # gateway route, default route).
+        node_b = (f"link add {host} mtu 1500 address {HOST_MAC} type veth peer name eth0 mtu 1500 netns {ns}\n"
+                  f"link set {host} up\n"
+                  f"route add {addr}/32 dev {host} scope link proto 80\n").encode()
+        pod_b = (f"link set eth0 up\n"
+                 f"addr add {addr}/32 dev eth0\n"
+                 f"route add 169.254.1.1/32 dev eth0 scope link proto 80\n"
+                 f"route add default via 169.254.1.1 dev eth0 proto 80\n").encode()
+        t0 = time.perf_counter_ns()
+        st, _, cpu1 = spawn(ip_bin, ["-batch", "-"], base_env, node_b)
+        if st != 0:
+            raise RuntimeError(f"floor ADD node side: {read_fd(err_fd)}")
+        for k, v in (("route_localnet", "1"), ("proxy_arp", "1"), ("forwarding", "1")):
+            write_sysctl(f"net/ipv4/conf/{host}/{k}", v)
+        write_sysctl(f"net/ipv4/neigh/{host}/proxy_delay", "0")
+        write_sysctl(f"net/ipv6/conf/{host}/accept_ra", "0")
+        st, _, cpu2 = spawn(ip_bin, ["-n", ns, "-batch", "-"], base_env, pod_b)
+        if st != 0:
+            raise RuntimeError(f"floor ADD pod side: {read_fd(err_fd)}")
+        return time.perf_counter_ns() - t0, cpu1 + cpu2
+
+    def call(c, i, command):
+        if c.kind == "true":
+            return spawn("/bin/true", [], base_env, b"")[1:]
+        if c.kind == "floor":
+            return floor(i, command)
+        ns = pods[c.key][i] if c.key in pods else plan["node"]
+        env = dict(base_env)
+        env.update({"CNI_COMMAND": command, "CNI_CONTAINERID": f"{plan['tag']}-{c.key}-{i:05d}",
+                    "CNI_NETNS": f"/run/netns/{ns}", "CNI_IFNAME": "eth0", "CNI_PATH": REF_DIR,
+                    "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={c.key}-{i}"})
+        st, dt, cpu = spawn(c.binary, [], env, json.dumps(c.config).encode())
+        if st != 0:
+            raise RuntimeError(f"{c.label} {command} pod {i}: exit {st}: {read_fd(out_fd).strip()} {read_fd(err_fd).strip()[-2000:]}")
+        if command == "ADD":
+            res = json.loads(read_fd(out_fd))
+            if not res.get("ips"):
+                raise RuntimeError(f"{c.label} ADD pod {i}: no ips in result: {res}")
+        return dt, cpu
+
+    total = n + warm
+    loads = [os.getloadavg()]
+    t_start = time.time()
+    for phase in ("ADD", "DEL"):
+        for i in range(total):
+            k = i % len(cs)
+            order = cs[k:] + cs[:k]
+            for c in order:
+                dt, cpu = call(c, i, phase)
+                if i >= warm:
+                    (c.add if phase == "ADD" else c.dele).append(dt / 1e6)
+                    (c.add_cpu if phase == "ADD" else c.del_cpu).append(cpu / 1e6)
+            if (i + 1) % 50 == 0:
+                log(f"  {phase} {i + 1}/{total} pods per contender")
+        loads.append(os.getloadavg())
+    elapsed = time.time() - t_start
+    os.close(out_fd)
+    os.close(err_fd)
+    out = {"contenders": [{"key": c.key, "label": c.label, "add_ms": c.add, "del_ms": c.dele, "add_cpu_ms": c.add_cpu,
+                           "del_cpu_ms": c.del_cpu} for c in cs],
+           "loadavg": loads, "seconds": elapsed}
+    with open(plan["result"], "w") as f:
+        json.dump(out, f)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", help="cnf build (or install) tree: <dir>/bin/cnf, plugins in <dir>/lib/cnf/plugins")
+    ap.add_argument("--cnf", help="the cnf binary (default: <build>/bin/cnf)")
+    ap.add_argument("--pods", type=int, default=200, help="timed pods per contender (default 200)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed pods per contender first (default 3)")
+    ap.add_argument("--only", help="comma-separated contender keys (default: all)")
+    ap.add_argument("--json", help="also write the raw figures here")
+    ap.add_argument("--inner", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.inner:
+        try:
+            return inner(a.inner)
+        except KeyboardInterrupt:
+            return 130
+        except (RuntimeError, OSError, ValueError) as e:
+            log(f"cni_bench: {e}")
+            return 1
+    if os.geteuid() != 0:
+        sys.exit("cni_bench: needs root (network namespaces)")
+    cnf = a.cnf or (os.path.join(a.build, "bin", "cnf") if a.build else None)
+    if not cnf or not os.access(cnf, os.X_OK):
+        sys.exit("cni_bench: give --build <cnf build dir> or --cnf <path to cnf>")
+    cnf = os.path.abspath(cnf)
+    for b in ("ptp", "bridge", "host-local"):
+        if not os.access(os.path.join(REF_DIR, b), os.X_OK):
+            sys.exit(f"cni_bench: {REF_DIR}/{b} missing (apt-get install containernetworking-plugins)")
+    for s in stale_namespaces():
+        log(f"removing namespace {s} left by a killed run")
+        ip_batch([f"netns del {s}"], force=True)
+
+    keys = ["cnf-hl", "cnf-calico", "ptp", "bridge", "hl-only", "floor", "true"]
+    if a.only:
+        want = a.only.split(",")
+        bad = [k for k in want if k not in keys]
+        if bad:
+            sys.exit(f"cni_bench: unknown contender(s) {bad}; known: {keys}")
+        keys = [k for k in keys if k in want]
+    with_ns = [k for k in keys if k not in ("hl-only", "true")]
+    total = a.pods + a.warmup
+    L = lab(total, with_ns)
+
+    def on_signal(sig, frame):
+        raise SystemExit(128 + sig)
+
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
+    rc = 0
+    try:
+        log(f"cni_bench: creating {2 + total * len(with_ns)} namespaces ({L.tag}-*)")
+        L.setup()
+        tmp = L.tmp
+        hl = lambda net, name: {"type": "host-local", "ranges": [[{"subnet": f"10.{net}.0.0/16"}]],
+                                "routes": [{"dst": "0.0.0.0/0"}], "dataDir": os.path.join(tmp, "hl-" + name)}
+        profiles = {}
+        for key, ipam in (("cnf-hl", '[ipam]\nplugin = "host-local"\nranges = [[{ subnet = "10.101.0.0/16" }]]\n'),
+                          ("cnf-calico", '[ipam]\nplugin = "calico-ipam"\n[[ipam.pools]]\ncidr = "10.102.0.0/16"\nblock_size = 26\n')):
+            p = os.path.join(tmp, key + ".toml")
+            with open(p, "w") as f:
+                f.write(f'[node]\nname = "bench-node"\n\n[datastore]\nplugin = "local"\ndir = "{os.path.join(tmp, "ds-" + key)}"\n\n{ipam}')
+            profiles[key] = p
+        table = {
+            "cnf-hl": dict(label="cnf (host-local)", binary=cnf,
+                           config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf", "profile": profiles["cnf-hl"]}),
+            "cnf-calico": dict(label="cnf (calico-ipam)", binary=cnf,
+                               config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf", "profile": profiles["cnf-calico"]}),
+            "ptp": dict(label="ref ptp+host-local", binary=f"{REF_DIR}/ptp",
+                        config={"cniVersion": "1.0.0", "name": "bench-ptp", "type": "ptp", "ipMasq": False, "ipam": hl(103, "ptp")}),
+            "bridge": dict(label="ref bridge+host-local", binary=f"{REF_DIR}/bridge",
+                           config={"cniVersion": "1.0.0", "name": "bench-br", "type": "bridge", "bridge": "cnfbench0",
+                                   "isGateway": True, "isDefaultGateway": True, "ipMasq": False,
+                                   "ipam": {k: v for k, v in hl(104, "br").items() if k != "routes"}}),
+            "hl-only": dict(label="ref host-local alone", binary=f"{REF_DIR}/host-local",
+                            config={"cniVersion": "1.0.0", "name": "bench-hl", "ipam": hl(105, "only")}),
+            "floor": dict(label="kernel floor (ip)", kind="floor"),
+            "true": dict(label="spawn baseline", kind="true"),
+        }
+        plan = {"tag": L.tag, "node": L.node, "tmp": tmp, "pods": L.pods, "pods_per_contender": a.pods,
+                "warmup": a.warmup, "floor_net": 106, "result": os.path.join(tmp, "result.json"),
+                "contenders": [dict(key=k, **table[k]) for k in keys]}
+        with open(os.path.join(tmp, "plan.json"), "w") as f:
+            json.dump(plan, f)
+        log(f"cni_bench: {a.pods} pods (+{a.warmup} warm-up) per contender, round-robin; load average {os.getloadavg()}")
+        r = subprocess.run(["ip", "netns", "exec", L.node, sys.executable, os.path.abspath(__file__),
+                            "--inner", os.path.join(tmp, "plan.json")])
+        if r.returncode != 0:
+            raise SystemExit(r.returncode)
+        with open(plan["result"]) as f:
+            res = json.load(f)
+        report(res, a, cnf)
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(res, f, indent=1)
+    except KeyboardInterrupt:
+        rc = 130
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else 1
+    except Exception as e:  # report, then clean up
+        log(f"cni_bench: {e}")
+        rc = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        L.cleanup()
+    return rc
+
+
+def report(res, a, cnf):
+    by = {c["key"]: c for c in res["contenders"]}
+
+    def med(k, f):
+        return statistics.median(by[k][f]) if k in by and by[k][f] else None
+
+    cpu = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    la = res["loadavg"]
+    print(f"CNI latency, {a.pods} pods per contender (+{a.warmup} warm-up), one process per call, round-robin")
+    print(f"machine: {os.cpu_count()} cpus, {cpu}, kernel {platform.release()}; cnf: {cnf}")
+    print(f"load average (1/5/15 min): start {la[0][0]:.2f}/{la[0][1]:.2f}/{la[0][2]:.2f}, "
+          f"after ADDs {la[1][0]:.2f}, end {la[-1][0]:.2f}; {res['seconds']:.0f} s")
+    print()
+    hdr = (f"{'contender':<23}{'ADD med':>9}{'p90':>8}{'cpu':>7}{'DEL med':>9}{'p90':>8}{'cpu':>7}"
+           f"{'ADD/ptp':>9}{'DEL/ptp':>9}")
+    print(hdr)
+    print("-" * len(hdr))
+    pa, pd = med("ptp", "add_ms"), med("ptp", "del_ms")
+    for c in res["contenders"]:
+        am, dm = statistics.median(c["add_ms"]), statistics.median(c["del_ms"])
+        ap_, dp = percentile(c["add_ms"], 90), percentile(c["del_ms"], 90)
+        ac, dc = statistics.median(c["add_cpu_ms"]), statistics.median(c["del_cpu_ms"])
+        ra = f"{am / pa:.2f}x" if pa else "-"
+        rd = f"{dm / pd:.2f}x" if pd else "-"
+        print(f"{c['label']:<23}{am:>9.2f}{ap_:>8.2f}{ac:>7.2f}{dm:>9.2f}{dp:>8.2f}{dc:>7.2f}{ra:>9}{rd:>9}")
+    print("milliseconds: med/p90 = wall time from spawn to exit as seen by the driver; cpu = median user+system")
+    print("time of the process (ptp/bridge: including the host-local it runs). Floor ADD = two ip processes")
+    print("(node side, pod side) plus the driver's sysctl writes; floor DEL = `ip link del` of the host veth alone.")
+    print()
+    print("targets:")
+    ok = True
+
+    def target(desc, value, limit, fmt):
+        nonlocal ok
+        if value is None:
+            print(f"  {desc}: not measured")
+            return
+        good = value <= limit
+        ok = ok and good
+        print(f"  {desc}: {fmt(value)} (target <= {fmt(limit)}) {'MET' if good else 'MISSED'}")
+
+    for k in ("cnf-hl", "cnf-calico"):
+        a_ = med(k, "add_ms")
+        if a_ is not None and pa:
+            target(f"{by[k]['label']} ADD median / ptp+host-local ADD median", a_ / pa, 0.25, lambda v: f"{v:.2f}x")
+        d_, fl = med(k, "del_ms"), med("floor", "del_ms")
+        if d_ is not None and fl is not None:
+            target(f"{by[k]['label']} DEL median - bare veth delete median", d_ - fl, 3.0, lambda v: f"{v:+.2f} ms")
+    ca, ho = med("cnf-calico", "add_ms"), med("hl-only", "add_ms")
+    if ca is not None and ho:
+        target("cnf (calico-ipam) ADD median / ref host-local alone ADD median (issue 4)", ca / ho, 0.3, lambda v: f"{v:.2f}x")
+    return ok
+
+
+if __name__ == "__main__":
+    sys.exit(main())
