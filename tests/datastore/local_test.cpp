@@ -222,7 +222,7 @@ TEST_CASE("local datastore: many processes doing CAS increments on one resource"
     auto ds = open_local(dir);
     REQUIRE(ds.create(res(key.kind, key.name, R"({"value":0})")));
   }
-  constexpr int procs = 12, each = 15;
+  constexpr int procs = 50, each = 6;  // "50+ CNI processes at once"
   std::vector<pid_t> kids;
   for (int p = 0; p < procs; ++p) {
     pid_t pid = ::fork();

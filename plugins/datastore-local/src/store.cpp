@@ -302,19 +302,16 @@ result<store::refreshed> store::refresh(bool locked) {
     seg_first_ = h.seg;
     off_ = h.m_off;
     last_rev_ = base_ = h.m_rev;
-    window_.clear();
-    window_bytes_ = 0;
+    window_clear();
   } else if (off_ < h.m_off && h.m_off - off_ > jump_bytes) {
     off_ = h.m_off;
     last_rev_ = base_ = h.m_rev;
-    window_.clear();
-    window_bytes_ = 0;
+    window_clear();
   }
   head_ = h;
   auto path = segment_path(seg_first_);
   auto out = scan_segment(seg_->get(), path, seg_first_, off_, last_rev_, UINT64_MAX, buf_, [&](record&& r) {
-    window_bytes_ += r.body.size() + 128;
-    window_.push_back(std::make_shared<const record>(std::move(r)));
+    window_push(std::make_shared<const record>(std::move(r)));
   });
   if (!out) return out.error();
   if (out->stop == scan_outcome::corrupt) return error(errc::invalid, "local datastore: " + out->why);
@@ -335,12 +332,50 @@ result<store::refreshed> store::refresh(bool locked) {
   }
   // Drop published records beyond what lists need.
   while (!window_.empty() && window_.front()->rev <= head_.m_rev &&
-         (window_.size() > window_keep || window_bytes_ > window_keep_bytes)) {
-    window_bytes_ -= window_.front()->body.size() + 128;
-    base_ = window_.front()->rev;
-    window_.pop_front();
-  }
+         (window_.size() > window_keep || window_bytes_ > window_keep_bytes))
+    window_pop_front();
   return refreshed::ok;
+}
+
+std::string store::key_string(const resource_key& k) {
+  std::string s;
+  s.reserve(k.kind.size() + k.ns.size() + k.name.size() + 2);
+  s += k.kind;
+  s += '\0';
+  s += k.ns;
+  s += '\0';
+  s += k.name;
+  return s;
+}
+
+void store::window_push(record_ptr r) {
+  window_bytes_ += r->body.size() + 128;
+  latest_[key_string(r->key)] = r;
+  window_.push_back(std::move(r));
+}
+
+void store::window_pop_front() {
+  auto& r = window_.front();
+  window_bytes_ -= r->body.size() + 128;
+  base_ = r->rev;
+  if (auto it = latest_.find(key_string(r->key)); it != latest_.end() && it->second == r) latest_.erase(it);
+  window_.pop_front();
+}
+
+void store::window_clear() {
+  window_.clear();
+  latest_.clear();
+  window_bytes_ = 0;
+}
+
+record_ptr store::window_latest(const resource_key& k, std::uint64_t max_rev) const {
+  auto it = latest_.find(key_string(k));
+  if (it == latest_.end()) return nullptr;
+  if (it->second->rev <= max_rev) return it->second;
+  // Its newest record is not visible yet: the one before, if the window has it.
+  for (auto w = window_.rbegin(); w != window_.rend(); ++w)
+    if ((*w)->rev <= max_rev && (*w)->key == k) return *w;
+  return nullptr;
 }
 
 bool store::writer_gone() const {
@@ -358,8 +393,9 @@ result<void> store::check_process() const {
   return {};
 }
 
-result<store::view> store::snapshot(bool may_lock, const std::function<bool(const record&)>* keep) {
+result<store::view> store::snapshot(bool may_lock, const std::function<bool(const record&)>* keep, const resource_key* key) {
   CNF_LOCAL_TRY(check_process());
+  bool repaired = false;
   for (int attempt = 0;; ++attempt) {
     std::unique_lock l(mu_);
     auto r = refresh(false);
@@ -373,10 +409,22 @@ result<store::view> store::snapshot(bool may_lock, const std::function<bool(cons
         CNF_LOCAL_TRY(settle(rev, seg));
         continue;
       }
+      if (may_lock && !repaired && head_.m_rev < head_.d_rev) {
+        // Files are written under the lock; if nobody holds it, their writer died
+        // half-way: finish its work, so that the files on disk are whole again.
+        repaired = true;
+        l.unlock();
+        CNF_LOCAL_TRY(finish_publish());
+        continue;
+      }
       view v;
       v.m_rev = head_.m_rev;
       v.d_rev = head_.d_rev;
       v.base = base_;
+      if (key) {
+        if (auto rec = window_latest(*key, v.d_rev)) v.recs.push_back(std::move(rec));
+        return v;
+      }
       for (auto& rec : window_)
         if (rec->rev <= v.d_rev && (!keep || (*keep)(*rec))) v.recs.push_back(rec);
       return v;
@@ -609,8 +657,7 @@ result<void> store::recover() {
   seg_first_ = segs.back();
   off_ = off;
   last_rev_ = base_ = last;
-  window_.clear();
-  window_bytes_ = 0;
+  window_clear();
   return {};
 }
 
@@ -655,8 +702,7 @@ result<void> store::rotate() {
   seg_first_ = first;
   off_ = segment_header_size;
   base_ = last_rev_;
-  window_.clear();
-  window_bytes_ = 0;
+  window_clear();
   return remove_old_segments();
 }
 
@@ -749,6 +795,22 @@ result<void> store::publish(std::uint64_t rev) {
   return publish_locked(rev, l);
 }
 
+result<void> store::finish_publish() {
+  if (!wmu_.try_lock()) return {};  // a writer of this process is at work
+  std::lock_guard w(wmu_, std::adopt_lock);
+  if (::flock(head_fd_.get(), LOCK_EX | LOCK_NB) != 0) return {};  // another process is
+  struct unlock {
+    int fd;
+    ~unlock() { ::flock(fd, LOCK_UN); }
+  } u{head_fd_.get()};
+  std::unique_lock l(mu_);
+  CNF_LOCAL_TRY(refresh_locked());
+  if (head_.m_rev >= head_.d_rev) return {};
+  log().warn("local datastore: " + v1_ + ": finishing the publication of revisions " + std::to_string(head_.m_rev + 1) + ".." +
+             std::to_string(head_.d_rev) + " (their writer died)");
+  return publish_locked(head_.d_rev, l);
+}
+
 result<void> store::settle(std::uint64_t rev, std::shared_ptr<file_descriptor> seg) {
   if (opt_.fsync && seg && ::fdatasync(seg->get()) != 0) return sys_error("fdatasync", v1_ + "/log", errno);
   return publish(rev);
@@ -791,10 +853,9 @@ result<std::optional<resource>> store::read_file(const resource_key& k, bool* da
 
 result<resource> store::get(const resource_key& k) {
   CNF_LOCAL_TRY(check_key(k));
-  std::function<bool(const record&)> mine = [&](const record& r) { return r.key == k; };
   for (int attempt = 0;; ++attempt) {
     // The key's newest record in the window is its state; else the file is.
-    auto v = snapshot(true, &mine);
+    auto v = snapshot(true, nullptr, &k);
     if (!v) return v.error();
     if (!v->recs.empty()) {
       auto& rec = v->recs.back();
@@ -833,9 +894,7 @@ result<resource> store::write(op what, const resource_key& key, const resource* 
     // The current state: the key's newest record in the window (it holds every record
     // after base_), else its file (the flock keeps the files still). A record's revision
     // is the resource's, so only a removal needs the body decoded.
-    record_ptr latest;
-    for (auto it = window_.rbegin(); it != window_.rend(); ++it)
-      if ((*it)->key == key) { latest = *it; break; }
+    record_ptr latest = window_latest(key, UINT64_MAX);
     std::optional<resource> cur;
     bool exists = false;
     std::string cur_rev;
@@ -902,8 +961,7 @@ result<resource> store::write(op what, const resource_key& key, const resource* 
       rec.end = off_ + bytes.size();
       off_ = rec.end;
       last_rev_ = my_rev;
-      window_bytes_ += rec.body.size() + 128;
-      window_.push_back(std::make_shared<const record>(std::move(rec)));
+      window_push(std::make_shared<const record>(std::move(rec)));
       seg = seg_;
       seg_path = segment_path(seg_first_);
       if (!opt_.fsync) CNF_LOCAL_TRY(publish_locked(my_rev, l));

@@ -15,6 +15,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 CNF_BEGIN_NAMESPACE
@@ -97,7 +98,9 @@ class store : public std::enable_shared_from_this<store> {
   // A consistent view for a reader (takes the locks itself when recovery is needed).
   // may_lock = false: fail with errc::unavailable rather than take the exclusive lock.
   // keep: only records it accepts (all when null).
-  result<view> snapshot(bool may_lock = true, const std::function<bool(const record&)>* keep = nullptr);
+  // key: only the key's newest visible record (if the window has one).
+  result<view> snapshot(bool may_lock = true, const std::function<bool(const record&)>* keep = nullptr,
+                        const resource_key* key = nullptr);
   // Writer side (wmu_ + flock + mu_ held): refresh, recovering when needed.
   result<void> refresh_locked();
   result<void> recover();
@@ -109,7 +112,14 @@ class store : public std::enable_shared_from_this<store> {
   result<void> materialize(const std::vector<record_ptr>& recs);
   // Makes records of a writer that is gone visible: fdatasync, then publish.
   result<void> settle(std::uint64_t rev, std::shared_ptr<file_descriptor> seg);
+  // A reader that sees files left half-written by a dead writer writes them (no wait).
+  result<void> finish_publish();
   bool writer_gone() const;
+  static std::string key_string(const resource_key& k);
+  void window_push(record_ptr r);
+  void window_pop_front();
+  void window_clear();
+  record_ptr window_latest(const resource_key& k, std::uint64_t max_rev) const;
   result<void> check_process() const;
 
   result<resource> write(op what, const resource_key& key, const resource* desired, std::string_view expected);
@@ -137,6 +147,7 @@ class store : public std::enable_shared_from_this<store> {
   std::uint64_t last_rev_ = 0;  // revision of the last record read
   std::uint64_t base_ = 0;      // window_ holds every record in (base_, last_rev_]
   std::deque<record_ptr> window_;
+  std::unordered_map<std::string, record_ptr> latest_;  // key_string -> its newest record in window_
   std::size_t window_bytes_ = 0;
   std::vector<char> buf_;
   std::set<std::string> dirs_;  // data directories known to exist
