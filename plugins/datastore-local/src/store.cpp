@@ -273,6 +273,9 @@ result<void> store::init() {
   if (!shared_fd_) return sys_error("open", v1_ + "/head", errno);
   boot_ = read_boot_id();
   pid_ = ::getpid();
+  if (!opt_.fsync)
+    log().warn("local datastore " + root_ + ": fsync is off; a crash of the machine can lose acknowledged writes "
+               "(meant for tests and benchmarks only)");
   auto v = snapshot();
   if (!v) return v.error();
   return {};
@@ -964,18 +967,30 @@ result<resource> store::write(op what, const resource_key& key, const resource* 
       window_push(std::make_shared<const record>(std::move(rec)));
       seg = seg_;
       seg_path = segment_path(seg_first_);
-      if (!opt_.fsync) CNF_LOCAL_TRY(publish_locked(my_rev, l));
+      if (!opt_.fsync) {
+        // Committed: a failure to write the files now is repaired by the next publish.
+        if (auto p = publish_locked(my_rev, l); !p)
+          log().warn("local datastore: " + key.to_string() + " is written (revision " + to_rev(my_rev) +
+                     ") but its file is not yet: " + p.error().message);
+      }
     }
   }
   if (fail) {
-    if (settle_rev) CNF_LOCAL_TRY(settle(settle_rev, seg));
+    if (settle_rev) {
+      if (auto st = settle(settle_rev, seg); !st) log().warn(st.error().message);
+    }
     return std::move(*fail);
   }
   if (opt_.fsync) {
     if (::fdatasync(seg->get()) != 0)
       return error(errc::io, "local datastore: fdatasync " + seg_path + ": " + errno_text(errno) + "; " +
                                  key.to_string() + " may or may not have been written; read it again");
-    CNF_LOCAL_TRY(publish(my_rev));
+    // Durable now: the write has happened. Publishing makes it visible to readers; if
+    // that fails (a full disk), the record stays in every reader's window and the next
+    // publish writes the files.
+    if (auto p = publish(my_rev); !p)
+      log().warn("local datastore: " + key.to_string() + " is written (revision " + to_rev(my_rev) +
+                 ") but publishing it failed: " + p.error().message);
   }
   return out;
 }
