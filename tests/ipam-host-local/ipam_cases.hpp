@@ -382,7 +382,8 @@ orphan_grace_seconds = 30)");
   };
   orphan("10.18.0.200", "k8s.live", 3600);  // a live handle's leftover, old: released
   orphan("10.18.0.201", "k8s.live", 0);     // a live handle's, fresh: maybe in flight, kept
-  orphan("10.18.0.202", "k8s.crashed", 0);  // no longer valid: released at once
+  orphan("10.18.0.202", "k8s.crashed", 3600);  // no longer valid, old: released
+  orphan("10.18.0.203", "k8s.new", 0);         // unknown to the caller but fresh: maybe in flight, kept
 
   auto rep = ipam.gc("k8s.", {"k8s.live"}).value();
   std::set<std::string> handles(rep.released_handles.begin(), rep.released_handles.end());
@@ -391,7 +392,7 @@ orphan_grace_seconds = 30)");
   std::set<std::string> left;
   auto now_held = ipam.allocations().value();
   for (auto& al : now_held) left.insert(al.handle + "@" + al.address.to_string());
-  CHECK(left == std::set<std::string>{"k8s.live@10.18.0.2", "k8s.live@10.18.0.201", "other.gone@10.18.0.5"});
+  CHECK(left == std::set<std::string>{"k8s.live@10.18.0.2", "k8s.live@10.18.0.201", "k8s.new@10.18.0.203", "other.gone@10.18.0.5"});
   // Nothing more to do the second time.
   auto rep2 = ipam.gc("k8s.", {"k8s.live"}).value();
   CHECK(rep2.released_handles.empty());
@@ -477,6 +478,26 @@ HL_CASE("concurrent assignment until exhaustion: every address exactly once") {
   auto rep = ipam.gc("x", {}).value();
   CHECK(rep.released_handles.size() == 29);
   CHECK(count_kind(ds, hl::allocation_kind) == 0);
+}
+
+HL_CASE("a configuration built in code is checked") {
+  auto ds = new_store();
+  hl::config c;
+  CHECK_THROWS_AS(cnf::host_local_ipam(ds, c, "n"), cnf::error_exception);
+  hl::range r;
+  r.subnet = net("10.23.0.0/24");
+  r.range_start = ip("10.23.0.10");
+  r.range_end = ip("10.24.0.10");
+  r.gateway = ip("10.23.0.1");
+  c.ranges.push_back({{r}});
+  auto bad = hl::check_config(c);
+  REQUIRE(!bad);
+  CHECK(bad.error().message.find("ranges[0][0].rangeEnd") != std::string::npos);
+  c.ranges[0].ranges[0].range_end = ip("10.23.0.20");
+  CHECK(hl::check_config(c));
+  cnf::host_local_ipam ok(ds, c, "n");
+  CHECK(ok.assign(req("built")).value()[0].address.address() == ip("10.23.0.10"));
+  CHECK_THROWS_AS(cnf::host_local_ipam(cnf::any_datastore(), c, "n"), cnf::error_exception);
 }
 
 HL_CASE("through any_ipam, as the CNI plugin holds it") {

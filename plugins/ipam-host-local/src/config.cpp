@@ -510,6 +510,33 @@ result<config> config_from_json(const boost::json::object& ipam, const config& b
   return c;
 }
 
+// ---- configurations built in code ---------------------------------------------------
+
+result<void> check_config(const config& c) {
+  auto bad = [](const std::string& where, const std::string& what) {
+    return error(errc::invalid, "host-local configuration: " + where + ": " + what);
+  };
+  if (c.ranges.empty()) return bad("ranges", "no range set");
+  for (std::size_t i = 0; i < c.ranges.size(); ++i) {
+    const auto& rs = c.ranges[i];
+    const std::string si = "ranges[" + std::to_string(i) + "]";
+    if (rs.ranges.empty()) return bad(si, "a range set needs at least one range");
+    for (std::size_t j = 0; j < rs.ranges.size(); ++j) {
+      const auto& r = rs.ranges[j];
+      const std::string p = si + "[" + std::to_string(j) + "]";
+      if (r.subnet.family() != rs.family()) return bad(p, "a range set holds one family");
+      if (r.subnet.network() != r.subnet.address()) return bad(p + ".subnet", r.subnet.to_string() + " is not a network address");
+      if (!r.subnet.contains(r.range_start)) return bad(p + ".rangeStart", r.range_start.to_string() + " is outside " + r.subnet.to_string());
+      if (!r.subnet.contains(r.range_end)) return bad(p + ".rangeEnd", r.range_end.to_string() + " is outside " + r.subnet.to_string());
+      if (r.range_end < r.range_start) return bad(p + ".rangeStart", "is after rangeEnd");
+      if (!r.subnet.contains(r.gateway)) return bad(p + ".gateway", r.gateway.to_string() + " is outside " + r.subnet.to_string());
+    }
+  }
+  if (auto p = scope_problem(c.scope)) return bad("scope", "'" + c.scope + "' " + *p);
+  if (c.orphan_grace.count() < 0) return bad("orphan_grace", "must not be negative");
+  return {};
+}
+
 // ---- TOML out -----------------------------------------------------------------------
 
 std::string to_toml(const config& c) {

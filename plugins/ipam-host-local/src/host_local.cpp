@@ -205,6 +205,7 @@ host_local_ipam::host_local_ipam(any_datastore ds, host_local::config cfg, std::
   s->cursor_name = host_local::handle_name(s->cfg.scope, s->node.empty() ? "-" : s->node);
   for (auto& rs : s->cfg.ranges) s->set_keys.push_back(set_key(rs));
   if (!s->ds) throw error_exception(errc::invalid, "host-local: no datastore (the host must give the IPAM part a datastore)");
+  if (auto c = host_local::check_config(s->cfg); !c) throw error_exception(c.error());
   s_ = std::move(s);
 }
 
@@ -692,24 +693,22 @@ result<gc_report> host_local_ipam::gc(std::string_view prefix, const std::set<st
     }
     std::string h = get_string(*o, "handle");
     if (h.compare(0, prefix.size(), prefix) != 0) continue;
-    bool dead = !valid.count(h);
-    if (!dead) {
-      long long created = 0;
-      try {
-        created = std::stoll(get_string(*o, "created"));
-      } catch (...) {
-        created = 0;
-      }
-      // Only if no handle lists it now (it may have been written since our list).
-      if (now - created < st.cfg.orphan_grace.count()) continue;
-      resource_key hk{std::string(host_local::handle_kind), "", host_local::handle_name(st.cfg.scope, h)};
-      if (auto cur = st.ds.get(hk)) {
-        if (auto rec = read_handle(*cur)) {
-          auto a = address_from_name(ar.name, st.prefix);
-          bool still = false;
-          for (auto& e : rec->entries) still |= a && e.address == *a && e.revision == ar.revision;
-          if (still) continue;
-        }
+    const bool dead = !valid.count(h);
+    long long created = 0;
+    try {
+      created = std::stoll(get_string(*o, "created"));
+    } catch (...) {
+      created = 0;
+    }
+    if (now - created < st.cfg.orphan_grace.count()) continue;  // maybe an assign in flight
+    // Only if no handle lists it now (its handle may have been written since our list).
+    resource_key hk{std::string(host_local::handle_kind), "", host_local::handle_name(st.cfg.scope, h)};
+    if (auto cur = st.ds.get(hk)) {
+      if (auto rec = read_handle(*cur)) {
+        auto a = address_from_name(ar.name, st.prefix);
+        bool still = false;
+        for (auto& e : rec->entries) still |= a && e.address == *a && e.revision == ar.revision;
+        if (still) continue;
       }
     }
     auto r = st.ds.remove(ar.key(), ar.revision);

@@ -128,6 +128,10 @@ result<config> parse_config(std::string_view toml_text, std::string_view file = 
 /// errc::invalid, one line per problem.
 result<config> config_from_json(const boost::json::object& ipam, const config& base = {}, std::string_view path = "ipam");
 
+/// Checks a configuration built in code (families, bounds, scope); read_config() and
+/// config_from_json() results always pass. host_local_ipam's constructor calls it.
+result<void> check_config(const config& c);
+
 /// The configuration as the body of a TOML table (keys ranges, reserved, scope,
 /// orphan_grace_seconds), e.g. to pass a CNI-derived plan through the plugin loader:
 ///   "[ipam]\nplugin = \"host-local\"\n" + to_toml(cfg)
@@ -146,6 +150,8 @@ struct state;
 /// any number of threads and processes may use one datastore at once.
 class host_local_ipam {
  public:
+  /// Throws cnf::error_exception (errc::invalid) for an empty datastore or a configuration
+  /// that check_config() refuses.
   host_local_ipam(any_datastore ds, host_local::config cfg, std::string node = {}, logger* log = nullptr);
 
   /// Addresses for req.handle: every req.requested address (each must lie in a range,
@@ -164,9 +170,10 @@ class host_local_ipam {
   result<ipam_usage> usage() const;
   /// Every address in use in this scope, with its handle and attributes.
   result<std::vector<allocation>> allocations() const;
-  /// Releases every handle starting with `prefix` that is not in `valid`, and allocations
-  /// of such handles that no handle lists (left by a crash during assign) once they are
-  /// older than orphan_grace.
+  /// Releases every handle starting with `prefix` that is not in `valid` (at once), and
+  /// allocations of handles starting with `prefix` that no handle lists (left by a crash
+  /// between the two writes of an assign) once older than orphan_grace, whether or not the
+  /// handle is valid: younger ones may belong to an assign still in flight.
   result<gc_report> gc(std::string_view prefix, const std::set<std::string>& valid) const;
 
   const host_local::config& configuration() const noexcept;
