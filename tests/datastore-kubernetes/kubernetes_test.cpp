@@ -110,11 +110,20 @@ TEST_CASE("create, get, update with compare-and-swap, remove with a revision", "
   CHECK(ds.remove({"IPPool", "", "default-ipv4"}, {}).error().code == cnf::errc::not_found);
   CHECK(ds.update(*forced).error().code == cnf::errc::not_found);
 
+  // An update that changes nothing is still a write (the stand-in, like the API server,
+  // would otherwise keep the revision and send no event).
+  auto again = ds.create(make("IPPool", "same", R"({"cidr":"10.1.0.0/16"})")).value();
+  auto same1 = ds.update(again).value();
+  CHECK(rev(same1.revision) > rev(again.revision));
+  auto same2 = ds.update(same1).value();
+  CHECK(rev(same2.revision) > rev(same1.revision));
+  CHECK(same_json(same2.spec, again.spec));
+
   auto st = ds.status();
   REQUIRE(st);
   CHECK(st->backend == "kubernetes");
   CHECK(st->endpoint == s.url());
-  CHECK(rev(st->revision) >= rev(forced->revision));
+  CHECK(rev(st->revision) >= rev(same2.revision));
 }
 
 TEST_CASE("names that are not DNS-1123 go through the API server encoded", "[kubernetes][names]") {

@@ -23,6 +23,7 @@ using steady = std::chrono::steady_clock;
 constexpr std::size_t page_size = 500;
 constexpr std::size_t max_pending_line = 64u << 20;
 constexpr std::chrono::seconds token_reread{60};
+constexpr std::string_view replaces_annotation = "cnf.dev/replaces";
 
 bool is_dns1123_label(std::string_view s) noexcept {
   return s.size() <= 63 && s.find('.') == std::string_view::npos && is_dns1123_subdomain(s);
@@ -282,7 +283,13 @@ struct datastore::impl : std::enable_shared_from_this<datastore::impl> {
       for (auto& [k, v] : r.labels) l[k] = v;
       meta["labels"] = std::move(l);
     }
-    if (with_revision) meta["resourceVersion"] = r.revision;
+    if (with_revision) {
+      meta["resourceVersion"] = r.revision;
+      // The API server skips a PUT that changes nothing (same resourceVersion, no event);
+      // cnf promises that every update is a write. Naming the replaced revision makes
+      // every PUT a change, since revisions only grow.
+      meta["annotations"] = json::object{{replaces_annotation, r.revision}};
+    }
     json::object o;
     o["apiVersion"] = opt.group + "/" + opt.version;
     o["kind"] = r.kind;

@@ -13,8 +13,10 @@
 // and revision are the object's metadata.name (encoded with encode_name() when it is not
 // a DNS-1123 subdomain), metadata.namespace, metadata.labels and metadata.resourceVersion;
 // cnf's spec is the object's `spec`. update() is a PUT carrying the revision as
-// metadata.resourceVersion (409 -> errc::conflict), create() a POST (409 ->
-// errc::already_exists), remove() a DELETE with preconditions.resourceVersion.
+// metadata.resourceVersion (409 -> errc::conflict) and the annotation
+// cnf.dev/replaces=<that revision>, so that every update is a write with a new revision
+// even when nothing else changed; create() is a POST (409 -> errc::already_exists),
+// remove() a DELETE with preconditions.resourceVersion. Other annotations are not kept.
 //
 // Transport: HTTPS (Boost.Beast + Asio SSL) over kept-alive connections; plain HTTP only
 // with insecure_http = true. Every call is bounded by `timeout`; an unreachable server
