@@ -106,13 +106,25 @@ HL_CASE("round robin: after a release the next address is taken, not the freed o
 
 HL_CASE("the cursor is per node: another node starts at the beginning") {
   auto ds = new_store();
-  auto c = cfg(R"(ranges = [[{ subnet = "10.1.0.0/28" }]])");
-  cnf::host_local_ipam n1(ds, c, "node-1"), n2(ds, c, "node-2");
+  auto conf = cfg(R"(ranges = [[{ subnet = "10.1.0.0/28" }]])");
+  cnf::host_local_ipam n1(ds, conf, "node-1"), n2(ds, conf, "node-2");
   CHECK(n1.assign(req("a")).value()[0].address.address() == ip("10.1.0.2"));
   CHECK(n1.assign(req("b")).value()[0].address.address() == ip("10.1.0.3"));
   // node-2 has no cursor: it probes .2 and .3 (taken) and gets .4; no duplicate.
-  CHECK(n2.assign(req("c")).value()[0].address.address() == ip("10.1.0.4"));
+  auto c = req("c");
+  c.node.clear();  // the IPAM's own node
+  CHECK(n2.assign(c).value()[0].address.address() == ip("10.1.0.4"));
   CHECK(count_kind(ds, hl::cursor_kind) == 2);
+  // A request naming its node uses that node's cursor (node-1's: after .3, so .5).
+  auto d = req("d");
+  d.node = "node-1";
+  CHECK(n2.assign(d).value()[0].address.address() == ip("10.1.0.5"));
+  auto e = req("e");
+  e.node = "node-3";
+  CHECK(n2.assign(e).value()[0].address.address() == ip("10.1.0.6"));
+  CHECK(count_kind(ds, hl::cursor_kind) == 3);
+  auto all = n2.allocations().value();
+  REQUIRE(all.size() == 5);
 }
 
 HL_CASE("reserved addresses and prefixes, and an explicit gateway, are never handed out") {

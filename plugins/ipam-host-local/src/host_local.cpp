@@ -164,6 +164,7 @@ struct handle_entry {
 
 struct handle_record {
   std::string handle;
+  std::string node;
   std::vector<handle_entry> entries;
 };
 
@@ -172,6 +173,7 @@ result<handle_record> read_handle(const resource& r) {
   if (!o) return o.error();
   handle_record h;
   h.handle = get_string(*o, "handle");
+  h.node = get_string(*o, "node");
   auto* arr = o->if_contains("addresses");
   if (h.handle.empty() || !arr || !arr->is_array())
     return error(errc::invalid, r.key().to_string() + ": spec needs \"handle\" (string) and \"addresses\" (array)");
@@ -187,10 +189,10 @@ result<handle_record> read_handle(const resource& r) {
   return h;
 }
 
-std::string handle_spec(const handle_record& h, const std::string& node) {
+std::string handle_spec(const handle_record& h) {
   json::array arr;
   for (auto& e : h.entries) arr.push_back(json::object{{"address", e.address.to_string()}, {"revision", e.revision}, {"range", e.range}});
-  return json::serialize(json::object{{"handle", h.handle}, {"node", node}, {"addresses", std::move(arr)}});
+  return json::serialize(json::object{{"handle", h.handle}, {"node", h.node}, {"addresses", std::move(arr)}});
 }
 
 }  // namespace
@@ -217,6 +219,11 @@ result<std::vector<assigned_address>> host_local_ipam::assign(const assign_reque
   const auto& ds = st.ds;
   if (req.handle.empty()) return error(errc::invalid, "assign: the handle is empty");
   const std::string who = "assign " + req.handle;
+  // The request's node, when it names one, else the node this IPAM was made for.
+  const std::string& node = req.node.empty() ? st.node : req.node;
+  const std::string cursor_name = req.node.empty() || req.node == st.node
+                                      ? st.cursor_name
+                                      : host_local::handle_name(cfg.scope, req.node);
 
   // ---- plan: which range set gives which address (no datastore access yet) ----
   std::vector<std::optional<ip_address>> requested_in(cfg.ranges.size());
@@ -286,7 +293,7 @@ result<std::vector<assigned_address>> host_local_ipam::assign(const assign_reque
   std::map<std::string, std::string> last;
   std::optional<resource> cursor;
   if (!auto_sets.empty()) {
-    auto c = ds.get({std::string(host_local::cursor_kind), "", st.cursor_name});
+    auto c = ds.get({std::string(host_local::cursor_kind), "", cursor_name});
     if (c) {
       cursor = *c;
       if (auto o = parse_spec(*c); o) {
@@ -297,7 +304,7 @@ result<std::vector<assigned_address>> host_local_ipam::assign(const assign_reque
         st.log->warn("host-local: ignoring unreadable cursor: " + o.error().message);
       }
     } else if (c.error().code != errc::not_found) {
-      return with_context(c.error(), who + ": reading " + std::string(host_local::cursor_kind) + "/" + st.cursor_name);
+      return with_context(c.error(), who + ": reading " + std::string(host_local::cursor_kind) + "/" + cursor_name);
     }
   }
 
@@ -325,7 +332,7 @@ result<std::vector<assigned_address>> host_local_ipam::assign(const assign_reque
     r.name = host_local::allocation_name(cfg.scope, a);
     r.spec = json::serialize(json::object{{"address", a.to_string()},
                                           {"handle", req.handle},
-                                          {"node", st.node},
+                                          {"node", node},
                                           {"range", R.subnet.to_string()},
                                           {"attributes", attrs},
                                           {"created", created}});
@@ -421,11 +428,12 @@ result<std::vector<assigned_address>> host_local_ipam::assign(const assign_reque
   // ---- the handle: the index that makes release cheap ----
   handle_record h;
   h.handle = req.handle;
+  h.node = node;
   for (auto& t : taken) h.entries.push_back({t.out.address.address(), t.revision, t.out.pool});
   resource hr;
   hr.kind = host_local::handle_kind;
   hr.name = host_local::handle_name(cfg.scope, req.handle);
-  hr.spec = handle_spec(h, st.node);
+  hr.spec = handle_spec(h);
   if (auto made = ds.create(hr); !made) {
     rollback();
     if (made.error().code == errc::already_exists) {
@@ -446,8 +454,8 @@ result<std::vector<assigned_address>> host_local_ipam::assign(const assign_reque
     for (auto& t : taken) l[st.set_keys[t.set]] = t.out.address.address().to_string();
     resource c;
     c.kind = host_local::cursor_kind;
-    c.name = st.cursor_name;
-    c.spec = json::serialize(json::object{{"node", st.node}, {"last", std::move(l)}});
+    c.name = cursor_name;
+    c.spec = json::serialize(json::object{{"node", node}, {"last", std::move(l)}});
     result<resource> w = error(errc::internal, "");
     if (cursor) {
       c.revision = cursor->revision;
@@ -516,7 +524,7 @@ result<void> drop_from_handle(const host_local::state& st, const std::string& ha
       w = st.ds.remove(hk, cur->revision);
     } else {
       auto upd = *cur;
-      upd.spec = handle_spec(*rec, st.node);
+      upd.spec = handle_spec(*rec);
       auto u = st.ds.update(upd);
       if (!u) w = u.error();
     }
