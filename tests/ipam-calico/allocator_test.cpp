@@ -585,3 +585,40 @@ TEST_CASE("contention in a pool too small for everyone: borrowing, never a dupli
   CHECK(in_use(ds) == 0);
   CHECK(problems(ds, {}) == 0);
 }
+
+TEST_CASE("release from a check report leaves re-assigned addresses alone") {
+  auto ds = fresh();
+  add_pool(ds, "p", "10.150.0.0/24", 28);
+  ci::ipam ipam(ds, "node-1", test_options());
+  auto a = ipam.assign(request("net.leak1", "node-1"));
+  auto b = ipam.assign(request("net.leak2", "node-1"));
+  REQUIRE(a);
+  REQUIRE(b);
+  ci::check_options co;
+  co.live_handles = std::set<std::string>{};
+  auto rep = ci::check(ds, co);
+  REQUIRE(rep);
+  REQUIRE(rep->problems.size() == 2);
+  auto back = ci::parse_check_report(rep->to_json());
+  REQUIRE(back);
+  REQUIRE(back->problems.size() == 2);
+  CHECK(back->problems[0].what == ci::problem::kind::leaked_address);
+  CHECK(back->addresses_in_use == 2);
+  // Between the report and the release, leak2's address is freed and given to a new pod.
+  REQUIRE(ipam.release_handle("net.leak2"));
+  auto want = request("net.new", "node-1", 0);
+  want.requested = {b->front().address.address()};
+  REQUIRE(ipam.assign(want));
+  std::vector<ci::release_item> items;
+  for (auto& p : back->problems) items.push_back({*p.address, p.handle});
+  auto rel = ci::release_addresses(ds, items);
+  REQUIRE(rel);
+  REQUIRE(rel->released.size() == 1);
+  CHECK(rel->released[0].first == a->front().address.address());
+  REQUIRE(rel->held_by_other.size() == 1);
+  CHECK(rel->held_by_other[0].second == "net.new");
+  CHECK(ci::lookup(ds, b->front().address.address())->handle == "net.new");
+  auto bad = ci::parse_check_report(R"({"problems":[{"kind":"nonsense"}]})");
+  REQUIRE_FALSE(bad);
+  CHECK_THAT(bad.error().message, Contains("problems[0].kind"));
+}

@@ -146,3 +146,34 @@ TEST_CASE("local: SIGKILL mid-assign, then gc with the true live set: no leaks, 
   for (auto& h : s.live) REQUIRE(gc_ipam.release_handle(h));
   CHECK(problems(*ds, {}) == 0);
 }
+
+TEST_CASE("local: 50 processes per node on 8 nodes at once", "[stress]") {
+  temp_dir dir;
+  {
+    auto ds = open_local(dir.path);
+    REQUIRE(ds);
+    add_pool(*ds, "big", "10.214.0.0/16", 26);
+  }
+  reaper r;
+  auto t0 = std::chrono::steady_clock::now();
+  r.pids = spawn("local", local_profile(dir.path), dir.path, 8, 50, 2, 1, 26);
+  int failed = 0;
+  for (auto p : r.pids) {
+    int st = 0;
+    REQUIRE(::waitpid(p, &st, 0) == p);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) ++failed;
+  }
+  r.pids.clear();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto s = read_events(dir.path);
+  std::printf("400 processes: %zu assigned, %zu errors, %.1fs\n", s.assigned, s.errors.size(), secs);
+  for (auto& e : s.errors) UNSCOPED_INFO(e);
+  CHECK(failed == 0);
+  CHECK(s.errors.empty());
+  CHECK(s.assigned == 800u);
+  CHECK(overlaps(s).empty());
+  CHECK(s.foreign.empty());
+  auto ds = open_local(dir.path);
+  REQUIRE(ds);
+  CHECK(problems(*ds, {}) == 0);
+}

@@ -273,6 +273,7 @@ bool apply(block& b, block_op& op) {
         if (!b.allocations[o]) return;
         auto h = b.handle_of(o);
         if (op.what == block_op::kind::release_handles ? op.handles.count(h) == 0 : (!op.only_handle.empty() && h != op.only_handle)) return;
+        if (auto it = op.expected.find(b.address(o)); it != op.expected.end() && !it->second.empty() && it->second != h) return;
         ords.push_back(o);
         op.released.emplace_back(b.address(o), h);
       };
@@ -1091,13 +1092,15 @@ result<std::uint32_t> state::release_handle(std::string_view hv) {
   return released;
 }
 
-result<release_report> state::release_addresses(std::span<const ip_address> addrs) {
+result<release_report> state::release_addresses(std::span<const release_item> items) {
   release_report rep;
   auto sn = load();
   if (!sn) return sn.error();
+  std::map<ip_address, std::string> expected;
+  for (auto& it : items) expected[it.address] = it.handle;
   std::map<std::string, std::vector<ip_address>> by_block;
   std::vector<ip_address> unresolved;
-  for (auto& a : addrs) {
+  for (auto& [a, h] : expected) {
     if (const pool* p = pool_of((*sn)->pools, a)) by_block[block_name(ip_prefix(a, p->block_size).canonical())].push_back(a);
     else unresolved.push_back(a);
   }
@@ -1106,6 +1109,7 @@ result<release_report> state::release_addresses(std::span<const ip_address> addr
     auto op = std::make_shared<block_op>();
     op->what = block_op::kind::release_addresses;
     op->addresses = list;
+    for (auto& a : list) op->expected[a] = expected[a];
     run(name, op);
     if (op->out == block_op::outcome::failed) return op->err;
     if (op->out == block_op::outcome::corrupt) return op->err;
@@ -1119,8 +1123,12 @@ result<release_report> state::release_addresses(std::span<const ip_address> addr
       rep.released.emplace_back(a, h);
       if (!h.empty() && blk) per_handle[{h, blk->cidr}] += 1;
     }
-    for (auto& a : list)
-      if (std::none_of(op->released.begin(), op->released.end(), [&](auto& x) { return x.first == a; })) rep.not_allocated.push_back(a);
+    for (auto& a : list) {
+      if (std::any_of(op->released.begin(), op->released.end(), [&](auto& x) { return x.first == a; })) continue;
+      auto o = blk ? blk->ordinal(a) : std::nullopt;
+      if (blk && o && blk->allocations[*o]) rep.held_by_other.emplace_back(a, blk->handle_of(*o));
+      else rep.not_allocated.push_back(a);
+    }
     return {};
   };
   for (auto& [name, list] : by_block)
@@ -1346,7 +1354,9 @@ result<void> ipam::release_handle(std::string_view handle) {
 }
 
 result<void> ipam::release_addresses(std::span<const ip_address> addresses) {
-  auto r = s_->release_addresses(addresses);
+  std::vector<release_item> items;
+  for (auto& a : addresses) items.push_back({a, {}});
+  auto r = s_->release_addresses(items);
   if (!r) return r.error();
   return {};
 }

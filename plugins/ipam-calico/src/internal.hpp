@@ -65,6 +65,7 @@ struct block_op {
   // claim_exact / release_addresses
   std::vector<ip_address> addresses;
   std::string only_handle;  ///< release_addresses: only addresses held by this handle
+  std::map<ip_address, std::string> expected;  ///< release_addresses: per-address holder to insist on
   // release_handles
   std::set<std::string> handles;
   // results
@@ -167,7 +168,7 @@ struct state {
   // the operations
   result<std::vector<assigned_address>> assign(const assign_request& r);
   result<std::uint32_t> release_handle(std::string_view handle);
-  result<release_report> release_addresses(std::span<const ip_address> addrs);
+  result<release_report> release_addresses(std::span<const release_item> items);
   result<gc_report> gc(std::string_view prefix, const std::set<std::string>& valid);
   result<std::uint32_t> release_empty(const std::string& node_or_all, bool all_nodes);
   result<std::vector<std::pair<ip_address, ip_prefix>>> find_handle(const std::string& handle);

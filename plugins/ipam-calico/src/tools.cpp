@@ -175,9 +175,15 @@ result<address_info> lookup(const any_datastore& ds, const ip_address& a) {
 }
 
 result<release_report> release_addresses(const any_datastore& ds, std::span<const ip_address> addresses) {
+  std::vector<release_item> items;
+  for (auto& a : addresses) items.push_back({a, {}});
+  return release_addresses(ds, items);
+}
+
+result<release_report> release_addresses(const any_datastore& ds, std::span<const release_item> items) {
   detail::state st(ds, "", {}, nullptr);
   st.opts.cache_ttl = std::chrono::milliseconds(0);
-  return st.release_addresses(addresses);
+  return st.release_addresses(items);
 }
 
 std::string_view to_string(problem::kind k) noexcept {
@@ -211,6 +217,52 @@ std::string check_report::to_json() const {
   }
   o["problems"] = std::move(ps);
   return json::serialize(o);
+}
+
+result<check_report> parse_check_report(std::string_view text) {
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec || !v.is_object()) return error(errc::invalid, "check report: not a JSON object" + (ec ? " (" + ec.message() + ")" : std::string()));
+  auto& o = v.as_object();
+  check_report rep;
+  auto count = [&](const char* k) -> std::uint64_t {
+    auto* x = o.if_contains(k);
+    return x && x->is_int64() && x->as_int64() >= 0 ? static_cast<std::uint64_t>(x->as_int64()) : (x && x->is_uint64() ? x->as_uint64() : 0);
+  };
+  rep.addresses_in_use = count("addressesInUse");
+  rep.blocks = count("blocks");
+  rep.handles = count("handles");
+  auto* ps = o.if_contains("problems");
+  if (!ps || !ps->is_array()) return error(errc::invalid, "check report: 'problems' must be an array");
+  std::size_t i = 0;
+  for (auto& p : ps->as_array()) {
+    std::string where_ = "check report: problems[" + std::to_string(i++) + "]";
+    if (!p.is_object()) return error(errc::invalid, where_ + ": expected an object");
+    auto& po = p.as_object();
+    auto str = [&](const char* k) -> std::string {
+      auto* x = po.if_contains(k);
+      return x && x->is_string() ? std::string(x->as_string()) : std::string();
+    };
+    problem pr;
+    std::string kind = str("kind");
+    bool known = false;
+    for (int k = 0; k <= static_cast<int>(problem::kind::duplicate_address); ++k)
+      if (to_string(static_cast<problem::kind>(k)) == kind) {
+        pr.what = static_cast<problem::kind>(k);
+        known = true;
+      }
+    if (!known) return error(errc::invalid, where_ + ".kind: '" + kind + "' is not a problem kind");
+    pr.resource = str("resource");
+    pr.message = str("message");
+    pr.handle = str("handle");
+    if (auto a = str("address"); !a.empty()) {
+      auto ip = ip_address::parse(a);
+      if (!ip) return error(errc::invalid, where_ + ".address: " + ip.error().message);
+      pr.address = *ip;
+    }
+    rep.problems.push_back(std::move(pr));
+  }
+  return rep;
 }
 
 namespace {

@@ -314,9 +314,22 @@ result<check_report> check(const any_datastore& ds, const check_options& o = {})
 struct release_report {
   std::vector<std::pair<ip_address, std::string>> released;  ///< address, handle it had
   std::vector<ip_address> not_allocated;
+  std::vector<std::pair<ip_address, std::string>> held_by_other;  ///< address, its current handle
 };
 /// Releases addresses whatever holds them (`cnf ipam release --ip`), fixing IPAMHandles.
 result<release_report> release_addresses(const any_datastore& ds, std::span<const ip_address> addresses);
+
+/// One address to release, only while `handle` still holds it (empty: whatever holds it).
+struct release_item {
+  ip_address address;
+  std::string handle;
+};
+/// `cnf ipam release --from-report`: an address that was re-assigned since the report was
+/// written is left alone and listed in held_by_other.
+result<release_report> release_addresses(const any_datastore& ds, std::span<const release_item> items);
+
+/// Reads a report written by check_report::to_json().
+result<check_report> parse_check_report(std::string_view json_text);
 
 }  // namespace calico_ipam
 CNF_END_NAMESPACE
