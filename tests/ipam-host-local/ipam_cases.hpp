@@ -296,6 +296,10 @@ HL_CASE("a handle cannot be assigned twice; the first assignment stays intact") 
   auto empty = ipam.assign(req(""));
   REQUIRE(!empty);
   CHECK(empty.error().code == cnf::errc::invalid);
+  auto nothing = ipam.assign(req("net.none", 0, 0));
+  REQUIRE(!nothing);
+  CHECK(nothing.error().code == cnf::errc::invalid);
+  CHECK(count_kind(ds, hl::handle_kind) == 0);
 }
 
 HL_CASE("release_handle is idempotent; release_addresses frees single addresses") {

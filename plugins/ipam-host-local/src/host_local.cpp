@@ -289,6 +289,9 @@ result<std::vector<assigned_address>> host_local_ipam::assign(const assign_reque
     }
   }
 
+  if (req.requested.empty() && auto_sets.empty())
+    return error(errc::invalid, who + ": nothing to assign (num_v4 and num_v6 are 0 and no address is requested)");
+
   // ---- the node's cursor: where the last assignment in each range set stopped ----
   std::map<std::string, std::string> last;
   std::optional<resource> cursor;
