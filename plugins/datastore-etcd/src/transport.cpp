@@ -1,14 +1,17 @@
-// The etcd client's HTTP transport: Boost.Beast over Asio (plain TCP or OpenSSL), C++20
-// coroutines on one I/O thread. This is the only translation unit of the plugin that
-// includes Asio and Beast (they are expensive to compile).
+// The etcd client's HTTP transport: Boost.Beast over Asio (plain TCP or OpenSSL), with C++20
+// coroutines. This is the only translation unit of the plugin that includes Asio and Beast
+// (they are expensive to compile).
 //
 // Shape:
-//  * one io_context and one thread per transport; callers block on a std::future with a
-//    backstop a little longer than the timeout, so no call can hang even if a resolver
-//    or a TLS handshake misbehaves;
-//  * per endpoint, a pool of idle kept-alive connections (taken and returned on the I/O
-//    thread only, so no lock); a request on a pooled connection that dies before any reply
-//    byte (the server closed it while idle, or restarted) is sent again on a fresh one;
+//  * no I/O thread: each calling thread has its own io_context and runs it for the length
+//    of its call, so a request costs no hand-off between threads and concurrent callers
+//    do not queue behind one another; a backstop a little longer than the timeout ends
+//    the call even if a resolver misbehaves;
+//  * per calling thread and endpoint, a few idle kept-alive connections; a request on a
+//    pooled connection that dies before any reply byte (the server closed it while idle,
+//    or restarted) is sent again on a fresh one;
+//  * a watch stream is read synchronously by the watch's own thread once its headers are
+//    in (the open itself has the deadline), so an event reaches the callback directly;
 //  * endpoints are tried from the last one that worked; a request that may have reached
 //    etcd is sent to another endpoint only when it is idempotent (a read);
 //  * every socket operation carries the call's deadline (beast::tcp_stream expiry);
@@ -17,16 +20,12 @@
 #include "transport.hpp"
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/use_future.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -34,6 +33,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -41,8 +41,7 @@
 #include <algorithm>
 #include <atomic>
 #include <charconv>
-#include <condition_variable>
-#include <deque>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -200,147 +199,105 @@ struct exchange_result {
   bool keep_alive = false;
 };
 
-// Shared between the I/O thread (which fills it) and the watch thread (which drains it).
-class stream_state final : public line_stream, public std::enable_shared_from_this<stream_state> {
+// A watch stream after its headers: read synchronously by the thread that consumes it
+// (the watch's thread), so an event costs no hand-off between threads. close() may come
+// from any thread: it shuts the socket down, which ends a blocked read.
+class stream_state final : public line_stream {
  public:
-  stream_state(net::io_context& ioc, std::unique_ptr<connection> c, std::unique_ptr<http::response_parser<http::buffer_body>> p,
-               std::string ep)
-      : ioc_(ioc), conn_(std::move(c)), parser_(std::move(p)), endpoint_(std::move(ep)) {}
+  stream_state(std::unique_ptr<connection> c, std::unique_ptr<http::response_parser<http::buffer_body>> p, std::string ep)
+      : conn_(std::move(c)), parser_(std::move(p)), endpoint_(std::move(ep)), fd_(conn_->lowest().socket().native_handle()) {}
+
+  ~stream_state() override { conn_->close(); }
 
   result<std::string> next() override {
-    std::unique_lock lk(mu_);
-    cv_.wait(lk, [&] { return closed_ || !lines_.empty() || end_; });
-    if (closed_) return error(errc::unavailable, "etcd " + endpoint_ + ": watch stream closed");
-    if (!lines_.empty()) {
-      auto s = std::move(lines_.front());
-      lines_.pop_front();
-      return s;
+    for (;;) {
+      if (closed_) return error(errc::unavailable, "etcd " + endpoint_ + ": watch stream closed");
+      if (auto nl = partial_.find('\n', scanned_); nl != std::string::npos) {
+        std::string line = partial_.substr(0, nl);
+        partial_.erase(0, nl + 1);
+        scanned_ = 0;
+        if (line.empty() || line == "\r") continue;
+        return line;
+      }
+      scanned_ = partial_.size();
+      if (end_) {
+        if (!partial_.empty()) {  // a last message without its newline
+          std::string line = std::move(partial_);
+          partial_.clear();
+          scanned_ = 0;
+          return line;
+        }
+        return *end_;
+      }
+      if (partial_.size() > max_stream_line) {
+        end_ = error(errc::unavailable, "etcd " + endpoint_ + ": a watch message exceeds " + std::to_string(max_stream_line) + " bytes");
+        partial_.clear();
+        continue;
+      }
+      read_more();
     }
-    return *end_;
   }
 
   void close() noexcept override {
-    {
-      std::lock_guard lk(mu_);
-      if (closed_) return;
-      closed_ = true;
-    }
-    cv_.notify_all();
-    net::post(ioc_, [self = shared_from_this()] { self->conn_->close(); });
+    std::lock_guard lk(mu_);
+    if (closed_.exchange(true)) return;
+    ::shutdown(fd_, SHUT_RDWR);  // the reader's blocked read returns; the fd is closed by the owner
   }
 
   const std::string& endpoint() const noexcept override { return endpoint_; }
 
-  // I/O thread: reads the body until it ends or fails.
-  template <class Stream>
-  net::awaitable<void> pump(Stream& s) {
-    auto self = shared_from_this();
-    std::vector<char> buf(16384);
-    for (;;) {
-      parser_->get().body().data = buf.data();
-      parser_->get().body().size = buf.size();
-      error_code ec;
-      co_await http::async_read_some(s, conn_->buffer, *parser_, net::redirect_error(net::use_awaitable, ec));
-      if (ec == http::error::need_buffer) ec = {};
-      std::size_t n = buf.size() - parser_->get().body().size;
-      if (n && !feed(std::string_view(buf.data(), n))) co_return;
-      if (ec) {
-        bool was_closed;
-        { std::lock_guard lk(mu_); was_closed = closed_; }
-        finish(error(errc::unavailable, "etcd " + endpoint_ + ": watch stream " +
-                                            (was_closed ? std::string("closed") : "broken: " + ec.message())));
-        co_return;
-      }
-      if (parser_->is_done()) {
-        finish(error(errc::unavailable, "etcd " + endpoint_ + ": the server ended the watch stream"));
-        co_return;
-      }
-    }
-  }
-
-  net::awaitable<void> run() {
-    if (conn_->tls) co_await pump(*conn_->tls);
-    else co_await pump(*conn_->plain);
-    conn_->close();
-  }
-
  private:
-  bool feed(std::string_view data) {
-    std::size_t queued = 0;
-    {
-      std::lock_guard lk(mu_);
-      partial_.append(data);
-      std::size_t start = 0;
-      for (;;) {
-        auto nl = partial_.find('\n', start);
-        if (nl == std::string::npos) break;
-        if (nl > start) { lines_.emplace_back(partial_.substr(start, nl - start)); ++queued; }
-        start = nl + 1;
-      }
-      partial_.erase(0, start);
-      if (partial_.size() > max_stream_line) {
-        end_ = error(errc::unavailable, "etcd " + endpoint_ + ": a watch message exceeds " + std::to_string(max_stream_line) + " bytes");
-        cv_.notify_all();
-        conn_->close();
-        return false;
-      }
-    }
-    if (queued) cv_.notify_all();
-    return true;
-  }
-  void finish(error e) {
-    {
-      std::lock_guard lk(mu_);
-      if (!partial_.empty()) { lines_.emplace_back(std::move(partial_)); partial_.clear(); }
-      if (!end_) end_ = std::move(e);
-    }
-    cv_.notify_all();
+  void read_more() {
+    char buf[16384];
+    parser_->get().body().data = buf;
+    parser_->get().body().size = sizeof buf;
+    error_code ec;
+    if (conn_->tls) http::read_some(*conn_->tls, conn_->buffer, *parser_, ec);
+    else http::read_some(*conn_->plain, conn_->buffer, *parser_, ec);
+    if (ec == http::error::need_buffer) ec = {};
+    partial_.append(buf, sizeof buf - parser_->get().body().size);
+    if (ec) end_ = error(errc::unavailable, "etcd " + endpoint_ + ": watch stream " + (closed_ ? std::string("closed") : "broken: " + ec.message()));
+    else if (parser_->is_done()) end_ = error(errc::unavailable, "etcd " + endpoint_ + ": the server ended the watch stream");
   }
 
-  net::io_context& ioc_;
   std::unique_ptr<connection> conn_;
   std::unique_ptr<http::response_parser<http::buffer_body>> parser_;
   std::string endpoint_;
+  int fd_;
   std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::string> lines_;
+  std::atomic<bool> closed_{false};
+  // Reader thread only:
   std::string partial_;
+  std::size_t scanned_ = 0;
   std::optional<error> end_;
-  bool closed_ = false;
-};
-
-// Owns a stream_state for the caller; closing on destruction.
-class stream_handle final : public line_stream {
- public:
-  explicit stream_handle(std::shared_ptr<stream_state> s) : s_(std::move(s)) {}
-  ~stream_handle() override { s_->close(); }
-  result<std::string> next() override { return s_->next(); }
-  void close() noexcept override { s_->close(); }
-  const std::string& endpoint() const noexcept override { return s_->endpoint(); }
- private:
-  std::shared_ptr<stream_state> s_;
 };
 
 // What one endpoint did with one request.
 struct outcome {
   std::optional<reply> ok;
-  std::shared_ptr<stream_state> stream;  // for streaming requests
+  std::unique_ptr<stream_state> stream;  // for streaming requests
   error err;
   bool next_endpoint = false;  // worth trying the next endpoint
 };
 
+// What a calling thread owns: its io_context (run by that thread during its calls only)
+// and its idle connections per endpoint.
+struct caller_state {
+  net::io_context ioc{1};
+  std::vector<std::vector<std::unique_ptr<connection>>> idle;
+};
+
 class transport_impl final : public transport {
  public:
-  explicit transport_impl(transport_options o) : opts_(std::move(o)), idle_(opts_.endpoints.size()), tokens_(opts_.endpoints.size()) {}
+  explicit transport_impl(transport_options o) : opts_(std::move(o)), tokens_(opts_.endpoints.size()) {}
 
   ~transport_impl() override {
-    work_.reset();
-    ioc_.stop();
-    if (thread_.joinable()) thread_.join();
-    // The I/O thread is gone: the pool can be touched from here.
-    for (auto& q : idle_)
-      for (auto& c : q) c->close();
-    idle_.clear();
+    // No call is running (nobody holds the transport any more): every caller's pool can go.
+    std::lock_guard lk(callers_mu_);
+    for (auto& [id, cs] : callers_)
+      for (auto& q : cs->idle)
+        for (auto& c : q) c->close();
+    callers_.clear();
   }
 
   result<void> init() {
@@ -367,16 +324,6 @@ class transport_impl final : public transport {
           return error(errc::invalid, "key_file '" + opts_.key_file + "' does not match cert_file '" + opts_.cert_file + "'");
       }
     }
-    thread_ = std::thread([this] {
-      for (;;) {
-        try {
-          ioc_.run();
-          return;
-        } catch (...) {
-          // A handler threw; keep the loop alive (calls see their own errors via futures).
-        }
-      }
-    });
     return {};
   }
 
@@ -386,37 +333,74 @@ class transport_impl final : public transport {
 
   result<reply> post(std::string_view path, std::string body, bool idempotent) override {
     auto deadline = clock::now() + opts_.timeout;
-    auto fut = net::co_spawn(ioc_, run(std::string(path), std::move(body), idempotent, false, deadline), net::use_future);
-    auto o = wait(fut, deadline);
+    auto& cs = caller();
+    auto o = drive(cs, run(cs, std::string(path), std::move(body), idempotent, false, deadline), deadline);
     if (!o.ok) return std::move(o.err);
     return std::move(*o.ok);
   }
 
   result<std::unique_ptr<line_stream>> stream(std::string_view path, std::string body) override {
     auto deadline = clock::now() + opts_.timeout;
-    auto fut = net::co_spawn(ioc_, run(std::string(path), std::move(body), true, true, deadline), net::use_future);
-    auto o = wait(fut, deadline);
+    auto& cs = caller();
+    auto o = drive(cs, run(cs, std::string(path), std::move(body), true, true, deadline), deadline);
     if (!o.stream) return std::move(o.err);
-    auto st = o.stream;
-    net::co_spawn(ioc_, [st]() -> net::awaitable<void> { co_await st->run(); }, net::detached);
-    return std::unique_ptr<line_stream>(std::make_unique<stream_handle>(std::move(st)));
+    return std::unique_ptr<line_stream>(std::move(o.stream));
   }
 
  private:
-  // Waits for the I/O thread; the backstop covers anything the socket deadlines miss.
-  outcome wait(std::future<outcome>& fut, clock::time_point deadline) {
-    if (fut.wait_until(deadline + std::chrono::seconds(2)) != std::future_status::ready) {
+  caller_state& caller() {
+    std::lock_guard lk(callers_mu_);
+    auto& cs = callers_[std::this_thread::get_id()];
+    if (!cs) {
+      cs = std::make_unique<caller_state>();
+      cs->idle.resize(opts_.endpoints.size());
+    }
+    return *cs;
+  }
+
+  // Runs one call's coroutine on the calling thread's io_context until it finishes. The
+  // socket deadlines end it in time; the backstop covers anything they could miss (a
+  // resolver that hangs): the call then fails, and what is left runs on this thread's
+  // next call, writing into a result nobody reads any more.
+  outcome drive(caller_state& cs, net::awaitable<outcome> op, clock::time_point deadline) {
+    auto slot = std::make_shared<std::optional<outcome>>();
+    net::co_spawn(cs.ioc, std::move(op), [slot](std::exception_ptr e, outcome o) {
+      if (e) {
+        o = outcome{};
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+          o.err = error(errc::internal, std::string("etcd: unexpected failure: ") + x.what());
+        } catch (...) {
+          o.err = error(errc::internal, "etcd: unexpected failure");
+        }
+      }
+      *slot = std::move(o);
+    });
+    const auto backstop = deadline + std::chrono::seconds(2);
+    cs.ioc.restart();
+    while (!*slot && clock::now() < backstop) {
+      try {
+        cs.ioc.run_one_until(backstop);
+      } catch (...) {
+        // A handler threw; the coroutine's own failure reaches the slot.
+      }
+    }
+    if (!*slot) {
       outcome o;
       o.err = error(errc::unavailable, "etcd " + current_endpoint() + ": no reply within " + ms_text(opts_.timeout) + " (timeout_ms)");
       return o;
     }
-    try {
-      return fut.get();
-    } catch (const std::exception& e) {
-      outcome o;
-      o.err = error(errc::internal, "etcd " + current_endpoint() + ": unexpected failure: " + e.what());
-      return o;
-    }
+    return std::move(**slot);
+  }
+
+  std::string token_for(std::size_t i) {
+    std::lock_guard lk(tokens_mu_);
+    return tokens_[i];
+  }
+  void set_token(std::size_t i, std::string t) {
+    std::lock_guard lk(tokens_mu_);
+    tokens_[i] = std::move(t);
   }
 
   error ep_error(std::size_t i, errc c, const std::string& what) const {
@@ -436,7 +420,7 @@ class transport_impl final : public transport {
   }
 
   // All endpoints, starting from the one that worked last.
-  net::awaitable<outcome> run(std::string path, std::string body, bool idempotent, bool streaming, clock::time_point deadline) {
+  net::awaitable<outcome> run(caller_state& cs, std::string path, std::string body, bool idempotent, bool streaming, clock::time_point deadline) {
     const std::size_t n = opts_.endpoints.size();
     const std::size_t start = preferred_.load() % n;
     std::vector<error> failures;
@@ -453,7 +437,7 @@ class transport_impl final : public transport {
       // accepts connections but never answers must not eat the whole budget either).
       // (No temporaries inside co_await expressions: g++ 12 mis-destroys some of them.)
       const auto attempt_deadline = idempotent ? connect_deadline : deadline;
-      auto o = co_await attempt(i, path, body, idempotent, streaming, connect_deadline, attempt_deadline);
+      auto o = co_await attempt(cs, i, path, body, idempotent, streaming, connect_deadline, attempt_deadline);
       if (o.ok || o.stream) {
         preferred_.store(i);
         co_return o;
@@ -473,32 +457,30 @@ class transport_impl final : public transport {
     co_return o;
   }
 
-  std::unique_ptr<connection> take_idle(std::size_t i) {
-    if (idle_.size() <= i || idle_[i].empty()) return nullptr;
-    auto c = std::move(idle_[i].back());
-    idle_[i].pop_back();
+  static std::unique_ptr<connection> take_idle(caller_state& cs, std::size_t i) {
+    if (cs.idle[i].empty()) return nullptr;
+    auto c = std::move(cs.idle[i].back());
+    cs.idle[i].pop_back();
     return c;
   }
-  void give_back(std::unique_ptr<connection> c) {
-    if (idle_.size() <= c->ep) return;
-    auto& q = idle_[c->ep];
+  void give_back(caller_state& cs, std::unique_ptr<connection> c) {
+    auto& q = cs.idle[c->ep];
     if (q.size() < opts_.max_idle_per_endpoint) q.push_back(std::move(c));
     else c->close();
   }
-  void drop_idle(std::size_t i) {
-    if (idle_.size() <= i) return;
-    for (auto& c : idle_[i]) c->close();
-    idle_[i].clear();
+  static void drop_idle(caller_state& cs, std::size_t i) {
+    for (auto& c : cs.idle[i]) c->close();
+    cs.idle[i].clear();
   }
 
   // One endpoint: a connection (pooled or new), a token if needed, the request.
-  net::awaitable<outcome> attempt(std::size_t i, const std::string& path, const std::string& body, bool idempotent, bool streaming,
+  net::awaitable<outcome> attempt(caller_state& cs, std::size_t i, const std::string& path, const std::string& body, bool idempotent, bool streaming,
                                   clock::time_point connect_deadline, clock::time_point deadline) {
     const bool auth = !opts_.username.empty();
     bool reauthed = false;
     outcome o;
     for (int round = 0; round < 4; ++round) {
-      auto c = streaming ? nullptr : take_idle(i);
+      auto c = streaming ? nullptr : take_idle(cs, i);
       const bool reused = c != nullptr;
       if (!c) {
         const auto until = std::min(connect_deadline, deadline);
@@ -510,34 +492,34 @@ class transport_impl final : public transport {
         }
         c = std::move(*made);
       }
-      if (auth && tokens_[i].empty()) {
+      if (auth && token_for(i).empty()) {
         auto t = co_await authenticate(*c, deadline);
-        if (t.stale && reused) { drop_idle(i); continue; }
+        if (t.stale && reused) { drop_idle(cs, i); continue; }
         if (!t.err.message.empty()) {
           o.err = std::move(t.err);
           o.next_endpoint = t.transient;
           co_return o;
         }
-        tokens_[i] = std::move(t.token);
+        set_token(i, std::move(t.token));
       }
 
       if (streaming) {
         auto s = co_await open_stream(std::move(c), path, body, deadline);
-        if (s.retry_auth && !reauthed) { reauthed = true; tokens_[i].clear(); continue; }
+        if (s.retry_auth && !reauthed) { reauthed = true; set_token(i, {}); continue; }
         co_return std::move(s.out);
       }
 
-      const std::string token = auth ? tokens_[i] : std::string();
+      const std::string token = auth ? token_for(i) : std::string();
       auto x = co_await exchange(*c, path, body, token, deadline);
       if (x.ec) {
         c->close();
-        if (reused && !x.got_some && x.ec != beast::error::timeout) { drop_idle(i); continue; }  // stale pooled connection
+        if (reused && !x.got_some && x.ec != beast::error::timeout) { drop_idle(cs, i); continue; }  // stale pooled connection
         o.err = ep_error(i, errc::unavailable,
                          (x.wrote && !idempotent ? "the request may or may not have been applied: " : std::string()) + io_text(x.ec, i));
         o.next_endpoint = !x.wrote || idempotent;
         co_return o;
       }
-      if (x.keep_alive) give_back(std::move(c));
+      if (x.keep_alive) give_back(cs, std::move(c));
       else c->close();
       if (x.status == 200) {
         o.ok = reply{std::move(x.body), opts_.endpoints[i].url};
@@ -546,7 +528,7 @@ class transport_impl final : public transport {
       auto g = parse_gateway_error(x.status, x.body);
       if (g.code == g_unauthenticated && auth && !reauthed) {
         reauthed = true;
-        tokens_[i].clear();
+        set_token(i, {});
         continue;
       }
       o.err = ep_error(i, map_grpc(g.code, x.status), g.message);
@@ -725,7 +707,7 @@ class transport_impl final : public transport {
   net::awaitable<open_result> open_stream(std::unique_ptr<connection> c, const std::string& path, const std::string& body, clock::time_point deadline) {
     open_result r;
     const auto i = c->ep;
-    auto req = make_request(*c, path, body, opts_.username.empty() ? std::string() : tokens_[i]);
+    auto req = make_request(*c, path, body, opts_.username.empty() ? std::string() : token_for(i));
     auto p = std::make_unique<http::response_parser<http::buffer_body>>();
     p->body_limit(boost::none);
     exchange_result x;
@@ -755,19 +737,17 @@ class transport_impl final : public transport {
     ::setsockopt(sock.native_handle(), IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
     ::setsockopt(sock.native_handle(), IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
     ::setsockopt(sock.native_handle(), IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
-    r.out.stream = std::make_shared<stream_state>(ioc_, std::move(c), std::move(p), opts_.endpoints[i].url);
+    r.out.stream = std::make_unique<stream_state>(std::move(c), std::move(p), opts_.endpoints[i].url);
     co_return r;
   }
 
   transport_options opts_;
-  net::io_context ioc_{1};
-  std::optional<net::executor_work_guard<net::io_context::executor_type>> work_{net::make_work_guard(ioc_)};
   std::optional<ssl::context> ssl_;
-  std::thread thread_;
   std::atomic<std::size_t> preferred_{0};
-  // I/O thread only:
-  std::vector<std::vector<std::unique_ptr<connection>>> idle_;
-  std::vector<std::string> tokens_;
+  std::mutex callers_mu_;
+  std::map<std::thread::id, std::unique_ptr<caller_state>> callers_;
+  std::mutex tokens_mu_;
+  std::vector<std::string> tokens_;  // per endpoint
 };
 
 }  // namespace

@@ -30,7 +30,7 @@ struct transport_options {
   std::string ca_file, cert_file, key_file;
   std::string username, password;
   std::chrono::milliseconds timeout{5000};
-  std::size_t max_idle_per_endpoint = 16;
+  std::size_t max_idle_per_endpoint = 4;  ///< per calling thread
 };
 
 /// A successful (HTTP 200) reply and the endpoint that gave it.
@@ -39,7 +39,8 @@ struct reply {
   std::string endpoint;
 };
 
-/// A streaming reply (the watch), split into lines. Thread-safe.
+/// A streaming reply (the watch), split into lines. next() belongs to one thread (it reads
+/// the socket itself); close() may be called from any thread.
 class line_stream {
  public:
   virtual ~line_stream() = default;
@@ -54,7 +55,7 @@ class transport {
  public:
   virtual ~transport() = default;
 
-  /// Loads TLS material and starts the I/O thread; no network traffic yet.
+  /// Loads TLS material; no network traffic yet.
   static result<std::shared_ptr<transport>> create(transport_options o);
 
   /// POSTs a JSON body to `path` (e.g. "/v3/kv/range") and waits for the reply, within the

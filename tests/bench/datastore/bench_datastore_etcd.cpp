@@ -17,6 +17,8 @@
 
 #include "plain_client.hpp"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -57,12 +59,26 @@ cnf::resource bench_resource(int t) {
 // The value cnf stores for bench_resource(t), so the peer writes the same bytes.
 std::string stored_value(const cnf::resource& r) { return R"({"labels":{},"spec":)" + r.spec + "}"; }
 
+// CPU time (user + system) this process has used so far: during a phase only one client
+// runs here (etcd is another process), so the difference is that client's cost.
+double cpu_seconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+struct rate {
+  double per_second = 0;
+  double cpu_us_per_op = 0;
+};
+
 template <class F>
-double run_threads(int threads, double seconds, F&& body) {
+rate run_threads(int threads, double seconds, F&& body) {
   std::atomic<bool> stop{false};
   std::atomic<long> done{0};
   std::vector<std::thread> ts;
   auto t0 = clock_type::now();
+  auto c0 = cpu_seconds();
   for (int t = 0; t < threads; ++t)
     ts.emplace_back([&, t] {
       long n = 0;
@@ -73,10 +89,11 @@ double run_threads(int threads, double seconds, F&& body) {
   stop = true;
   for (auto& t : ts) t.join();
   double elapsed = std::chrono::duration<double>(clock_type::now() - t0).count();
-  return static_cast<double>(done) / elapsed;
+  double cpu = cpu_seconds() - c0;
+  return {static_cast<double>(done) / elapsed, cpu * 1e6 / static_cast<double>(std::max<long>(done, 1))};
 }
 
-double cnf_cas_rate(cnf::etcd_datastore& ds, const options& o) {
+rate cnf_cas_rate(cnf::etcd_datastore& ds, const options& o) {
   return run_threads(o.threads, o.seconds, [&](int t, std::atomic<bool>& stop, long& n) {
     auto r = ds.get(bench_resource(t).key());
     if (!r) die("cnf get: " + r.error().message);
@@ -90,7 +107,7 @@ double cnf_cas_rate(cnf::etcd_datastore& ds, const options& o) {
   });
 }
 
-double plain_cas_rate(const std::string& host, int port, const options& o) {
+rate plain_cas_rate(const std::string& host, int port, const options& o) {
   return run_threads(o.threads, o.seconds, [&](int t, std::atomic<bool>& stop, long& n) {
     bench::plain_client c(host, port);
     auto res = bench_resource(t);
@@ -217,7 +234,7 @@ int main(int argc, char** argv) {
   std::printf("CAS updates: %d threads, %.1f s per round, %d rounds alternating; watch latency: %d sequential writes per round\n\n",
               o.threads, o.seconds, o.rounds, o.events);
 
-  std::vector<double> cnf_rates, plain_rates;
+  std::vector<rate> cnf_rates, plain_rates;
   std::vector<latency> cnf_lat, plain_lat;
   for (int round = 0; round < o.rounds; ++round) {
     // Alternate which goes first so neither always gets the warmer store.
@@ -230,8 +247,8 @@ int main(int argc, char** argv) {
       if ((k == 0) == cnf_first) cnf_lat.push_back(cnf_watch_latency(ds, o));
       else plain_lat.push_back(plain_watch_latency(host, port, o));
     }
-    std::printf("round %d: CAS/s cnf %.0f plain %.0f | watch p50 ms cnf %.2f plain %.2f\n", round + 1, cnf_rates.back(), plain_rates.back(),
-                cnf_lat.back().p50, plain_lat.back().p50);
+    std::printf("round %d: CAS/s cnf %.0f plain %.0f | watch p50 ms cnf %.2f plain %.2f\n", round + 1, cnf_rates.back().per_second,
+                plain_rates.back().per_second, cnf_lat.back().p50, plain_lat.back().p50);
   }
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
@@ -242,9 +259,16 @@ int main(int argc, char** argv) {
     for (auto& l : v) x.push_back(l.*f);
     return median(x);
   };
-  double cr = median(cnf_rates), pr = median(plain_rates);
+  auto med_rate = [&](const std::vector<rate>& v, double rate::*f) {
+    std::vector<double> x;
+    for (auto& r : v) x.push_back(r.*f);
+    return median(x);
+  };
+  double cr = med_rate(cnf_rates, &rate::per_second), pr = med_rate(plain_rates, &rate::per_second);
+  double cc = med_rate(cnf_rates, &rate::cpu_us_per_op), pc = med_rate(plain_rates, &rate::cpu_us_per_op);
   std::printf("\n%-34s %12s %12s %8s\n", "median over rounds", "cnf", "plain Beast", "ratio");
   std::printf("%-34s %12.0f %12.0f %7.2fx\n", "CAS updates/s", cr, pr, cr / pr);
+  std::printf("%-34s %12.1f %12.1f %7.2fx\n", "client CPU per CAS update (us)", cc, pc, pc / cc);
   for (auto [name, f] : {std::pair{"watch latency p50 (ms)", &latency::p50}, std::pair{"watch latency p90 (ms)", &latency::p90},
                          std::pair{"watch latency p99 (ms)", &latency::p99}, std::pair{"watch latency mean (ms)", &latency::mean}}) {
     double c = med_of(cnf_lat, f), p = med_of(plain_lat, f);

@@ -110,7 +110,7 @@ plain_watch::plain_watch(const std::string& host, int port, const std::string& k
   req.set(http::field::host, host + ":" + std::to_string(port));
   req.set(http::field::content_type, "application/json");
   req.body() = R"({"create_request":{"key":")" + base64(key) + R"(","range_end":")" + base64(range_end) + R"(","start_revision":")" +
-               std::to_string(start_revision) + R"("}})";
+               std::to_string(start_revision) + R"(","prev_kv":true,"progress_notify":true}})";  // as cnf asks
   req.prepare_payload();
   http::write(p_->sock, req);
   p_->t = std::thread([p = p_.get(), on_event = std::move(on_event)] {
