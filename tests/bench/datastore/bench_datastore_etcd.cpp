@@ -1,14 +1,15 @@
 // bench_datastore_etcd — cnf's etcd client against a plain Beast client, same etcd, same run.
 //
-//   <build>/tests/bench/datastore/bench_datastore_etcd [--seconds S] [--threads T] [--events N] [--rounds R]
+//   <build>/tests/bench/datastore/bench_datastore_etcd [--seconds S] [--threads T] [--events N] [--rounds R] [--only cnf|plain]
 //
 // Starts a real etcd (tests/support/etcd_server.hpp: 127.0.0.1, free ports, temp data dir)
 // and measures, alternating cnf and the peer for R rounds so drift hits both alike:
 //  1. compare-and-swap updates per second: T threads, each updating its own resource with
 //     the revision the previous update returned (cnf: etcd_datastore::update; peer: the
 //     same /v3/kv/txn request on one kept-alive connection per thread);
-//  2. watch event latency: one writer, one watcher; N sequential writes, each timed from
-//     just before the write call until the watcher's callback sees its revision.
+//  2. watch event latency: one writer, one cnf watch and one plain watch stream; N writes per
+//     round alternating cnf and peer event by event (paired samples), each timed from just
+//     before the write call until that client's watcher sees the write's revision.
 // Prints the figures and the ratio cnf/peer for throughput and peer/cnf for latency (both
 // read "cnf relative to the plain client", 1.0 = as fast, target >= 0.9).
 #include <cnf/plugins/etcd.hpp>
@@ -37,10 +38,11 @@ using namespace std::chrono_literals;
 namespace {
 
 struct options {
-  double seconds = 5;
+  double seconds = 2;
   int threads = 8;
-  int events = 300;
-  int rounds = 3;
+  int events = 200;
+  int rounds = 5;
+  bool cnf = true, plain = true;  // --only cnf|plain (for profiling one side)
 };
 
 [[noreturn]] void die(const std::string& m) {
@@ -155,30 +157,20 @@ struct seen_revision {
   }
 };
 
-latency cnf_watch_latency(cnf::etcd_datastore& ds, const options& o) {
-  seen_revision seen;
+// One writer alternates cnf and the peer event by event, so both see the same machine at
+// the same moment: write with cnf and wait for cnf's watch callback, then write with the
+// plain client and wait for the plain watch stream, and so on.
+void paired_watch_latency(cnf::etcd_datastore& ds, const std::string& host, int port, const options& o, std::vector<double>& cnf_ms,
+                          std::vector<double>& plain_ms) {
+  seen_revision cnf_seen, plain_seen;
   auto r = ds.create(bench_resource(1000));
   if (!r) die("cnf create: " + r.error().message);
   auto h = ds.watch({.kind = "IPAMBlock", .ns = "", .name_prefix = "bench-1000", .revision = r->revision}, [&](const cnf::watch_event& e) {
-    if (e.kind == cnf::watch_event::type::modified) seen.report(std::stoll(e.revision));
+    if (e.kind == cnf::watch_event::type::modified) cnf_seen.report(std::stoll(e.revision));
   });
   if (!h) die("cnf watch: " + h.error().message);
-  std::vector<double> ms;
   cnf::resource cur = *r;
-  for (int i = 0; i < o.events + 10; ++i) {
-    auto t0 = clock_type::now();
-    auto u = ds.update(cur);
-    if (!u) die("cnf update: " + u.error().message);
-    cur = std::move(*u);
-    auto t1 = seen.wait(std::stoll(cur.revision));
-    if (i >= 10) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());  // the first ones warm up
-  }
-  if (!ds.remove(cur.key())) die("cnf remove failed");
-  return summarize(ms);
-}
 
-latency plain_watch_latency(const std::string& host, int port, const options& o) {
-  seen_revision seen;
   bench::plain_client c(host, port);
   auto res = bench_resource(1001);
   auto key = cnf::etcd_resource_key("/cnf", res.key());
@@ -186,16 +178,29 @@ latency plain_watch_latency(const std::string& host, int port, const options& o)
   auto rev = c.put(key, value);
   std::string end = key;
   end.back() = static_cast<char>(end.back() + 1);
-  bench::plain_watch w(host, port, key, end, rev + 1, [&](std::int64_t r) { seen.report(r); });
-  std::vector<double> ms;
-  for (int i = 0; i < o.events + 10; ++i) {
-    auto t0 = clock_type::now();
-    rev = c.cas(key, value, rev);
-    if (!rev) die("plain cas failed");
-    auto t1 = seen.wait(rev);
-    if (i >= 10) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  bench::plain_watch w(host, port, key, end, rev + 1, [&](std::int64_t x) { plain_seen.report(x); });
+
+  for (int i = 0; i < 2 * (o.events + 10); ++i) {
+    bool warm = i >= 20;  // the first writes of each side warm up
+    if (i % 2 == 0) {
+      if (!o.cnf) continue;
+      auto t0 = clock_type::now();
+      auto u = ds.update(cur);
+      if (!u) die("cnf update: " + u.error().message);
+      cur = std::move(*u);
+      auto t1 = cnf_seen.wait(std::stoll(cur.revision));
+      if (warm) cnf_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    } else {
+      if (!o.plain) continue;
+      auto t0 = clock_type::now();
+      rev = c.cas(key, value, rev);
+      if (!rev) die("plain cas failed");
+      auto t1 = plain_seen.wait(rev);
+      if (warm) plain_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    }
   }
-  return summarize(ms);
+  h->cancel();
+  if (!ds.remove(cur.key())) die("cnf remove failed");
 }
 
 }  // namespace
@@ -212,6 +217,12 @@ int main(int argc, char** argv) {
     else if (a == "--threads") o.threads = std::stoi(next());
     else if (a == "--events") o.events = std::stoi(next());
     else if (a == "--rounds") o.rounds = std::stoi(next());
+    else if (a == "--only") {
+      auto w = next();
+      o.cnf = w == "cnf";
+      o.plain = w == "plain";
+      if (!o.cnf && !o.plain) die("--only takes cnf or plain");
+    }
     else die("unknown argument " + a + " (--seconds S --threads T --events N --rounds R)");
   }
   if (auto why = cnf_test::etcd_server::unavailable_reason()) {
@@ -235,29 +246,24 @@ int main(int argc, char** argv) {
               o.threads, o.seconds, o.rounds, o.events);
 
   std::vector<rate> cnf_rates, plain_rates;
-  std::vector<latency> cnf_lat, plain_lat;
+  std::vector<double> cnf_ms, plain_ms;
   for (int round = 0; round < o.rounds; ++round) {
     // Alternate which goes first so neither always gets the warmer store.
     bool cnf_first = round % 2 == 0;
     for (int k = 0; k < 2; ++k) {
-      if ((k == 0) == cnf_first) cnf_rates.push_back(cnf_cas_rate(ds, o));
-      else plain_rates.push_back(plain_cas_rate(host, port, o));
+      if ((k == 0) == cnf_first) cnf_rates.push_back(o.cnf ? cnf_cas_rate(ds, o) : rate{1, 1});
+      else plain_rates.push_back(o.plain ? plain_cas_rate(host, port, o) : rate{1, 1});
     }
-    for (int k = 0; k < 2; ++k) {
-      if ((k == 0) == cnf_first) cnf_lat.push_back(cnf_watch_latency(ds, o));
-      else plain_lat.push_back(plain_watch_latency(host, port, o));
-    }
+    auto n0 = cnf_ms.size(), m0 = plain_ms.size();
+    paired_watch_latency(ds, host, port, o, cnf_ms, plain_ms);
+    auto p50 = [](std::vector<double> v) { return v.empty() ? 0.0 : summarize(std::move(v)).p50; };
     std::printf("round %d: CAS/s cnf %.0f plain %.0f | watch p50 ms cnf %.2f plain %.2f\n", round + 1, cnf_rates.back().per_second,
-                plain_rates.back().per_second, cnf_lat.back().p50, plain_lat.back().p50);
+                plain_rates.back().per_second, p50({cnf_ms.begin() + static_cast<long>(n0), cnf_ms.end()}),
+                p50({plain_ms.begin() + static_cast<long>(m0), plain_ms.end()}));
   }
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
-  };
-  auto med_of = [&](const std::vector<latency>& v, double latency::*f) {
-    std::vector<double> x;
-    for (auto& l : v) x.push_back(l.*f);
-    return median(x);
   };
   auto med_rate = [&](const std::vector<rate>& v, double rate::*f) {
     std::vector<double> x;
@@ -266,13 +272,15 @@ int main(int argc, char** argv) {
   };
   double cr = med_rate(cnf_rates, &rate::per_second), pr = med_rate(plain_rates, &rate::per_second);
   double cc = med_rate(cnf_rates, &rate::cpu_us_per_op), pc = med_rate(plain_rates, &rate::cpu_us_per_op);
-  std::printf("\n%-34s %12s %12s %8s\n", "median over rounds", "cnf", "plain Beast", "ratio");
-  std::printf("%-34s %12.0f %12.0f %7.2fx\n", "CAS updates/s", cr, pr, cr / pr);
+  std::printf("\n%-34s %12s %12s %8s\n", "", "cnf", "plain Beast", "ratio");
+  std::printf("%-34s %12.0f %12.0f %7.2fx\n", "CAS updates/s (median of rounds)", cr, pr, cr / pr);
   std::printf("%-34s %12.1f %12.1f %7.2fx\n", "client CPU per CAS update (us)", cc, pc, pc / cc);
-  for (auto [name, f] : {std::pair{"watch latency p50 (ms)", &latency::p50}, std::pair{"watch latency p90 (ms)", &latency::p90},
-                         std::pair{"watch latency p99 (ms)", &latency::p99}, std::pair{"watch latency mean (ms)", &latency::mean}}) {
-    double c = med_of(cnf_lat, f), p = med_of(plain_lat, f);
-    std::printf("%-34s %12.2f %12.2f %7.2fx\n", name, c, p, p / c);
+  if (!cnf_ms.empty() && !plain_ms.empty()) {
+    auto cl = summarize(cnf_ms), pl = summarize(plain_ms);
+    std::printf("watch latency over %zu + %zu paired events:\n", cnf_ms.size(), plain_ms.size());
+    for (auto [name, f] : {std::pair{"  p50 (ms)", &latency::p50}, std::pair{"  p90 (ms)", &latency::p90}, std::pair{"  p99 (ms)", &latency::p99},
+                           std::pair{"  mean (ms)", &latency::mean}})
+      std::printf("%-34s %12.2f %12.2f %7.2fx\n", name, cl.*f, pl.*f, pl.*f / cl.*f);
   }
   std::printf("(ratio: cnf relative to the plain client; >= 0.9 is the target; for latency it is plain/cnf)\n");
   return 0;
