@@ -59,6 +59,7 @@ TEST_CASE("host-local config: defaults per range") {
   CHECK(c.range_sets(cnf::ip_family::v6) == 1);
   CHECK(c.scope == "default");
   CHECK(c.orphan_grace == std::chrono::seconds(60));
+  CHECK(c.parallel_writes);
   CHECK(c.reserved.empty());
 }
 
@@ -140,6 +141,7 @@ TEST_CASE("host-local config: every error names its key path") {
       {"ranges = [[{ subnet = \"10.0.0.0/24\" }]]\nscope = 3", "ipam.scope", "expected a string"},
       {"ranges = [[{ subnet = \"10.0.0.0/24\" }]]\norphan_grace_seconds = -1", "ipam.orphan_grace_seconds", "negative"},
       {"ranges = [[{ subnet = \"10.0.0.0/24\" }]]\nrange = 1", "ipam.range", "did you mean 'ranges'"},
+      {"ranges = [[{ subnet = \"10.0.0.0/24\" }]]\nparallel_writes = 1", "ipam.parallel_writes", "expected true or false"},
   };
   for (auto& bc : cases) {
     INFO("config: " << bc.body);
@@ -249,7 +251,9 @@ ranges = [
 reserved = ["10.22.0.15", "10.23.0.128/28"]
 scope = "x-1"
 orphan_grace_seconds = 7
+parallel_writes = false
 )").value();
+  CHECK(!c.parallel_writes);
   auto text = "[ipam]\n" + hl::to_toml(c);
   INFO(text);
   auto back = hl::parse_config(text, "generated", "ipam");

@@ -22,8 +22,13 @@ namespace hl = cnf::host_local;
 inline cnf::ip_address ip(const char* s) { return cnf::ip_address::parse(s).value(); }
 inline cnf::ip_prefix net(const char* s) { return cnf::ip_prefix::parse(s).value(); }
 
+// The including file may add keys to every configuration (e.g. parallel_writes = false).
+#ifndef HL_EXTRA_TOML
+#define HL_EXTRA_TOML ""
+#endif
+
 inline hl::config cfg(const std::string& body) {
-  auto c = hl::parse_config("[ipam]\n" + body, "test.toml", "ipam");
+  auto c = hl::parse_config("[ipam]\n" + body + "\n" + HL_EXTRA_TOML, "test.toml", "ipam");
   if (!c) FAIL(c.error().message);
   return *c;
 }

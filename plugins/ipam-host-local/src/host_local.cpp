@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <future>
 #include <map>
 #include <unordered_set>
 
@@ -195,6 +196,32 @@ std::string handle_spec(const handle_record& h) {
   return json::serialize(json::object{{"handle", h.handle}, {"node", h.node}, {"addresses", std::move(arr)}});
 }
 
+struct taken_address {
+  std::size_t set;
+  resource_key key;
+  std::string revision;
+  assigned_address out;
+};
+
+// Runs job(0..n-1) and returns their results in order: on threads when `parallel` and
+// there is more than one (job 0 on the calling thread). Independent datastore writes
+// issued at once let a store that shares one flush between concurrent writers (local)
+// pay one fsync instead of several.
+template <class R, class F>
+std::vector<R> run_jobs(std::size_t n, bool parallel, F&& job) {
+  std::vector<R> out;
+  out.reserve(n);
+  if (!parallel || n < 2) {
+    for (std::size_t k = 0; k < n; ++k) out.push_back(job(k));
+    return out;
+  }
+  std::vector<std::future<R>> rest;
+  for (std::size_t k = 1; k < n; ++k) rest.push_back(std::async(std::launch::async, [&job, k] { return job(k); }));
+  out.push_back(job(0));
+  for (auto& f : rest) out.push_back(f.get());
+  return out;
+}
+
 }  // namespace
 
 host_local_ipam::host_local_ipam(any_datastore ds, host_local::config cfg, std::string node, logger* log) {
@@ -311,21 +338,7 @@ result<std::vector<assigned_address>> host_local_ipam::assign(const assign_reque
     }
   }
 
-  // ---- take the addresses ----
-  struct taken_address {
-    std::size_t set;
-    resource_key key;
-    std::string revision;
-    assigned_address out;
-  };
-  std::vector<taken_address> taken;
-  auto rollback = [&] {
-    for (auto& t : taken)
-      if (auto r = ds.remove(t.key, t.revision); !r && r.error().code != errc::not_found)
-        st.log->warn("host-local: " + who + ": could not give back " + t.key.to_string() + ": " + r.error().message +
-                     " (gc will release it)");
-    taken.clear();
-  };
+  // ---- take the addresses: one job per range set, run at once when there are several ----
   const std::string created = now_seconds();
   json::object attrs;
   for (auto& [k, v] : req.attributes) attrs[k] = v;
@@ -346,89 +359,100 @@ result<std::vector<assigned_address>> host_local_ipam::assign(const assign_reque
       if (R.contains(a)) return R;
     return cfg.ranges[set].ranges.front();
   };
-  auto record = [&](std::size_t set, const resource& made, const ip_address& a) {
+  auto taken_from = [&](std::size_t set, const resource& made, const ip_address& a) {
     const auto& R = range_of(set, a);
-    taken.push_back({set, made.key(), made.revision, {ip_prefix(a, R.subnet.length()), R.gateway, R.subnet.to_string()}});
+    return taken_address{set, made.key(), made.revision, {ip_prefix(a, R.subnet.length()), R.gateway, R.subnet.to_string()}};
   };
 
-  for (std::size_t i = 0; i < cfg.ranges.size(); ++i) {
-    if (!requested_in[i]) continue;
+  auto take_requested = [&](std::size_t i) -> result<taken_address> {
     const ip_address a = *requested_in[i];
     auto made = ds.create(make_alloc(a, cfg.ranges[i].ranges[requested_range[i]]));
-    if (!made) {
-      rollback();
-      if (made.error().code == errc::already_exists) {
-        std::string holder;
-        if (auto cur = ds.get({std::string(host_local::allocation_kind), "", host_local::allocation_name(cfg.scope, a)}))
-          if (auto o = parse_spec(*cur)) holder = get_string(*o, "handle");
-        return error(errc::already_exists,
-                     who + ": requested address " + a.to_string() + " is already in use" + (holder.empty() ? "" : " by handle " + holder));
-      }
-      return with_context(made.error(), who + ": taking requested address " + a.to_string());
+    if (made) return taken_from(i, *made, a);
+    if (made.error().code == errc::already_exists) {
+      std::string holder;
+      if (auto cur = ds.get({std::string(host_local::allocation_kind), "", host_local::allocation_name(cfg.scope, a)}))
+        if (auto o = parse_spec(*cur)) holder = get_string(*o, "handle");
+      return error(errc::already_exists,
+                   who + ": requested address " + a.to_string() + " is already in use" + (holder.empty() ? "" : " by handle " + holder));
     }
-    record(i, *made, a);
-  }
+    return with_context(made.error(), who + ": taking requested address " + a.to_string());
+  };
 
   constexpr int probes = 4;  // blind attempts before reading which addresses are in use
-  for (std::size_t i : auto_sets) {
+  auto take_free = [&](std::size_t i) -> result<taken_address> {
     const auto& rs = cfg.ranges[i];
     std::optional<ip_address> after;
     if (auto it = last.find(st.set_keys[i]); it != last.end())
       if (auto a = ip_address::parse(it->second)) after = *a;
     walker w(rs, cfg, after);
-    bool got = false;
-    std::optional<error> failure;
+    std::optional<result<taken_address>> done;
     auto attempt = [&](u128 v) {
       const ip_address a = from_u128(rs.family(), v);
       auto made = ds.create(make_alloc(a, range_of(i, a)));
-      if (made) {
-        record(i, *made, a);
-        got = true;
-      } else if (made.error().code != errc::already_exists) {
-        failure = with_context(made.error(), who + ": taking " + a.to_string());
-      }
+      if (made) done = taken_from(i, *made, a);
+      else if (made.error().code != errc::already_exists) done = with_context(made.error(), who + ": taking " + a.to_string());
     };
-    for (int p = 0; p < probes && !got && !failure; ++p) {
+    for (int p = 0; p < probes && !done; ++p) {
       auto v = w.next(nullptr, nullptr);
       if (!v) break;
       attempt(*v);
     }
-    if (!got && !failure) {
-      // Busy neighbourhood: read what is in use once, then try only free-looking addresses.
-      list_options lo;
-      lo.kind = host_local::allocation_kind;
-      lo.ns = "";
-      lo.name_prefix = st.prefix;
-      auto all = ds.list_all(lo);
-      if (!all) {
-        failure = with_context(all.error(), who + ": listing " + std::string(host_local::allocation_kind));
-      } else {
-        std::unordered_set<std::uint64_t> used4;
-        std::set<u128> used6;
-        for (auto& r : all->items)
-          if (auto a = address_from_name(r.name, st.prefix); a && a->family() == rs.family()) {
-            if (a->is_v4()) used4.insert(a->v4_host_order());
-            else used6.insert(to_u128(*a));
-          }
-        while (!got && !failure) {
-          auto v = rs.family() == ip_family::v4 ? w.next(&used4, nullptr) : w.next(nullptr, &used6);
-          if (!v) break;
-          attempt(*v);
-        }
+    if (done) return std::move(*done);
+    // A busy neighbourhood: read what is in use once, then try only free-looking addresses.
+    list_options lo;
+    lo.kind = host_local::allocation_kind;
+    lo.ns = "";
+    lo.name_prefix = st.prefix;
+    auto all = ds.list_all(lo);
+    if (!all) return with_context(all.error(), who + ": listing " + std::string(host_local::allocation_kind));
+    std::unordered_set<std::uint64_t> used4;
+    std::set<u128> used6;
+    for (auto& r : all->items)
+      if (auto a = address_from_name(r.name, st.prefix); a && a->family() == rs.family()) {
+        if (a->is_v4()) used4.insert(a->v4_host_order());
+        else used6.insert(to_u128(*a));
       }
+    while (!done) {
+      auto v = rs.family() == ip_family::v4 ? w.next(&used4, nullptr) : w.next(nullptr, &used6);
+      if (!v) break;
+      attempt(*v);
     }
-    if (failure) {
-      rollback();
-      return *failure;
-    }
-    if (!got) {
-      rollback();
-      return error(errc::exhausted, who + ": no free address in range set ranges[" + std::to_string(i) + "] (" + rs.to_string() +
-                                        ", scope " + cfg.scope + ")");
-    }
+    if (done) return std::move(*done);
+    return error(errc::exhausted, who + ": no free address in range set ranges[" + std::to_string(i) + "] (" + rs.to_string() +
+                                      ", scope " + cfg.scope + ")");
+  };
+
+  std::vector<std::size_t> sets;  // requested first, then free ones, each range set once
+  for (std::size_t i = 0; i < cfg.ranges.size(); ++i)
+    if (requested_in[i]) sets.push_back(i);
+  const std::size_t n_requested = sets.size();
+  sets.insert(sets.end(), auto_sets.begin(), auto_sets.end());
+  auto results = run_jobs<result<taken_address>>(sets.size(), cfg.parallel_writes, [&](std::size_t k) {
+    return k < n_requested ? take_requested(sets[k]) : take_free(sets[k]);
+  });
+
+  std::vector<taken_address> taken;
+  std::optional<error> failure;
+  for (auto& r : results) {
+    if (r) taken.push_back(*r);
+    else if (!failure) failure = r.error();
+  }
+  auto rollback = [&] {
+    run_jobs<int>(taken.size(), cfg.parallel_writes, [&](std::size_t k) {
+      auto& t = taken[k];
+      if (auto r = ds.remove(t.key, t.revision); !r && r.error().code != errc::not_found)
+        st.log->warn("host-local: " + who + ": could not give back " + t.key.to_string() + ": " + r.error().message +
+                     " (gc will release it)");
+      return 0;
+    });
+    taken.clear();
+  };
+  if (failure) {
+    rollback();
+    return *failure;
   }
 
-  // ---- the handle: the index that makes release cheap ----
+  // ---- the handle (the index that makes release cheap) and the cursor, written at once ----
   handle_record h;
   h.handle = req.handle;
   h.node = node;
@@ -437,21 +461,9 @@ result<std::vector<assigned_address>> host_local_ipam::assign(const assign_reque
   hr.kind = host_local::handle_kind;
   hr.name = host_local::handle_name(cfg.scope, req.handle);
   hr.spec = handle_spec(h);
-  if (auto made = ds.create(hr); !made) {
-    rollback();
-    if (made.error().code == errc::already_exists) {
-      std::string held;
-      if (auto cur = ds.get(hr.key()))
-        if (auto rec = read_handle(*cur))
-          for (auto& e : rec->entries) held += (held.empty() ? "" : ", ") + e.address.to_string();
-      return error(errc::already_exists, who + ": the handle already holds addresses" + (held.empty() ? "" : " (" + held + ")") +
-                                             "; release it first");
-    }
-    return with_context(made.error(), who + ": recording " + hr.key().to_string());
-  }
-
-  // ---- move the cursor; best effort: losing this race costs nothing but a probe later ----
-  if (!auto_sets.empty()) {
+  // The cursor is a hint, written best-effort: losing its compare-and-swap to another
+  // assign costs nothing but a probe later, and it may move even if the handle fails.
+  auto move_cursor = [&] {
     json::object l;
     for (auto& [k, v] : last) l[k] = v;
     for (auto& t : taken) l[st.set_keys[t.set]] = t.out.address.address().to_string();
@@ -469,6 +481,23 @@ result<std::vector<assigned_address>> host_local_ipam::assign(const assign_reque
     }
     if (!w && w.error().code != errc::conflict && w.error().code != errc::already_exists)
       st.log->debug("host-local: cursor not moved: " + w.error().message);
+  };
+  auto written = run_jobs<result<resource>>(auto_sets.empty() ? 1 : 2, cfg.parallel_writes, [&](std::size_t k) -> result<resource> {
+    if (k == 0) return ds.create(hr);
+    move_cursor();
+    return resource{};
+  });
+  if (auto& made = written[0]; !made) {
+    rollback();
+    if (made.error().code == errc::already_exists) {
+      std::string held;
+      if (auto cur = ds.get(hr.key()))
+        if (auto rec = read_handle(*cur))
+          for (auto& e : rec->entries) held += (held.empty() ? "" : ", ") + e.address.to_string();
+      return error(errc::already_exists, who + ": the handle already holds addresses" + (held.empty() ? "" : " (" + held + ")") +
+                                             "; release it first");
+    }
+    return with_context(made.error(), who + ": recording " + hr.key().to_string());
   }
 
   std::sort(taken.begin(), taken.end(), [](const taken_address& a, const taken_address& b) { return a.set < b.set; });
@@ -494,13 +523,20 @@ result<bool> release_one(const host_local::state& st, std::string_view handle, s
     if (rec->handle != handle)
       return error(errc::invalid, hk.to_string() + " records handle '" + rec->handle + "', not '" + std::string(handle) +
                                       "' (two handles share one name); release it by hand");
-    for (auto& e : rec->entries) {
+    // Allocations first (at once when there are several), the handle last: a crash in
+    // between leaves a handle whose stale revisions a retry skips, never a lost address.
+    auto removed = run_jobs<result<bool>>(rec->entries.size(), st.cfg.parallel_writes, [&](std::size_t k) -> result<bool> {
+      const auto& e = rec->entries[k];
       resource_key ak{std::string(host_local::allocation_kind), "", host_local::allocation_name(st.cfg.scope, e.address)};
       auto r = st.ds.remove(ak, e.revision);
-      if (r) ++released;
+      if (r) return true;
       // not_found: released already; conflict: the address changed hands since (not ours).
-      else if (r.error().code != errc::not_found && r.error().code != errc::conflict)
-        return with_context(r.error(), "release " + std::string(handle) + ": removing " + ak.to_string());
+      if (r.error().code == errc::not_found || r.error().code == errc::conflict) return false;
+      return with_context(r.error(), "release " + std::string(handle) + ": removing " + ak.to_string());
+    });
+    for (auto& r : removed) {
+      if (!r) return r.error();
+      if (*r) ++released;
     }
     auto r = st.ds.remove(hk, cur->revision);
     if (r || r.error().code == errc::not_found) return true;

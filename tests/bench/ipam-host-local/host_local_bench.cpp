@@ -55,10 +55,11 @@ const char* config_text = R"([ipam]
 ranges = [[{ subnet = "10.80.0.0/16" }], [{ subnet = "fd00:80::/64" }]]
 )";
 
-figures run(const cnf::any_datastore& base, int cycles, int threads, unsigned v6) {
+figures run(const cnf::any_datastore& base, int cycles, int threads, unsigned v6, bool parallel) {
   counting_datastore counted{base};
   cnf::any_datastore ds = counted;
   auto cfg = cnf::host_local::parse_config(config_text, "bench", "ipam").value();
+  cfg.parallel_writes = parallel;
   cnf::host_local_ipam ipam(ds, cfg, "bench-node");
   // Warm up: the cursor exists, files and pages are in place.
   for (int i = 0; i < 20; ++i) {
@@ -190,7 +191,7 @@ figures run_reference(const std::string& data_dir, int cycles, bool dual) {
 }
 
 void print(const char* what, const figures& f) {
-  fmt::print("{:<44} {:>10.0f}/s  median {:>8.1f} us  p99 {:>8.1f} us", what, f.per_second, f.median_us, f.p99_us);
+  fmt::print("{:<48} {:>8.0f}/s  median {:>8.1f} us  p99 {:>8.1f} us", what, f.per_second, f.median_us, f.p99_us);
   if (f.assign_median_us > 0) fmt::print("  (assign {:.1f} us, release {:.1f} us)", f.assign_median_us, f.release_median_us);
   if (f.assign_calls > 0) fmt::print("  datastore calls: assign {:.1f}, release {:.1f}", f.assign_calls, f.release_calls);
   if (f.errors) fmt::print("  ERRORS {}", f.errors);
@@ -232,25 +233,28 @@ int main(int argc, char** argv) {
   fmt::print("host-local IPAM: one assign + one release_handle per cycle (a CNI ADD's and DEL's IPAM work)\n");
   fmt::print("store dir {}; {} cycles in process, {} cycles of the reference plugin\n\n", dir, cycles, peer_cycles);
 
-  auto mem1 = run(cnf::memory_datastore(), cycles, 1, 0);
-  print("memory datastore, IPv4, 1 thread", mem1);
-  print("memory datastore, dual stack, 1 thread", run(cnf::memory_datastore(), cycles, 1, 1));
-  print(fmt::format("memory datastore, IPv4, {} threads", threads).c_str(), run(cnf::memory_datastore(), cycles, threads, 0));
+  auto mem1 = run(cnf::memory_datastore(), cycles, 1, 0, false);
+  print("memory, IPv4, 1 thread", mem1);
+  print("memory, dual stack, 1 thread", run(cnf::memory_datastore(), cycles, 1, 1, false));
+  print("memory, dual stack, 1 thread, parallel writes", run(cnf::memory_datastore(), cycles, 1, 1, true));
+  print(fmt::format("memory, IPv4, {} threads", threads).c_str(), run(cnf::memory_datastore(), cycles, threads, 0, false));
 
   const int local_cycles = std::max(200, cycles / 10);
-  auto loc_nosync = run(open_local(dir + "/nosync", false), local_cycles, 1, 0);
-  print("local datastore (fsync off), IPv4, 1 thread", loc_nosync);
-  auto loc1 = run(open_local(dir + "/sync1", true), local_cycles, 1, 0);
-  print("local datastore (fsync on), IPv4, 1 thread", loc1);
-  print("local datastore (fsync on), dual stack, 1 thread", run(open_local(dir + "/sync2", true), local_cycles, 1, 1));
-  print(fmt::format("local datastore (fsync on), IPv4, {} threads", threads).c_str(),
-        run(open_local(dir + "/sync3", true), local_cycles, threads, 0));
+  auto loc_nosync = run(open_local(dir + "/nosync", false), local_cycles, 1, 0, false);
+  print("local fsync off, IPv4, 1 thread", loc_nosync);
+  auto loc1 = run(open_local(dir + "/sync1", true), local_cycles, 1, 0, true);
+  print("local fsync on, IPv4, 1 thread, parallel writes", loc1);
+  print("local fsync on, IPv4, 1 thread, serial writes", run(open_local(dir + "/sync1s", true), local_cycles, 1, 0, false));
+  print("local fsync on, dual stack, parallel writes", run(open_local(dir + "/sync2", true), local_cycles, 1, 1, true));
+  print("local fsync on, dual stack, serial writes", run(open_local(dir + "/sync2s", true), local_cycles, 1, 1, false));
+  print(fmt::format("local fsync on, IPv4, {} threads, parallel", threads).c_str(),
+        run(open_local(dir + "/sync3", true), local_cycles, threads, 0, true));
 
   if (::access("/usr/lib/cni/host-local", X_OK) == 0) {
     fs::create_directories(dir + "/reference");
     auto ref = run_reference(dir + "/reference", peer_cycles, false);
-    print("peer: reference host-local (exec ADD + DEL), IPv4", ref);
-    fmt::print("\nratio (in-process cycles per reference cycle): memory {:.0f}x, local fsync off {:.0f}x, local fsync on {:.1f}x\n",
+    print("peer: reference host-local, exec ADD+DEL, IPv4", ref);
+    fmt::print("\nratio (in-process cycles per reference cycle): memory {:.0f}x, local fsync off {:.0f}x, local fsync on (parallel) {:.1f}x\n",
                mem1.per_second / ref.per_second, loc_nosync.per_second / ref.per_second, loc1.per_second / ref.per_second);
     fmt::print("(the reference figure includes two fork+exec of a Go binary; a CNI ADD of cnf pays its own exec too)\n");
   } else {

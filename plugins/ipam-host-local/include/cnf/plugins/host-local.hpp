@@ -13,6 +13,7 @@
 //   reserved = ["10.22.0.50", "10.23.0.128/28"]  # never handed out (addresses or CIDRs)
 //   scope = "default"                            # name space of the allocations (see below)
 //   orphan_grace_seconds = 60                    # gc: age before an unlisted allocation is released
+//   parallel_writes = true                       # independent writes at once (shared fsyncs)
 //
 // A range set holds ranges of one family; an assignment takes at most one address from
 // each range set (as the reference plugin does). `[[ipam.ranges]]` tables are accepted
@@ -41,7 +42,10 @@
 //                        range set (the reference plugin's "last reserved IP"), written
 //                        best-effort after each assignment; a lost compare-and-swap on it is
 //                        ignored, so it never makes concurrent assignments wait on each other.
-// An assignment costs: get cursor, create allocation(s), create handle, update cursor.
+// An assignment costs: get cursor, create allocation(s), then create handle and update
+// cursor; a release: get handle, remove allocation(s), remove handle. With parallel_writes
+// the writes of each step go out at once, so on the local datastore a single-stack assign
+// waits for two flushes and a dual-stack one too, a release for two.
 // A crash between creating allocations and the handle leaves allocations no handle lists;
 // gc() releases those once older than orphan_grace_seconds.
 //
@@ -108,6 +112,11 @@ struct config {
   std::vector<ip_prefix> reserved;   ///< single addresses are /32 or /128
   std::string scope = "default";     ///< [a-z0-9-], at most 63 characters
   std::chrono::seconds orphan_grace{60};
+  /// Issue the independent writes of one assign or release at once (threads), so a store
+  /// that shares a flush between concurrent writers (local) pays one fsync, not several.
+  /// Off: one after the other (cheaper for an in-memory store, where a write costs less
+  /// than starting a thread).
+  bool parallel_writes = true;
 
   /// How many range sets of this family: an assignment gets one address from each
   /// (num_v4 / num_v6 of an assign_request that wants the reference plugin's behaviour).
@@ -133,7 +142,7 @@ result<config> config_from_json(const boost::json::object& ipam, const config& b
 result<void> check_config(const config& c);
 
 /// The configuration as the body of a TOML table (keys ranges, reserved, scope,
-/// orphan_grace_seconds), e.g. to pass a CNI-derived plan through the plugin loader:
+/// orphan_grace_seconds, parallel_writes), e.g. to pass a CNI-derived plan through the plugin loader:
 ///   "[ipam]\nplugin = \"host-local\"\n" + to_toml(cfg)
 std::string to_toml(const config& c);
 
