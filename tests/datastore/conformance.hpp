@@ -36,6 +36,16 @@
 //   writers, increments, rounds  size of the concurrent-writers section.
 //   timeout         how long to wait for a watch event before failing.
 //
+// What the suite assumes of every backend (all of it from <cnf/datastore.hpp>, made
+// precise): revisions are decimal numbers unless rev_less says otherwise; a resource's
+// revision is the store revision of its last write, an event's revision that of its write
+// (for a removal: status().revision right after it, when nothing else was written); the
+// initial `added` events carry the object's revision; in_sync may also follow the replay
+// of a watch that resumes from a revision (the suite ignores it there). It never relies on
+// an update that changes nothing (the API server drops those), puts only WorkloadEndpoint,
+// NetworkPolicy and NetworkSet in namespaces (the rest is cluster-scoped, as in Calico),
+// and uses specs without nulls.
+//
 // What the suite checks: create/get/update/remove; already_exists, not_found and invalid
 // keys; compare-and-swap (a stale revision loses, a fresh one wins, remove with a revision);
 // labels and spec round trip (spec compared as JSON values, not text); `many` resources
@@ -290,25 +300,28 @@ inline void datastore_conformance(const datastore_backend& b) {
     CHECK(nokind.error().code == cnf::errc::invalid);
 
     // Kind and namespace are part of the key.
-    REQUIRE(ds.create(res("BGPPeer", "node-1")));
-    REQUIRE(ds.create(res("Node", "node-1", "{}", "other-ns")));
+    REQUIRE(ds.create(res("BGPPeer", "node-1", R"({"asNumber":1})")));
     CHECK(spec_int(ds.get({"Node", "", "node-1"}).value(), "asn") == 64512);
-    CHECK(ds.get({"Node", "other-ns", "node-1"}));
-    CHECK(ds.get({"BGPPeer", "", "node-1"}));
+    CHECK(spec_int(ds.get({"BGPPeer", "", "node-1"}).value(), "asNumber") == 1);
+    REQUIRE(ds.create(res("NetworkPolicy", "np", R"({"order":1})", "ns-a")));
+    REQUIRE(ds.create(res("NetworkPolicy", "np", R"({"order":2})", "ns-b")));
+    CHECK(spec_int(ds.get({"NetworkPolicy", "ns-a", "np"}).value(), "order") == 1);
+    CHECK(spec_int(ds.get({"NetworkPolicy", "ns-b", "np"}).value(), "order") == 2);
+    CHECK(ds.get({"NetworkPolicy", "ns-c", "np"}).error().code == cnf::errc::not_found);
   }
 
   SECTION("compare-and-swap: a stale revision loses, a fresh one wins") {
     auto a = b.make_fresh();
     auto p = peer(a);
-    auto created = a.create(res("IPAMBlock", "10-0-0-0-26", R"({"allocations":[null,null]})")).value();
+    auto created = a.create(res("IPAMBlock", "10-0-0-0-26", R"({"allocations":[-1,-1]})")).value();
     auto mine = a.get(created.key()).value();
     auto theirs = p.get(created.key()).value();
     REQUIRE(mine.revision == theirs.revision);
 
-    mine.spec = R"({"allocations":[0,null]})";
+    mine.spec = R"({"allocations":[0,-1]})";
     auto won = a.update(mine);
     REQUIRE(won);
-    theirs.spec = R"({"allocations":[null,1]})";
+    theirs.spec = R"({"allocations":[-1,1]})";
     auto lost = p.update(theirs);
     REQUIRE(!lost);
     CHECK(lost.error().code == cnf::errc::conflict);
@@ -441,7 +454,9 @@ inline void datastore_conformance(const datastore_backend& b) {
     auto l = ds.list(lopt("Node")).value();
     REQUIRE(l.items.size() == 2);
     auto w = ds.create(res("Node", "n3")).value();
-    auto u = ds.update(ds.get({"Node", "", "n1"}).value()).value();
+    auto n1 = ds.get({"Node", "", "n1"}).value();
+    n1.spec = R"({"changed":true})";
+    auto u = ds.update(n1).value();
     collector c;
     auto h = peer(ds).watch(wopt("Node", l.revision), c.callback());
     REQUIRE(h);
@@ -450,12 +465,15 @@ inline void datastore_conformance(const datastore_backend& b) {
   }
 
   SECTION("watch: initial state, in_sync, then every write in revision order") {
+    // A namespaced kind, watched in one namespace: other namespaces and kinds stay out.
+    const std::string ns = "ns-w";
     auto ds = b.make_fresh();
-    auto n1 = ds.create(res("BGPPeer", "peer-1", R"({"asNumber":64512})")).value();
-    auto n2 = ds.create(res("BGPPeer", "peer-2")).value();
-    REQUIRE(ds.create(res("BGPPeer", "peer-ns", "{}", "ns1")));  // other namespace: filtered out
+    auto n1 = ds.create(res("NetworkPolicy", "policy-1", R"({"order":1})", ns)).value();
+    auto n2 = ds.create(res("NetworkPolicy", "policy-2", "{}", ns)).value();
+    REQUIRE(ds.create(res("NetworkPolicy", "policy-x", "{}", "ns-x")));
+    REQUIRE(ds.create(res("NetworkSet", "policy-1", "{}", ns)));
     collector c;
-    auto h = peer(ds).watch(wopt("BGPPeer", {}, std::string()), c.callback());
+    auto h = peer(ds).watch(wopt("NetworkPolicy", {}, ns), c.callback());
     REQUIRE(h);
     REQUIRE(c.wait([](auto& ev) { return count_kind(ev, T::in_sync) >= 1; }, b.timeout));
     {
@@ -466,28 +484,30 @@ inline void datastore_conformance(const datastore_backend& b) {
       std::map<std::string, std::string> initial;
       for (std::size_t i = 0; i < sync_at; ++i) {
         CHECK(ev[i].kind == T::added);
+        CHECK(ev[i].revision == ev[i].object.revision);
         initial[ev[i].object.name] = ev[i].object.revision;
       }
-      CHECK(initial == std::map<std::string, std::string>{{"peer-1", n1.revision}, {"peer-2", n2.revision}});
+      CHECK(initial == std::map<std::string, std::string>{{"policy-1", n1.revision}, {"policy-2", n2.revision}});
       CHECK(!ev[sync_at].revision.empty());
     }
     // A scripted run of writes, including other kinds and namespaces that must not show.
     std::vector<expected_event> want;
-    auto a = ds.create(res("BGPPeer", "peer-3")).value();
-    want.push_back({T::added, "peer-3", a.revision});
-    REQUIRE(ds.create(res("Node", "peer-3")));
-    auto m = ds.get({"BGPPeer", "", "peer-1"}).value();
-    m.spec = R"({"asNumber":64513})";
+    auto a = ds.create(res("NetworkPolicy", "policy-3", "{}", ns)).value();
+    want.push_back({T::added, "policy-3", a.revision});
+    REQUIRE(ds.create(res("NetworkSet", "policy-3", "{}", ns)));
+    auto m = ds.get({"NetworkPolicy", ns, "policy-1"}).value();
+    m.spec = R"({"order":2})";
     auto u = ds.update(m).value();
-    want.push_back({T::modified, "peer-1", u.revision});
-    REQUIRE(ds.create(res("BGPPeer", "peer-9", "{}", "ns2")));
-    REQUIRE(ds.remove({"BGPPeer", "", "peer-2"}));
-    auto after_rm = ds.status().value().revision;
-    want.push_back({T::deleted, "peer-2", after_rm});
-    auto u2 = ds.update(u).value();  // unchanged spec: still a write
-    want.push_back({T::modified, "peer-1", u2.revision});
+    want.push_back({T::modified, "policy-1", u.revision});
+    REQUIRE(ds.create(res("NetworkPolicy", "policy-9", "{}", "ns-x")));
+    REQUIRE(ds.remove({"NetworkPolicy", ns, "policy-2"}));
+    auto after_rm = ds.status().value().revision;  // the removal's revision: nothing was written since
+    want.push_back({T::deleted, "policy-2", after_rm});
+    u.spec = R"({"order":3})";
+    auto u2 = ds.update(u).value();
+    want.push_back({T::modified, "policy-1", u2.revision});
     for (int i = 0; i < 10; ++i) {
-      auto x = ds.create(res("BGPPeer", "burst-" + std::to_string(i))).value();
+      auto x = ds.create(res("NetworkPolicy", "burst-" + std::to_string(i), "{}", ns)).value();
       want.push_back({T::added, x.name, x.revision});
     }
     REQUIRE(c.wait([&](auto& ev) { return collector::count_changes(ev) >= 2 + want.size(); }, b.timeout));
@@ -496,9 +516,11 @@ inline void datastore_conformance(const datastore_backend& b) {
     ev.erase(ev.begin(), ev.begin() + 2);  // the initial state
     check_events(ev, want);
     for (std::size_t i = 1; i < ev.size(); ++i) CHECK(less(ev[i - 1].revision, ev[i].revision));
+    for (auto& e : ev) CHECK(e.object.ns == ns);
     CHECK(ev[1].object.revision == u.revision);
-    CHECK(spec_int(ev[1].object, "asNumber") == 64513);
-    CHECK(ev[2].object.key() == cnf::resource_key{"BGPPeer", "", "peer-2"});
+    CHECK(spec_int(ev[1].object, "order") == 2);
+    CHECK(ev[2].object.key() == cnf::resource_key{"NetworkPolicy", ns, "policy-2"});
+    CHECK(spec_int(ev[3].object, "order") == 3);
     CHECK(c.overlaps == 0);
   }
 
