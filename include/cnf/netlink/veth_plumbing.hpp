@@ -33,6 +33,10 @@
 //
 // Cost: 3 netlink round trips (node: create+read back; node: up+host routes; pod: up+
 // addresses+routes+read back), about 12 small /proc/sys writes, and 2 setns() calls.
+// plumb_pod is begin_plumb_pod (the veth, the sysctls, a socket in the pod namespace: no
+// address needed) followed by finish_plumb_pod (routes, addresses, up). A CNI plugin can
+// run the first half on another thread while its IPAM assigns the addresses, which takes
+// the veth creation (the largest kernel cost here) off its critical path.
 // The pod-side ifindex is read from the host side's IFLA_LINK (a veth's peer index in
 // the peer's own namespace) and confirmed by the read-back in the pod namespace.
 //
@@ -195,13 +199,53 @@ inline std::string in_ns(const std::string& path) { return " in netns " + path; 
 
 }  // namespace detail
 
-/// Builds the pod's dataplane (see the top of this file). `node` must be a socket opened
-/// in the calling thread's (node) namespace. On any failure after the veth exists, the
-/// veth is deleted again (removing one end removes both) and the error says what failed.
-inline result<pod_plumbing_result> plumb_pod(rtnl_socket& node, const pod_plumbing_request& req) {
-  const auto t0 = std::chrono::steady_clock::now();
-  if (auto v = detail::validate(req); !v) return std::move(v).error();
-  const auto fm = detail::families(req.addresses);
+/// The node half of plumb_pod, done by begin_plumb_pod: the veth exists (its pod end in
+/// the pod namespace), the host-side and pod-side sysctls are written, and a socket is
+/// open in the pod namespace. Both ends are still down and have no address or route.
+/// Move-only; give it to finish_plumb_pod, or to abort_plumb_pod to remove the veth.
+struct pod_plumbing_started {
+  std::string host_ifname;
+  int host_index = 0;
+  mac_address host_mac;
+  std::string pod_ifname;
+  int pod_index = 0;                      // in the pod namespace
+  std::optional<mac_address> pod_mac;     // as requested; unset: the kernel's pick (finish reads it)
+  std::string netns_path;
+  bool v4 = false, v6 = false;            // families prepared (sysctls written)
+  std::optional<rtnl_socket> pod;         // opened in the pod namespace
+  std::chrono::steady_clock::time_point t0{};
+  std::uint64_t node_round_trips = 0;     // sendmsg calls on the node socket so far
+};
+
+namespace detail {
+inline result<void> validate_names(const pod_plumbing_request& r) {
+  if (r.netns_path.empty()) return error(errc::invalid, "pod netns path is empty");
+  if (auto v = validate_ifname(r.pod_ifname); !v) return error(errc::invalid, "pod " + v.error().message);
+  if (auto v = validate_ifname(r.host_ifname); !v) return error(errc::invalid, "host " + v.error().message);
+  if (r.mtu != 0 && (r.mtu < 68 || r.mtu > 65535))
+    return error(errc::invalid, "MTU " + std::to_string(r.mtu) + " out of range 68..65535");
+  if (r.queues > 1024) return error(errc::invalid, "queue count " + std::to_string(r.queues) + " above 1024");
+  return {};
+}
+}  // namespace detail
+
+/// First half of plumb_pod (steps 1, 2 and 4 at the top of this file): creates the veth,
+/// checks it, writes the sysctls of the families `v4`/`v6` on both sides, and opens a
+/// socket in the pod namespace. It needs no address, so a caller can run it while its
+/// IPAM assigns them (on another thread whose namespace is the node's).
+///
+/// `replace_stale`: a veth of the host-side name already in the node namespace (left by
+/// an earlier sandbox of this pod) is removed and the pair created again, as plumb_pod
+/// does. false: a taken name is errc::already_exists and nothing is touched, for callers
+/// that have not yet decided whether that interface belongs to a live attachment.
+/// On failure nothing is left behind.
+inline result<pod_plumbing_started> begin_plumb_pod(rtnl_socket& node, const pod_plumbing_request& req, bool v4, bool v6,
+                                                    bool replace_stale = true) {
+  pod_plumbing_started st;
+  st.t0 = std::chrono::steady_clock::now();
+  if (auto v = detail::validate_names(req); !v) return std::move(v).error();
+  if (!v4 && !v6) return error(errc::invalid, "no address family to prepare " + req.pod_ifname + " for");
+  const detail::family_mask fm{v4, v6};
   const std::string& H = req.host_ifname;
   const std::string& P = req.pod_ifname;
   const std::string where_pod = detail::in_ns(req.netns_path);
@@ -242,6 +286,7 @@ inline result<pod_plumbing_result> plumb_pod(rtnl_socket& node, const pod_plumbi
       return error(errc::already_exists, "interface " + H + " already exists in the node netns and is a " +
                                              (old->kind.empty() ? std::string("device") : old->kind) +
                                              ", not a veth; refusing to replace it");
+    if (!replace_stale) return error(errc::already_exists, "interface " + H + " already exists in the node netns");
     return outcome::stale_host;
   };
   auto r = create();
@@ -257,15 +302,18 @@ inline result<pod_plumbing_result> plumb_pod(rtnl_socket& node, const pod_plumbi
   if (!host || host->index <= 0)
     return error(errc::internal, "created " + H + " but could not read it back");
 
-  pod_plumbing_result out;
-  out.host_ifname = H;
-  out.host_ifindex = host->index;
-  out.host_mac = host->mac.value_or(mac_address{});
-  out.pod_ifname = P;
+  st.host_ifname = H;
+  st.host_index = host->index;
+  st.host_mac = host->mac.value_or(mac_address{});
+  st.pod_ifname = P;
+  st.pod_mac = req.pod_mac;
+  st.netns_path = req.netns_path;
+  st.v4 = v4;
+  st.v6 = v6;
   const int host_index = host->index;
 
   // From here on, every failure removes the pair again.
-  auto fail = [&](error e) -> result<pod_plumbing_result> {
+  auto fail = [&](error e) -> result<pod_plumbing_started> {
     request_batch b;
     b.add(del_link_msg(host_index), "delete interface " + H);
     if (auto d = node.execute(b); !d && b.error_of(0) != ENODEV)
@@ -274,13 +322,67 @@ inline result<pod_plumbing_result> plumb_pod(rtnl_socket& node, const pod_plumbi
   };
   if (host->kind != "veth" || host->link_index <= 0)
     return fail(error(errc::internal, "created " + H + " but it does not look like a veth with a peer"));
-  if (out.host_mac != host_side_mac())
+  if (st.host_mac != host_side_mac())
     return fail(error(errc::internal, "created " + H + " with MAC " + host_side_mac().to_string() +
-                                          " but the kernel reports " + out.host_mac.to_string()));
-  const int pod_index = host->link_index;  // the peer's ifindex in the pod namespace
+                                          " but the kernel reports " + st.host_mac.to_string()));
+  st.pod_index = host->link_index;  // the peer's ifindex in the pod namespace
 
   // 2. Host-side sysctls (before the link goes up: IPv6 DAD and address generation).
   if (auto s = detail::host_sysctls(H, fm); !s) return fail(error(s.error().code, "host " + H + ": " + s.error().message));
+
+  // 4. Into the pod namespace just long enough to open a socket there and write the pod
+  //    sysctls (which follow the calling thread's namespace).
+  {
+    auto g = netns_guard::enter(*pod_ns);
+    if (!g) return fail(std::move(g).error());
+    auto s = rtnl_socket::open("netns " + req.netns_path);
+    if (!s) return fail(std::move(s).error());
+    st.pod.emplace(std::move(s).value());
+    if (auto sy = detail::pod_sysctls(req, fm); !sy) return fail(error(sy.error().code, "pod" + where_pod + ": " + sy.error().message));
+    if (auto back = g->restore(); !back) return fail(std::move(back).error());
+  }
+  st.node_round_trips = node.round_trips() - node_rt0;
+  return st;
+}
+
+/// Removes what begin_plumb_pod made (the veth; both ends go). Ok if already gone.
+inline result<void> abort_plumb_pod(rtnl_socket& node, const pod_plumbing_started& st) {
+  request_batch b;
+  b.add(del_link_msg(st.host_index), "delete interface " + st.host_ifname);
+  if (auto d = node.execute(b); !d && b.error_of(0) != ENODEV) return d;
+  return {};
+}
+
+/// Second half of plumb_pod (steps 3 and 5): host side up with its routes to
+/// req.addresses, pod side up with the addresses and routes, then read back. `req` is the
+/// request given to begin_plumb_pod with the addresses filled in; their families must
+/// have been prepared there. On failure the veth is removed (`st` is then spent).
+inline result<pod_plumbing_result> finish_plumb_pod(rtnl_socket& node, pod_plumbing_started& st, const pod_plumbing_request& req) {
+  const std::string& H = st.host_ifname;
+  const std::string& P = st.pod_ifname;
+  const std::string where_pod = detail::in_ns(st.netns_path);
+  const int host_index = st.host_index;
+  const int pod_index = st.pod_index;
+  const std::uint64_t node_rt0 = node.round_trips();
+  auto fail = [&](error e) -> result<pod_plumbing_result> {
+    if (auto d = abort_plumb_pod(node, st); !d) e.message += " (rollback failed: " + d.error().message + ")";
+    return e;
+  };
+  if (!st.pod || host_index <= 0) return error(errc::invalid, "finish_plumb_pod: " + H + " was not started by begin_plumb_pod");
+  if (auto v = detail::validate(req); !v) return fail(std::move(v).error());
+  if (req.host_ifname != H || req.pod_ifname != P || req.netns_path != st.netns_path)
+    return fail(error(errc::invalid, "finish_plumb_pod: the request names " + req.host_ifname + "/" + req.pod_ifname +
+                                         " but " + H + "/" + P + " was started"));
+  const auto fm = detail::families(req.addresses);
+  if ((fm.v4 && !st.v4) || (fm.v6 && !st.v6))
+    return fail(error(errc::invalid, std::string("pod address family ") + (fm.v4 && !st.v4 ? "IPv4" : "IPv6") +
+                                         " was not prepared on " + H + " (begin_plumb_pod)"));
+
+  pod_plumbing_result out;
+  out.host_ifname = H;
+  out.host_ifindex = host_index;
+  out.host_mac = st.host_mac;
+  out.pod_ifname = P;
 
   // 3. Host side up, and the routes to the pod through it.
   {
@@ -327,19 +429,6 @@ inline result<pod_plumbing_result> plumb_pod(rtnl_socket& node, const pod_plumbi
     }
   }
 
-  // 4. Into the pod namespace just long enough to open a socket there and write the pod
-  //    sysctls (which follow the calling thread's namespace).
-  std::optional<rtnl_socket> pod;
-  {
-    auto g = netns_guard::enter(*pod_ns);
-    if (!g) return fail(std::move(g).error());
-    auto s = rtnl_socket::open("netns " + req.netns_path);
-    if (!s) return fail(std::move(s).error());
-    pod.emplace(std::move(s).value());
-    if (auto sy = detail::pod_sysctls(req, fm); !sy) return fail(error(sy.error().code, "pod" + where_pod + ": " + sy.error().message));
-    if (auto back = g->restore(); !back) return fail(std::move(back).error());
-  }
-
   // 5. Pod side in one sendmsg: up, addresses, routes, then read it back.
   {
     request_batch b;
@@ -368,17 +457,32 @@ inline result<pod_plumbing_result> plumb_pod(rtnl_socket& node, const pod_plumbi
     }
     std::optional<link_info> pl;
     b.add(get_link_msg(pod_index), "get interface " + P + where_pod, [&](const nlmsghdr& h) { pl = parse_link(h); });
-    if (auto e = pod->execute(b); !e) return fail(std::move(e).error());
+    if (auto e = st.pod->execute(b); !e) return fail(std::move(e).error());
     if (!pl || pl->name != P || !pl->mac)
       return fail(error(errc::internal, "interface #" + std::to_string(pod_index) + where_pod + " is not " + P +
                                             " (peer of " + H + ")"));
+    if (req.pod_mac && *pl->mac != *req.pod_mac)
+      return fail(error(errc::internal, "interface " + P + where_pod + " has MAC " + pl->mac->to_string() + ", not " +
+                                            req.pod_mac->to_string() + " as created"));
     out.pod_ifindex = pl->index;
     out.pod_mac = *pl->mac;
   }
 
-  out.round_trips = static_cast<unsigned>(node.round_trips() - node_rt0 + pod->round_trips());
-  out.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
+  out.round_trips = static_cast<unsigned>(st.node_round_trips + node.round_trips() - node_rt0 + st.pod->round_trips());
+  out.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - st.t0);
   return out;
+}
+
+/// Builds the pod's dataplane (see the top of this file): begin_plumb_pod, then
+/// finish_plumb_pod. `node` must be a socket opened in the calling thread's (node)
+/// namespace. On any failure after the veth exists, the veth is deleted again (removing
+/// one end removes both) and the error says what failed.
+inline result<pod_plumbing_result> plumb_pod(rtnl_socket& node, const pod_plumbing_request& req) {
+  if (auto v = detail::validate(req); !v) return std::move(v).error();
+  const auto fm = detail::families(req.addresses);
+  auto st = begin_plumb_pod(node, req, fm.v4, fm.v6, true);
+  if (!st) return std::move(st).error();
+  return finish_plumb_pod(node, *st, req);
 }
 
 /// plumb_pod with a node socket opened for the occasion in the calling thread's namespace.
