@@ -420,7 +420,8 @@ class etcd_store : public std::enable_shared_from_this<etcd_store> {
   }
 
   result<datastore_status> status() {
-    auto r = call("/v3/kv/range", json::object{{"key", b64encode(cfg_.prefix)}, {"count_only", true}}, true);
+    // A count of one key under the prefix: cheap, and readable by a role limited to the prefix.
+    auto r = call("/v3/kv/range", json::object{{"key", b64encode(cfg_.prefix + "/")}, {"count_only", true}}, true);
     if (!r) return r.error();
     auto rev = header_revision(*r, "/v3/kv/range");
     if (!rev) return rev.error();
