@@ -563,6 +563,9 @@ TEST_CASE("contention: 8 nodes x 2 instances x 4 threads, no duplicates, own blo
   add_pool(ds, "big", "10.200.0.0/16", 26);
   contention_result res;
   contention(ds, 8, 2, 4, 60, 12, res);
+  std::printf("memory contention: %llu cycles, %llu block writes, %llu lost compare-and-swaps\n",
+              static_cast<unsigned long long>(res.assigned.load()), static_cast<unsigned long long>(res.writes),
+              static_cast<unsigned long long>(res.conflicts));
   for (auto& m : res.messages) UNSCOPED_INFO(m);
   CHECK(res.errors == 0);
   CHECK(res.duplicates == 0);

@@ -132,6 +132,30 @@ TEST_CASE("IPAMBlock: round trip and consistency checks") {
   CHECK_THAT(e.error().message, Contains("does not match the resource name"));
 }
 
+TEST_CASE("IPAMBlock: the JSON writer escapes and round-trips everything") {
+  auto b = ci::block::make(cnf::ip_prefix::parse("10.0.0.0/29").value(), "host:odd \"node\"");
+  b.allocations[1] = 0;
+  b.allocations[5] = 1;
+  b.unallocated = {0, 2, 3, 4, 6, 7};
+  b.attributes = {{std::string("h\\1\n\"x\""), {{"pod", "p\t1"}, {"node", "n\x01"}}}, {std::nullopt, {}}};
+  b.sequence_number_for_allocation = {{1, 7}, {5, 9}};
+  b.sequence_number = 10;
+  b.empty_since = "2026-01-01T00:00:00Z";
+  auto r = ci::to_resource(b);
+  auto back = ci::parse_block(r);
+  REQUIRE(back);
+  CHECK(back->affinity == b.affinity);
+  CHECK(back->allocations == b.allocations);
+  CHECK(back->unallocated == b.unallocated);
+  CHECK(back->attributes == b.attributes);
+  CHECK(back->sequence_number_for_allocation == b.sequence_number_for_allocation);
+  CHECK(back->sequence_number == 10);
+  CHECK(back->empty_since == b.empty_since);
+  CHECK(back->handle_of(1) == "h\\1\n\"x\"");
+  CHECK(back->handle_of(5).empty());
+  CHECK(back->in_use() == 2);
+}
+
 TEST_CASE("block operations keep FIFO order and attributes consistent") {
   auto b = ci::block::make(cnf::ip_prefix::parse("fd00::/126").value(), "host:n1");
   CHECK(b.address(3).to_string() == "fd00::3");

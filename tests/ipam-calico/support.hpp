@@ -98,6 +98,7 @@ class holder_map {
 
 struct contention_result {
   std::atomic<std::uint64_t> assigned{0}, released{0}, errors{0}, duplicates{0}, foreign{0};
+  std::uint64_t writes = 0, conflicts = 0;  ///< block writes and lost compare-and-swaps, all instances
   std::mutex mu;
   std::vector<std::string> messages;
   void note(std::string m) {
@@ -112,7 +113,7 @@ struct contention_result {
 /// the holder map and against the block it came from (must be affine to its node while
 /// the node's blocks have room: the pool is big enough here that they always do).
 inline void contention(const cnf::any_datastore& ds, int nodes, int instances, int threads, int cycles, int keep,
-                       contention_result& res, bool expect_affine = true) {
+                       contention_result& res, bool expect_affine = true, unsigned block_size = 26) {
   holder_map held;
   std::vector<std::thread> ts;
   std::vector<ci::ipam> ipams;
@@ -154,10 +155,11 @@ inline void contention(const cnf::any_datastore& ds, int nodes, int instances, i
               res.note(a.to_string() + " handed to " + h + " while " + other + " holds it");
             }
             if (expect_affine) {
-              auto info = ci::lookup(ds, a);
-              if (!info || info->block_affinity != "host:" + node) {
+              auto blk = ds.get({"IPAMBlock", "", ci::block_name(cnf::ip_prefix(a, block_size).canonical())});
+              auto b = blk ? ci::parse_block(*blk) : cnf::result<ci::block>(blk.error());
+              if (!b || b->affinity != "host:" + node) {
                 ++res.foreign;
-                res.note(a.to_string() + " for " + node + " came from a block affine to '" + (info ? info->block_affinity : "?") + "'");
+                res.note(a.to_string() + " for " + node + " came from a block affine to '" + (b ? b->affinity.value_or("") : "?") + "'");
               }
             }
             mine.emplace_back(h, a);
@@ -166,6 +168,11 @@ inline void contention(const cnf::any_datastore& ds, int nodes, int instances, i
           while (!mine.empty()) release_one(mine.size() - 1);
         });
   for (auto& t : ts) t.join();
+  for (auto& i : ipams) {
+    auto st = i.statistics();
+    res.writes += st.block_writes;
+    res.conflicts += st.block_conflicts;
+  }
 }
 
 }  // namespace ipam_test

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <random>
 #include <thread>
 
@@ -351,7 +352,7 @@ void state::process(const std::string& name, block_slot& s, std::vector<std::sha
       fresh = true;
       need_read = false;
     }
-    resource cur;
+    resource cur;  // everything but the spec, which is rewritten
     std::optional<block> work;
     {
       std::lock_guard lk(s.mu);
@@ -372,7 +373,11 @@ void state::process(const std::string& name, block_slot& s, std::vector<std::sha
         finish(batch, block_op::outcome::corrupt, *s.corrupt);
         return;
       }
-      cur = *s.res;
+      cur.kind = s.res->kind;
+      cur.ns = s.res->ns;
+      cur.name = s.res->name;
+      cur.labels = s.res->labels;
+      cur.revision = s.res->revision;
       work = *s.parsed;
     }
     bool changed = false;
@@ -1069,9 +1074,12 @@ result<std::uint32_t> state::release_handle(std::string_view hv) {
     lo.kind = std::string(kinds::ipam_block);
     auto all = ds.list_all(lo);
     if (!all) return with_context(all.error(), "listing IPAMBlocks");
-    std::string needle = json::serialize(json::value(json::string(h)));
+    // Handles of plain characters appear verbatim in any writer's JSON; others may be
+    // escaped differently, so every block is tried.
+    bool plain = std::all_of(h.begin(), h.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_' || c == ':'; });
+    std::string needle = "\"" + h + "\"";
     for (auto& r : all->items)
-      if (r.spec.find(needle) != std::string::npos)
+      if (!plain || r.spec.find(needle) != std::string::npos)
         if (auto t = try_block(r.name); !t) return t.error();
   }
   if (rec_res) {

@@ -31,6 +31,7 @@ std::string family_name(ip_family f);
 
 /// The spec of a resource as a JSON object, or an error naming the resource.
 result<boost::json::object> spec_object(const resource& r);
+result<boost::json::object> spec_object(const resource& r, boost::json::storage_ptr sp);
 std::string where(const resource& r);  ///< "IPAMBlock/10-0-0-0-26"
 
 /// IPReservation CIDRs, with the resource each came from.

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <ctime>
 
 CNF_BEGIN_NAMESPACE
@@ -64,9 +65,11 @@ std::string family_name(ip_family f) { return f == ip_family::v4 ? "IPv4" : "IPv
 
 std::string where(const resource& r) { return r.key().to_string(); }
 
-result<json::object> spec_object(const resource& r) {
+result<json::object> spec_object(const resource& r) { return spec_object(r, {}); }
+
+result<json::object> spec_object(const resource& r, json::storage_ptr sp) {
   boost::system::error_code ec;
-  json::value v = json::parse(r.spec, ec);
+  json::value v = json::parse(r.spec, ec, std::move(sp));
   if (ec) return error(errc::invalid, where(r) + ": spec: not valid JSON (" + ec.message() + ")");
   if (!v.is_object()) return error(errc::invalid, where(r) + ": spec: expected a JSON object");
   return std::move(v.as_object());
@@ -106,7 +109,7 @@ std::uint32_t attribute_index(block& b, const std::string& handle, const std::ma
 }
 
 void note_allocated(block& b, std::uint32_t ordinal) {
-  b.sequence_number_for_allocation[std::to_string(ordinal)] = b.sequence_number;
+  b.sequence_number_for_allocation[ordinal] = b.sequence_number;
   ++b.sequence_number;
   b.empty_since.clear();
 }
@@ -146,7 +149,7 @@ void free_ordinals(block& b, const std::vector<std::uint32_t>& ordinals) {
     if (o >= b.allocations.size() || !b.allocations[o]) continue;
     b.allocations[o].reset();
     b.unallocated.push_back(o);
-    b.sequence_number_for_allocation.erase(std::to_string(o));
+    b.sequence_number_for_allocation.erase(o);
   }
   // Drop attributes nothing refers to any more and renumber the rest.
   std::vector<std::uint32_t> refs(b.attributes.size(), 0);
@@ -485,7 +488,9 @@ std::string block::handle_of(std::uint32_t o) const {
 }
 
 result<block> parse_block(const resource& r) {
-  CNF_TRY(o, spec_object(r));
+  // Blocks are parsed often: build the DOM in one arena, freed at once.
+  json::monotonic_resource arena;
+  CNF_TRY(o, spec_object(r, json::storage_ptr(&arena)));
   reader rd{r, o};
   block b;
   CNF_TRY(cidr_text, rd.str("cidr"));
@@ -580,8 +585,12 @@ result<block> parse_block(const resource& r) {
   if (auto* s = o.if_contains("sequenceNumberForAllocation"); s && !s->is_null()) {
     if (!s->is_object()) return error(errc::invalid, rd.field("sequenceNumberForAllocation") + ": expected an object");
     for (auto& [k, v] : s->as_object()) {
-      if (v.is_uint64()) b.sequence_number_for_allocation[std::string(k)] = v.as_uint64();
-      else if (v.is_int64() && v.as_int64() >= 0) b.sequence_number_for_allocation[std::string(k)] = static_cast<std::uint64_t>(v.as_int64());
+      std::uint32_t ord = 0;
+      auto [ptr, ec] = std::from_chars(k.data(), k.data() + k.size(), ord);
+      if (ec != std::errc() || ptr != k.data() + k.size() || ord >= n)
+        return error(errc::invalid, rd.field("sequenceNumberForAllocation") + ": key '" + std::string(k) + "' is not an ordinal of " + cidr.to_string());
+      if (v.is_uint64()) b.sequence_number_for_allocation[ord] = v.as_uint64();
+      else if (v.is_int64() && v.as_int64() >= 0) b.sequence_number_for_allocation[ord] = static_cast<std::uint64_t>(v.as_int64());
       else return error(errc::invalid, rd.field("sequenceNumberForAllocation." + std::string(k)) + ": expected a non-negative integer");
     }
   }
@@ -590,41 +599,95 @@ result<block> parse_block(const resource& r) {
   return b;
 }
 
+namespace {
+void append_string(std::string& out, std::string_view v) {
+  out += '"';
+  for (char c : v) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", static_cast<unsigned>(static_cast<unsigned char>(c)));
+        else out += c;
+    }
+  }
+  out += '"';
+}
+void append_number(std::string& out, std::uint64_t v) {
+  char buf[24];
+  auto [p, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, p);
+}
+}  // namespace
+
+// Written by hand (not through a JSON DOM): blocks are serialised on every write.
 std::string to_json(const block& b) {
-  json::object o;
-  o.reserve(12);
-  o["cidr"] = b.cidr.to_string();
-  if (b.affinity) o["affinity"] = *b.affinity;
-  else o["affinity"] = nullptr;
-  if (!b.affinity_claim_time.empty()) o["affinityClaimTime"] = b.affinity_claim_time;
-  json::array allocs;
-  allocs.reserve(b.allocations.size());
-  for (auto& a : b.allocations) {
-    if (a) allocs.emplace_back(*a);
-    else allocs.emplace_back(nullptr);
+  std::string o;
+  o.reserve(64 + b.allocations.size() * 12 + b.attributes.size() * 96);
+  o += "{\"cidr\":";
+  append_string(o, b.cidr.to_string());
+  o += ",\"affinity\":";
+  if (b.affinity) append_string(o, *b.affinity);
+  else o += "null";
+  if (!b.affinity_claim_time.empty()) {
+    o += ",\"affinityClaimTime\":";
+    append_string(o, b.affinity_claim_time);
   }
-  o["allocations"] = std::move(allocs);
-  json::array un;
-  un.reserve(b.unallocated.size());
-  for (auto u : b.unallocated) un.emplace_back(u);
-  o["unallocated"] = std::move(un);
-  json::array attrs;
-  for (auto& a : b.attributes) {
-    json::object ao;
-    if (a.handle_id) ao["handle_id"] = *a.handle_id;
-    json::object sec;
-    for (auto& [k, v] : a.secondary) sec[k] = v;
-    ao["secondary"] = std::move(sec);
-    attrs.emplace_back(std::move(ao));
+  o += ",\"allocations\":[";
+  for (std::size_t i = 0; i < b.allocations.size(); ++i) {
+    if (i) o += ',';
+    if (b.allocations[i]) append_number(o, *b.allocations[i]);
+    else o += "null";
   }
-  o["attributes"] = std::move(attrs);
-  o["sequenceNumber"] = b.sequence_number;
-  json::object seq;
-  for (auto& [k, v] : b.sequence_number_for_allocation) seq[k] = v;
-  o["sequenceNumberForAllocation"] = std::move(seq);
-  o["deleted"] = b.deleted;
-  if (!b.empty_since.empty()) o["emptySince"] = b.empty_since;
-  return json::serialize(o);
+  o += "],\"unallocated\":[";
+  for (std::size_t i = 0; i < b.unallocated.size(); ++i) {
+    if (i) o += ',';
+    append_number(o, b.unallocated[i]);
+  }
+  o += "],\"attributes\":[";
+  for (std::size_t i = 0; i < b.attributes.size(); ++i) {
+    auto& a = b.attributes[i];
+    if (i) o += ',';
+    o += '{';
+    if (a.handle_id) {
+      o += "\"handle_id\":";
+      append_string(o, *a.handle_id);
+      o += ',';
+    }
+    o += "\"secondary\":{";
+    bool first = true;
+    for (auto& [k, v] : a.secondary) {
+      if (!first) o += ',';
+      first = false;
+      append_string(o, k);
+      o += ':';
+      append_string(o, v);
+    }
+    o += "}}";
+  }
+  o += "],\"sequenceNumber\":";
+  append_number(o, b.sequence_number);
+  o += ",\"sequenceNumberForAllocation\":{";
+  bool first = true;
+  for (auto& [k, v] : b.sequence_number_for_allocation) {
+    if (!first) o += ',';
+    first = false;
+    o += '"';
+    append_number(o, k);
+    o += "\":";
+    append_number(o, v);
+  }
+  o += "},\"deleted\":";
+  o += b.deleted ? "true" : "false";
+  if (!b.empty_since.empty()) {
+    o += ",\"emptySince\":";
+    append_string(o, b.empty_since);
+  }
+  o += '}';
+  return o;
 }
 
 resource to_resource(const block& b) {

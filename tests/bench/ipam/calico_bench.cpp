@@ -3,7 +3,7 @@
 // measured in the same run on the same store, is the raw rate of fsync'd single-resource
 // compare-and-swap writes from the same number of threads: the disk's bound.
 //
-//   calico_bench [--cycles N] [--seconds S] [--dir /tmp/x] [--no-fsync]
+//   calico_bench [--seconds S per scenario] [--rounds N] [--dir /tmp/x] [--no-fsync]
 #include <cnf/loader.hpp>
 #include <cnf/memory_datastore.hpp>
 #include <cnf/plugins/calico_ipam.hpp>
@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -137,7 +138,8 @@ void print(const char* store, const std::string& what, const figures& f, const f
 }  // namespace
 
 int main(int argc, char** argv) {
-  double limit = 4;
+  double limit = 6;
+  int rounds = 3;
   bool fsync = true;
   std::string dir;
   for (int i = 1; i < argc; ++i) {
@@ -145,8 +147,9 @@ int main(int argc, char** argv) {
     if (a == "--seconds" && i + 1 < argc) limit = std::atof(argv[++i]);
     else if (a == "--dir" && i + 1 < argc) dir = argv[++i];
     else if (a == "--no-fsync") fsync = false;
+    else if (a == "--rounds" && i + 1 < argc) rounds = std::max(1, std::atoi(argv[++i]));
     else {
-      fmt::print(stderr, "usage: {} [--seconds S] [--dir DIR] [--no-fsync]\n", argv[0]);
+      fmt::print(stderr, "usage: {} [--seconds S per scenario] [--rounds N] [--dir DIR] [--no-fsync]\n", argv[0]);
       return 2;
     }
   }
@@ -180,25 +183,49 @@ int main(int argc, char** argv) {
     p.spec = R"({"cidr":"10.128.0.0/12","blockSize":26})";
     if (!ds->create(p)) return 1;
   }
-  fmt::print("calico-ipam in-process assign+release cycles, {:.0f}s each, {} cores, local datastore fsync={}\n", limit,
-             std::thread::hardware_concurrency(), fsync);
-  auto raw1 = run_raw(*local, 1, limit, "raw1");
-  fmt::print("{:<7} {:<34} {:>9.0f} writes/s\n", "local", "raw CAS writes, 1 thread", raw1.per_second);
-  auto raw8 = run_raw(*local, 8, limit, "raw8");
-  fmt::print("{:<7} {:<34} {:>9.0f} writes/s\n", "local", "raw CAS writes, 8 threads", raw8.per_second);
-  auto one = run_ipam(*local, 1, 1, limit, "a");
-  print("local", "1 node, 1 thread", one, &raw1);
-  auto eight = run_ipam(*local, 8, 1, limit, "b");
-  print("local", "8 nodes, 1 thread each", eight, &raw8);
-  auto one8 = run_ipam(*local, 1, 8, limit, "c");
-  print("local", "1 node, 8 threads", one8, &raw8);
-  auto eight8 = run_ipam(*local, 8, 8, limit, "d");
-  print("local", "8 nodes, 8 threads each", eight8, &raw8);
+  fmt::print("calico-ipam in-process assign+release cycles; {} rounds of {:.1f}s per scenario, interleaved; {} cores; local datastore fsync={}\n",
+             rounds, limit / rounds, std::thread::hardware_concurrency(), fsync);
+  // Scenarios run in turn, round after round, so a disk that slows down or speeds up (the
+  // machine is shared) affects all of them alike; figures add up the rounds.
+  struct scenario {
+    const char* store;
+    std::string what;
+    std::function<figures(double, const std::string&)> run;
+    figures total{};
+    int peer = -1;  ///< index of the raw-write scenario it is compared with
+  };
+  std::vector<scenario> sc;
+  sc.push_back({"local", "raw CAS writes, 1 thread", [&](double t, const std::string& tag) { return run_raw(*local, 1, t, tag); }});
+  sc.push_back({"local", "raw CAS writes, 8 threads", [&](double t, const std::string& tag) { return run_raw(*local, 8, t, tag); }});
+  sc.push_back({"local", "1 node, 1 thread", [&](double t, const std::string& tag) { return run_ipam(*local, 1, 1, t, tag); }, {}, 0});
+  sc.push_back({"local", "8 nodes, 1 thread each", [&](double t, const std::string& tag) { return run_ipam(*local, 8, 1, t, tag); }, {}, 1});
+  sc.push_back({"local", "1 node, 8 threads", [&](double t, const std::string& tag) { return run_ipam(*local, 1, 8, t, tag); }, {}, 1});
+  sc.push_back({"local", "8 nodes, 8 threads each", [&](double t, const std::string& tag) { return run_ipam(*local, 8, 8, t, tag); }, {}, 1});
+  sc.push_back({"memory", "1 node, 1 thread", [&](double t, const std::string& tag) { return run_ipam(mem, 1, 1, t / 2, tag); }});
+  sc.push_back({"memory", "8 nodes, 1 thread each", [&](double t, const std::string& tag) { return run_ipam(mem, 8, 1, t / 2, tag); }});
+  for (int round = 0; round < rounds; ++round)
+    for (std::size_t i = 0; i < sc.size(); ++i) {
+      auto f = sc[i].run(limit / rounds, fmt::format("r{}s{}", round, i));
+      auto& t = sc[i].total;
+      t.ops += f.ops;
+      t.errors += f.errors;
+      t.seconds += f.seconds;
+      t.stats.block_writes += f.stats.block_writes;
+      t.stats.handle_writes += f.stats.handle_writes;
+      t.stats.block_conflicts += f.stats.block_conflicts;
+      t.stats.block_reads += f.stats.block_reads;
+      t.stats.scans += f.stats.scans;
+    }
+  std::uint64_t errors = 0;
+  for (auto& x : sc) {
+    x.total.per_second = x.total.seconds > 0 ? static_cast<double>(x.total.ops) / x.total.seconds : 0;
+    errors += x.total.errors;
+  }
+  for (auto& x : sc) {
+    if (x.what.starts_with("raw")) fmt::print("{:<7} {:<34} {:>9.0f} writes/s\n", x.store, x.what, x.total.per_second);
+    else print(x.store, x.what, x.total, x.peer >= 0 ? &sc[static_cast<std::size_t>(x.peer)].total : nullptr);
+  }
   fmt::print("local   8 contending nodes / 1 node: {:.2f}x with 1 thread per node, {:.2f}x with 8 threads per node\n",
-             eight.per_second / std::max(1.0, one.per_second), eight8.per_second / std::max(1.0, one8.per_second));
-  auto m1 = run_ipam(mem, 1, 1, limit / 2, "m1");
-  print("memory", "1 node, 1 thread", m1, nullptr);
-  auto m8 = run_ipam(mem, 8, 1, limit / 2, "m8");
-  print("memory", "8 nodes, 1 thread each", m8, nullptr);
-  return (one.errors + one8.errors + eight.errors + eight8.errors + m1.errors + m8.errors) ? 1 : 0;
+             sc[3].total.per_second / std::max(1.0, sc[2].total.per_second), sc[5].total.per_second / std::max(1.0, sc[4].total.per_second));
+  return errors ? 1 : 0;
 }

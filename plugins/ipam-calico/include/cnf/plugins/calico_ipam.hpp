@@ -96,7 +96,7 @@ struct block {
   std::vector<std::uint32_t> unallocated;
   std::vector<allocation_attribute> attributes;
   std::uint64_t sequence_number = 0;
-  std::map<std::string, std::uint64_t> sequence_number_for_allocation;
+  std::map<std::uint32_t, std::uint64_t> sequence_number_for_allocation;  ///< ordinal -> sequence number
   bool deleted = false;
   std::string empty_since;  ///< cnf extension: when the last address was released (RFC 3339)
 
