@@ -280,6 +280,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=3, help="untimed pods per contender first (default 3)")
     ap.add_argument("--only", help="comma-separated contender keys (default: all)")
     ap.add_argument("--json", help="also write the raw figures here")
+    ap.add_argument("--before", metavar="BUILD",
+                    help="another cnf build (e.g. before a change): adds its cnf-hl and cnf-calico as the contenders "
+                         "cnf-hl-before and cnf-calico-before, measured in the same run")
     ap.add_argument("--inner", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.inner:
@@ -304,6 +307,12 @@ def main():
         ip_batch([f"netns del {s}"], force=True)
 
     keys = ["cnf-hl", "cnf-calico", "ptp", "bridge", "hl-only", "floor", "true"]
+    before = None
+    if a.before:
+        before = os.path.abspath(os.path.join(a.before, "bin", "cnf"))
+        if not os.access(before, os.X_OK):
+            sys.exit(f"cni_bench: --before {a.before}: no bin/cnf there")
+        keys[2:2] = ["cnf-hl-before", "cnf-calico-before"]
     if a.only:
         want = a.only.split(",")
         bad = [k for k in want if k not in keys]
@@ -328,8 +337,10 @@ def main():
         hl = lambda net, name: {"type": "host-local", "ranges": [[{"subnet": f"10.{net}.0.0/16"}]],
                                 "routes": [{"dst": "0.0.0.0/0"}], "dataDir": os.path.join(tmp, "hl-" + name)}
         profiles = {}
-        for key, ipam in (("cnf-hl", '[ipam]\nplugin = "host-local"\nranges = [[{ subnet = "10.101.0.0/16" }]]\n'),
-                          ("cnf-calico", '[ipam]\nplugin = "calico-ipam"\n[[ipam.pools]]\ncidr = "10.102.0.0/16"\nblock_size = 26\n')):
+        hl_ipam = '[ipam]\nplugin = "host-local"\nranges = [[{{ subnet = "10.{}.0.0/16" }}]]\n'
+        calico_ipam = '[ipam]\nplugin = "calico-ipam"\n[[ipam.pools]]\ncidr = "10.{}.0.0/16"\nblock_size = 26\n'
+        for key, ipam in (("cnf-hl", hl_ipam.format(101)), ("cnf-calico", calico_ipam.format(102)),
+                          ("cnf-hl-before", hl_ipam.format(111)), ("cnf-calico-before", calico_ipam.format(112))):
             p = os.path.join(tmp, key + ".toml")
             with open(p, "w") as f:
                 f.write(f'[node]\nname = "bench-node"\n\n[datastore]\nplugin = "local"\ndir = "{os.path.join(tmp, "ds-" + key)}"\n\n{ipam}')
@@ -339,6 +350,11 @@ def main():
                            config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf", "profile": profiles["cnf-hl"]}),
             "cnf-calico": dict(label="cnf (calico-ipam)", binary=cnf,
                                config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf", "profile": profiles["cnf-calico"]}),
+            "cnf-hl-before": dict(label="before: cnf (host-local)", binary=before,
+                                  config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf", "profile": profiles["cnf-hl-before"]}),
+            "cnf-calico-before": dict(label="before: cnf (calico)", binary=before,
+                                      config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf",
+                                              "profile": profiles["cnf-calico-before"]}),
             "ptp": dict(label="ref ptp+host-local", binary=f"{REF_DIR}/ptp",
                         config={"cniVersion": "1.0.0", "name": "bench-ptp", "type": "ptp", "ipMasq": False, "ipam": hl(103, "ptp")}),
             "bridge": dict(label="ref bridge+host-local", binary=f"{REF_DIR}/bridge",
@@ -438,6 +454,14 @@ def report(res, a, cnf):
     ca, ho = med("cnf-calico", "add_ms"), med("hl-only", "add_ms")
     if ca is not None and ho:
         target("cnf (calico-ipam) ADD median / ref host-local alone ADD median (issue 4)", ca / ho, 0.3, lambda v: f"{v:.2f}x")
+    if "cnf-hl-before" in by:
+        print()
+        print("this build against --before (same run):")
+        for k in ("cnf-hl", "cnf-calico"):
+            for f in ("add_ms", "del_ms"):
+                now, then = med(k, f), med(k + "-before", f)
+                if now is not None and then:
+                    print(f"  {by[k]['label']} {f[:3].upper()} median: {then:.2f} -> {now:.2f} ms ({now / then:.2f}x)")
     return ok
 
 
