@@ -335,7 +335,10 @@ cni::result<void> cmd_check(context& c) {
   if (!host_listed) problems.push_back("prevResult lists no host interface " + *host_if);
   auto wep = get_workload_endpoint(c.parts.datastore, c.node, c.pod, c.env.container_id, c.env.ifname);
   if (!wep) problems.push_back("workload endpoint: " + wep.error().message);
-  if (!c.delegated_ipam) {
+  if (c.delegated_ipam) {
+    // The delegate checks its own allocation (the spec: CHECK is passed on to delegates).
+    if (auto r = delegate_ipam(c.env, c.cfg, "CHECK"); !r) problems.push_back(r.error().msg);
+  } else {
     auto allocs = c.parts.ipam.allocations();
     if (!allocs) return from_part(allocs.error(), "ipam: allocations");
     std::set<cnf::ip_address> held;
@@ -438,9 +441,11 @@ int run_cni(int, char**) {
   c.log.set_prefix(fmt::format("{} {}", cni::to_string(c.env.cmd), c.env.container_id));
   const std::string ver(cni::to_string(c.cfg.version));
   c.pod = pod_identity::from(c.env.args);
+  c.delegated_ipam = uses_delegated_ipam(c.cfg);  // before the CNI_PATH check below needs it
   if (c.cfg.veth_prefix.size() > 4)
     return emit_error(make(error_code::invalid_config, "vethPrefix: at most 4 characters (the host veth name adds 11 hex digits)"), ver, &c.log);
-  if (c.delegated_ipam && c.env.path.empty() && (c.env.cmd == cni::command::add || c.env.cmd == cni::command::del))
+  if (c.delegated_ipam && c.env.path.empty() &&
+      (c.env.cmd == cni::command::add || c.env.cmd == cni::command::del || c.env.cmd == cni::command::check))
     return emit_error(make(error_code::invalid_environment, "CNI_PATH: required to run the IPAM plugin '" + c.cfg.ipam->type + "'"), ver, &c.log);
   if (auto r = load_parts(c); !r) return emit_error(r.error(), ver, &c.log);
 
