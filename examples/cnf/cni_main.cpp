@@ -161,8 +161,7 @@ bool uses_delegated_ipam(const cni::net_config& cfg) {
 cni::result<void> load_parts(context& c) {
   std::string path = c.cfg.profile.empty() ? default_profile_path() : c.cfg.profile;
   auto p = cnf::load_profile(path);
-  if (!p) return make(p.error().code == cnf::errc::io ? error_code::invalid_config : error_code::invalid_config,
-                      "profile: " + p.error().message);
+  if (!p) return make(error_code::invalid_config, "profile: " + p.error().message);
   c.prof = std::move(*p);
   c.log.configure(c.prof.cni.level, c.prof.cni.log_file);
   c.node = c.prof.node_name();
@@ -178,7 +177,15 @@ cni::result<void> load_parts(context& c) {
   ctx.log = &c.log;
   auto parts = cnf::compose(c.prof, loader, need, ctx);
   if (!parts) {
-    auto code = parts.error().code == cnf::errc::unavailable ? error_code::try_again_later : error_code::invalid_config;
+    // A setting or a plugin the profile names is wrong: 7. The datastore cannot be
+    // reached: 11 (retry later). It answered, but unusably (its directory is a file, ...):
+    // 101. STATUS turns the last two into 50 (run_cni).
+    auto code = error_code::invalid_config;
+    switch (parts.error().code) {
+      case cnf::errc::unavailable: code = error_code::try_again_later; break;
+      case cnf::errc::invalid: case cnf::errc::not_found: case cnf::errc::unsupported: break;
+      default: code = error_code::datastore_error;
+    }
     return make(code, parts.error().message);
   }
   c.parts = std::move(*parts);
@@ -447,7 +454,13 @@ int run_cni(int, char**) {
   if (c.delegated_ipam && c.env.path.empty() &&
       (c.env.cmd == cni::command::add || c.env.cmd == cni::command::del || c.env.cmd == cni::command::check))
     return emit_error(make(error_code::invalid_environment, "CNI_PATH: required to run the IPAM plugin '" + c.cfg.ipam->type + "'"), ver, &c.log);
-  if (auto r = load_parts(c); !r) return emit_error(r.error(), ver, &c.log);
+  if (auto r = load_parts(c); !r) {
+    // STATUS asks "can ADD work now?": a datastore that cannot be opened or reached is
+    // "not available" (50); a broken profile stays a config error (7).
+    if (c.env.cmd == cni::command::status && r.error().code != error_code::invalid_config)
+      return emit_error(make(error_code::plugin_not_available, "datastore unavailable: " + r.error().msg), ver, &c.log);
+    return emit_error(r.error(), ver, &c.log);
+  }
 
   switch (c.env.cmd) {
     case cni::command::add: {
