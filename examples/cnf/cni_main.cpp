@@ -23,9 +23,11 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <future>
 #include <iostream>
 #include <set>
+#include <span>
 #include <thread>
 
 extern char** environ;
@@ -46,15 +48,37 @@ cni::error from_part(const cnf::error& e, std::string_view what) {
   return make(c, fmt::format("{}: {}", what, e.message));
 }
 
-std::string read_stdin() {
+/// All of stdin. A read error (stdin closed, or not readable such as a directory) is an
+/// I/O failure (code 5), not an empty config (which would be reported as code 6).
+cni::result<std::string> read_stdin() {
   std::string s;
   char buf[65536];
   for (;;) {
     ssize_t n = ::read(0, buf, sizeof buf);
     if (n > 0) s.append(buf, static_cast<std::size_t>(n));
-    else if (n == 0 || errno != EINTR) break;
+    else if (n == 0) break;
+    else if (errno != EINTR) return make(error_code::io_failure, "stdin: cannot read the network config: " + std::string(std::strerror(errno)));
   }
   return s;
+}
+
+/// The version an error is written in when the config could not be parsed: the one the
+/// input negotiates if it names a supported version, otherwise the latest (echoing an
+/// unsupported "9.9.9" back would give the runtime a reply in no known format).
+std::string reply_version(std::string_view in) {
+  boost::system::error_code ec;
+  auto v = boost::json::parse(in, ec);
+  std::string cv;
+  std::vector<std::string> cvs;
+  if (!ec)
+    if (auto* o = v.if_object()) {
+      if (auto* p = o->if_contains("cniVersion"); p && p->is_string()) cv = std::string(p->as_string());
+      if (auto* p = o->if_contains("cniVersions"); p && p->is_array())
+        for (auto& e : p->as_array())
+          if (e.is_string()) cvs.emplace_back(e.as_string());
+    }
+  auto n = cni::negotiate(cv, std::span<const std::string>(cvs));
+  return std::string(cni::to_string(n.value_or(cni::latest_version)));
 }
 
 // ---- delegation to an IPAM binary (CNI spec: "delegated plugins") ---------------------
@@ -428,11 +452,13 @@ int emit_error(const cni::error& e, std::string_view version, cni_logger* log) {
 }  // namespace
 
 int run_cni(int, char**) {
-  std::string in = read_stdin();
+  auto stdin_text = read_stdin();
+  if (!stdin_text) return emit_error(stdin_text.error(), cni::spec_version, nullptr);
+  const std::string& in = *stdin_text;
   auto env = cni::parse_env(environ);
   if (!env) {
     // Errors are written in the config's version when it can be read.
-    return emit_error(env.error(), cni::version_request_version(in), nullptr);
+    return emit_error(env.error(), reply_version(in), nullptr);
   }
   if (env->cmd == cni::command::version) {
     std::string out = cni::version_output(cni::version_request_version(in)) + "\n";
@@ -440,7 +466,7 @@ int run_cni(int, char**) {
     return 0;
   }
   auto cfg = cni::parse_config(in, env->cmd);
-  if (!cfg) return emit_error(cfg.error(), cni::version_request_version(in), nullptr);
+  if (!cfg) return emit_error(cfg.error(), reply_version(in), nullptr);
 
   context c;
   c.env = std::move(*env);
