@@ -227,6 +227,84 @@ std::string handle_for(const context& c) { return c.cfg.name + "." + c.env.conta
 
 // ---- ADD ------------------------------------------------------------------------------
 
+/// The ADD result for an attachment: the host veth, the pod interface in its sandbox,
+/// the pod's addresses (/32, /128) and a default route per family.
+cni::add_result attachment_result(const context& c, const std::string& host_if, const cnf::mac_address& host_mac,
+                                  const cnf::mac_address& pod_mac, const std::vector<cnf::ip_prefix>& addresses,
+                                  const cni::dns_config& dns) {
+  cni::add_result res;
+  res.interfaces.push_back({host_if, host_mac.to_string()});
+  res.interfaces.push_back({c.env.ifname, pod_mac.to_string(), 0, c.env.netns});
+  for (auto& a : addresses) res.ips.push_back({a, std::nullopt, 1u});
+  bool v4 = false, v6 = false;
+  for (auto& a : addresses) (a.address().is_v4() ? v4 : v6) = true;
+  if (v4) res.routes.push_back({cnf::ip_prefix::parse("0.0.0.0/0").value(), nl::pod_gateway_v4()});
+  if (v6) res.routes.push_back({cnf::ip_prefix::parse("::/0").value(), nl::pod_gateway_v6()});
+  res.dns = dns;
+  return res;
+}
+
+/// The IPAM refused to assign because `handle` already holds addresses: this container
+/// was ADDed to this network before. The spec says a runtime must not ADD the same
+/// attachment twice without a DEL between, but retries happen (a runtime restarted
+/// mid-call), so:
+///  * the same attachment (same CNI_IFNAME), recorded and intact in the kernel: success,
+///    with the same result as the first ADD (nothing is changed);
+///  * anything else — the attachment is recorded but broken, the container holds another
+///    interface on this network, or an earlier ADD died before recording anything — is
+///    error 103 naming what is there; the runtime's DEL (which it sends after a failed
+///    ADD) removes it, and the next ADD starts clean.
+/// nullopt when the handle holds nothing: the conflict was about something else (a
+/// requested address held by another pod), and the caller reports that.
+std::optional<cni::result<cni::add_result>> repeated_add(context& c, const std::string& handle, const std::string& host_if,
+                                                         const std::vector<cnf::ip_address>& requested) {
+  auto allocs = c.parts.ipam.allocations();
+  if (!allocs) return std::nullopt;
+  std::vector<cnf::ip_prefix> held;
+  for (auto& a : *allocs)
+    if (a.handle == handle) held.emplace_back(a.address, a.address.bits());
+  if (held.empty()) return std::nullopt;
+  const std::string what = fmt::format("container {} already holds {} on network {}", c.env.container_id, join_prefixes(held), c.cfg.name);
+
+  auto wep = get_workload_endpoint(c.parts.datastore, c.node, c.pod, c.env.container_id, c.env.ifname);
+  if (wep && wep->handle == handle) {
+    std::vector<std::string> problems;
+    if (wep->netns != c.env.netns) problems.push_back("it was added in netns " + wep->netns + ", this ADD names " + c.env.netns);
+    if (wep->host_ifname != host_if) problems.push_back("its host interface is " + wep->host_ifname + ", this ADD would use " + host_if);
+    for (auto& r : requested) {
+      bool ok = false;
+      for (auto& a : wep->addresses) ok = ok || a.address() == r;
+      if (!ok) problems.push_back("it holds " + join_prefixes(wep->addresses) + ", this ADD requests " + r.to_string());
+    }
+    if (problems.empty()) {
+      nl::pod_plumbing_request pr;
+      pr.netns_path = c.env.netns;
+      pr.pod_ifname = c.env.ifname;
+      pr.host_ifname = host_if;
+      pr.addresses = wep->addresses;
+      pr.mtu = c.cfg.mtu ? *c.cfg.mtu : c.prof.cni.mtu;
+      pr.pod_mac = c.cfg.runtime.mac;
+      for (auto& e : nl::check_pod(pr)) problems.push_back(e.message);
+    }
+    if (problems.empty()) {
+      c.log.info(fmt::format("{} {}: already attached and intact; returning the same result", c.pod.describe(), c.env.ifname));
+      return attachment_result(c, host_if, nl::host_side_mac(), wep->mac, wep->addresses, c.cfg.dns);
+    }
+    return make(error_code::interface_exists,
+                fmt::format("{} as {}, but that attachment is not intact ({}); DEL it before adding it again", what, c.env.ifname,
+                            fmt::join(problems, "; ")));
+  }
+  if (auto eps = list_workload_endpoints(c.parts.datastore, c.node))
+    for (auto& e : *eps)
+      if (e.handle == handle && e.network == c.cfg.name)
+        return make(error_code::interface_exists,
+                    fmt::format("{} through interface {} (host side {}); cnf gives a container one interface per network", what,
+                                e.pod_ifname, e.host_ifname));
+  return make(error_code::interface_exists,
+              fmt::format("{} from an earlier ADD that did not finish; DEL it before adding it again", what));
+}
+
+
 cni::result<cni::add_result> cmd_add(context& c) {
   // Refuse an unusable netns before allocating anything.
   if (auto ns = nl::open_netns(c.env.netns); !ns)
@@ -280,7 +358,13 @@ cni::result<cni::add_result> cmd_add(context& c) {
       for (auto& a : req.requested) (a.is_v4() ? req.num_v4 : req.num_v6)++;
     }
     auto r = c.parts.ipam.assign(req);
-    if (!r) return from_part(r.error(), "ipam " + c.prof.ipam->plugin + ": assign for " + handle);
+    if (!r && r.error().code == cnf::errc::already_exists) {
+      if (auto again = repeated_add(c, handle, *host_if, req.requested)) return std::move(*again);
+      // A requested address (runtimeConfig/args "ips", CNI_ARGS IP) is another pod's: no
+      // address this pod may have is free.
+      return make(error_code::ipam_exhausted, "ipam " + c.prof.ipam->plugin + ": " + r.error().message);
+    }
+    if (!r) return from_part(r.error(), "ipam " + c.prof.ipam->plugin);
     assigned = *r;
     for (auto& a : assigned) addrs.push_back(a.address);
   }
@@ -308,18 +392,10 @@ cni::result<cni::add_result> cmd_add(context& c) {
     return from_part(w.error(), "datastore: workload endpoint");
   }
 
-  cni::add_result res;
-  res.interfaces.push_back({*host_if, plumbed->host_mac.to_string()});
-  res.interfaces.push_back({c.env.ifname, plumbed->pod_mac.to_string(), 0, c.env.netns});
-  for (auto& a : pr.addresses) res.ips.push_back({a, std::nullopt, 1u});
-  bool v4 = false, v6 = false;
-  for (auto& a : pr.addresses) (a.address().is_v4() ? v4 : v6) = true;
-  if (v4) res.routes.push_back({cnf::ip_prefix::parse("0.0.0.0/0").value(), nl::pod_gateway_v4()});
-  if (v6) res.routes.push_back({cnf::ip_prefix::parse("::/0").value(), nl::pod_gateway_v6()});
-  res.dns = c.delegated_ipam && !ipam_result.dns.empty() ? ipam_result.dns : c.cfg.dns;
-  c.log.info(fmt::format("ADD {} {}: {} on {} ({} us in netlink)", c.env.container_id, c.pod.describe(), join_prefixes(pr.addresses),
-                         *host_if, plumbed->elapsed.count()));
-  return res;
+  c.log.info(fmt::format("{} {}: {} on {} ({} us in netlink)", c.pod.describe(), c.env.ifname, join_prefixes(pr.addresses), *host_if,
+                         plumbed->elapsed.count()));
+  return attachment_result(c, *host_if, plumbed->host_mac, plumbed->pod_mac, pr.addresses,
+                           c.delegated_ipam && !ipam_result.dns.empty() ? ipam_result.dns : c.cfg.dns);
 }
 
 // ---- DEL ------------------------------------------------------------------------------
@@ -342,7 +418,7 @@ cni::result<void> cmd_del(context& c) {
   auto u = unplumb.get();
   if (!u && !first) first = make(error_code::dataplane_failure, u.error().message);
   if (first) return *first;
-  c.log.info(fmt::format("DEL {} {}: released {}, removed {}", c.env.container_id, c.pod.describe(), handle, *host_if));
+  c.log.info(fmt::format("{} {}: released {}, removed {}", c.pod.describe(), c.env.ifname, handle, *host_if));
   return {};
 }
 
@@ -471,7 +547,8 @@ int run_cni(int, char**) {
   context c;
   c.env = std::move(*env);
   c.cfg = std::move(*cfg);
-  c.log.set_prefix(fmt::format("{} {}", cni::to_string(c.env.cmd), c.env.container_id));
+  c.log.set_prefix(c.env.container_id.empty() ? std::string(cni::to_string(c.env.cmd))
+                                               : fmt::format("{} {}", cni::to_string(c.env.cmd), c.env.container_id));
   const std::string ver(cni::to_string(c.cfg.version));
   c.pod = pod_identity::from(c.env.args);
   c.delegated_ipam = uses_delegated_ipam(c.cfg);  // before the CNI_PATH check below needs it
