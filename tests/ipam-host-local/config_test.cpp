@@ -59,7 +59,7 @@ TEST_CASE("host-local config: defaults per range") {
   CHECK(c.range_sets(cnf::ip_family::v6) == 1);
   CHECK(c.scope == "default");
   CHECK(c.orphan_grace == std::chrono::seconds(60));
-  CHECK(c.parallel_writes);
+  CHECK(!c.parallel_writes);  // unset: decided by the datastore
   CHECK(c.reserved.empty());
 }
 
@@ -253,7 +253,7 @@ scope = "x-1"
 orphan_grace_seconds = 7
 parallel_writes = false
 )").value();
-  CHECK(!c.parallel_writes);
+  CHECK(c.parallel_writes == false);
   auto text = "[ipam]\n" + hl::to_toml(c);
   INFO(text);
   auto back = hl::parse_config(text, "generated", "ipam");

@@ -521,6 +521,17 @@ HL_CASE("a configuration built in code is checked") {
   CHECK_THROWS_AS(cnf::host_local_ipam(cnf::any_datastore(), c, "n"), cnf::error_exception);
 }
 
+HL_CASE("parallel writes: on by default, off over a memory_datastore, as configured otherwise") {
+  auto ds = new_store();
+  cnf::host_local_ipam ipam(ds, cfg(R"(ranges = [[{ subnet = "10.24.0.0/24" }]])"), "node-1");
+  CHECK(ipam.writes_in_parallel() == HL_EXPECT_PARALLEL);
+  auto off = cfg(R"(ranges = [[{ subnet = "10.24.0.0/24" }]])");
+  off.parallel_writes = false;
+  CHECK(!cnf::host_local_ipam(ds, off, "n").writes_in_parallel());
+  off.parallel_writes = true;
+  CHECK(cnf::host_local_ipam(ds, off, "n").writes_in_parallel());
+}
+
 HL_CASE("through any_ipam, as the CNI plugin holds it") {
   auto ds = new_store();
   cnf::any_ipam any = cnf::host_local_ipam(ds, cfg(R"(ranges = [[{ subnet = "10.22.0.0/24" }]])"), "node-1");

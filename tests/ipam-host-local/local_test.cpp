@@ -56,6 +56,7 @@ cnf::any_datastore new_store() {
 }  // namespace
 
 #define HL_BACKEND "local"
+#define HL_EXPECT_PARALLEL true
 #include "ipam_cases.hpp"
 
 namespace {

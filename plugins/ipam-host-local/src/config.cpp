@@ -340,7 +340,7 @@ config read_config(settings& s) {
     else c.orphan_grace = std::chrono::seconds(i->get());
   }
 
-  c.parallel_writes = s.get<bool>("parallel_writes", c.parallel_writes);
+  c.parallel_writes = s.get_optional<bool>("parallel_writes");
 
   sink bad = [&](const void* where, const std::string& path, const std::string& msg) {
     if (where) s.fail_at(*static_cast<const toml::node*>(where), path, msg);
@@ -563,7 +563,7 @@ std::string to_toml(const config& c) {
   }
   s += "]\nscope = \"" + c.scope + "\"\n";
   s += "orphan_grace_seconds = " + std::to_string(c.orphan_grace.count()) + "\n";
-  s += std::string("parallel_writes = ") + (c.parallel_writes ? "true" : "false") + "\n";
+  if (c.parallel_writes) s += std::string("parallel_writes = ") + (*c.parallel_writes ? "true" : "false") + "\n";
   return s;
 }
 

@@ -1,6 +1,7 @@
 // host-local IPAM on the cnf datastore. Correctness rests on create() of one resource per
 // address (only one writer can make it) and on removes that carry the revision the
 // allocation was made at (a stale handle cannot free an address that changed hands).
+#include <cnf/memory_datastore.hpp>
 #include <cnf/plugins/host-local.hpp>
 
 #include "detail.hpp"
@@ -24,6 +25,7 @@ struct state {
   std::string prefix;                 // "<scope>."
   std::string cursor_name;            // "<scope>.<node>"
   std::vector<std::string> set_keys;  // identity of each range set inside the cursor
+  bool parallel = true;               // config.parallel_writes, resolved
 };
 
 }  // namespace host_local
@@ -235,10 +237,15 @@ host_local_ipam::host_local_ipam(any_datastore ds, host_local::config cfg, std::
   for (auto& rs : s->cfg.ranges) s->set_keys.push_back(set_key(rs));
   if (!s->ds) throw error_exception(errc::invalid, "host-local: no datastore (the host must give the IPAM part a datastore)");
   if (auto c = host_local::check_config(s->cfg); !c) throw error_exception(c.error());
+  // An in-memory store writes faster than a thread starts: no parallel writes there.
+  const bool in_memory = dynamic_cast<const detail::datastore_model<memory_datastore>*>(s->ds.interface().get()) != nullptr;
+  s->parallel = s->cfg.parallel_writes.value_or(!in_memory);
   s_ = std::move(s);
 }
 
 const host_local::config& host_local_ipam::configuration() const noexcept { return s_->cfg; }
+
+bool host_local_ipam::writes_in_parallel() const noexcept { return s_->parallel; }
 
 result<std::vector<assigned_address>> host_local_ipam::assign(const assign_request& req) const {
   const auto& st = *s_;
@@ -427,7 +434,7 @@ result<std::vector<assigned_address>> host_local_ipam::assign(const assign_reque
     if (requested_in[i]) sets.push_back(i);
   const std::size_t n_requested = sets.size();
   sets.insert(sets.end(), auto_sets.begin(), auto_sets.end());
-  auto results = run_jobs<result<taken_address>>(sets.size(), cfg.parallel_writes, [&](std::size_t k) {
+  auto results = run_jobs<result<taken_address>>(sets.size(), st.parallel, [&](std::size_t k) {
     return k < n_requested ? take_requested(sets[k]) : take_free(sets[k]);
   });
 
@@ -438,7 +445,7 @@ result<std::vector<assigned_address>> host_local_ipam::assign(const assign_reque
     else if (!failure) failure = r.error();
   }
   auto rollback = [&] {
-    run_jobs<int>(taken.size(), cfg.parallel_writes, [&](std::size_t k) {
+    run_jobs<int>(taken.size(), st.parallel, [&](std::size_t k) {
       auto& t = taken[k];
       if (auto r = ds.remove(t.key, t.revision); !r && r.error().code != errc::not_found)
         st.log->warn("host-local: " + who + ": could not give back " + t.key.to_string() + ": " + r.error().message +
@@ -482,7 +489,7 @@ result<std::vector<assigned_address>> host_local_ipam::assign(const assign_reque
     if (!w && w.error().code != errc::conflict && w.error().code != errc::already_exists)
       st.log->debug("host-local: cursor not moved: " + w.error().message);
   };
-  auto written = run_jobs<result<resource>>(auto_sets.empty() ? 1 : 2, cfg.parallel_writes, [&](std::size_t k) -> result<resource> {
+  auto written = run_jobs<result<resource>>(auto_sets.empty() ? 1 : 2, st.parallel, [&](std::size_t k) -> result<resource> {
     if (k == 0) return ds.create(hr);
     move_cursor();
     return resource{};
@@ -525,7 +532,7 @@ result<bool> release_one(const host_local::state& st, std::string_view handle, s
                                       "' (two handles share one name); release it by hand");
     // Allocations first (at once when there are several), the handle last: a crash in
     // between leaves a handle whose stale revisions a retry skips, never a lost address.
-    auto removed = run_jobs<result<bool>>(rec->entries.size(), st.cfg.parallel_writes, [&](std::size_t k) -> result<bool> {
+    auto removed = run_jobs<result<bool>>(rec->entries.size(), st.parallel, [&](std::size_t k) -> result<bool> {
       const auto& e = rec->entries[k];
       resource_key ak{std::string(host_local::allocation_kind), "", host_local::allocation_name(st.cfg.scope, e.address)};
       auto r = st.ds.remove(ak, e.revision);

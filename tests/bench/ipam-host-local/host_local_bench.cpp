@@ -59,7 +59,7 @@ figures run(const cnf::any_datastore& base, int cycles, int threads, unsigned v6
   counting_datastore counted{base};
   cnf::any_datastore ds = counted;
   auto cfg = cnf::host_local::parse_config(config_text, "bench", "ipam").value();
-  cfg.parallel_writes = parallel;
+  cfg.parallel_writes = parallel;  // explicit, to compare both on every store
   cnf::host_local_ipam ipam(ds, cfg, "bench-node");
   // Warm up: the cursor exists, files and pages are in place.
   for (int i = 0; i < 20; ++i) {

@@ -13,7 +13,8 @@
 //   reserved = ["10.22.0.50", "10.23.0.128/28"]  # never handed out (addresses or CIDRs)
 //   scope = "default"                            # name space of the allocations (see below)
 //   orphan_grace_seconds = 60                    # gc: age before an unlisted allocation is released
-//   parallel_writes = true                       # independent writes at once (shared fsyncs)
+//   parallel_writes = true                       # independent writes at once (shared fsyncs);
+//                                                # default: on, off over a memory_datastore
 //
 // A range set holds ranges of one family; an assignment takes at most one address from
 // each range set (as the reference plugin does). `[[ipam.ranges]]` tables are accepted
@@ -115,8 +116,8 @@ struct config {
   /// Issue the independent writes of one assign or release at once (threads), so a store
   /// that shares a flush between concurrent writers (local) pays one fsync, not several.
   /// Off: one after the other (cheaper for an in-memory store, where a write costs less
-  /// than starting a thread).
-  bool parallel_writes = true;
+  /// than starting a thread). Unset: on, except over a cnf::memory_datastore.
+  std::optional<bool> parallel_writes;
 
   /// How many range sets of this family: an assignment gets one address from each
   /// (num_v4 / num_v6 of an assign_request that wants the reference plugin's behaviour).
@@ -186,6 +187,8 @@ class host_local_ipam {
   result<gc_report> gc(std::string_view prefix, const std::set<std::string>& valid) const;
 
   const host_local::config& configuration() const noexcept;
+  /// Whether independent writes go out at once (config.parallel_writes, resolved).
+  bool writes_in_parallel() const noexcept;
 
  private:
   std::shared_ptr<const host_local::state> s_;
