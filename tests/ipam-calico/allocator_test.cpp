@@ -116,6 +116,19 @@ TEST_CASE("assign: dual stack, several addresses, requested addresses") {
   REQUIRE_FALSE(e);
   CHECK(e.error().code == cnf::errc::already_exists);
   CHECK_THAT(e.error().message, Contains("10.20.200.7") && Contains("net.fixed"));
+  // Asking again for what the handle holds is fine; a failure later in the same request
+  // does not take it away.
+  auto again = ipam.assign(want);
+  REQUIRE(again);
+  CHECK(again->size() == 2);
+  auto mixed = request("net.fixed", "node-1", 0);
+  mixed.requested = {ip("10.20.200.7"), ip("10.20.200.9")};
+  auto other_pod = request("net.o9", "node-1", 0);
+  other_pod.requested = {ip("10.20.200.9")};
+  REQUIRE(ipam.assign(other_pod));
+  REQUIRE_FALSE(ipam.assign(mixed));
+  CHECK(ci::lookup(ds, ip("10.20.200.7"))->handle == "net.fixed");
+  REQUIRE(ipam.release_handle("net.o9"));
   auto outside = request("net.out", "node-1", 0);
   outside.requested = {ip("192.168.1.1")};
   auto o = ipam.assign(outside);

@@ -220,6 +220,7 @@ namespace {
 bool apply(block& b, block_op& op) {
   op.out = block_op::outcome::ok;
   op.got.clear();
+  op.already.clear();
   op.released.clear();
   switch (op.what) {
     case block_op::kind::allocate: {
@@ -247,7 +248,7 @@ bool apply(block& b, block_op& op) {
         } else if (trial.allocations[*o]) {
           auto h = trial.handle_of(*o);
           if (h == op.handle) {
-            op.got.push_back(a);
+            op.already.push_back(a);
             continue;
           }
           op.out = block_op::outcome::failed;
@@ -262,6 +263,7 @@ bool apply(block& b, block_op& op) {
           continue;
         }
         op.got.clear();
+        op.already.clear();
         return false;
       }
       if (changed) b = std::move(trial);
@@ -297,6 +299,7 @@ void finish(std::vector<std::shared_ptr<block_op>>& batch, block_op::outcome out
     op->out = out;
     op->err = e;
     op->got.clear();
+    op->already.clear();
     op->released.clear();
   }
 }
@@ -684,6 +687,7 @@ struct assigner {
         if (it->disabled) return error(errc::invalid, "requested " + describe(*it) + " is disabled (spec.disabled)");
         out.push_back(*it);
       }
+      if (out.empty()) return error(errc::invalid, "the requested pools name no " + family_name(f) + " pool");
       return out;
     }
     std::vector<std::string> why;
@@ -948,12 +952,13 @@ struct assigner {
       // that a foreign block needs could be missing.
       op->affine_to = affine ? node : std::string();
       st.run(name, op);
-      bool ok = op->out == block_op::outcome::ok && !op->got.empty();
-      if (!affine && !ok) (void)st.adjust_handle(req.handle, b, -1);
-      if (ok) {
-        if (!affine) pr.record[b] += 1;
+      bool taken = op->out == block_op::outcome::ok && !op->got.empty();
+      bool held = op->out == block_op::outcome::ok && !op->already.empty();  // by this handle already
+      if (!affine && !taken) (void)st.adjust_handle(req.handle, b, -1);
+      if (taken || held) {
+        if (!affine && taken) pr.record[b] += 1;
         pr.out.push_back({ip_prefix(a, a.bits()), std::nullopt, p->cidr.to_string()});
-        pr.got.emplace_back(a, b);
+        if (taken) pr.got.emplace_back(a, b);  // only what this request took is rolled back
         return {};
       }
       if (op->out == block_op::outcome::failed || op->out == block_op::outcome::corrupt) return op->err;
@@ -1276,13 +1281,8 @@ result<gc_report> state::gc(std::string_view prefix, const std::set<std::string>
   all = list_blocks();
   if (!all) return all.error();
   std::map<std::string, const block*> blocks;
-  std::map<std::string, std::map<std::string, std::uint32_t>> held;  // handle -> block cidr -> count
-  for (auto& lb : *all) {
-    if (!lb.parsed || lb.parsed->deleted) continue;
-    blocks[lb.name] = &*lb.parsed;
-    for (std::uint32_t o = 0; o < lb.parsed->size(); ++o)
-      if (lb.parsed->allocations[o]) ++held[lb.parsed->handle_of(o)][lb.parsed->cidr.to_string()];
-  }
+  for (auto& lb : *all)
+    if (lb.parsed && !lb.parsed->deleted) blocks[lb.name] = &*lb.parsed;
 
   lo.kind = std::string(kinds::ipam_handle);
   auto handles = ds.list_all(lo);
@@ -1293,31 +1293,12 @@ result<gc_report> state::gc(std::string_view prefix, const std::set<std::string>
       log->warn("calico-ipam: gc: " + p.error().message);
       continue;
     }
-    if (!p->handle_id.starts_with(prefix)) continue;
-    handle_record fixed = *p;
-    if (stale(p->handle_id)) {
-      fixed.blocks.clear();
-    } else {
-      // Keep only blocks that really hold the handle, with their real counts.
-      auto& actual = held[p->handle_id];
-      for (auto it = fixed.blocks.begin(); it != fixed.blocks.end();) {
-        auto a = actual.find(it->first);
-        if (a == actual.end()) it = fixed.blocks.erase(it);
-        else {
-          it->second = a->second;
-          ++it;
-        }
-      }
-    }
-    if (fixed.blocks == p->blocks) continue;
-    if (fixed.blocks.empty()) {
-      auto rm = ds.remove(r.key(), r.revision);
-      if (rm && stale(p->handle_id)) released_handles.insert(p->handle_id);
-    } else {
-      auto next = to_resource(fixed);
-      next.revision = r.revision;
-      (void)ds.update(next);
-    }
+    // Only records of released handles go. A live handle's record may name a block its
+    // address is still being written to (the record is written first), and naming a
+    // block too many costs nothing: release_handle removes the record either way.
+    if (!stale(p->handle_id)) continue;
+    auto rm = ds.remove(r.key(), r.revision);
+    if (rm) released_handles.insert(p->handle_id);
   }
 
   for (auto& r : affs->items) {

@@ -73,6 +73,7 @@ struct block_op {
   outcome out = outcome::ok;
   cnf::error err;
   std::vector<ip_address> got;
+  std::vector<ip_address> already;  ///< claim_exact: held by this handle before
   std::vector<std::pair<ip_address, std::string>> released;
   bool done = false;  ///< guarded by the slot mutex
 };

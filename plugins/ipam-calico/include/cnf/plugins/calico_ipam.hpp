@@ -203,9 +203,9 @@ class ipam {
   result<void> release_addresses(std::span<const ip_address> addresses);
   result<ipam_usage> usage();
   result<std::vector<allocation>> allocations();
-  /// Releases every handle starting with `prefix` that is not in `valid`, then repairs
-  /// what a crash can leave: IPAMHandles that overstate their blocks, pending or
-  /// half-released BlockAffinities, and empty blocks past the grace period.
+  /// Releases every handle starting with `prefix` that is not in `valid` (addresses and
+  /// IPAMHandles), then repairs what a crash can leave: pending or half-released
+  /// BlockAffinities, and empty blocks past the grace period.
   result<gc_report> gc(std::string_view prefix, const std::set<std::string>& valid);
 
   /// The addresses a handle holds (for CNI CHECK and ADD retries), found as release_handle
