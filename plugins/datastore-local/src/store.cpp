@@ -172,13 +172,18 @@ constexpr std::uint64_t jump_bytes = 1u << 20;
 result<scan_outcome> scan_segment(int fd, const std::string& path, std::uint64_t seg, std::uint64_t& off,
                                   std::uint64_t& last_rev, std::uint64_t max_rev, std::vector<char>& buf,
                                   const std::function<void(record&&)>& sink) {
-  if (buf.size() < (256u << 10)) buf.resize(256u << 10);
+  // Start small (a new process usually reads a few records) and grow while reads fill it.
+  if (buf.size() < (16u << 10)) buf.resize(16u << 10);
   for (;;) {
     ssize_t n = pread_full(fd, buf.data(), buf.size(), off);
     if (n < 0) return error(errc::io, "read " + path + ": " + errno_text(errno));
     if (n == 0) return scan_outcome{scan_outcome::eof, {}};
     std::size_t have = static_cast<std::size_t>(n), pos = 0;
     bool full = have == buf.size();
+    if (full && buf.size() < (1u << 20)) {
+      buf.resize(buf.size() * 4);
+      continue;
+    }
     while (pos < have) {
       record r;
       std::size_t used = 0;
@@ -244,8 +249,9 @@ result<void> store::init() {
   root_ = std::filesystem::path(opt_.dir).lexically_normal().string();
   while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
   v1_ = root_ + "/v1";
-  // Create the directory and any missing parents, 0700.
-  {
+  root_fd_ = file_descriptor(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!root_fd_ && errno == ENOENT) {
+    // Create the directory and any missing parents, 0700.
     std::string cur;
     std::filesystem::path p(root_);
     for (auto& part : p) {
@@ -253,10 +259,13 @@ result<void> store::init() {
       cur = (cur == "/" ? "/" : cur + "/") + part.string();
       if (::mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("create directory", cur, errno);
     }
+    root_fd_ = file_descriptor(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   }
-  root_fd_ = file_descriptor(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!root_fd_) return sys_error("open directory", root_, errno);
   auto subdir = [&](int parent, const char* name, const std::string& path, file_descriptor& out) -> result<void> {
+    out = file_descriptor(::openat(parent, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+    if (out) return {};
+    if (errno != ENOENT) return sys_error("open directory", path, errno);
     if (::mkdirat(parent, name, 0700) != 0 && errno != EEXIST) return sys_error("create directory", path, errno);
     out = file_descriptor(::openat(parent, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
     if (!out) return sys_error("open directory", path, errno);
