@@ -4,10 +4,11 @@
 
 #include <fmt/format.h>
 
-#include <sys/time.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
-#include <ctime>
+#include <cstring>
 #include <mutex>
 #include <string>
 
@@ -29,13 +30,17 @@ class cni_logger final : public cnf::logger {
   cnf::log_level threshold() const noexcept override { return level_; }
   void write(cnf::log_level l, std::string_view m) noexcept override {
     try {
-      timeval tv{};
-      ::gettimeofday(&tv, nullptr);
-      std::tm tm{};
-      ::gmtime_r(&tv.tv_sec, &tm);
-      auto line = fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z {} cnf[{}] {}: {}\n", tm.tm_year + 1900, tm.tm_mon + 1,
-                              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, tv.tv_usec / 1000, cnf::to_string(l), ::getpid(),
-                              prefix_, m);
+      // UTC fields by calendar arithmetic: glibc's gmtime_r reads and parses
+      // /etc/localtime on its first call, a cost every CNI call would pay.
+      namespace chr = std::chrono;
+      const auto now = chr::floor<chr::milliseconds>(chr::system_clock::now());
+      const auto day = chr::floor<chr::days>(now);
+      const chr::year_month_day ymd{day};
+      const chr::hh_mm_ss hms{now - day};
+      auto line = fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z {} cnf[{}] {}: {}\n", static_cast<int>(ymd.year()),
+                              static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()), hms.hours().count(),
+                              hms.minutes().count(), hms.seconds().count(), hms.subseconds().count(), cnf::to_string(l),
+                              ::getpid(), prefix_, m);
       std::lock_guard lk(mu_);
       std::fputs(line.c_str(), stderr);
       if (file_) {

@@ -18,10 +18,12 @@
 #include <fmt/format.h>
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <future>
@@ -164,6 +166,64 @@ cni::result<cni::add_result> delegate_ipam(const cni::environment& env, const cn
   return *res;
 }
 
+// ---- dataplane work started early -------------------------------------------------------
+
+/// The kernel work a command can start before the plugins are loaded, on a thread of its
+/// own (threads start in the node namespace, like the main thread), so that it runs while
+/// the plugins load and the IPAM assigns:
+///  ADD: the veth with its sysctls (begin_plumb_pod, which needs no address); cmd_add
+///       finishes it once the addresses are known, or, when it could not be started
+///       (a name is taken, ...), does everything itself as before (plumb_pod);
+///  DEL: the veth delete, which waits for an RCU grace period in the kernel (~17 ms here).
+/// A veth started for ADD and not taken is removed when this goes away, on every path.
+class early_dataplane {
+ public:
+  struct veth {
+    nl::rtnl_socket node;  // opened in the node namespace
+    nl::pod_plumbing_started started;
+  };
+  early_dataplane() = default;
+  early_dataplane(const early_dataplane&) = delete;
+  early_dataplane& operator=(const early_dataplane&) = delete;
+  ~early_dataplane() {
+    discard();
+    if (unplumb_.valid()) unplumb_.wait();
+  }
+
+  /// ADD: never replaces an existing interface (begin_plumb_pod with replace_stale false).
+  void start_add(nl::pod_plumbing_request pr, bool v4, bool v6) {
+    add_ = std::async(std::launch::async, [pr = std::move(pr), v4, v6]() -> cnf::result<veth> {
+      auto node = nl::rtnl_socket::open();
+      if (!node) return std::move(node).error();
+      auto st = nl::begin_plumb_pod(*node, pr, v4, v6, /*replace_stale=*/false);
+      if (!st) return std::move(st).error();
+      return veth{std::move(*node), std::move(*st)};
+    });
+  }
+  /// The veth started for ADD, or nullopt when none was started or starting it failed
+  /// (nothing is left behind then). Waits for the thread.
+  std::optional<veth> take() {
+    if (!add_.valid()) return std::nullopt;
+    auto r = add_.get();
+    if (!r) return std::nullopt;
+    return std::move(*r);
+  }
+  /// Removes a veth started for ADD that nobody took (waits for the thread first).
+  void discard() {
+    if (auto v = take()) (void)nl::abort_plumb_pod(v->node, v->started);
+  }
+
+  void start_del(std::string host_ifname) {
+    unplumb_ = std::async(std::launch::async, [h = std::move(host_ifname)] { return nl::unplumb_pod(h); });
+  }
+  bool del_started() const noexcept { return unplumb_.valid(); }
+  cnf::result<void> del_result() { return unplumb_.get(); }
+
+ private:
+  std::future<cnf::result<veth>> add_;
+  std::future<cnf::result<void>> unplumb_;
+};
+
 // ---- the command context --------------------------------------------------------------
 
 struct context {
@@ -175,6 +235,26 @@ struct context {
   bool delegated_ipam = false;
   std::string node;
   pod_identity pod;
+  // Where a command's time goes, for the debug log (log_level = "debug"): each mark()
+  // closes a phase that began at the previous mark (the first at run_cni's start).
+  std::chrono::steady_clock::time_point since = std::chrono::steady_clock::now();
+  std::vector<std::pair<const char*, long long>> phases;
+  void mark(const char* phase) {
+    auto now = std::chrono::steady_clock::now();
+    phases.emplace_back(phase, std::chrono::duration_cast<std::chrono::microseconds>(now - since).count());
+    since = now;
+  }
+  void log_phases() {
+    if (!log.enabled(cnf::log_level::debug)) return;
+    std::string s;
+    long long total = 0;
+    for (auto& [what, us] : phases) {
+      s += fmt::format("{}{} {}", s.empty() ? "" : ", ", what, us);
+      total += us;
+    }
+    log.debug(fmt::format("phases (us): {}; total {}", s, total));
+  }
+  early_dataplane early;  // last: its work is undone or waited for before the rest goes
 };
 
 /// IPAM built into cnf (from the profile) unless the network config names another binary.
@@ -182,11 +262,14 @@ bool uses_delegated_ipam(const cni::net_config& cfg) {
   return cfg.ipam && !cfg.ipam->type.empty() && cfg.ipam->type != "cnf" && cfg.ipam->type != cfg.type;
 }
 
+void start_early_dataplane(context& c);
+
 cni::result<void> load_parts(context& c) {
   std::string path = c.cfg.profile.empty() ? default_profile_path() : c.cfg.profile;
   auto p = cnf::load_profile(path);
   if (!p) return make(error_code::invalid_config, "profile: " + p.error().message);
   c.prof = std::move(*p);
+  c.mark("profile");
   c.log.configure(c.prof.cni.level, c.prof.cni.log_file);
   c.node = c.prof.node_name();
   c.delegated_ipam = uses_delegated_ipam(c.cfg);
@@ -195,6 +278,7 @@ cni::result<void> load_parts(context& c) {
     if (!c.prof.ipam) return make(error_code::invalid_config, c.prof.file + ": no [ipam] section, and the network config names no IPAM plugin");
     need.insert(cnf::part::ipam);
   }
+  start_early_dataplane(c);  // the kernel works while the plugins load
   cnf::plugin_loader loader(plugin_search_path(&c.prof));
   cnf::plugin_context ctx;
   ctx.node_name = c.node;
@@ -213,6 +297,7 @@ cni::result<void> load_parts(context& c) {
     return make(code, parts.error().message);
   }
   c.parts = std::move(*parts);
+  c.mark("plugins");
   return {};
 }
 
@@ -224,6 +309,61 @@ cnf::result<std::string> veth_name_for(const context& c) {
 }
 
 std::string handle_for(const context& c) { return c.cfg.name + "." + c.env.container_id; }
+
+/// What ADD asks the built-in IPAM for: one address per family the profile assigns, or
+/// exactly the requested ones (runtimeConfig/args "ips", CNI_ARGS IP).
+cni::result<cnf::assign_request> assign_request_for(const context& c, const std::string& handle) {
+  cnf::assign_request req;
+  req.handle = handle;
+  req.node = c.node;
+  req.attributes = {{"node", c.node}, {"containerID", c.env.container_id}};
+  if (c.pod.k8s()) {
+    req.attributes["namespace"] = c.pod.ns;
+    req.attributes["pod"] = c.pod.name;
+  }
+  req.num_v4 = c.prof.cni.assign_ipv4 ? 1 : 0;
+  req.num_v6 = c.prof.cni.assign_ipv6 ? 1 : 0;
+  for (auto* list : {&c.cfg.runtime.ips, &c.cfg.args_ips})
+    for (auto& ip : *list) req.requested.push_back(ip.address);
+  if (auto ip = c.env.args.get("IP"))
+    for (auto part : split(*ip, ',')) {
+      auto a = cnf::ip_prefix::parse(std::string(part), true);
+      auto addr = a ? cnf::result<cnf::ip_address>(a->address()) : cnf::ip_address::parse(part);
+      if (!addr) return make(error_code::invalid_environment, "CNI_ARGS IP: " + addr.error().message);
+      req.requested.push_back(*addr);
+    }
+  if (!req.requested.empty()) {
+    req.num_v4 = req.num_v6 = 0;
+    for (auto& a : req.requested) (a.is_v4() ? req.num_v4 : req.num_v6)++;
+  }
+  return req;
+}
+
+/// The plumbing request of this attachment, without addresses.
+nl::pod_plumbing_request plumbing_request_for(const context& c, const std::string& host_if) {
+  nl::pod_plumbing_request pr;
+  pr.netns_path = c.env.netns;
+  pr.pod_ifname = c.env.ifname;
+  pr.host_ifname = host_if;
+  pr.mtu = c.cfg.mtu ? *c.cfg.mtu : c.prof.cni.mtu;
+  pr.pod_mac = c.cfg.runtime.mac;
+  return pr;
+}
+
+/// Called by load_parts once the profile is read, before the plugins load. Starts only
+/// what cannot do harm: anything unusual (delegated IPAM, a bad name) is left to the
+/// command, which then does all of its work itself and reports the problem.
+void start_early_dataplane(context& c) {
+  if (c.env.cmd == cni::command::del) {
+    if (auto h = veth_name_for(c)) c.early.start_del(*h);
+    return;
+  }
+  if (c.env.cmd != cni::command::add || c.delegated_ipam) return;
+  auto h = veth_name_for(c);
+  auto req = assign_request_for(c, handle_for(c));
+  if (!h || !req || (req->num_v4 == 0 && req->num_v6 == 0)) return;
+  c.early.start_add(plumbing_request_for(c, *h), req->num_v4 > 0, req->num_v6 > 0);
+}
 
 // ---- ADD ------------------------------------------------------------------------------
 
@@ -304,7 +444,6 @@ std::optional<cni::result<cni::add_result>> repeated_add(context& c, const std::
               fmt::format("{} from an earlier ADD that did not finish; DEL it before adding it again", what));
 }
 
-
 cni::result<cni::add_result> cmd_add(context& c) {
   // Refuse an unusable netns before allocating anything.
   if (auto ns = nl::open_netns(c.env.netns); !ns)
@@ -334,30 +473,12 @@ cni::result<cni::add_result> cmd_add(context& c) {
       return make(error_code::invalid_config, "ipam " + c.cfg.ipam->type + " returned no address");
     }
   } else {
-    cnf::assign_request req;
-    req.handle = handle;
-    req.node = c.node;
-    req.attributes = {{"node", c.node}, {"containerID", c.env.container_id}};
-    if (c.pod.k8s()) {
-      req.attributes["namespace"] = c.pod.ns;
-      req.attributes["pod"] = c.pod.name;
-    }
-    req.num_v4 = c.prof.cni.assign_ipv4 ? 1 : 0;
-    req.num_v6 = c.prof.cni.assign_ipv6 ? 1 : 0;
-    for (auto* list : {&c.cfg.runtime.ips, &c.cfg.args_ips})
-      for (auto& ip : *list) req.requested.push_back(ip.address);
-    if (auto ip = c.env.args.get("IP"))
-      for (auto part : split(*ip, ',')) {
-        auto a = cnf::ip_prefix::parse(std::string(part), true);
-        auto addr = a ? cnf::result<cnf::ip_address>(a->address()) : cnf::ip_address::parse(part);
-        if (!addr) return make(error_code::invalid_environment, "CNI_ARGS IP: " + addr.error().message);
-        req.requested.push_back(*addr);
-      }
-    if (!req.requested.empty()) {
-      req.num_v4 = req.num_v6 = 0;
-      for (auto& a : req.requested) (a.is_v4() ? req.num_v4 : req.num_v6)++;
-    }
+    auto rq = assign_request_for(c, handle);
+    if (!rq) return rq.error();
+    const cnf::assign_request& req = *rq;
     auto r = c.parts.ipam.assign(req);
+    c.mark("ipam");
+    if (!r) c.early.discard();  // before repeated_add looks at the kernel
     if (!r && r.error().code == cnf::errc::already_exists) {
       if (auto again = repeated_add(c, handle, *host_if, req.requested)) return std::move(*again);
       // A requested address (runtimeConfig/args "ips", CNI_ARGS IP) is another pod's: no
@@ -369,29 +490,31 @@ cni::result<cni::add_result> cmd_add(context& c) {
     for (auto& a : assigned) addrs.push_back(a.address);
   }
 
-  nl::pod_plumbing_request pr;
-  pr.netns_path = c.env.netns;
-  pr.pod_ifname = c.env.ifname;
-  pr.host_ifname = *host_if;
+  nl::pod_plumbing_request pr = plumbing_request_for(c, *host_if);
   for (auto& a : addrs) pr.addresses.push_back(nl::detail::host_prefix(a));
-  pr.mtu = c.cfg.mtu ? *c.cfg.mtu : c.prof.cni.mtu;
-  pr.pod_mac = c.cfg.runtime.mac;
-  auto plumbed = nl::plumb_pod(pr);
-  if (!plumbed) {
+  auto plumb_failed = [&](const cnf::error& e) {
     release();
-    auto code = plumbed.error().code == cnf::errc::already_exists ? error_code::interface_exists : error_code::dataplane_failure;
-    if (plumbed.error().code == cnf::errc::invalid) code = error_code::invalid_config;
-    return make(code, plumbed.error().message);
-  }
-
+    auto code = e.code == cnf::errc::already_exists ? error_code::interface_exists : error_code::dataplane_failure;
+    if (e.code == cnf::errc::invalid) code = error_code::invalid_config;
+    return make(code, e.message);
+  };
   workload_endpoint_record rec{c.node, c.pod, c.env.container_id, c.env.ifname, *host_if, c.cfg.name, handle, c.env.netns,
-                               pr.addresses, plumbed->pod_mac};
+                               pr.addresses, {}};
+  // The veth is usually there already (begin_plumb_pod ran while the IPAM assigned);
+  // when it could not be started, everything is done here.
+  auto early = c.early.take();
+  c.mark(early ? "wait for veth" : "no early veth");
+  auto plumbed = early ? nl::finish_plumb_pod(early->node, early->started, pr) : nl::plumb_pod(pr);
+  if (!plumbed) return plumb_failed(plumbed.error());
+  rec.mac = plumbed->pod_mac;
   if (auto w = put_workload_endpoint(c.parts.datastore, rec); !w) {
-    if (auto u = nl::unplumb_pod(*host_if); !u) c.log.warn("rollback: " + u.error().message);
+    if (auto u = early ? nl::unplumb_pod(early->node, *host_if) : nl::unplumb_pod(*host_if); !u) c.log.warn("rollback: " + u.error().message);
     release();
     return from_part(w.error(), "datastore: workload endpoint");
   }
 
+  c.mark("plumb+endpoint");
+  c.log_phases();
   c.log.info(fmt::format("{} {}: {} on {} ({} us in netlink)", c.pod.describe(), c.env.ifname, join_prefixes(pr.addresses), *host_if,
                          plumbed->elapsed.count()));
   return attachment_result(c, *host_if, plumbed->host_mac, plumbed->pod_mac, pr.addresses,
@@ -404,20 +527,27 @@ cni::result<void> cmd_del(context& c) {
   auto host_if = veth_name_for(c);
   if (!host_if) return make(error_code::invalid_config, host_if.error().message);
   const std::string handle = handle_for(c);
-  // The kernel's veth delete waits for an RCU grace period (~17 ms here); the datastore
-  // work runs meanwhile on this thread.
-  auto unplumb = std::async(std::launch::async, [h = *host_if] { return nl::unplumb_pod(h); });
+  // The kernel's veth delete waits for an RCU grace period (~17 ms here): it was started
+  // before the plugins loaded (start_early_dataplane). The datastore work runs meanwhile,
+  // the endpoint's removal beside the release (their durable writes then overlap).
+  if (!c.early.del_started()) c.early.start_del(*host_if);
+  auto wep = std::async(std::launch::async, [&] {
+    return delete_workload_endpoint(c.parts.datastore, c.node, c.pod, c.env.container_id, c.env.ifname);
+  });
   std::optional<cni::error> first;
   if (c.delegated_ipam) {
     if (auto r = delegate_ipam(c.env, c.cfg, "DEL"); !r) first = r.error();
   } else if (auto r = c.parts.ipam.release_handle(handle); !r && r.error().code != cnf::errc::not_found) {
     first = from_part(r.error(), "ipam: release " + handle);
   }
-  if (auto r = delete_workload_endpoint(c.parts.datastore, c.node, c.pod, c.env.container_id, c.env.ifname); !r && !first)
-    first = from_part(r.error(), "datastore: workload endpoint");
-  auto u = unplumb.get();
+  c.mark("release");
+  if (auto r = wep.get(); !r && !first) first = from_part(r.error(), "datastore: workload endpoint");
+  c.mark("endpoint");
+  auto u = c.early.del_result();
+  c.mark("wait for veth delete");
   if (!u && !first) first = make(error_code::dataplane_failure, u.error().message);
   if (first) return *first;
+  c.log_phases();
   c.log.info(fmt::format("{} {}: released {}, removed {}", c.pod.describe(), c.env.ifname, handle, *host_if));
   return {};
 }
@@ -528,6 +658,10 @@ int emit_error(const cni::error& e, std::string_view version, cni_logger* log) {
 }  // namespace
 
 int run_cni(int, char**) {
+  const auto started = std::chrono::steady_clock::now();
+  // One malloc arena for the few helper threads of a CNI call: a thread's own arena
+  // costs page faults (~0.1 ms each on a busy VM) for nothing in a process this short.
+  ::mallopt(M_ARENA_MAX, 1);
   auto stdin_text = read_stdin();
   if (!stdin_text) return emit_error(stdin_text.error(), cni::spec_version, nullptr);
   const std::string& in = *stdin_text;
@@ -545,6 +679,8 @@ int run_cni(int, char**) {
   if (!cfg) return emit_error(cfg.error(), reply_version(in), nullptr);
 
   context c;
+  c.since = started;
+  c.mark("config");
   c.env = std::move(*env);
   c.cfg = std::move(*cfg);
   c.log.set_prefix(c.env.container_id.empty() ? std::string(cni::to_string(c.env.cmd))
