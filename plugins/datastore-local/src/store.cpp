@@ -743,19 +743,15 @@ result<void> store::materialize(const std::vector<record_ptr>& recs) {
       if (::unlinkat(dfd, path.c_str(), 0) != 0 && errno != ENOENT && errno != ENOTDIR) return sys_error("remove", full, errno);
       continue;
     }
-    auto slash = path.rfind('/');
-    std::string dir = path.substr(0, slash);
-    file_descriptor fd;
-    for (int attempt = 0; attempt < 2 && !fd; ++attempt) {
-      if (!dirs_.count(dir) || attempt > 0) {
-        std::string kind_dir = path.substr(0, path.find('/'));
-        if (::mkdirat(dfd, kind_dir.c_str(), 0700) != 0 && errno != EEXIST)
-          return sys_error("create directory", v1_ + "/data/" + kind_dir, errno);
-        if (::mkdirat(dfd, dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("create directory", v1_ + "/data/" + dir, errno);
-        dirs_.insert(dir);
-      }
+    std::string dir = path.substr(0, path.rfind('/'));
+    file_descriptor fd(::openat(dfd, path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd && errno == ENOENT) {
+      // The kind's or the namespace's directory does not exist yet.
+      std::string kind_dir = path.substr(0, path.find('/'));
+      if (::mkdirat(dfd, kind_dir.c_str(), 0700) != 0 && errno != EEXIST)
+        return sys_error("create directory", v1_ + "/data/" + kind_dir, errno);
+      if (::mkdirat(dfd, dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("create directory", v1_ + "/data/" + dir, errno);
       fd = file_descriptor(::openat(dfd, path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-      if (!fd && errno != ENOENT) return sys_error("open", full, errno);
     }
     if (!fd) return sys_error("open", full, errno);
     std::string text = encode_resource_file(r->body);

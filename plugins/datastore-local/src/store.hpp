@@ -150,7 +150,6 @@ class store : public std::enable_shared_from_this<store> {
   std::unordered_map<std::string, record_ptr> latest_;  // key_string -> its newest record in window_
   std::size_t window_bytes_ = 0;
   std::vector<char> buf_;
-  std::set<std::string> dirs_;  // data directories known to exist
 };
 
 }  // namespace detail::local

@@ -142,36 +142,41 @@ run_result bench_gets(const std::string& dir, int procs) {
   });
 }
 
-// What a CNI invocation pays: a new process opens the store and does one get (or one CAS
-// update). Returns the mean time per process (fork + open + op + exit), in microseconds.
-double bench_fresh_process(const std::string& dir, bool write, int n) {
-  fs::remove_all(dir);
-  {
-    auto ds = open_store(dir);
-    for (int i = 0; i < 200; ++i) ds.create({"IPAMHandle", "", "h" + std::to_string(i), {}, R"({"value":0})"}).value();
-  }
+// What a CNI invocation pays: a new program (this one, exec'd again) opens the store and
+// does one get, or one get + CAS update. Mean microseconds per exec, wait included.
+std::string self_path;
+
+double bench_exec(const std::string& dir, const char* mode, int n) {
   auto t0 = clk::now();
   for (int i = 0; i < n; ++i) {
+    std::string idx = std::to_string(i % 200);
     pid_t pid = ::fork();
     if (pid == 0) {
-      auto ds = open_store(dir);
-      cnf::resource_key k{"IPAMHandle", "", "h" + std::to_string(i % 200)};
-      auto cur = ds.get(k);
-      if (!cur) ::_exit(1);
-      if (write) {
-        cur->spec = "{\"value\":" + std::to_string(value_of(*cur) + 1) + "}";
-        if (!ds.update(*cur)) ::_exit(1);
-      }
-      ::_exit(0);
+      ::execl(self_path.c_str(), self_path.c_str(), "--child", mode, dir.c_str(), idx.c_str(), use_fsync ? "1" : "0",
+              static_cast<char*>(nullptr));
+      ::_exit(127);
     }
     int st = 0;
     ::waitpid(pid, &st, 0);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-      std::fprintf(stderr, "a fresh process failed\n");
+      std::fprintf(stderr, "a child (%s) failed\n", mode);
       std::exit(1);
     }
   }
   return std::chrono::duration<double, std::micro>(clk::now() - t0).count() / n;
+}
+
+int child(const std::string& mode, const std::string& dir, const std::string& idx) {
+  if (mode == "noop") return 0;
+  auto ds = open_store(dir);
+  cnf::resource_key k{"IPAMHandle", "", "h" + idx};
+  auto cur = ds.get(k);
+  if (!cur) return 1;
+  if (mode == "update") {
+    cur->spec = "{\"value\":" + std::to_string(value_of(*cur) + 1) + "}";
+    if (!ds.update(*cur)) return 1;
+  }
+  return 0;
 }
 
 run_result bench_fsync(const std::string& dir) {
@@ -238,6 +243,11 @@ run_result bench_naive(const std::string& dir, int procs) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  self_path = fs::canonical("/proc/self/exe").string();
+  if (argc == 6 && std::string(argv[1]) == "--child") {
+    use_fsync = std::string(argv[5]) == "1";
+    return child(argv[2], argv[3], argv[4]);
+  }
   std::string dir;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -274,18 +284,17 @@ int main(int argc, char** argv) {
   auto g8 = bench_gets(dir + "/gets", 8);
   std::printf("%-44s %10.0f /s\n", "local: gets, 1 process", g1.ops_per_s);
   std::printf("%-44s %10.0f /s\n", "local: gets, 8 processes", g8.ops_per_s);
-  // The same with fork + exit only, to subtract.
-  auto f0 = clk::now();
-  for (int i = 0; i < 200; ++i) {
-    pid_t pid = ::fork();
-    if (pid == 0) ::_exit(0);
-    ::waitpid(pid, nullptr, 0);
+  fs::remove_all(dir + "/exec");
+  {
+    auto ds = open_store(dir + "/exec");
+    for (int i = 0; i < 200; ++i) ds.create({"IPAMHandle", "", "h" + std::to_string(i), {}, R"({"value":0})"}).value();
   }
-  double fork_us = std::chrono::duration<double, std::micro>(clk::now() - f0).count() / 200;
-  double fresh_get = bench_fresh_process(dir + "/fresh", false, 200);
-  double fresh_put = bench_fresh_process(dir + "/fresh", true, 100);
-  std::printf("%-44s %10.0f us  (fork+exit alone %.0f us)\n", "local: new process, open + get", fresh_get, fork_us);
-  std::printf("%-44s %10.0f us\n", "local: new process, open + get + CAS update", fresh_put);
+  double exec_noop = bench_exec(dir + "/exec", "noop", 200);
+  double exec_get = bench_exec(dir + "/exec", "get", 200);
+  double exec_put = bench_exec(dir + "/exec", "update", 200);
+  std::printf("%-44s %10.0f us\n", "peer: exec of this program doing nothing", exec_noop);
+  std::printf("%-44s %10.0f us  (+%.0f us)\n", "local: exec, open + get", exec_get, exec_get - exec_noop);
+  std::printf("%-44s %10.0f us  (+%.0f us)\n", "local: exec, open + get + CAS update", exec_put, exec_put - exec_noop);
   std::printf("ratios: local 8 procs / 1 proc = %.2f; local / naive = %.2f (1 proc), %.2f (8 procs); "
               "local 1 proc / fdatasync bound = %.2f\n",
               l8.ops_per_s / l1.ops_per_s, l1.ops_per_s / n1.ops_per_s, l8.ops_per_s / n8.ops_per_s, l1.ops_per_s / fs1.ops_per_s);
