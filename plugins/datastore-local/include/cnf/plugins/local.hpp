@@ -22,11 +22,14 @@
 // A write takes an exclusive flock on `head`, checks the revision (compare-and-swap),
 // appends one checksummed record to the log and releases the lock; it then fdatasyncs the
 // log (the only fsync of a write; concurrent writers share it) and, under the lock again,
-// publishes: advances the durable revision and replaces the resource's file atomically.
-// Readers take no lock: they read `head`, the few log records newer than the files, and
-// the file. A SIGKILL at any point leaves either the old or the new state: a torn log
-// record is cut off by the next writer, and a committed record whose writer died is
-// published by the next writer (or by a reader that sees the writer gone). After a
+// publishes: advances the durable revision and rewrites the resource's file in place
+// (each file ends in a crc32 member). Readers take no lock: they read `head`, the few log
+// records newer than the files, and the file; a file caught half-rewritten fails its
+// checksum and the reader finds the record in the log instead. A SIGKILL at any point
+// leaves either the old or the new state: a torn log record is cut off by the next
+// writer, a committed record whose writer died is published by the next writer (or by a
+// reader that sees the writer gone), and files a dead publisher left half-written are
+// written again by the next process that finds the lock free. After a
 // reboot (the boot id in `head` differs) the first process replays the log from the
 // checkpoint, so files lost with the page cache come back. The store revision is the
 // log's record number; watch() tails the log (inotify on `head`), and a revision older
