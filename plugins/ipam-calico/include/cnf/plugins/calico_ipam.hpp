@@ -19,16 +19,21 @@
 // written (before the block, as Calico does) only when a handle holds an address outside
 // the blocks affine to its node; in the common case an assignment is one block write.
 // A handle is released from the blocks this process assigned it in, or else from its
-// IPAMHandle and the node's blocks (every block for instances without a node). Writes to one block from threads of one process are combined into
-// one compare-and-swap write (group commit).
+// IPAMHandle and the node's blocks (every block for instances without a node); gc finds
+// anything else. Writes to one block from threads of one process are combined into one
+// compare-and-swap write (group commit). A corrupt block is skipped, never rewritten.
+// cnf adds one field to IPAMBlock: emptySince, when its last address was released (an
+// empty affine block is given up after options::empty_block_grace).
 //
 //   cnf::calico_ipam::ipam ipam(ds, "node-1");
 //   cnf::assign_request req;  req.handle = "k8s-pod-network.abc";  req.node = "node-1";
 //   auto ips = ipam.assign(req);                  // [{10.244.7.3/32, pool "10.244.0.0/16"}]
 //   ipam.release_handle(req.handle);
 //
-// The free functions at the end serve the `cnf ipam` tool: usage, lookup of an address,
-// the consistency check, release of addresses and IPAMConfig changes.
+// The free functions at the end serve the `cnf ipam` tool: usage (show --show-blocks),
+// borrowed (--show-borrowed), read_config (--show-configuration), lookup (--ip), check
+// (check, -o report.json), release_addresses (release --ip / --from-report) and
+// change_config (configure). `cnf apply` validates IPPools with parse_pool/validate_pools.
 #pragma once
 #include <cnf/datastore.hpp>
 #include <cnf/ipam.hpp>
