@@ -7,7 +7,9 @@
 #include <CLI/CLI.hpp>
 
 #include <filesystem>
+#include <set>
 #include <string>
+#include <vector>
 
 namespace cnf_app {
 
@@ -30,5 +32,12 @@ void add_core_commands(CLI::App& app);
 
 /// CNI mode: stdin config, CNI_* environment, result or error JSON on stdout.
 int run_cni(int argc, char** argv);
+
+/// cnf::compose, except that the parts linked into this program (builtin.cpp; CMake
+/// option CNF_CNI_BUILTIN_PLUGINS) are made without loading their plugin library.
+cnf::result<cnf::composition> compose_parts(const cnf::profile& prof, const cnf::plugin_loader& loader, const std::set<cnf::part>& which,
+                                            cnf::plugin_context ctx);
+/// "part/name" of each part linked into this program; empty when none is.
+std::vector<std::string> builtin_plugin_names();
 
 }  // namespace cnf_app

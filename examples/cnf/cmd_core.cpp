@@ -2,6 +2,7 @@
 #include "app.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <unistd.h>
 
@@ -31,6 +32,7 @@ namespace {
 
 int cmd_version() {
   fmt::print("cnf {}\nplugin ABI {}\nbuild {}\n", CNF_VERSION_STRING, cnf::abi_version, CNF_BUILD_TAG);
+  if (auto b = builtin_plugin_names(); !b.empty()) fmt::print("built in {}\n", fmt::join(b, ", "));
   return 0;
 }
 
