@@ -180,6 +180,8 @@ def inner(plan_path):
     if (me.st_dev, me.st_ino) != (node.st_dev, node.st_ino):
         sys.exit("inner driver is not in the node namespace " + plan["node"] + "; refusing to run")
     write_sysctl("net/ipv4/ip_forward", "1")  # a node forwards (this namespace only)
+    if plan.get("rt"):
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(5))  # inherited by every spawned call
 
     cs = []
     for c in plan["contenders"]:
@@ -280,6 +282,10 @@ def main():
     ap.add_argument("--warmup", type=int, default=3, help="untimed pods per contender first (default 3)")
     ap.add_argument("--only", help="comma-separated contender keys (default: all)")
     ap.add_argument("--json", help="also write the raw figures here")
+    ap.add_argument("--rt", action="store_true",
+                    help="run the driver and every call with SCHED_FIFO priority 5 (children inherit it): on a machine "
+                         "busy with other work (compilers), the contenders are then not preempted by it; kernel work "
+                         "(RCU, block I/O) still competes. Every contender is treated alike either way")
     ap.add_argument("--before", metavar="BUILD",
                     help="another cnf build (e.g. before a change): adds its cnf-hl and cnf-calico as the contenders "
                          "cnf-hl-before and cnf-calico-before, measured in the same run")
@@ -366,7 +372,7 @@ def main():
             "floor": dict(label="kernel floor (ip)", kind="floor"),
             "true": dict(label="spawn baseline", kind="true"),
         }
-        plan = {"tag": L.tag, "node": L.node, "tmp": tmp, "pods": L.pods, "pods_per_contender": a.pods,
+        plan = {"tag": L.tag, "node": L.node, "tmp": tmp, "pods": L.pods, "pods_per_contender": a.pods, "rt": a.rt,
                 "warmup": a.warmup, "floor_net": 106, "result": os.path.join(tmp, "result.json"),
                 "contenders": [dict(key=k, **table[k]) for k in keys]}
         with open(os.path.join(tmp, "plan.json"), "w") as f:
@@ -411,7 +417,8 @@ def report(res, a, cnf):
     except OSError:
         pass
     la = res["loadavg"]
-    print(f"CNI latency, {a.pods} pods per contender (+{a.warmup} warm-up), one process per call, round-robin")
+    print(f"CNI latency, {a.pods} pods per contender (+{a.warmup} warm-up), one process per call, round-robin"
+          + (", SCHED_FIFO (--rt)" if a.rt else ""))
     print(f"machine: {os.cpu_count()} cpus, {cpu}, kernel {platform.release()}; cnf: {cnf}")
     print(f"load average (1/5/15 min): start {la[0][0]:.2f}/{la[0][1]:.2f}/{la[0][2]:.2f}, "
           f"after ADDs {la[1][0]:.2f}, end {la[-1][0]:.2f}; {res['seconds']:.0f} s")
