@@ -4,8 +4,9 @@
 Every contender is run the same way: one process per CNI call, exec'd by this driver
 from inside a node network namespace that this driver made, with the network config on
 stdin and the CNI_* variables in a clean environment. Each pod gets its own network
-namespace, made before any timing starts. Contenders are run round-robin per pod (the
-order rotates), so noise from other work on the machine falls on all of them alike.
+namespace, made before any timing starts. Contenders are run round-robin per pod (in a
+random order per pod, seeded), so noise from other work on the machine falls on all of
+them alike.
 
 Contenders (each in its own subnet; the key selects it with --only):
   cnf-hl      cnf with the local datastore and its host-local IPAM
@@ -31,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import statistics
@@ -252,10 +254,15 @@ def inner(plan_path):
     total = n + warm
     loads = [os.getloadavg()]
     t_start = time.time()
+    # Every pod runs each contender once, in a fresh random order (fixed seed: the same
+    # orders every run). A rotation would give each contender the same predecessor almost
+    # every time, and what the previous call left behind (a veth delete's RCU callbacks,
+    # dirty pages) then favours or hurts some contenders systematically.
+    rng = random.Random(plan.get("seed", 1))
     for phase in ("ADD", "DEL"):
         for i in range(total):
-            k = i % len(cs)
-            order = cs[k:] + cs[:k]
+            order = list(cs)
+            rng.shuffle(order)
             for c in order:
                 dt, cpu = call(c, i, phase)
                 if i >= warm:
