@@ -29,6 +29,10 @@ inline int& exit_code() {
 }
 
 void add_core_commands(CLI::App& app);
+/// cnf ipam show|check|release|configure (cmd_ipam.cpp); cnf apply|get|delete
+/// (cmd_resources.cpp). Both register nothing when built without calico-ipam or yaml-cpp.
+void add_ipam_commands(CLI::App& app);
+void add_resource_commands(CLI::App& app);
 
 /// CNI mode: stdin config, CNI_* environment, result or error JSON on stdout.
 int run_cni(int argc, char** argv);

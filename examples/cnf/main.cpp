@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every command");
   cnf_app::add_core_commands(app);
+  cnf_app::add_ipam_commands(app);
+  cnf_app::add_resource_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,706 @@
+// cnf apply -f FILE | cnf get ippools [NAME] [-o yaml|json|wide] | cnf delete ippool NAME
+//
+// Resources in Calico's projectcalico.org/v3 shape (IPPool, IPAMConfiguration,
+// IPReservation), in YAML or JSON, one document or many, a List (or <Kind>List) too.
+// apply validates every document, and the whole set against what the datastore holds
+// (overlapping pools, changed CIDRs, reservations outside every pool), before it writes
+// the first one: a bad file writes nothing.
+#include "tool.hpp"
+
+#if CNF_TOOL_CALICO
+#include <cnf/plugins/calico_ipam.hpp>
+
+#include <boost/json.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <cstdint>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <set>
+
+namespace cnf_app {
+namespace {
+
+namespace json = boost::json;
+namespace ci = cnf::calico_ipam;
+
+constexpr std::string_view api_version = "projectcalico.org/v3";
+
+// ---- YAML <-> JSON -------------------------------------------------------------------
+
+bool plain_bool(const std::string& s, bool* v) {
+  if (s == "true" || s == "True" || s == "TRUE") return *v = true, true;
+  if (s == "false" || s == "False" || s == "FALSE") return *v = false, true;
+  return false;
+}
+bool plain_null(const std::string& s) { return s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL"; }
+bool plain_int(const std::string& s, std::int64_t* v) {
+  if (s.empty()) return false;
+  std::size_t i = (s[0] == '-' || s[0] == '+') ? 1 : 0;
+  if (i == s.size() || s.size() - i > 18) return false;
+  for (std::size_t j = i; j < s.size(); ++j)
+    if (s[j] < '0' || s[j] > '9') return false;
+  *v = std::stoll(s);
+  return true;
+}
+bool plain_float_like(const std::string& s) {
+  if (s.empty()) return false;
+  bool digit = false;
+  for (char c : s) {
+    if (c >= '0' && c <= '9') digit = true;
+    else if (!std::strchr("+-.eE", c)) return false;
+  }
+  return digit;
+}
+
+// YAML 1.2 core schema for plain scalars; quoted scalars stay strings.
+json::value to_json(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined: return nullptr;
+    case YAML::NodeType::Scalar: {
+      const std::string& s = n.Scalar();
+      if (n.Tag() == "!") return json::string(s);
+      bool b;
+      std::int64_t i;
+      if (plain_bool(s, &b)) return b;
+      if (plain_null(s)) return nullptr;
+      if (plain_int(s, &i)) return i;
+      return json::string(s);
+    }
+    case YAML::NodeType::Sequence: {
+      json::array a;
+      for (const auto& e : n) a.push_back(to_json(e));
+      return a;
+    }
+    case YAML::NodeType::Map: {
+      json::object o;
+      for (const auto& kv : n) o[kv.first.as<std::string>()] = to_json(kv.second);
+      return o;
+    }
+  }
+  return nullptr;
+}
+
+void emit(YAML::Emitter& e, const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::null: e << YAML::Null; break;
+    case json::kind::bool_: e << (v.get_bool() ? "true" : "false"); break;
+    case json::kind::int64: e << v.get_int64(); break;
+    case json::kind::uint64: e << v.get_uint64(); break;
+    case json::kind::double_: e << v.get_double(); break;
+    case json::kind::string: {
+      std::string s(v.get_string());
+      bool b;
+      std::int64_t i;
+      bool quote = plain_bool(s, &b) || plain_null(s) || plain_int(s, &i) || plain_float_like(s);
+      if (quote) e << YAML::DoubleQuoted;
+      e << s;
+      break;
+    }
+    case json::kind::array:
+      e << YAML::BeginSeq;
+      for (auto& x : v.get_array()) emit(e, x);
+      e << YAML::EndSeq;
+      break;
+    case json::kind::object:
+      e << YAML::BeginMap;
+      for (auto& [k, x] : v.get_object()) {
+        e << YAML::Key << std::string(k) << YAML::Value;
+        emit(e, x);
+      }
+      e << YAML::EndMap;
+      break;
+  }
+}
+
+// JSON with two-space indentation (Boost 1.81 has no pretty printer).
+void pretty(std::string& out, const json::value& v, int depth) {
+  std::string ind(static_cast<std::size_t>(depth + 1) * 2, ' '), end(static_cast<std::size_t>(depth) * 2, ' ');
+  if (v.is_object() && !v.get_object().empty()) {
+    out += "{\n";
+    bool first = true;
+    for (auto& [k, x] : v.get_object()) {
+      out += (first ? "" : ",\n") + ind + json::serialize(json::string(k)) + ": ";
+      pretty(out, x, depth + 1);
+      first = false;
+    }
+    out += "\n" + end + "}";
+  } else if (v.is_array() && !v.get_array().empty()) {
+    out += "[\n";
+    bool first = true;
+    for (auto& x : v.get_array()) {
+      out += (first ? "" : ",\n") + ind;
+      pretty(out, x, depth + 1);
+      first = false;
+    }
+    out += "\n" + end + "]";
+  } else {
+    out += json::serialize(v);
+  }
+}
+
+// ---- reading documents ---------------------------------------------------------------
+
+struct document {
+  std::string where;  ///< "FILE: document 2" or "FILE:14: document 2, items[0]"
+  json::value v;
+};
+
+cnf::result<std::vector<document>> read_documents(const std::string& path) {
+  std::string text;
+  if (path == "-") {
+    text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  } else {
+    std::string err;
+    auto t = tool::read_text_file(path, &err);
+    if (!t) return cnf::error(cnf::errc::not_found, err);
+    text = std::move(*t);
+  }
+  const std::string name = path == "-" ? "(stdin)" : path;
+  std::vector<document> raw;
+  auto first = text.find_first_not_of(" \t\r\n");
+  bool is_json = path.ends_with(".json") || (first != std::string::npos && (text[first] == '{' || text[first] == '['));
+  if (is_json) {
+    boost::system::error_code ec;
+    json::value v = json::parse(text, ec);
+    if (ec) return cnf::error(cnf::errc::invalid, name + ": not valid JSON: " + ec.message());
+    if (v.is_array()) {
+      std::size_t i = 0;
+      for (auto& x : v.get_array()) raw.push_back({name + ": document " + std::to_string(++i), x});
+    } else {
+      raw.push_back({name + ": document 1", std::move(v)});
+    }
+  } else {
+    std::vector<YAML::Node> nodes;
+    try {
+      nodes = YAML::LoadAll(text);
+    } catch (const YAML::Exception& e) {
+      return cnf::error(cnf::errc::invalid, name + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+                                                ": not valid YAML: " + e.msg);
+    }
+    std::size_t i = 0;
+    for (auto& n : nodes) {
+      ++i;
+      if (n.IsNull()) continue;  // an empty document ("---" at the end)
+      raw.push_back({name + ":" + std::to_string(n.Mark().line + 1) + ": document " + std::to_string(i), to_json(n)});
+    }
+  }
+  // Lists: kind List or <Kind>List with items.
+  std::vector<document> out;
+  for (auto& d : raw) {
+    auto* o = d.v.if_object();
+    auto* kind = o ? o->if_contains("kind") : nullptr;
+    if (kind && kind->is_string() && std::string_view(kind->get_string()).ends_with("List")) {
+      auto* items = o->if_contains("items");
+      if (!items || !items->is_array()) return cnf::error(cnf::errc::invalid, d.where + ": items: a " + std::string(kind->get_string()) + " needs an array of items");
+      std::size_t j = 0;
+      for (auto& it : items->get_array()) out.push_back({d.where + ", items[" + std::to_string(j++) + "]", it});
+      continue;
+    }
+    out.push_back(std::move(d));
+  }
+  if (out.empty()) return cnf::error(cnf::errc::invalid, name + ": no resources in the file");
+  return out;
+}
+
+// ---- validating documents ------------------------------------------------------------
+
+struct planned {
+  std::string where;
+  std::string v3_kind;  ///< IPPool, IPAMConfiguration, IPReservation
+  cnf::resource res;    ///< as stored (kind IPPool, IPAMConfig, IPReservation)
+  std::optional<ci::pool> pool;
+  std::optional<ci::reservation> reservation;
+};
+
+const std::map<std::string, std::pair<std::string, std::set<std::string>>>& kinds_known() {
+  static const std::map<std::string, std::pair<std::string, std::set<std::string>>> k = {
+      {"IPPool",
+       {std::string(cnf::kinds::ip_pool),
+        {"cidr", "blockSize", "ipipMode", "vxlanMode", "natOutgoing", "disabled", "nodeSelector", "allowedUses", "disableBGPExport"}}},
+      {"IPAMConfiguration", {std::string(cnf::kinds::ipam_config), {"strictAffinity", "autoAllocateBlocks", "maxBlocksPerHost"}}},
+      {"IPReservation", {std::string(cnf::kinds::ip_reservation), {"reservedCIDRs"}}},
+  };
+  return k;
+}
+
+bool dns_subdomain(std::string_view s) {
+  if (s.empty() || s.size() > 253) return false;
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.')) return false;
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  return alnum(s.front()) && alnum(s.back());
+}
+
+/// Strips the "IPPool/name: " the calico-ipam parsers put in front of the field.
+std::string field_part(const std::string& msg, const cnf::resource& r) {
+  std::string pre = r.key().to_string() + ": ";
+  return msg.starts_with(pre) ? msg.substr(pre.size()) : msg;
+}
+
+cnf::result<planned> validate_document(const document& d) {
+  auto bad = [&](const std::string& what) { return cnf::error(cnf::errc::invalid, d.where + ": " + what); };
+  auto* o = d.v.if_object();
+  if (!o) return bad("expected a mapping with apiVersion, kind, metadata and spec");
+  for (auto& [k, v] : *o) {
+    (void)v;
+    if (k != "apiVersion" && k != "kind" && k != "metadata" && k != "spec")
+      return bad(std::string(k) + ": unknown field (a resource has apiVersion, kind, metadata, spec)");
+  }
+  auto* av = o->if_contains("apiVersion");
+  if (!av || !av->is_string() || av->get_string() != api_version)
+    return bad("apiVersion: must be " + std::string(api_version) + (av && av->is_string() ? ", not '" + std::string(av->get_string()) + "'" : ""));
+  auto* kv = o->if_contains("kind");
+  if (!kv || !kv->is_string()) return bad("kind: is required");
+  std::string kind(kv->get_string());
+  auto kit = kinds_known().find(kind);
+  if (kit == kinds_known().end()) return bad("kind: '" + kind + "' is not supported (IPPool, IPAMConfiguration, IPReservation)");
+  planned p;
+  p.v3_kind = kind;
+  p.res.kind = kit->second.first;
+
+  auto* md = o->if_contains("metadata");
+  if (!md || !md->is_object()) return bad("metadata: is required (with a name)");
+  for (auto& [k, v] : md->get_object()) {
+    if (k == "name" || k == "labels" || k == "annotations" || k == "resourceVersion" || k == "uid" || k == "creationTimestamp" ||
+        k == "generation")
+      continue;
+    if (k == "namespace") return bad("metadata.namespace: " + kind + " is cluster-wide and has no namespace");
+    (void)v;
+    return bad("metadata." + std::string(k) + ": unknown field");
+  }
+  auto* nm = md->get_object().if_contains("name");
+  if (!nm || !nm->is_string() || nm->get_string().empty()) return bad("metadata.name: is required");
+  p.res.name = std::string(nm->get_string());
+  if (!dns_subdomain(p.res.name))
+    return bad("metadata.name: '" + p.res.name + "' is not a valid name (lower-case letters, digits, '-' and '.', starting and ending with a letter or digit)");
+  if (kind == "IPAMConfiguration" && p.res.name != ci::config_name) return bad("metadata.name: an IPAMConfiguration must be named 'default'");
+  if (auto* lb = md->get_object().if_contains("labels"); lb && !lb->is_null()) {
+    if (!lb->is_object()) return bad("metadata.labels: expected a mapping of strings");
+    for (auto& [k, v] : lb->get_object()) {
+      if (!v.is_string()) return bad("metadata.labels." + std::string(k) + ": expected a string");
+      p.res.labels[std::string(k)] = std::string(v.get_string());
+    }
+  }
+  p.where = d.where + " (" + kind + "/" + p.res.name + ")";
+  auto badr = [&](const std::string& what) { return cnf::error(cnf::errc::invalid, p.where + ": " + what); };
+
+  json::object spec;
+  if (auto* sp = o->if_contains("spec"); sp && !sp->is_null()) {
+    if (!sp->is_object()) return badr("spec: expected a mapping");
+    spec = sp->get_object();
+  }
+  const auto& allowed = kit->second.second;
+  for (auto& [k, v] : spec) {
+    (void)v;
+    if (!allowed.count(std::string(k))) {
+      std::string list;
+      for (auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      return badr("spec." + std::string(k) + ": unknown field (" + kind + " has " + list + ")");
+    }
+  }
+  if (kind == "IPPool") {
+    if (auto* x = spec.if_contains("allowedUses"); x && !x->is_null()) {
+      if (!x->is_array()) return badr("spec.allowedUses: expected a list of Workload, Tunnel");
+      for (auto& u : x->get_array())
+        if (!u.is_string() || (u.get_string() != "Workload" && u.get_string() != "Tunnel"))
+          return badr("spec.allowedUses: each entry must be Workload or Tunnel");
+    }
+    if (auto* x = spec.if_contains("disableBGPExport"); x && !x->is_null() && !x->is_bool())
+      return badr("spec.disableBGPExport: expected true or false");
+  }
+  p.res.spec = json::serialize(spec);
+  if (kind == "IPPool") {
+    auto pl = ci::parse_pool(p.res);
+    if (!pl) return badr(field_part(pl.error().message, p.res));
+    // Stored normalised (defaults filled in), keeping the fields cnf records but does not use.
+    json::object norm = json::parse(ci::to_resource(*pl).spec).as_object();
+    for (const char* k : {"allowedUses", "disableBGPExport"})
+      if (auto* x = spec.if_contains(k)) norm[k] = *x;
+    p.res.spec = json::serialize(norm);
+    p.pool = *pl;
+  } else if (kind == "IPAMConfiguration") {
+    auto c = ci::parse_config(p.res);
+    if (!c) return badr(field_part(c.error().message, p.res));
+  } else {
+    auto r = ci::parse_reservation(p.res);
+    if (!r) return badr(field_part(r.error().message, p.res));
+    p.reservation = *r;
+  }
+  return p;
+}
+
+cnf::result<std::vector<cnf::resource>> list_kind(const cnf::any_datastore& ds, std::string_view kind) {
+  auto l = ds.list_all({.kind = std::string(kind)});
+  if (!l) return cnf::error(l.error().code, "listing " + std::string(kind) + "s: " + l.error().message);
+  return std::move(l->items);
+}
+
+std::string profile_or_default(const std::string& p) { return p.empty() ? default_profile_path() : p; }
+
+// ---- apply ---------------------------------------------------------------------------
+
+int cmd_apply(const std::string& profile, const std::vector<std::string>& files) {
+  constexpr std::string_view what = "apply";
+  std::vector<planned> plan;
+  std::vector<std::string> errors;
+  for (auto& f : files) {
+    auto docs = read_documents(f);
+    if (!docs) {
+      errors.push_back(docs.error().message);
+      continue;
+    }
+    for (auto& d : *docs) {
+      auto p = validate_document(d);
+      if (!p) errors.push_back(p.error().message);
+      else plan.push_back(std::move(*p));
+    }
+  }
+  // The same resource twice in one apply: which one wins would depend on the order.
+  for (std::size_t i = 0; i < plan.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      if (plan[i].res.key() == plan[j].res.key()) errors.push_back(plan[i].where + ": metadata.name: also defined at " + plan[j].where);
+  auto op = tool::open_datastore(profile_or_default(profile));
+  if (!op) return tool::fail(what, op.error().message);
+  auto& ds = op->ds;
+
+  // The pools after this apply: the stored ones, replaced by name by the applied ones.
+  auto stored = list_kind(ds, cnf::kinds::ip_pool);
+  if (!stored) return tool::fail(what, stored.error().message);
+  std::map<std::string, ci::pool> final_pools;
+  std::map<std::string, const planned*> applied_pool;
+  for (auto& r : *stored)
+    if (auto p = ci::parse_pool(r)) final_pools[p->name] = *p;
+  for (auto& p : plan) {
+    if (!p.pool) continue;
+    if (auto it = final_pools.find(p.pool->name); it != final_pools.end() && !applied_pool.count(p.pool->name)) {
+      const auto& old = it->second;
+      if (old.cidr != p.pool->cidr)
+        errors.push_back(p.where + ": spec.cidr: the pool exists with " + old.cidr.to_string() +
+                         "; a pool's CIDR cannot change (create a new pool, move the pods, then delete this one)");
+      else if (old.block_size != p.pool->block_size)
+        errors.push_back(p.where + ": spec.blockSize: the pool exists with blockSize " + std::to_string(old.block_size) +
+                         "; it cannot change while blocks of that size may exist (create a new pool instead)");
+    }
+    final_pools[p.pool->name] = *p.pool;
+    applied_pool[p.pool->name] = &p;
+  }
+  // Overlaps, reported at the later document of a pair (or at the applied one).
+  std::vector<const planned*> applied_order;
+  for (auto& p : plan)
+    if (p.pool) applied_order.push_back(&p);
+  for (std::size_t j = 0; j < applied_order.size(); ++j) {
+    const auto& pj = *applied_order[j];
+    for (auto& [other, o] : final_pools)
+      if (!applied_pool.count(other) && pj.pool->cidr.overlaps(o.cidr))
+        errors.push_back(pj.where + ": spec.cidr: " + pj.pool->cidr.to_string() + " overlaps IPPool/" + other + " (" + o.cidr.to_string() +
+                         ", in the datastore)");
+    for (std::size_t i = 0; i < j; ++i) {
+      const auto& pi = *applied_order[i];
+      if (pi.pool->name != pj.pool->name && pj.pool->cidr.overlaps(pi.pool->cidr))
+        errors.push_back(pj.where + ": spec.cidr: " + pj.pool->cidr.to_string() + " overlaps IPPool/" + pi.pool->name + " (" +
+                         pi.pool->cidr.to_string() + ", also in this apply)");
+    }
+  }
+  std::vector<ci::pool> pools_after;
+  for (auto& [n, p] : final_pools) pools_after.push_back(p);
+  for (auto& p : plan)
+    if (p.reservation)
+      for (auto& e : ci::validate_reservations({*p.reservation}, pools_after)) errors.push_back(p.where + ": " + field_part(e.message, p.res));
+
+  if (!errors.empty()) {
+    for (auto& e : errors) fmt::print(stderr, "{}\n", e);
+    fmt::print(stderr, "cnf apply: {} error(s); nothing was written\n", errors.size());
+    return 1;
+  }
+
+  int rc = 0;
+  std::size_t written = 0;
+  for (auto& p : plan) {
+    auto cur = ds.get(p.res.key());
+    cnf::result<cnf::resource> w = cnf::error(cnf::errc::internal, "");
+    std::string verb;
+    if (cur) {
+      if (cur->spec == p.res.spec && cur->labels == p.res.labels) {
+        fmt::print("{}/{} unchanged\n", p.v3_kind, p.res.name);
+        ++written;
+        continue;
+      }
+      auto r = p.res;
+      r.revision = cur->revision;
+      w = ds.update(r);
+      verb = "configured";
+    } else if (cur.error().code == cnf::errc::not_found) {
+      w = ds.create(p.res);
+      verb = "created";
+    } else {
+      w = cur.error();
+    }
+    if (!w) {
+      fmt::print(stderr, "{}: {}\n", p.where, w.error().message);
+      rc = 1;
+      break;
+    }
+    ++written;
+    fmt::print("{}/{} {}\n", p.v3_kind, p.res.name, verb);
+  }
+  if (rc) fmt::print(stderr, "cnf apply: stopped after {} of {} resource(s)\n", written, plan.size());
+  return rc;
+}
+
+// ---- get -----------------------------------------------------------------------------
+
+struct kind_name {
+  std::string stored, v3;
+};
+std::optional<kind_name> resolve_kind(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (s == "ippool" || s == "ippools") return kind_name{std::string(cnf::kinds::ip_pool), "IPPool"};
+  if (s == "ipreservation" || s == "ipreservations") return kind_name{std::string(cnf::kinds::ip_reservation), "IPReservation"};
+  if (s == "ipamconfig" || s == "ipamconfigs" || s == "ipamconfiguration" || s == "ipamconfigurations")
+    return kind_name{std::string(cnf::kinds::ipam_config), "IPAMConfiguration"};
+  return std::nullopt;
+}
+
+json::object v3_document(const kind_name& k, const cnf::resource& r) {
+  json::object md;
+  md["name"] = r.name;
+  if (!r.labels.empty()) {
+    json::object lb;
+    for (auto& [a, b] : r.labels) lb[a] = b;
+    md["labels"] = std::move(lb);
+  }
+  if (!r.revision.empty()) md["resourceVersion"] = r.revision;
+  boost::system::error_code ec;
+  json::value spec = json::parse(r.spec, ec);
+  json::object d;
+  d["apiVersion"] = api_version;
+  d["kind"] = k.v3;
+  d["metadata"] = std::move(md);
+  d["spec"] = ec ? json::value(json::string(r.spec)) : std::move(spec);
+  return d;
+}
+
+std::string spec_text(const json::object& spec, const char* k, const char* def) {
+  auto* v = spec.if_contains(k);
+  if (!v || v->is_null()) return def;
+  return v->is_string() ? std::string(v->get_string()) : json::serialize(*v);
+}
+
+std::string columns(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> w;
+  for (auto& r : rows)
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      if (w.size() <= i) w.push_back(0);
+      w[i] = std::max(w[i], r[i].size());
+    }
+  std::string out;
+  for (auto& r : rows) {
+    std::string line;
+    for (std::size_t i = 0; i < r.size(); ++i) line += i + 1 == r.size() ? r[i] : fmt::format("{:<{}}   ", r[i], w[i]);
+    out += line + "\n";
+  }
+  return out;
+}
+
+int cmd_get(const std::string& profile, const std::string& kind_arg, const std::string& name, const std::string& output) {
+  constexpr std::string_view what = "get";
+  auto k = resolve_kind(kind_arg);
+  if (!k) return tool::fail(what, "'" + kind_arg + "' is not a resource kind cnf knows (ippools, ipreservations, ipamconfigurations)");
+  if (output != "table" && output != "wide" && output != "yaml" && output != "json")
+    return tool::fail(what, "-o " + output + ": expected yaml, json, wide or table");
+  auto op = tool::open_datastore(profile_or_default(profile));
+  if (!op) return tool::fail(what, op.error().message);
+  std::vector<cnf::resource> items;
+  if (!name.empty()) {
+    auto g = op->ds.get({k->stored, "", name});
+    if (!g) return tool::fail(what, g.error().code == cnf::errc::not_found ? k->v3 + " '" + name + "' not found" : g.error().message);
+    items.push_back(std::move(*g));
+  } else {
+    auto l = list_kind(op->ds, k->stored);
+    if (!l) return tool::fail(what, l.error().message);
+    items = std::move(*l);
+    std::sort(items.begin(), items.end(), [](auto& a, auto& b) { return a.name < b.name; });
+  }
+  if (output == "yaml" || output == "json") {
+    json::value doc;
+    if (!name.empty()) doc = v3_document(*k, items.front());
+    else {
+      json::array arr;
+      for (auto& r : items) arr.push_back(v3_document(*k, r));
+      doc = json::object{{"apiVersion", api_version}, {"kind", k->v3 + "List"}, {"items", std::move(arr)}};
+    }
+    if (output == "json") {
+      std::string s;
+      pretty(s, doc, 0);
+      fmt::print("{}\n", s);
+    } else {
+      YAML::Emitter e;
+      emit(e, doc);
+      fmt::print("{}\n", e.c_str());
+    }
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows;
+  bool wide = output == "wide";
+  if (k->v3 == "IPPool") {
+    if (wide) rows.push_back({"NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "BLOCKSIZE", "SELECTOR"});
+    else rows.push_back({"NAME", "CIDR", "SELECTOR"});
+  } else if (k->v3 == "IPReservation") {
+    rows.push_back({"NAME", "CIDRS"});
+  } else {
+    rows.push_back({"NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS", "MAXBLOCKSPERHOST"});
+  }
+  for (auto& r : items) {
+    boost::system::error_code ec;
+    json::value v = json::parse(r.spec, ec);
+    json::object spec = !ec && v.is_object() ? v.get_object() : json::object{};
+    if (k->v3 == "IPPool") {
+      if (wide)
+        rows.push_back({r.name, spec_text(spec, "cidr", ""), spec_text(spec, "natOutgoing", "false"), spec_text(spec, "ipipMode", "Never"),
+                        spec_text(spec, "vxlanMode", "Never"), spec_text(spec, "disabled", "false"), spec_text(spec, "blockSize", ""),
+                        spec_text(spec, "nodeSelector", "all()")});
+      else rows.push_back({r.name, spec_text(spec, "cidr", ""), spec_text(spec, "nodeSelector", "all()")});
+    } else if (k->v3 == "IPReservation") {
+      std::string cidrs;
+      if (auto* a = spec.if_contains("reservedCIDRs"); a && a->is_array())
+        for (auto& c : a->get_array()) cidrs += (cidrs.empty() ? "" : ",") + (c.is_string() ? std::string(c.get_string()) : json::serialize(c));
+      rows.push_back({r.name, cidrs});
+    } else {
+      rows.push_back({r.name, spec_text(spec, "strictAffinity", "false"), spec_text(spec, "autoAllocateBlocks", "true"),
+                      spec_text(spec, "maxBlocksPerHost", "0")});
+    }
+  }
+  fmt::print("{}", columns(rows));
+  return 0;
+}
+
+// ---- delete --------------------------------------------------------------------------
+
+int cmd_delete(const std::string& profile, const std::string& kind_arg, const std::string& name, bool force) {
+  constexpr std::string_view what = "delete";
+  auto k = resolve_kind(kind_arg);
+  if (!k) return tool::fail(what, "'" + kind_arg + "' is not a resource kind cnf knows (ippool, ipreservation, ipamconfiguration)");
+  auto op = tool::open_datastore(profile_or_default(profile));
+  if (!op) return tool::fail(what, op.error().message);
+  auto& ds = op->ds;
+  auto g = ds.get({k->stored, "", name});
+  if (!g) return tool::fail(what, g.error().code == cnf::errc::not_found ? k->v3 + " '" + name + "' not found" : g.error().message);
+  if (k->v3 != "IPPool") {
+    if (auto r = ds.remove(g->key(), g->revision); !r) return tool::fail(what, r.error().message);
+    fmt::print("{}/{} deleted\n", k->v3, name);
+    return 0;
+  }
+  auto pl = ci::parse_pool(*g);
+  std::vector<std::pair<cnf::resource, ci::block>> inside;
+  std::uint64_t in_use = 0;
+  if (pl) {
+    auto blocks = list_kind(ds, cnf::kinds::ipam_block);
+    if (!blocks) return tool::fail(what, blocks.error().message);
+    for (auto& r : *blocks) {
+      auto b = ci::parse_block(r);
+      if (!b) {
+        fmt::print(stderr, "warning: {} (not counted; `cnf ipam check` reports it)\n", b.error().message);
+        continue;
+      }
+      if (b->deleted || !pl->cidr.contains(b->cidr)) continue;
+      in_use += b->in_use();
+      inside.emplace_back(r, std::move(*b));
+    }
+  }
+  if (in_use > 0 && !force) {
+    std::string which;
+    for (auto& [r, b] : inside)
+      if (!b.empty()) which += (which.empty() ? "" : ", ") + b.cidr.to_string() + " (" + std::to_string(b.in_use()) + ")";
+    fmt::print(stderr,
+               "cnf delete: IPPool/{}: {} address(es) are still allocated from it, in blocks {}.\n"
+               "  Deleting it now would strand them (`cnf ipam check` reports such blocks as outside every pool).\n"
+               "  Disable it first (spec.disabled: true, then `cnf apply`) so nothing new is assigned from it, recreate the pods\n"
+               "  that use it (`cnf ipam show --show-blocks`), then delete it; --force deletes it anyway.\n",
+               name, in_use, which);
+    return 1;
+  }
+  if (auto r = ds.remove(g->key(), g->revision); !r) return tool::fail(what, r.error().message);
+  // Its empty blocks and their affinities go with it; a block that changed since it was
+  // read (an assignment raced this delete) is left for `cnf ipam check` to report.
+  std::size_t blocks_removed = 0, affinities_removed = 0, kept = 0;
+  std::set<std::string> removed_cidrs;
+  for (auto& [r, b] : inside) {
+    if (!b.empty()) {
+      ++kept;
+      continue;
+    }
+    if (auto x = ds.remove(r.key(), r.revision); x) {
+      ++blocks_removed;
+      removed_cidrs.insert(b.cidr.to_string());
+    } else {
+      ++kept;
+      fmt::print(stderr, "warning: {} kept: {}\n", r.key().to_string(), x.error().message);
+    }
+  }
+  if (pl) {
+    auto affs = list_kind(ds, cnf::kinds::block_affinity);
+    if (affs)
+      for (auto& r : *affs)
+        if (auto a = ci::parse_affinity(r); a && pl->cidr.contains(a->cidr) && removed_cidrs.count(a->cidr.to_string()))
+          if (ds.remove(r.key(), r.revision)) ++affinities_removed;
+  }
+  fmt::print("IPPool/{} deleted; removed {} empty block(s) and {} block affinit{}", name, blocks_removed, affinities_removed,
+             affinities_removed == 1 ? "y" : "ies");
+  if (kept) fmt::print("; {} block(s) still holding addresses were kept", kept);
+  fmt::print("\n");
+  if (op->prof.ipam && op->prof.ipam->plugin == "calico-ipam") {
+    auto left = list_kind(ds, cnf::kinds::ip_pool);
+    if (left && left->empty())
+      fmt::print("note: no IPPool is left; if the profile's [ipam] section lists pools, the next assignment creates them again\n");
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_resource_commands(CLI::App& app) {
+  static std::string profile;
+  static std::vector<std::string> files;
+  auto* apply = app.add_subcommand("apply",
+                                   "Create or update resources from files: Calico's projectcalico.org/v3 IPPool, IPAMConfiguration and\n"
+                                   "IPReservation, in YAML or JSON, one or many documents, or a List. Every document is validated\n"
+                                   "(unknown fields, CIDRs, blockSize, overlapping pools, a changed pool CIDR) before anything is\n"
+                                   "written: a file with an error writes nothing.");
+  apply->add_option("-f,--filename", files, "File to apply ('-' for stdin); may be repeated")->required();
+  apply->add_option("--profile,-p", profile, "Profile naming the datastore (default: $CNF_PROFILE or /etc/cnf/profile.toml)");
+  apply->callback([] { exit_code() = cmd_apply(profile, files); });
+
+  static std::string kind, name, output = "table";
+  auto* get = app.add_subcommand("get", "Show resources: ippools, ipreservations, ipamconfigurations (table, or -o wide|yaml|json)");
+  get->add_option("kind", kind, "ippools | ipreservations | ipamconfigurations")->required();
+  get->add_option("name", name, "Only this resource");
+  get->add_option("-o,--output", output, "table (default), wide, yaml or json; yaml and json can be given back to `cnf apply`");
+  get->add_option("--profile,-p", profile, "Profile naming the datastore (default: $CNF_PROFILE or /etc/cnf/profile.toml)");
+  get->callback([] { exit_code() = cmd_get(profile, kind, name, output); });
+
+  static bool force = false;
+  auto* del = app.add_subcommand("delete",
+                                 "Delete a resource (ippool, ipreservation, ipamconfiguration). An IPPool from which addresses are\n"
+                                 "still allocated is refused, disabled or not (its pods would keep addresses in blocks outside every\n"
+                                 "pool): disable it, recreate its pods, then delete it, or pass --force. Its empty blocks and their\n"
+                                 "affinities are removed with it.");
+  del->add_option("kind", kind, "ippool | ipreservation | ipamconfiguration")->required();
+  del->add_option("name", name, "Resource name")->required();
+  del->add_flag("--force", force, "Delete an IPPool even while addresses are allocated from it");
+  del->add_option("--profile,-p", profile, "Profile naming the datastore (default: $CNF_PROFILE or /etc/cnf/profile.toml)");
+  del->callback([] { exit_code() = cmd_delete(profile, kind, name, force); });
+}
+
+}  // namespace cnf_app
+
+#else
+namespace cnf_app {
+void add_resource_commands(CLI::App&) {}
+}  // namespace cnf_app
+#endif
