@@ -280,8 +280,9 @@ void add_ipam_commands(CLI::App& app) {
       "Look for inconsistencies: leaked addresses (allocated, no WorkloadEndpoint lists them), endpoint addresses not\n"
       "allocated, handles with no addresses, blocks outside every pool, affinities to nodes that do not exist (when Node\n"
       "resources are kept), stale affinities, duplicates, unreadable resources. Ends with `Check complete; found N problems.`\n"
-      "Exits 0 whatever it finds (as calicoctl does); non-zero only when it cannot read the datastore. An address being\n"
-      "assigned by an ADD still in progress has no endpoint yet and shows as leaked: re-check before releasing.");
+      "Exits 0 whatever it finds (as calicoctl does); non-zero only when it cannot read the datastore or write the\n"
+      "report. An address being assigned by an ADD still in progress has no endpoint yet and shows as leaked: re-check\n"
+      "before releasing.");
   check->add_flag("--show-problem-ips", show_ips, "List every problem address (by default only their counts)");
   check->add_option("-o,--output", out_file, "Write the report as JSON to this file (for `cnf ipam release --from-report`)");
   check->add_option("--profile,-p", profile, profile_help);

@@ -366,7 +366,10 @@ int cmd_apply(const std::string& profile, const std::vector<std::string>& files)
     for (std::size_t j = 0; j < i; ++j)
       if (plan[i].res.key() == plan[j].res.key()) errors.push_back(plan[i].where + ": metadata.name: also defined at " + plan[j].where);
   auto op = tool::open_datastore(profile_or_default(profile));
-  if (!op) return tool::fail(what, op.error().message);
+  if (!op) {
+    for (auto& e : errors) fmt::print(stderr, "{}\n", e);
+    return tool::fail(what, op.error().message + "; nothing was written");
+  }
   auto& ds = op->ds;
 
   // The pools after this apply: the stored ones, replaced by name by the applied ones.
