@@ -176,18 +176,16 @@ cnf::result<std::vector<document>> read_documents(const std::string& path) {
       raw.push_back({name + ": document 1", std::move(v)});
     }
   } else {
-    std::vector<YAML::Node> nodes;
     try {
-      nodes = YAML::LoadAll(text);
-    } catch (const YAML::Exception& e) {
+      std::size_t i = 0;
+      for (auto& n : YAML::LoadAll(text)) {
+        ++i;
+        if (n.IsNull()) continue;  // an empty document ("---" at the end)
+        raw.push_back({name + ":" + std::to_string(n.Mark().line + 1) + ": document " + std::to_string(i), to_json(n)});
+      }
+    } catch (const YAML::Exception& e) {  // syntax, or a mapping key that is not a scalar
       return cnf::error(cnf::errc::invalid, name + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
                                                 ": not valid YAML: " + e.msg);
-    }
-    std::size_t i = 0;
-    for (auto& n : nodes) {
-      ++i;
-      if (n.IsNull()) continue;  // an empty document ("---" at the end)
-      raw.push_back({name + ":" + std::to_string(n.Mark().line + 1) + ": document " + std::to_string(i), to_json(n)});
     }
   }
   // Lists: kind List or <Kind>List with items.
