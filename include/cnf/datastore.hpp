@@ -21,10 +21,21 @@
 // when starting without a revision, then `in_sync`, then changes in revision order. After
 // a compaction (etcd) or 410 Gone (Kubernetes) the watch delivers `resync_needed` and
 // ends: the consumer lists again and watches from the list's revision.
+//
+// Optional: deferred durability, for a datastore whose every write pays a flush (local).
+// After defer_sync(true), a write through this handle is decided at once (compare-and-
+// swap, its place in the order, visible to this handle's own reads) but becomes durable,
+// and visible to other readers, only at the next sync(): one flush covers every write of
+// a CNI ADD (addresses, handle, endpoint). Nothing may be acknowledged to the outside
+// (a CNI result) before sync() succeeds. A process that dies before sync() leaves those
+// writes as a machine crash before acknowledgement would: committed in order, or lost
+// together with everything after them. A datastore whose writes are durable when they
+// return (etcd, Kubernetes) need not have it: any_datastore then makes both no-ops.
 #pragma once
 #include <cnf/detail/erasure.hpp>
 #include <cnf/error.hpp>
 
+#include <concepts>
 #include <cstddef>
 #include <functional>
 #include <map>
@@ -159,6 +170,12 @@ template <class T> concept ds_update = requires(T& t, const resource& r) { { t.u
 template <class T> concept ds_remove = requires(T& t, const resource_key& k, std::string_view rev) { { t.remove(k, rev) } -> returns<void>; };
 template <class T> concept ds_watch = requires(T& t, const watch_options& o, watch_callback cb) { { t.watch(o, std::move(cb)) } -> returns<watch_handle>; };
 template <class T> concept ds_status = requires(T& t) { { t.status() } -> returns<datastore_status>; };
+/// The optional capability above: defer_sync(bool) and sync().
+template <class T> concept ds_deferred_sync = requires(T& t, const T& ct, bool on) {
+  t.defer_sync(on);
+  { t.sync() } -> returns<void>;
+  { ct.sync_deferred() } -> std::convertible_to<bool>;
+};
 }  // namespace detail
 
 /// A Datastore: get, list, create, update (compare-and-swap on revision), remove (with an
@@ -191,6 +208,9 @@ struct datastore_iface {
   virtual result<void> remove(const resource_key& k, std::string_view revision) noexcept = 0;
   virtual result<watch_handle> watch(const watch_options& o, watch_callback cb) noexcept = 0;
   virtual result<datastore_status> status() noexcept = 0;
+  virtual void defer_sync(bool on) noexcept = 0;
+  virtual result<void> sync() noexcept = 0;
+  virtual bool sync_deferred() const noexcept = 0;
 };
 
 template <class T>
@@ -206,6 +226,24 @@ struct datastore_model final : datastore_iface {
     return call<watch_handle>([&] { return impl.watch(o, std::move(cb)); });
   }
   result<datastore_status> status() noexcept override { return call<datastore_status>([&] { return impl.status(); }); }
+  void defer_sync(bool on) noexcept override {
+    if constexpr (ds_deferred_sync<T>) (void)call<void>([&] { impl.defer_sync(on); });
+  }
+  result<void> sync() noexcept override {
+    if constexpr (ds_deferred_sync<T>) return call<void>([&] { return impl.sync(); });
+    else return {};
+  }
+  bool sync_deferred() const noexcept override {
+    if constexpr (ds_deferred_sync<T>) {
+      try {
+        return impl.sync_deferred();
+      } catch (...) {
+        return false;
+      }
+    } else {
+      return false;
+    }
+  }
   T impl;
 };
 }  // namespace detail
@@ -229,6 +267,11 @@ class any_datastore {
   result<void> remove(const resource_key& k, std::string_view revision = {}) const { return p_->remove(k, revision); }
   result<watch_handle> watch(const watch_options& o, watch_callback cb) const { return p_->watch(o, std::move(cb)); }
   result<datastore_status> status() const { return p_->status(); }
+  /// Deferred durability (see the top of this file); no-ops for a datastore without it.
+  void defer_sync(bool on) const { p_->defer_sync(on); }
+  result<void> sync() const { return p_->sync(); }
+  /// True while writes wait for sync(): concurrent writes then gain nothing.
+  bool sync_deferred() const { return p_->sync_deferred(); }
 
   /// All pages of a list, concatenated.
   result<resource_list> list_all(list_options o) const {

@@ -592,6 +592,61 @@ TEST_CASE("local datastore: a record whose writer died before publishing becomes
   CHECK(ds.update(g));
 }
 
+TEST_CASE("local datastore: deferred sync: own writes visible at once, others' at sync(), one flush", "[local][deferred]") {
+  temp_dir root;
+  auto dir = root.sub("store");
+  auto w = open_local(dir);
+  auto other = open_local(dir);  // another handle: the same as another process, for reads
+  cnf::any_datastore any = w;    // through the type-erased wrapper, as a CNI call uses it
+  any.defer_sync(true);
+  auto a = any.create(res("Node", "a", R"({"v":1})")).value();
+  auto b = any.create(res("Node", "b", R"({"v":1})")).value();
+  a.spec = R"({"v":2})";
+  a = any.update(a).value();
+  // This handle reads its own writes...
+  CHECK(spec_int(any.get({"Node", "", "a"}).value(), "v") == 2);
+  CHECK(any.list(lopt("Node")).value().items.size() == 2);
+  // ...another reader sees none of them before sync(): not durable yet.
+  CHECK(other.get({"Node", "", "a"}).error().code == cnf::errc::not_found);
+  CHECK(other.list(lopt("Node")).value().items.empty());
+  CHECK_FALSE(fs::exists(dir + "/v1/data/Node/_/a.json"));
+  // A writer of another handle is still decided against them (compare-and-swap).
+  CHECK(other.create(res("Node", "b", R"({"v":9})")).error().code == cnf::errc::already_exists);
+  REQUIRE(any.sync());
+  CHECK(spec_int(other.get({"Node", "", "a"}).value(), "v") == 2);
+  CHECK(other.get({"Node", "", "b"}).value().revision == b.revision);
+  CHECK(read_file(dir + "/v1/data/Node/_/a.json").find("\"v\":2") != std::string::npos);
+  CHECK(any.sync());  // nothing pending: a no-op
+  // Off again: a write is durable and visible when it returns.
+  any.defer_sync(false);
+  REQUIRE(any.remove({"Node", "", "b"}));
+  CHECK(other.get({"Node", "", "b"}).error().code == cnf::errc::not_found);
+}
+
+TEST_CASE("local datastore: deferred writes of a process that dies before sync() are not lost", "[local][deferred][processes]") {
+  temp_dir root;
+  auto dir = root.sub("store");
+  (void)open_local(dir).create(res("Node", "seed", "{}")).value();
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    auto ds = cnf::local_datastore::open(options(dir, true));
+    if (!ds) ::_exit(2);
+    ds->defer_sync(true);
+    bool ok = ds->create(res("Node", "x", R"({"v":1})")) && ds->create(res("Node", "y", R"({"v":1})"));
+    ::kill(::getpid(), SIGKILL);  // no sync(), no destructor
+    ::_exit(ok ? 0 : 3);
+  }
+  int st = 0;
+  REQUIRE(::waitpid(child, &st, 0) == child);
+  REQUIRE(WIFSIGNALED(st));
+  // Committed to the log in order: a reader publishes them for the dead writer.
+  auto r = open_local(dir);
+  CHECK(spec_int(r.get({"Node", "", "x"}).value(), "v") == 1);
+  CHECK(spec_int(r.get({"Node", "", "y"}).value(), "v") == 1);
+  CHECK(r.list(lopt("Node")).value().items.size() == 3);
+}
+
 TEST_CASE("local datastore: settings", "[local][settings]") {
   cnf::plugin_loader loader({CNF_TEST_PLUGIN_DIR});
   auto lp = loader.find(cnf::part::datastore, "local");

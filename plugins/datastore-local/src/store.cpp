@@ -431,7 +431,9 @@ result<store::view> store::snapshot(bool may_lock, const std::function<bool(cons
       }
       view v;
       v.m_rev = head_.m_rev;
-      v.d_rev = head_.d_rev;
+      // This handle's own deferred writes (sync() not yet called) are in the window and
+      // visible to it; every record before them is complete, so the bound is a prefix.
+      v.d_rev = std::max(head_.d_rev, std::min(pending_rev_, last_rev_));
       v.base = base_;
       if (key) {
         if (auto rec = window_latest(*key, v.d_rev)) v.recs.push_back(std::move(rec));
@@ -972,6 +974,14 @@ result<resource> store::write(op what, const resource_key& key, const resource* 
       window_push(std::make_shared<const record>(std::move(rec)));
       seg = seg_;
       seg_path = segment_path(seg_first_);
+      if (opt_.fsync && defer_.load(std::memory_order_relaxed)) {
+        // Deferred: sync() flushes and publishes it, with every other write made so.
+        if (my_rev > pending_rev_) {
+          pending_rev_ = my_rev;
+          pending_seg_ = seg_;
+        }
+        return out;
+      }
       if (!opt_.fsync) {
         // Committed: a failure to write the files now is repaired by the next publish.
         if (auto p = publish_locked(my_rev, l); !p)
@@ -998,6 +1008,37 @@ result<resource> store::write(op what, const resource_key& key, const resource* 
                  ") but publishing it failed: " + p.error().message);
   }
   return out;
+}
+
+void store::defer_sync(bool on) { defer_.store(on, std::memory_order_relaxed); }
+
+result<void> store::sync() {
+  CNF_LOCAL_TRY(check_process());
+  std::uint64_t rev = 0;
+  std::shared_ptr<file_descriptor> seg;
+  {
+    std::lock_guard l(mu_);
+    rev = pending_rev_;
+    seg = pending_seg_;
+  }
+  if (rev == 0) return {};
+  // One flush for every deferred write: they are all in `seg` or in segments before it,
+  // which rotation flushed already.
+  if (::fdatasync(seg->get()) != 0)
+    return error(errc::io, "local datastore: fdatasync " + v1_ + "/log: " + errno_text(errno) +
+                               "; the writes since the last sync may or may not have been made; read them again");
+  {
+    std::lock_guard l(mu_);
+    if (pending_rev_ == rev) {
+      pending_rev_ = 0;
+      pending_seg_.reset();
+    }
+  }
+  // Durable now; publishing makes them visible to other readers. If that fails, the
+  // records stay in every reader's window and the next publish writes the files.
+  if (auto p = publish(rev); !p)
+    log().warn("local datastore: revisions up to " + to_rev(rev) + " are written but publishing them failed: " + p.error().message);
+  return {};
 }
 
 result<resource> store::create(const resource& r) {
@@ -1201,6 +1242,11 @@ result<watch_handle> local_datastore::watch(const watch_options& o, watch_callba
 }
 result<datastore_status> local_datastore::status() const {
   return detail::call<datastore_status>([&] { return s_->status(); });
+}
+void local_datastore::defer_sync(bool on) const { s_->defer_sync(on); }
+bool local_datastore::sync_deferred() const noexcept { return s_->sync_deferred(); }
+result<void> local_datastore::sync() const {
+  return detail::call<void>([&] { return s_->sync(); });
 }
 const local_datastore_options& local_datastore::options() const noexcept { return s_->options(); }
 

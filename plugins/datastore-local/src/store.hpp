@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -69,6 +70,9 @@ class store : public std::enable_shared_from_this<store> {
   result<void> remove(const resource_key& k, std::string_view revision);
   result<watch_handle> watch(const watch_options& o, watch_callback cb);
   result<datastore_status> status();
+  void defer_sync(bool on);
+  result<void> sync();
+  bool sync_deferred() const noexcept { return opt_.fsync && defer_.load(std::memory_order_relaxed); }
 
   const local_datastore_options& options() const noexcept { return opt_; }
   logger& log() const noexcept { return *opt_.log; }
@@ -150,6 +154,11 @@ class store : public std::enable_shared_from_this<store> {
   std::unordered_map<std::string, record_ptr> latest_;  // key_string -> its newest record in window_
   std::size_t window_bytes_ = 0;
   std::vector<char> buf_;
+  // Deferred durability: the newest revision this handle wrote and has not flushed, and
+  // the segment that holds it (0 / null: none).
+  std::atomic<bool> defer_{false};
+  std::uint64_t pending_rev_ = 0;
+  std::shared_ptr<file_descriptor> pending_seg_;
 };
 
 }  // namespace detail::local

@@ -26,6 +26,9 @@ struct state {
   std::string cursor_name;            // "<scope>.<node>"
   std::vector<std::string> set_keys;  // identity of each range set inside the cursor
   bool parallel = true;               // config.parallel_writes, resolved
+  // Independent writes on threads, so that they share one flush; pointless (a thread
+  // costs more than the write) while the datastore defers every flush to sync().
+  bool write_in_parallel() const { return parallel && !ds.sync_deferred(); }
 };
 
 }  // namespace host_local
@@ -434,7 +437,7 @@ result<std::vector<assigned_address>> host_local_ipam::assign(const assign_reque
     if (requested_in[i]) sets.push_back(i);
   const std::size_t n_requested = sets.size();
   sets.insert(sets.end(), auto_sets.begin(), auto_sets.end());
-  auto results = run_jobs<result<taken_address>>(sets.size(), st.parallel, [&](std::size_t k) {
+  auto results = run_jobs<result<taken_address>>(sets.size(), st.write_in_parallel(), [&](std::size_t k) {
     return k < n_requested ? take_requested(sets[k]) : take_free(sets[k]);
   });
 
@@ -445,7 +448,7 @@ result<std::vector<assigned_address>> host_local_ipam::assign(const assign_reque
     else if (!failure) failure = r.error();
   }
   auto rollback = [&] {
-    run_jobs<int>(taken.size(), st.parallel, [&](std::size_t k) {
+    run_jobs<int>(taken.size(), st.write_in_parallel(), [&](std::size_t k) {
       auto& t = taken[k];
       if (auto r = ds.remove(t.key, t.revision); !r && r.error().code != errc::not_found)
         st.log->warn("host-local: " + who + ": could not give back " + t.key.to_string() + ": " + r.error().message +
@@ -489,7 +492,7 @@ result<std::vector<assigned_address>> host_local_ipam::assign(const assign_reque
     if (!w && w.error().code != errc::conflict && w.error().code != errc::already_exists)
       st.log->debug("host-local: cursor not moved: " + w.error().message);
   };
-  auto written = run_jobs<result<resource>>(auto_sets.empty() ? 1 : 2, st.parallel, [&](std::size_t k) -> result<resource> {
+  auto written = run_jobs<result<resource>>(auto_sets.empty() ? 1 : 2, st.write_in_parallel(), [&](std::size_t k) -> result<resource> {
     if (k == 0) return ds.create(hr);
     move_cursor();
     return resource{};
@@ -532,7 +535,7 @@ result<bool> release_one(const host_local::state& st, std::string_view handle, s
                                       "' (two handles share one name); release it by hand");
     // Allocations first (at once when there are several), the handle last: a crash in
     // between leaves a handle whose stale revisions a retry skips, never a lost address.
-    auto removed = run_jobs<result<bool>>(rec->entries.size(), st.parallel, [&](std::size_t k) -> result<bool> {
+    auto removed = run_jobs<result<bool>>(rec->entries.size(), st.write_in_parallel(), [&](std::size_t k) -> result<bool> {
       const auto& e = rec->entries[k];
       resource_key ak{std::string(host_local::allocation_kind), "", host_local::allocation_name(st.cfg.scope, e.address)};
       auto r = st.ds.remove(ak, e.revision);

@@ -90,6 +90,11 @@ class local_datastore {
   result<void> remove(const resource_key& k, std::string_view revision = {}) const;
   result<watch_handle> watch(const watch_options& o, watch_callback cb) const;
   result<datastore_status> status() const;
+  /// Deferred durability (cnf/datastore.hpp): with it on, a write appends its log record
+  /// and returns; sync() then flushes the log once and publishes every such write.
+  void defer_sync(bool on) const;
+  result<void> sync() const;
+  bool sync_deferred() const noexcept;
 
   const local_datastore_options& options() const noexcept;
 
