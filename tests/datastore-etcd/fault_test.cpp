@@ -135,7 +135,8 @@ class enter_netns {
 struct temp_dir {
   fs::path path;
   temp_dir() {
-    std::string t = "/tmp/cnf-etcd-fault-XXXXXX";
+    // cnf-etcd-<pid>-*: the next etcd_server removes it if this process dies without cleaning up.
+    std::string t = "/tmp/cnf-etcd-" + std::to_string(::getpid()) + "-fault-XXXXXX";
     if (!::mkdtemp(t.data())) throw std::runtime_error("mkdtemp failed");
     path = t;
   }
