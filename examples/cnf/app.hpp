@@ -39,8 +39,10 @@ int run_cni(int argc, char** argv);
 
 /// cnf::compose, except that the parts linked into this program (builtin.cpp; CMake
 /// option CNF_CNI_BUILTIN_PLUGINS) are made without loading their plugin library.
+/// fail_fast: the datastore is wrapped in fail_fast_datastore (fail_fast.hpp) before the
+/// other parts get it: for a CNI call, which must fail within one datastore timeout.
 cnf::result<cnf::composition> compose_parts(const cnf::profile& prof, const cnf::plugin_loader& loader, const std::set<cnf::part>& which,
-                                            cnf::plugin_context ctx);
+                                            cnf::plugin_context ctx, bool fail_fast = false);
 /// "part/name" of each part linked into this program; empty when none is.
 std::vector<std::string> builtin_plugin_names();
 

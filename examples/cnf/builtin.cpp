@@ -12,6 +12,7 @@
 // plugin directory: the profile's plugin_path or $CNF_PLUGIN_PATH. Everything else (other
 // names, other parts) is loaded from the plugin directory as before.
 #include "app.hpp"
+#include "fail_fast.hpp"
 
 #if CNF_CNI_BUILTIN
 #include <cnf/plugin.hpp>
@@ -117,7 +118,7 @@ std::vector<std::string> builtin_plugin_names() {
 }
 
 cnf::result<cnf::composition> compose_parts(const cnf::profile& prof, const cnf::plugin_loader& loader, const std::set<cnf::part>& which,
-                                            cnf::plugin_context ctx) {
+                                            cnf::plugin_context ctx, bool fail_fast) {
   cnf::composition c;
   if (ctx.node_name.empty()) ctx.node_name = prof.node_name();
   auto build = [&]<cnf::part P>(typename cnf::part_traits<P>::any& out) -> cnf::result<void> {
@@ -133,6 +134,7 @@ cnf::result<cnf::composition> compose_parts(const cnf::profile& prof, const cnf:
   };
   // The datastore first: it goes into the context of the others (as cnf::compose does).
   if (auto r = build.template operator()<cnf::part::datastore>(c.datastore); !r) return r.error();
+  if (fail_fast && c.datastore) c.datastore = fail_fast_datastore(std::move(c.datastore));
   ctx.datastore = c.datastore;
   if (auto r = build.template operator()<cnf::part::ipam>(c.ipam); !r) return r.error();
   if (auto r = build.template operator()<cnf::part::routing>(c.routing); !r) return r.error();

@@ -283,7 +283,7 @@ cni::result<void> load_parts(context& c) {
   cnf::plugin_context ctx;
   ctx.node_name = c.node;
   ctx.log = &c.log;
-  auto parts = compose_parts(c.prof, loader, need, ctx);
+  auto parts = compose_parts(c.prof, loader, need, ctx, /*fail_fast=*/true);
   if (!parts) {
     // A setting or a plugin the profile names is wrong: 7. The datastore cannot be
     // reached: 11 (retry later). It answered, but unusably (its directory is a file, ...):

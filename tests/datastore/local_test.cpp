@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -647,6 +648,65 @@ TEST_CASE("local datastore: deferred writes of a process that dies before sync()
   CHECK(r.list(lopt("Node")).value().items.size() == 3);
 }
 
+TEST_CASE("local datastore: new resources take their file from the spare pool, removed ones give it back", "[local][spare]") {
+  temp_dir root;
+  auto dir = root.sub("store");
+  auto spare_inodes = [&] {
+    std::set<ino_t> out;
+    for (auto& e : fs::directory_iterator(dir + "/v1/spare")) {
+      struct stat st {};
+      REQUIRE(::stat(e.path().c_str(), &st) == 0);
+      CHECK((st.st_mode & 0777) == 0600);
+      out.insert(st.st_ino);
+    }
+    return out;
+  };
+  auto inode_of = [](const std::string& path) {
+    struct stat st {};
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    return st.st_ino;
+  };
+  std::set<ino_t> pool;
+  {
+    auto o = options(dir);
+    o.spare_files = 4;
+    auto ds = cnf::local_datastore::open(o);
+    REQUIRE(ds);
+    // The handle tops the pool up on a thread (stopped and joined when it goes).
+    for (int i = 0; i < 400 && spare_inodes().size() < 4; ++i) std::this_thread::sleep_for(5ms);
+  }
+  pool = spare_inodes();
+  REQUIRE(pool.size() == 4);
+  auto o = options(dir);
+  o.spare_files = 4;
+  auto ds = cnf::local_datastore::open(o).value();
+  auto a = ds.create(res("Node", "a", R"({"v":1})")).value();
+  const auto file = dir + "/v1/data/Node/_/a.json";
+  auto ino = inode_of(file);
+  CHECK(pool.count(ino) == 1);  // an inode of the pool, not a new file
+  CHECK(spare_inodes().count(ino) == 0);
+  CHECK(spec_int(open_local(dir).get({"Node", "", "a"}).value(), "v") == 1);
+  CHECK(read_file(file).find("\"v\":1") != std::string::npos);
+  REQUIRE(ds.remove({"Node", "", "a"}, a.revision));
+  CHECK_FALSE(fs::exists(file));
+  CHECK(spare_inodes().count(ino) == 1);  // back in the pool
+  CHECK(open_local(dir).get({"Node", "", "a"}).error().code == cnf::errc::not_found);
+  // A pool emptied by others: new files are created as usual.
+  for (auto& e : fs::directory_iterator(dir + "/v1/spare")) fs::remove(e.path());
+  auto b = ds.create(res("Node", "b", R"({"v":2})"));
+  REQUIRE(b);
+  CHECK(spec_int(open_local(dir).get({"Node", "", "b"}).value(), "v") == 2);
+  // spare_files = 0: no pool at all.
+  temp_dir root2;
+  auto o2 = options(root2.sub("store"));
+  o2.spare_files = 0;
+  auto none = cnf::local_datastore::open(o2).value();
+  REQUIRE(none.create(res("Node", "c", "{}")));
+  REQUIRE(none.remove({"Node", "", "c"}));
+  CHECK_FALSE(fs::exists(root2.sub("store") + "/v1/spare"));
+}
+
 TEST_CASE("local datastore: settings", "[local][settings]") {
   cnf::plugin_loader loader({CNF_TEST_PLUGIN_DIR});
   auto lp = loader.find(cnf::part::datastore, "local");
@@ -670,6 +730,10 @@ TEST_CASE("local datastore: settings", "[local][settings]") {
   auto seg = check("log_segment_bytes = 10\n");
   REQUIRE(!seg);
   CHECK(seg.error().message.find("log_segment_bytes") != std::string::npos);
+  CHECK(check("spare_files = 0\n"));
+  auto spare = check("spare_files = -1\n");
+  REQUIRE(!spare);
+  CHECK(spare.error().message.find("datastore.spare_files") != std::string::npos);
   auto typo = check("fsnyc = false\n");
   REQUIRE(!typo);
   CHECK(typo.error().message.find("did you mean 'fsync'") != std::string::npos);

@@ -18,6 +18,9 @@ local_datastore_options configure_local_datastore(settings& s) {
   auto kept = s.get<std::int64_t>("log_segments_kept", o.log_segments_kept);
   if (kept < 1 || kept > 1000000) s.fail("log_segments_kept", "must be between 1 and 1000000");
   else o.log_segments_kept = static_cast<std::uint32_t>(kept);
+  auto spare = s.get<std::int64_t>("spare_files", o.spare_files);
+  if (spare < 0 || spare > 4096) s.fail("spare_files", "must be between 0 and 4096");
+  else o.spare_files = static_cast<std::uint32_t>(spare);
   return o;
 }
 
@@ -27,6 +30,7 @@ result<void> check_local_datastore_options(const local_datastore_options& o) {
   if (o.log_segment_bytes < static_cast<std::uint64_t>(min_segment))
     return error(errc::invalid, "local datastore: log_segment_bytes must be at least " + std::to_string(min_segment));
   if (o.log_segments_kept < 1) return error(errc::invalid, "local datastore: log_segments_kept must be at least 1");
+  if (o.spare_files > 4096) return error(errc::invalid, "local datastore: spare_files must be at most 4096");
   return {};
 }
 

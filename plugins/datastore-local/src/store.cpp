@@ -232,7 +232,10 @@ store::store(local_datastore_options o) : opt_(std::move(o)) {
   if (!opt_.log) opt_.log = &default_logger();
 }
 
-store::~store() = default;
+store::~store() {
+  stop_refill_ = true;
+  if (refill_.joinable()) refill_.join();
+}
 
 error store::sys_error(std::string_view what, const std::string& path, int err) const {
   return error(errc::io, "local datastore: " + std::string(what) + " " + path + ": " + errno_text(err));
@@ -287,7 +290,7 @@ result<void> store::init() {
                "(meant for tests and benchmarks only)");
   auto v = snapshot();
   if (!v) return v.error();
-  return {};
+  return open_spares();
 }
 
 // ---- reading the head and the log -----------------------------------------------------
@@ -742,11 +745,17 @@ result<void> store::materialize(const std::vector<record_ptr>& recs) {
     auto& r = latest[path];
     std::string full = v1_ + "/data/" + path;
     if (r->what == op::remove) {
-      if (::unlinkat(dfd, path.c_str(), 0) != 0 && errno != ENOENT && errno != ENOTDIR) return sys_error("remove", full, errno);
+      CNF_LOCAL_TRY(retire_file(dfd, path, r->rev));
       continue;
     }
+    std::string text = encode_resource_file(r->body);
     std::string dir = path.substr(0, path.rfind('/'));
-    file_descriptor fd(::openat(dfd, path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    file_descriptor fd(::openat(dfd, path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd && errno == ENOENT) {
+      // A new resource: an inode from the spare pool, else a new file.
+      if (place_from_spare(dfd, path, text)) continue;
+      fd = file_descriptor(::openat(dfd, path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    }
     if (!fd && errno == ENOENT) {
       // The kind's or the namespace's directory does not exist yet.
       std::string kind_dir = path.substr(0, path.find('/'));
@@ -756,11 +765,108 @@ result<void> store::materialize(const std::vector<record_ptr>& recs) {
       fd = file_descriptor(::openat(dfd, path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
     }
     if (!fd) return sys_error("open", full, errno);
-    std::string text = encode_resource_file(r->body);
     if (!pwrite_full(fd.get(), text.data(), text.size(), 0)) return sys_error("write", full, errno);
     if (::ftruncate(fd.get(), static_cast<off_t>(text.size())) != 0) return sys_error("truncate", full, errno);
   }
   return {};
+}
+
+namespace {
+// Most removed files the pool takes back (beyond it they are unlinked).
+constexpr std::size_t spare_pool_max = 256;
+// Most files one handle adds to the pool when it opens: a CNI ADD uses about three.
+constexpr std::uint32_t spare_refill_max = 8;
+
+bool make_dirs_for(int dfd, const std::string& path) {
+  std::string kind_dir = path.substr(0, path.find('/'));
+  std::string dir = path.substr(0, path.rfind('/'));
+  if (::mkdirat(dfd, kind_dir.c_str(), 0700) != 0 && errno != EEXIST) return false;
+  if (::mkdirat(dfd, dir.c_str(), 0700) != 0 && errno != EEXIST) return false;
+  return true;
+}
+}  // namespace
+
+bool store::place_from_spare(int dfd, const std::string& path, const std::string& text) {
+  if (!spare_fd_) return false;
+  bool listed_now = false;
+  for (;;) {
+    if (spares_.empty()) {
+      if (listed_now) return false;
+      bool missing = false;
+      auto names = list_dir(spare_fd_.get(), ".", missing);
+      if (!names || names->empty()) return false;
+      spares_ = std::move(*names);
+      spares_known_ = spares_.size();
+      listed_now = true;
+    }
+    std::string name = std::move(spares_.back());
+    spares_.pop_back();
+    // Gone: another handle took it since this one listed the pool.
+    file_descriptor fd(::openat(spare_fd_.get(), name.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd) continue;
+    // Written while still in the pool, so a reader never sees it with another content.
+    if (!pwrite_full(fd.get(), text.data(), text.size(), 0) || ::ftruncate(fd.get(), static_cast<off_t>(text.size())) != 0)
+      return false;
+    if (::renameat(spare_fd_.get(), name.c_str(), dfd, path.c_str()) != 0) {
+      if (errno != ENOENT || !make_dirs_for(dfd, path) || ::renameat(spare_fd_.get(), name.c_str(), dfd, path.c_str()) != 0)
+        return false;
+    }
+    if (spares_known_ > 0) --spares_known_;
+    return true;
+  }
+}
+
+result<void> store::retire_file(int dfd, const std::string& path, std::uint64_t rev) {
+  if (spare_fd_ && spares_known_ < spare_pool_max) {
+    std::string name = "r" + std::to_string(rev);
+    if (::renameat(dfd, path.c_str(), spare_fd_.get(), name.c_str()) == 0) {
+      ++spares_known_;
+      if (spares_listed_) spares_.push_back(std::move(name));
+      return {};
+    }
+    if (errno == ENOENT || errno == ENOTDIR) return {};
+  }
+  if (::unlinkat(dfd, path.c_str(), 0) != 0 && errno != ENOENT && errno != ENOTDIR)
+    return sys_error("remove", v1_ + "/data/" + path, errno);
+  return {};
+}
+
+result<void> store::open_spares() {
+  if (opt_.spare_files == 0) return {};
+  file_descriptor fd(::openat(v1_fd_.get(), "spare", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd && errno == ENOENT) {
+    if (::mkdirat(v1_fd_.get(), "spare", 0700) != 0 && errno != EEXIST) return sys_error("create directory", v1_ + "/spare", errno);
+    fd = file_descriptor(::openat(v1_fd_.get(), "spare", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+  }
+  if (!fd) return sys_error("open directory", v1_ + "/spare", errno);
+  spare_fd_ = std::move(fd);
+  bool missing = false;
+  auto names = list_dir(spare_fd_.get(), ".", missing);
+  if (!names) return names.error();
+  spares_known_ = names->size();
+  spares_ = std::move(*names);
+  spares_listed_ = true;
+  if (spares_known_ < opt_.spare_files) {
+    auto n = std::min<std::uint32_t>(opt_.spare_files - static_cast<std::uint32_t>(spares_known_), spare_refill_max);
+    try {
+      refill_ = std::thread([this, n] { refill_spares(n); });
+    } catch (const std::system_error&) {
+      // No thread now: new resources get new files, as without a pool.
+    }
+  }
+  return {};
+}
+
+// Creates up to n empty 0600 files under names no other handle uses. They join the pool
+// when a handle next lists it; this handle's own list is not touched (no lock is held).
+void store::refill_spares(std::uint32_t n) {
+  const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
+  for (std::uint32_t i = 0; i < n && !stop_refill_.load(std::memory_order_relaxed); ++i) {
+    std::string name = "n" + std::to_string(pid_) + "-" + std::to_string(stamp) + "-" + std::to_string(i);
+    int fd = ::openat(spare_fd_.get(), name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) return;
+    ::close(fd);
+  }
 }
 
 result<void> store::publish_locked(std::uint64_t rev, std::unique_lock<std::mutex>& l) {

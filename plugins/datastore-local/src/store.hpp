@@ -16,6 +16,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -114,6 +115,13 @@ class store : public std::enable_shared_from_this<store> {
   result<void> publish(std::uint64_t rev);
   result<void> publish_locked(std::uint64_t rev, std::unique_lock<std::mutex>& l);
   result<void> materialize(const std::vector<record_ptr>& recs);
+  // The spare-file pool (v1/spare). Under the flock: gives a new resource file an inode
+  // from the pool (written first, then renamed into place); false when the pool is empty.
+  bool place_from_spare(int dfd, const std::string& path, const std::string& text);
+  // Under the flock: moves a removed resource's file into the pool (or unlinks it).
+  result<void> retire_file(int dfd, const std::string& path, std::uint64_t rev);
+  result<void> open_spares();
+  void refill_spares(std::uint32_t n);
   // Makes records of a writer that is gone visible: fdatasync, then publish.
   result<void> settle(std::uint64_t rev, std::shared_ptr<file_descriptor> seg);
   // A reader that sees files left half-written by a dead writer writes them (no wait).
@@ -157,6 +165,14 @@ class store : public std::enable_shared_from_this<store> {
   // Deferred durability: the newest revision this handle wrote and has not flushed, and
   // the segment that holds it (0 / null: none).
   std::atomic<bool> defer_{false};
+  // The spare-file pool: its directory, names believed to be in it (flock held), and the
+  // thread that tops it up when this handle opened (stopped and joined by ~store).
+  file_descriptor spare_fd_;
+  std::vector<std::string> spares_;
+  bool spares_listed_ = false;
+  std::size_t spares_known_ = 0;  // the pool's size when last listed, +/- this handle's moves
+  std::atomic<bool> stop_refill_{false};
+  std::thread refill_;
   std::uint64_t pending_rev_ = 0;
   std::shared_ptr<file_descriptor> pending_seg_;
 };
