@@ -216,6 +216,7 @@ class early_dataplane {
   void start_del(std::string host_ifname) {
     unplumb_ = std::async(std::launch::async, [h = std::move(host_ifname)] { return nl::unplumb_pod(h); });
   }
+  bool add_started() const noexcept { return add_.valid(); }
   bool del_started() const noexcept { return unplumb_.valid(); }
   cnf::result<void> del_result() { return unplumb_.get(); }
 
@@ -489,6 +490,17 @@ cni::result<cni::add_result> cmd_add(context& c) {
       return make(error_code::ipam_exhausted, "ipam " + c.prof.ipam->plugin + ": " + r.error().message);
     }
     if (!r) return from_part(r.error(), "ipam " + c.prof.ipam->plugin);
+    // While the kernel still creates the veth (on the early thread), make the addresses
+    // durable: that flush overlaps the kernel's work, and the one at the end (the
+    // endpoint's) has less to write.
+    if (c.early.add_started()) {
+      if (auto s = c.parts.datastore.sync(); !s) {
+        c.early.discard();
+        release();
+        return from_part(s.error(), "datastore");
+      }
+      c.mark("ipam sync");
+    }
     assigned = *r;
     for (auto& a : assigned) addrs.push_back(a.address);
   }
@@ -553,6 +565,8 @@ cni::result<void> cmd_del(context& c) {
   }
   c.mark("release");
   if (auto r = wep.get(); !r && !first) first = from_part(r.error(), "datastore: workload endpoint");
+  // Flush both while the kernel still deletes the veth, not after it.
+  if (auto s = c.parts.datastore.sync(); !s && !first) first = from_part(s.error(), "datastore");
   c.mark("endpoint");
   auto u = c.early.del_result();
   c.mark("wait for veth delete");
