@@ -7,19 +7,14 @@
 
 #include <boost/json.hpp>
 
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include "../support/process.hpp"
 
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace cli_test {
@@ -30,89 +25,21 @@ namespace ci = cnf::calico_ipam;
 
 inline const std::string cnf_bin = std::string(CNF_TEST_BIN_DIR) + "/cnf";
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    std::string t = "/tmp/cnf-cli-test-XXXXXX";
-    if (!::mkdtemp(t.data())) throw std::runtime_error("mkdtemp failed");
-    path = t;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-};
+using cnf_test::read_file;
+using cnf_test::write_file;
+using run_result = cnf_test::process_result;
 
-inline void write_file(const fs::path& p, const std::string& text) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f << text;
-  if (!f) throw std::runtime_error("cannot write " + p.string());
-}
-
-inline std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-struct run_result {
-  int status = -1;  ///< exit code; 128+N when killed by signal N
-  std::string out, err;
-  std::string describe() const { return "exit " + std::to_string(status) + "\nstdout:\n" + out + "stderr:\n" + err; }
-};
-
-/// Runs argv (argv[0] an absolute path) with exactly `env`, stdin from `input`, stdout and
-/// stderr to files; killed (by its PID) after `timeout_s`.
+/// Runs argv (argv[0] an absolute path) with exactly `env` (cnf_test::run_process: stdin
+/// from `input`, stdout and stderr to files, killed by its PID after `timeout_s`).
 inline run_result run(const std::vector<std::string>& argv, const std::vector<std::string>& env, const std::string& input = {},
                       int timeout_s = 60) {
-  temp_dir io;
-  write_file(io.path / "in", input);
-  std::vector<char*> a, e;
-  for (auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-  a.push_back(nullptr);
-  for (auto& s : env) e.push_back(const_cast<char*>(s.c_str()));
-  e.push_back(nullptr);
-  const std::string in = (io.path / "in").string(), out = (io.path / "out").string(), err = (io.path / "err").string();
-  pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    int i = ::open(in.c_str(), O_RDONLY), o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600),
-        r = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (i < 0 || o < 0 || r < 0) ::_exit(126);
-    ::dup2(i, 0);
-    ::dup2(o, 1);
-    ::dup2(r, 2);
-    ::execve(a[0], a.data(), e.data());
-    ::_exit(127);
-  }
-  int st = 0;
-  bool killed = false;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-  for (;;) {
-    pid_t w = ::waitpid(pid, &st, WNOHANG);
-    if (w == pid) break;
-    if (w < 0 && errno != EINTR) throw std::runtime_error("waitpid failed");
-    if (!killed && std::chrono::steady_clock::now() > deadline) {
-      ::kill(pid, SIGKILL);
-      killed = true;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  run_result r;
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r.out = read_file(out);
-  r.err = read_file(err);
-  if (killed) r.err += "\n[killed after " + std::to_string(timeout_s) + " s]";
-  return r;
+  return cnf_test::run_process(argv, env, input, std::chrono::seconds(timeout_s), "/tmp/cnf-cli-test-");
 }
 
 /// A temp directory with a local datastore and a profile naming it (calico-ipam, no
 /// default pools: the tests create pools with `cnf apply`).
 struct store {
-  temp_dir dir;
+  cnf_test::temp_dir dir{"/tmp/cnf-cli-test-"};
   std::string profile = (dir.path / "profile.toml").string();
   std::string state = (dir.path / "state").string();
 

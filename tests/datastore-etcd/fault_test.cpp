@@ -27,6 +27,7 @@
 #include "etcd_test_util.hpp"
 
 #include "../integration/netns_harness.hpp"
+#include "process.hpp"
 
 #include <cnf/loader.hpp>
 #include <cnf/plugins/calico_ipam.hpp>
@@ -69,16 +70,8 @@ namespace {
 struct gate : Catch::TestEventListenerBase {
   using TestEventListenerBase::TestEventListenerBase;
   void testRunStarting(Catch::TestRunInfo const& info) override {
-    if (::geteuid() != 0) {
-      std::puts("skipped: needs root (network namespaces)");
-      std::fflush(stdout);
-      std::exit(77);
-    }
-    if (auto why = etcd_server::unavailable_reason()) {
-      std::printf("skipped: %s\n", why->c_str());
-      std::fflush(stdout);
-      std::exit(77);
-    }
+    cnf_test::exit_77_unless_root("network namespaces");
+    if (auto why = etcd_server::unavailable_reason()) cnf_test::exit_77_skipped(*why);
     ::signal(SIGPIPE, SIG_IGN);
     TestEventListenerBase::testRunStarting(info);
   }
@@ -132,39 +125,16 @@ class enter_netns {
   int old_ = -1;
 };
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    // cnf-etcd-<pid>-*: the next etcd_server removes it if this process dies without cleaning up.
-    std::string t = "/tmp/cnf-etcd-" + std::to_string(::getpid()) + "-fault-XXXXXX";
-    if (!::mkdtemp(t.data())) throw std::runtime_error("mkdtemp failed");
-    path = t;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+/// The test's temp directory: cnf-etcd-<pid>-fault-*, so the next etcd_server removes it
+/// if this process dies without cleaning up.
+std::string dir_prefix() { return "/tmp/cnf-etcd-" + std::to_string(::getpid()) + "-fault-"; }
 
 // ---- one CNI call: `ip netns exec <node> cnf`, config on stdin, a hard deadline --------
 
-struct cni_call {
+struct cni_call : cnf_test::process_result {  // status (128+N: signal N), out, err, start, end, elapsed()
   std::string what;
-  int status = -1;  ///< exit code; 128+N when killed by signal N
-  std::string out, err;
-  clock_type::time_point start, end;
   bj::value json;
 
-  std::chrono::milliseconds elapsed() const { return std::chrono::duration_cast<std::chrono::milliseconds>(end - start); }
   bool ok() const { return status == 0; }
   std::int64_t code() const {
     auto* o = json.if_object();
@@ -177,61 +147,20 @@ struct cni_call {
   }
 };
 
-std::atomic<int> call_seq{0};
-
 /// Runs cnf inside `node` with only PATH and the CNI variables in its environment. The
 /// process is killed (by its PID) after `hard_limit`: a hang shows up as a failed call.
+/// Its stdin/stdout/stderr files are in a directory under `scratch`, removed on return.
 cni_call run_cnf(const test_netns& node, const fs::path& scratch, const std::vector<std::pair<std::string, std::string>>& env,
                  const std::string& config, std::chrono::milliseconds hard_limit = 30000ms) {
   static const std::string ip = ip_binary();
   cni_call c;
-  int n = call_seq++;
-  fs::path in = scratch / ("call-" + std::to_string(n) + ".in"), out = scratch / ("call-" + std::to_string(n) + ".out"),
-           err = scratch / ("call-" + std::to_string(n) + ".err");
-  { std::ofstream(in, std::ios::binary) << config; }
   std::vector<std::string> argv{ip, "netns", "exec", node.name(), cnf_bin};
   std::vector<std::string> envv{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
   for (auto& [k, v] : env) {
     envv.push_back(k + "=" + v);
     if (k == "CNI_COMMAND" || k == "CNI_CONTAINERID") c.what += k + "=" + v + " ";
   }
-  std::vector<char*> a, e;
-  for (auto& s : argv) a.push_back(s.data());
-  a.push_back(nullptr);
-  for (auto& s : envv) e.push_back(s.data());
-  e.push_back(nullptr);
-  c.start = clock_type::now();
-  pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    int i = ::open(in.c_str(), O_RDONLY), o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600),
-        r = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (i < 0 || o < 0 || r < 0) ::_exit(126);
-    ::dup2(i, 0);
-    ::dup2(o, 1);
-    ::dup2(r, 2);
-    ::execve(a[0], a.data(), e.data());
-    ::_exit(127);
-  }
-  int st = 0;
-  bool killed = false;
-  for (;;) {
-    pid_t w = ::waitpid(pid, &st, WNOHANG);
-    if (w == pid) break;
-    if (w < 0 && errno != EINTR) break;
-    if (!killed && clock_type::now() - c.start > hard_limit) {
-      ::kill(pid, SIGKILL);
-      killed = true;
-    }
-    std::this_thread::sleep_for(1ms);
-  }
-  c.end = clock_type::now();
-  c.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  c.out = slurp(out);
-  c.err = slurp(err);
-  if (killed) c.err += "\n[killed after " + std::to_string(hard_limit.count()) + " ms]";
-  std::error_code ec;
-  for (auto& p : {in, out, err}) fs::remove(p, ec);
+  static_cast<cnf_test::process_result&>(c) = cnf_test::run_process(argv, envv, config, hard_limit, (scratch / "call-").string());
   if (!c.out.empty()) {
     boost::system::error_code jec;
     c.json = bj::parse(c.out, jec);
@@ -586,7 +515,7 @@ cnf::any_datastore open_static(const std::string& endpoint) {
 
 /// The last part of cnf's log file, for failure messages.
 std::string log_tail(const fs::path& dir, std::size_t n = 4000) {
-  auto s = slurp(dir / "cnf.log");
+  auto s = cnf_test::read_file(dir / "cnf.log");
   return s.size() > n ? s.substr(s.size() - n) : s;
 }
 
@@ -606,7 +535,7 @@ TEST_CASE("etcd fails in the middle of a run of CNI ADDs and comes back", "[etcd
   REQUIRE(fs::exists(fs::path(CNF_TEST_PLUGIN_DIR) / "cnf-datastore-etcd.so"));
   test_netns node;
   enter_netns inside(node);  // etcd, the watchers and every cnf call share node's loopback
-  temp_dir dir;
+  cnf_test::temp_dir dir{dir_prefix()};
   etcd_server etcd;
   struct resume_on_exit {  // a frozen etcd is resumed on every way out (before it is stopped)
     etcd_server& etcd;
@@ -954,7 +883,7 @@ TEST_CASE("etcd down before the ADD: code 11 in bounded time and nothing created
   REQUIRE(fs::exists(cnf_bin));
   test_netns node;
   enter_netns inside(node);
-  temp_dir dir;
+  cnf_test::temp_dir dir{dir_prefix()};
   etcd_server etcd;
   const std::string profile = write_profile(dir.path, etcd.client_port());
   const std::string config = net_config(profile);

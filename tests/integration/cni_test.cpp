@@ -14,6 +14,7 @@
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
 
+#include "../support/process.hpp"
 #include "netns_harness.hpp"
 
 #include <cnf/datastore.hpp>
@@ -58,11 +59,7 @@ namespace {
 struct root_gate : Catch::TestEventListenerBase {
   using TestEventListenerBase::TestEventListenerBase;
   void testRunStarting(Catch::TestRunInfo const& info) override {
-    if (::geteuid() != 0) {
-      std::puts("skipped: needs root (network namespaces)");
-      std::fflush(stdout);
-      std::exit(77);
-    }
+    cnf_test::exit_77_unless_root("network namespaces");
     // A plugin that exits before reading stdin must not kill the test with SIGPIPE.
     ::signal(SIGPIPE, SIG_IGN);
     TestEventListenerBase::testRunStarting(info);
@@ -264,33 +261,9 @@ void require_ok(const plugin_call& c) {
 
 // ---- files ---------------------------------------------------------------------------
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    std::string t = "/tmp/cnf-cni-test-XXXXXX";
-    if (!::mkdtemp(t.data())) throw std::runtime_error("mkdtemp failed");
-    path = t;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-};
-
-void write_file(const fs::path& p, const std::string& text) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f << text;
-  if (!f) throw std::runtime_error("cannot write " + p.string());
-}
-
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using cnf_test::read_file;
+using cnf_test::temp_dir;
+using cnf_test::write_file;
 
 /// The first 11 hex digits of SHA-1(s), computed by sha1sum(1), not by cnf's own code.
 std::string sha1_11(const std::string& s) {
@@ -473,7 +446,7 @@ struct pod {
 
 struct lab {
   test_netns node, upstream;
-  temp_dir dir;
+  temp_dir dir{"/tmp/cnf-cni-test-"};
   std::string profile;
 
   explicit lab(const profile_options& o = {}) {
