@@ -9,10 +9,21 @@ pkgs=(
   libmnl-dev libssl-dev libyaml-cpp-dev
   iproute2 iputils-ping procps util-linux
   containernetworking-plugins etcd-server etcd-client curl openssl python3
+  containerd runc busybox-static
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# containerd and runc are for tests/integration/containerd_test.cpp, which starts its own
+# containerd inside namespaces. Debian's package enables (and, under systemd, starts) a
+# system containerd: when this script installed it, leave none running or enabled.
+if printf '%s\n' "${missing[@]}" | grep -qx containerd; then
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now containerd.service
+  else
+    rm -f /etc/systemd/system/multi-user.target.wants/containerd.service
+  fi
 fi
