@@ -234,6 +234,7 @@ struct context {
   cni_logger log;
   cnf::composition parts;
   bool delegated_ipam = false;
+  bool ipam_mode = false;  // cnf is another plugin's IPAM (ipam_invocation)
   std::string node;
   pod_identity pod;
   // Where a command's time goes, for the debug log (log_level = "debug"): each mark()
@@ -265,15 +266,14 @@ bool uses_delegated_ipam(const cni::net_config& cfg) {
 
 void start_early_dataplane(context& c);
 
-cni::result<void> load_parts(context& c) {
-  std::string path = c.cfg.profile.empty() ? default_profile_path() : c.cfg.profile;
+cni::result<void> load_parts(context& c, const std::string& profile) {
+  std::string path = profile.empty() ? default_profile_path() : profile;
   auto p = cnf::load_profile(path);
   if (!p) return make(error_code::invalid_config, "profile: " + p.error().message);
   c.prof = std::move(*p);
   c.mark("profile");
   c.log.configure(c.prof.cni.level, c.prof.cni.log_file);
   c.node = c.prof.node_name();
-  c.delegated_ipam = uses_delegated_ipam(c.cfg);
   std::set<cnf::part> need{cnf::part::datastore};
   if (!c.delegated_ipam) {
     if (!c.prof.ipam) return make(error_code::invalid_config, c.prof.file + ": no [ipam] section, and the network config names no IPAM plugin");
@@ -358,6 +358,7 @@ nl::pod_plumbing_request plumbing_request_for(const context& c, const std::strin
 /// what cannot do harm: anything unusual (delegated IPAM, a bad name) is left to the
 /// command, which then does all of its work itself and reports the problem.
 void start_early_dataplane(context& c) {
+  if (c.ipam_mode) return;  // no interface of ours
   if (c.env.cmd == cni::command::del) {
     if (auto h = veth_name_for(c)) c.early.start_del(*h);
     return;
@@ -617,10 +618,12 @@ cni::result<void> cmd_check(context& c) {
 
 // ---- STATUS ---------------------------------------------------------------------------
 
+cni::result<void> pass_to_delegate(context& c, std::string_view command);
+
 cni::result<void> cmd_status(context& c) {
   auto st = c.parts.datastore.status();
   if (!st) return make(error_code::plugin_not_available, "datastore unreachable: " + st.error().message);
-  if (c.delegated_ipam) return {};
+  if (c.delegated_ipam) return pass_to_delegate(c, "STATUS");
   auto u = c.parts.ipam.usage();
   if (!u) return make(error_code::plugin_not_available, "ipam: " + u.error().message);
   if (u->pools.empty()) return make(error_code::plugin_not_available, "ipam " + c.prof.ipam->plugin + ": no address pool is configured");
@@ -639,7 +642,9 @@ cni::result<void> cmd_gc(context& c) {
     valid_att.insert({a.container_id, a.ifname});
   }
   std::size_t released = 0, removed_links = 0, removed_eps = 0;
-  if (!c.delegated_ipam) {
+  if (c.delegated_ipam) {
+    if (auto r = pass_to_delegate(c, "GC"); !r) return r;
+  } else {
     auto r = c.parts.ipam.gc(c.cfg.name + ".", valid);
     if (!r) return from_part(r.error(), "ipam: gc");
     released = r->released_handles.size();
@@ -672,6 +677,111 @@ cni::result<void> cmd_gc(context& c) {
   return {};
 }
 
+// ---- cnf as another plugin's IPAM ----------------------------------------------------
+//
+// A main plugin (ptp, bridge, another CNI) that names cnf in "ipam": {"type": ...} execs
+// it with the whole network config: cnf then only assigns and releases addresses, with
+// the IPAM its profile composes (ipam.profile, else the top-level "profile", else the
+// default), under the handle <network>.<container id>, as Calico's calico-ipam binary
+// does. No interface, route or workload endpoint is made: those are the main plugin's.
+
+/// True when this process was exec'd as the IPAM of another plugin: ipam.type names this
+/// binary and the network's own type does not.
+bool ipam_invocation(const cni::net_config& cfg, std::string_view self) {
+  return cfg.ipam && cfg.ipam->type == self && cfg.type != self;
+}
+
+/// The addresses `handle` holds, with the prefix the IPAM configures.
+cnf::result<std::vector<cnf::ip_address>> held_by(context& c, const std::string& handle) {
+  auto allocs = c.parts.ipam.allocations();
+  if (!allocs) return std::move(allocs).error();
+  std::vector<cnf::ip_address> held;
+  for (auto& a : *allocs)
+    if (a.handle == handle) held.push_back(a.address);
+  return held;
+}
+
+cni::result<cni::add_result> ipam_add(context& c) {
+  const std::string handle = handle_for(c);
+  auto rq = assign_request_for(c, handle);
+  if (!rq) return rq.error();
+  auto r = c.parts.ipam.assign(*rq);
+  c.mark("ipam");
+  if (!r && r.error().code == cnf::errc::already_exists) {
+    // The handle holds addresses already: a second ADD without a DEL, which the spec does
+    // not allow. Like the reference host-local, refuse it (the main plugin then DELs,
+    // which releases them); a requested address held by another pod is 100.
+    auto held = held_by(c, handle);
+    if (!held) return from_part(held.error(), "ipam " + c.prof.ipam->plugin);
+    if (held->empty()) return make(error_code::ipam_exhausted, "ipam " + c.prof.ipam->plugin + ": " + r.error().message);
+    std::vector<cnf::ip_prefix> hp;
+    for (auto& a : *held) hp.emplace_back(a, a.bits());
+    return make(error_code::interface_exists, fmt::format("container {} already holds {} on network {} (handle {}); DEL it before adding it again",
+                                                          c.env.container_id, join_prefixes(hp), c.cfg.name, handle));
+  }
+  if (!r) return from_part(r.error(), "ipam " + c.prof.ipam->plugin);
+  // Durable before the main plugin hears of them; undone when that fails.
+  if (auto s = c.parts.datastore.sync(); !s) {
+    if (auto u = c.parts.ipam.release_handle(handle); !u) c.log.warn("rollback: release " + handle + ": " + u.error().message);
+    return from_part(s.error(), "datastore");
+  }
+  cni::add_result res;
+  res.dns = c.cfg.dns;
+  for (auto& a : *r) res.ips.push_back({a.address, a.gateway, std::nullopt});
+  c.mark("ipam sync");
+  c.log_phases();
+  std::vector<cnf::ip_prefix> addrs;
+  for (auto& ip : res.ips) addrs.push_back(ip.address);
+  c.log.info(fmt::format("{}: {}", handle, join_prefixes(addrs)));
+  return res;
+}
+
+cni::result<void> ipam_del(context& c) {
+  const std::string handle = handle_for(c);
+  if (auto r = c.parts.ipam.release_handle(handle); !r && r.error().code != cnf::errc::not_found)
+    return from_part(r.error(), "ipam: release " + handle);
+  c.log.info("released " + handle);
+  return {};
+}
+
+/// CHECK: the handle holds addresses, and every address of prevResult is one of them.
+cni::result<void> ipam_check(context& c) {
+  const std::string handle = handle_for(c);
+  auto held = held_by(c, handle);
+  if (!held) return from_part(held.error(), "ipam: allocations");
+  std::vector<std::string> problems;
+  if (held->empty()) problems.push_back("ipam: " + handle + " holds no address");
+  if (c.cfg.prev_result)
+    for (auto& ip : c.cfg.prev_result->ips)
+      if (std::find(held->begin(), held->end(), ip.address.address()) == held->end())
+        problems.push_back("ipam: " + ip.address.address().to_string() + " is not allocated to " + handle);
+  if (problems.empty()) return {};
+  return make(error_code::dataplane_failure, fmt::format("CHECK found {} problem(s): {}", problems.size(), fmt::join(problems, "; ")));
+}
+
+cni::result<void> ipam_gc(context& c) {
+  std::set<std::string> valid;
+  for (auto& a : *c.cfg.valid_attachments) valid.insert(c.cfg.name + "." + a.container_id);
+  auto r = c.parts.ipam.gc(c.cfg.name + ".", valid);
+  if (!r) return from_part(r.error(), "ipam: gc");
+  c.log.info(fmt::format("GC: released {} handle(s)", r->released_handles.size()));
+  return {};
+}
+
+/// GC and STATUS are passed on to a delegated IPAM (the spec asks it). A delegate that
+/// predates them (spec < 1.1, such as Debian 12's reference plugins, which answer 3
+/// "missing containerID") answers 1, 3 or 4: that is logged, not an error of ours.
+cni::result<void> pass_to_delegate(context& c, std::string_view command) {
+  auto r = delegate_ipam(c.env, c.cfg, command);
+  if (r) return {};
+  const auto code = r.error().code;
+  if (code == error_code::incompatible_version || code == error_code::unknown_container || code == error_code::invalid_environment) {
+    c.log.warn(fmt::format("ipam {} cannot {} ({}); skipped", c.cfg.ipam->type, command, r.error().msg));
+    return {};
+  }
+  return r.error();
+}
+
 int emit_error(const cni::error& e, std::string_view version, cni_logger* log) {
   if (log) log->error(fmt::format("error {}: {}", cni::to_uint(e.code), e.msg));
   std::string out = e.to_json(version);
@@ -682,7 +792,7 @@ int emit_error(const cni::error& e, std::string_view version, cni_logger* log) {
 
 }  // namespace
 
-int run_cni(int, char**) {
+int run_cni(int, char** argv) {
   const auto started = std::chrono::steady_clock::now();
   // One malloc arena for the few helper threads of a CNI call: a thread's own arena
   // costs page faults (~0.1 ms each on a busy VM) for nothing in a process this short.
@@ -712,13 +822,31 @@ int run_cni(int, char**) {
                                                : fmt::format("{} {}", cni::to_string(c.env.cmd), c.env.container_id));
   const std::string ver(cni::to_string(c.cfg.version));
   c.pod = pod_identity::from(c.env.args);
-  c.delegated_ipam = uses_delegated_ipam(c.cfg);  // before the CNI_PATH check below needs it
+  std::string_view self = argv && argv[0] ? argv[0] : "cnf";
+  if (auto s = self.rfind('/'); s != std::string_view::npos) self.remove_prefix(s + 1);
+  c.ipam_mode = ipam_invocation(c.cfg, self);
+  // The profile: the network's "profile"; as another plugin's IPAM, "ipam.profile" first.
+  std::string profile = c.cfg.profile;
+  if (c.ipam_mode)
+    if (auto it = c.cfg.ipam->json.find("profile"); it != c.cfg.ipam->json.end()) {
+      if (!it->value().is_string() || it->value().as_string().empty() || it->value().as_string()[0] != '/')
+        return emit_error(make(error_code::invalid_config, "ipam.profile: must be an absolute path (a string starting with '/')"), ver, &c.log);
+      profile = std::string(it->value().as_string());
+    }
+  // cnf gives pods routed /32 and /128 addresses; it does not masquerade (outgoing NAT is
+  // the IP pool's natOutgoing, done by the node agent).
+  if (!c.ipam_mode)
+    if (auto it = c.cfg.json.find("ipMasq"); it != c.cfg.json.end() && it->value().is_bool() && it->value().as_bool())
+      return emit_error(make(error_code::unsupported_field,
+                             "ipMasq: true is not supported by cnf; outgoing NAT is the IP pool's natOutgoing (remove ipMasq or set it false)"),
+                        ver, &c.log);
+  c.delegated_ipam = !c.ipam_mode && uses_delegated_ipam(c.cfg);  // before the CNI_PATH check below needs it
   if (c.cfg.veth_prefix.size() > 4)
     return emit_error(make(error_code::invalid_config, "vethPrefix: at most 4 characters (the host veth name adds 11 hex digits)"), ver, &c.log);
   if (c.delegated_ipam && c.env.path.empty() &&
       (c.env.cmd == cni::command::add || c.env.cmd == cni::command::del || c.env.cmd == cni::command::check))
     return emit_error(make(error_code::invalid_environment, "CNI_PATH: required to run the IPAM plugin '" + c.cfg.ipam->type + "'"), ver, &c.log);
-  if (auto r = load_parts(c); !r) {
+  if (auto r = load_parts(c, profile); !r) {
     // STATUS asks "can ADD work now?": a datastore that cannot be opened or reached is
     // "not available" (50); a broken profile stays a config error (7).
     if (c.env.cmd == cni::command::status && r.error().code != error_code::invalid_config)
@@ -740,6 +868,32 @@ int run_cni(int, char**) {
     if (auto s = c.parts.datastore.sync(); !s) return from_part(s.error(), "datastore");
     return r;
   };
+  if (c.ipam_mode) switch (c.env.cmd) {
+      case cni::command::add: {
+        auto r = ipam_add(c);
+        if (!r) return emit_error(r.error(), ver, &c.log);
+        std::string out = cni::to_json(*r, c.cfg.version) + "\n";
+        std::fwrite(out.data(), 1, out.size(), stdout);
+        return 0;
+      }
+      case cni::command::del: {
+        auto r = synced(ipam_del(c));
+        return r ? 0 : emit_error(r.error(), ver, &c.log);
+      }
+      case cni::command::check: {
+        auto r = synced(ipam_check(c));
+        return r ? 0 : emit_error(r.error(), ver, &c.log);
+      }
+      case cni::command::status: {
+        auto r = synced(cmd_status(c));
+        return r ? 0 : emit_error(r.error(), ver, &c.log);
+      }
+      case cni::command::gc: {
+        auto r = synced(ipam_gc(c));
+        return r ? 0 : emit_error(r.error(), ver, &c.log);
+      }
+      case cni::command::version: return 0;
+    }
   switch (c.env.cmd) {
     case cni::command::add: {
       auto r = cmd_add(c);

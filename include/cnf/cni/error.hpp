@@ -45,7 +45,7 @@ enum class error_code : std::uint32_t {
   ipam_exhausted = 100,       ///< no address left in the pools allowed for this pod
   datastore_error = 101,      ///< the datastore answered with an error or bad content (not a timeout: that is 11)
   dataplane_failure = 102,    ///< a netlink / dataplane programming call failed
-  interface_exists = 103,     ///< CNI_IFNAME (or the host-side veth) already exists
+  interface_exists = 103,     ///< the attachment exists: CNI_IFNAME, the host-side veth, or (cnf as an IPAM) the handle's addresses
   internal = 999,             ///< a bug or an escaped exception (libcni uses 999 likewise)
 };
 
