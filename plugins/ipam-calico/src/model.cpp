@@ -1,6 +1,8 @@
 // The projectcalico.org/v3 resources calico-ipam keeps, as JSON specs, with validation.
 #include "internal.hpp"
 
+#include <cnf/detail/json_text.hpp>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -600,27 +602,8 @@ result<block> parse_block(const resource& r) {
 }
 
 namespace {
-void append_string(std::string& out, std::string_view v) {
-  out += '"';
-  for (char c : v) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", static_cast<unsigned>(static_cast<unsigned char>(c)));
-        else out += c;
-    }
-  }
-  out += '"';
-}
-void append_number(std::string& out, std::uint64_t v) {
-  char buf[24];
-  auto [p, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, p);
-}
+using cnf::detail::append_json_string;
+using cnf::detail::append_uint;
 }  // namespace
 
 // Written by hand (not through a JSON DOM): blocks are serialised on every write.
@@ -628,24 +611,24 @@ std::string to_json(const block& b) {
   std::string o;
   o.reserve(64 + b.allocations.size() * 12 + b.attributes.size() * 96);
   o += "{\"cidr\":";
-  append_string(o, b.cidr.to_string());
+  append_json_string(o, b.cidr.to_string());
   o += ",\"affinity\":";
-  if (b.affinity) append_string(o, *b.affinity);
+  if (b.affinity) append_json_string(o, *b.affinity);
   else o += "null";
   if (!b.affinity_claim_time.empty()) {
     o += ",\"affinityClaimTime\":";
-    append_string(o, b.affinity_claim_time);
+    append_json_string(o, b.affinity_claim_time);
   }
   o += ",\"allocations\":[";
   for (std::size_t i = 0; i < b.allocations.size(); ++i) {
     if (i) o += ',';
-    if (b.allocations[i]) append_number(o, *b.allocations[i]);
+    if (b.allocations[i]) append_uint(o, *b.allocations[i]);
     else o += "null";
   }
   o += "],\"unallocated\":[";
   for (std::size_t i = 0; i < b.unallocated.size(); ++i) {
     if (i) o += ',';
-    append_number(o, b.unallocated[i]);
+    append_uint(o, b.unallocated[i]);
   }
   o += "],\"attributes\":[";
   for (std::size_t i = 0; i < b.attributes.size(); ++i) {
@@ -654,7 +637,7 @@ std::string to_json(const block& b) {
     o += '{';
     if (a.handle_id) {
       o += "\"handle_id\":";
-      append_string(o, *a.handle_id);
+      append_json_string(o, *a.handle_id);
       o += ',';
     }
     o += "\"secondary\":{";
@@ -662,29 +645,29 @@ std::string to_json(const block& b) {
     for (auto& [k, v] : a.secondary) {
       if (!first) o += ',';
       first = false;
-      append_string(o, k);
+      append_json_string(o, k);
       o += ':';
-      append_string(o, v);
+      append_json_string(o, v);
     }
     o += "}}";
   }
   o += "],\"sequenceNumber\":";
-  append_number(o, b.sequence_number);
+  append_uint(o, b.sequence_number);
   o += ",\"sequenceNumberForAllocation\":{";
   bool first = true;
   for (auto& [k, v] : b.sequence_number_for_allocation) {
     if (!first) o += ',';
     first = false;
     o += '"';
-    append_number(o, k);
+    append_uint(o, k);
     o += "\":";
-    append_number(o, v);
+    append_uint(o, v);
   }
   o += "},\"deleted\":";
   o += b.deleted ? "true" : "false";
   if (!b.empty_since.empty()) {
     o += ",\"emptySince\":";
-    append_string(o, b.empty_since);
+    append_json_string(o, b.empty_since);
   }
   o += '}';
   return o;
