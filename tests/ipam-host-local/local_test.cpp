@@ -2,6 +2,8 @@
 // on): the same behaviour cases as on memory_datastore, the host-local plugin itself loaded
 // through the loader, and forked processes sharing one store directory, as concurrent CNI
 // ADDs on one node do.
+#include "../support/process.hpp"
+
 #include <cnf/loader.hpp>
 
 #include <fcntl.h>
@@ -17,21 +19,8 @@
 
 namespace {
 
-// A directory under /tmp, removed on every way out of the scope that owns it.
-struct temp_dir {
-  std::string path;
-  temp_dir() {
-    char tmpl[] = "/tmp/cnf-host-local-XXXXXX";
-    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
-    path = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-};
+using cnf_test::temp_dir;  // a directory under /tmp, removed on every way out of its scope
+constexpr const char* dir_prefix = "/tmp/cnf-host-local-";
 
 // Stores made by new_store() live until the end of the test program; their directories go
 // with them (static destruction, also after a failed test case).
@@ -47,8 +36,8 @@ cnf::result<cnf::any_datastore> open_local(const std::string& dir) {
 }
 
 cnf::any_datastore new_store() {
-  store_dirs().push_back(std::make_unique<temp_dir>());
-  auto ds = open_local(store_dirs().back()->path + "/store");
+  store_dirs().push_back(std::make_unique<temp_dir>(dir_prefix));
+  auto ds = open_local((store_dirs().back()->path / "store").string());
   if (!ds) throw std::runtime_error("opening the local datastore: " + ds.error().message);
   return *ds;
 }
@@ -179,16 +168,16 @@ std::vector<int> run_children(int n, F body) {
 }  // namespace
 
 TEST_CASE("host-local on local: forked processes assign at once: no duplicates, all released afterwards") {
-  temp_dir dir;
-  const std::string store = dir.path + "/store";
+  temp_dir dir(dir_prefix);
+  const std::string store = (dir.path / "store").string();
   constexpr int procs = 6, each = 40;  // 240 of 253 IPv4 and 254 IPv6 addresses
   auto codes = run_children(procs, [&](int i, int fd) {
-    assign_child(store, dir.path + "/out-" + std::to_string(i), i, each, fd);
+    assign_child(store, (dir.path / ("out-" + std::to_string(i))).string(), i, each, fd);
   });
   std::map<std::string, std::string> owner;  // address -> handle
   int duplicates = 0, lines = 0;
   for (int i = 0; i < procs; ++i) {
-    std::ifstream in(dir.path + "/out-" + std::to_string(i));
+    std::ifstream in((dir.path / ("out-" + std::to_string(i))).string());
     std::string h, a;
     while (in >> h >> a) {
       INFO("child " << i << ": " << h << " " << a);
