@@ -13,7 +13,8 @@ int main(int argc, char** argv) {
   if ((cmd && argc == 1) || self != "cnf") return cnf_app::run_cni(argc, argv);
 
   CLI::App app{"cnf: a Kubernetes pod network (CNI) composed from plugins.\n"
-               "Run with CNI_COMMAND set (by a container runtime) to act as the CNI plugin.",
+               "Run with CNI_COMMAND set (by a container runtime) to act as the CNI plugin;\n"
+               "named in another plugin's ipam.type, it acts as that plugin's IPAM.",
                "cnf"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every command");
