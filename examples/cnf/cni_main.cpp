@@ -868,46 +868,25 @@ int run_cni(int, char** argv) {
     if (auto s = c.parts.datastore.sync(); !s) return from_part(s.error(), "datastore");
     return r;
   };
-  if (c.ipam_mode) switch (c.env.cmd) {
-      case cni::command::add: {
-        auto r = ipam_add(c);
-        if (!r) return emit_error(r.error(), ver, &c.log);
-        std::string out = cni::to_json(*r, c.cfg.version) + "\n";
-        std::fwrite(out.data(), 1, out.size(), stdout);
-        return 0;
-      }
-      case cni::command::del: {
-        auto r = synced(ipam_del(c));
-        return r ? 0 : emit_error(r.error(), ver, &c.log);
-      }
-      case cni::command::check: {
-        auto r = synced(ipam_check(c));
-        return r ? 0 : emit_error(r.error(), ver, &c.log);
-      }
-      case cni::command::status: {
-        auto r = synced(cmd_status(c));
-        return r ? 0 : emit_error(r.error(), ver, &c.log);
-      }
-      case cni::command::gc: {
-        auto r = synced(ipam_gc(c));
-        return r ? 0 : emit_error(r.error(), ver, &c.log);
-      }
-      case cni::command::version: return 0;
-    }
+  // As another plugin's IPAM, the same commands touch addresses only (STATUS is the same).
+  using command_fn = cni::result<void> (*)(context&);
+  const command_fn del = c.ipam_mode ? ipam_del : cmd_del;
+  const command_fn check = c.ipam_mode ? ipam_check : cmd_check;
+  const command_fn gc = c.ipam_mode ? ipam_gc : cmd_gc;
   switch (c.env.cmd) {
     case cni::command::add: {
-      auto r = cmd_add(c);
+      auto r = c.ipam_mode ? ipam_add(c) : cmd_add(c);
       if (!r) return emit_error(r.error(), ver, &c.log);
       std::string out = cni::to_json(*r, c.cfg.version) + "\n";
       std::fwrite(out.data(), 1, out.size(), stdout);
       return 0;
     }
     case cni::command::del: {
-      auto r = synced(cmd_del(c));
+      auto r = synced(del(c));
       return r ? 0 : emit_error(r.error(), ver, &c.log);
     }
     case cni::command::check: {
-      auto r = synced(cmd_check(c));
+      auto r = synced(check(c));
       return r ? 0 : emit_error(r.error(), ver, &c.log);
     }
     case cni::command::status: {
@@ -915,7 +894,7 @@ int run_cni(int, char** argv) {
       return r ? 0 : emit_error(r.error(), ver, &c.log);
     }
     case cni::command::gc: {
-      auto r = synced(cmd_gc(c));
+      auto r = synced(gc(c));
       return r ? 0 : emit_error(r.error(), ver, &c.log);
     }
     case cni::command::version: break;
