@@ -304,6 +304,15 @@ class containerd_node {
     const auto sock = dir_ / "containerd.sock";
     bool up = eventually([&] { return fs::exists(sock) || daemon_->poll().has_value(); }, 15000);
     if (!up || daemon_->poll()) throw std::runtime_error("containerd did not start:\n" + cnf_test::read_file(dir_ / "containerd.log"));
+    // Its private mount namespace, whose processes shutdown() ends: never the test's own
+    // or PID 1's (containerd is running, so unshare has happened).
+    struct stat mine {}, init {}, st {};
+    const bool init_known = ::stat("/proc/1/ns/mnt", &init) == 0;  // not always readable
+    if (::stat(("/proc/" + std::to_string(daemon_->pid()) + "/ns/mnt").c_str(), &st) == 0 &&
+        ::stat("/proc/self/ns/mnt", &mine) == 0 && st.st_ino != mine.st_ino && (!init_known || st.st_ino != init.st_ino))
+      mount_ns_ = st.st_ino;
+    else
+      throw std::runtime_error("containerd is not in a mount namespace of its own");
     // The socket exists before the services answer: wait for `ctr version`.
     if (!eventually([&] { return ctr("version").ok(); }, 10000))
       throw std::runtime_error("containerd does not answer:\n" + cnf_test::read_file(dir_ / "containerd.log"));
@@ -351,31 +360,49 @@ class containerd_node {
   }
 
  private:
-  /// Containers, shims and containerd by PID (from containerd's state directory), then the
-  /// cgroups runc made for this namespace. The private mount namespace ends with its last
-  /// process.
+  /// Every process of the node's runtime, by PID: the containers (their init.pid in
+  /// containerd's state), then containerd, then whatever is left in its private mount
+  /// namespace (the shims, a ctr); then the cgroups runc made for this ctr namespace. The
+  /// mount namespace, and every mount in it, ends with its last process.
   void shutdown() noexcept {
     if (!daemon_) return;
-    std::vector<pid_t> inits, shims;
     std::error_code ec;
     const auto tasks = dir_ / "state" / "io.containerd.runtime.v2.task" / ns_;
     if (fs::exists(tasks, ec))
-      for (auto& e : fs::directory_iterator(tasks, ec)) {
-        auto read_pid = [&](const char* f) { return static_cast<pid_t>(std::atol(cnf_test::read_file(e.path() / f).c_str())); };
-        if (pid_t p = read_pid("init.pid"); p > 1) inits.push_back(p);
-        if (pid_t p = read_pid("shim.pid"); p > 1) shims.push_back(p);
-      }
-    for (pid_t p : inits) ::kill(p, SIGKILL);
+      for (auto& e : fs::directory_iterator(tasks, ec))
+        if (pid_t p = static_cast<pid_t>(std::atol(cnf_test::read_file(e.path() / "init.pid").c_str())); p > 1) ::kill(p, SIGKILL);
     daemon_->stop(SIGTERM, 5000);
-    for (pid_t p : shims) ::kill(p, SIGKILL);
-    for (pid_t p : shims)
-      for (int i = 0; i < 100 && ::kill(p, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    for (int round = 0; round < 100; ++round) {
+      auto left = processes_in(mount_ns_);
+      if (left.empty()) break;
+      for (pid_t p : left) ::kill(p, SIGKILL);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
     remove_cgroups();
+  }
+  /// Live (not zombie) processes whose mount namespace has inode `ns`.
+  static std::vector<pid_t> processes_in(ino_t ns) {
+    std::vector<pid_t> v;
+    if (ns == 0) return v;
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator("/proc", ec)) {
+      const auto name = e.path().filename().string();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      struct stat st {};
+      if (::stat((e.path() / "ns" / "mnt").c_str(), &st) != 0 || st.st_ino != ns) continue;
+      const auto stat_line = cnf_test::read_file(e.path() / "stat");
+      const auto paren = stat_line.rfind(')');
+      if (paren != std::string::npos && paren + 2 < stat_line.size() && stat_line[paren + 2] == 'Z') continue;
+      v.push_back(static_cast<pid_t>(std::atol(name.c_str())));
+    }
+    return v;
   }
   void remove_cgroups() const noexcept {
     std::error_code ec;
-    for (auto& ctl : fs::directory_iterator("/sys/fs/cgroup", ec)) {
-      const auto top = ctl.path() / ns_;
+    // cgroup v2: /sys/fs/cgroup/<ns>; v1 (and hybrid): /sys/fs/cgroup/<controller>/<ns>.
+    std::vector<fs::path> tops{fs::path("/sys/fs/cgroup") / ns_};
+    for (auto& ctl : fs::directory_iterator("/sys/fs/cgroup", ec)) tops.push_back(ctl.path() / ns_);
+    for (const auto& top : tops) {
       if (!fs::is_directory(top, ec)) continue;
       // Deepest first: rmdir(2) removes an empty cgroup (its control files go with it).
       std::vector<fs::path> dirs{top};
@@ -392,6 +419,7 @@ class containerd_node {
   std::string ns_;
   std::string containerd_, ctr_, nsenter_, unshare_;
   std::optional<background> daemon_;
+  ino_t mount_ns_ = 0;  ///< containerd's private mount namespace
 };
 
 /// True for an ELF executable without a program interpreter (statically linked).
