@@ -30,6 +30,7 @@
 
 #include "../support/process.hpp"
 #include "netns_harness.hpp"
+#include "store_view.hpp"
 
 #include <cnf/datastore.hpp>
 #include <cnf/loader.hpp>
@@ -168,40 +169,8 @@ class background {
 
 // ---- the datastore, read through the same plugins the binary loads -------------------
 
-struct store_view {
-  std::vector<cnf::allocation> allocations;
-  std::vector<bj::object> endpoints;  ///< WorkloadEndpoint specs
-  bool empty() const { return allocations.empty() && endpoints.empty(); }
-  std::string describe() const {
-    std::string s = std::to_string(allocations.size()) + " allocation(s):";
-    for (auto& a : allocations) s += " " + a.address.to_string() + "(" + a.handle + ")";
-    s += "; " + std::to_string(endpoints.size()) + " endpoint(s):";
-    for (auto& e : endpoints) s += " " + bj::serialize(e);
-    return s;
-  }
-};
-
-store_view read_store(const std::string& profile_path) {
-  auto p = cnf::load_profile(profile_path);
-  INFO((p ? std::string() : p.error().message));
-  REQUIRE(p);
-  cnf::plugin_loader loader({fs::path(CNF_TEST_PLUGIN_DIR)});
-  cnf::plugin_context ctx;
-  ctx.node_name = p->node_name();
-  auto c = cnf::compose(*p, loader, {cnf::part::datastore, cnf::part::ipam}, ctx);
-  INFO((c ? std::string() : c.error().message));
-  REQUIRE(c);
-  store_view v;
-  auto a = c->ipam.allocations();
-  INFO((a ? std::string() : a.error().message));
-  REQUIRE(a);
-  v.allocations = std::move(*a);
-  auto w = c->datastore.list_all({.kind = std::string(cnf::kinds::workload_endpoint)});
-  INFO((w ? std::string() : w.error().message));
-  REQUIRE(w);
-  for (auto& r : w->items) v.endpoints.push_back(bj::parse(r.spec).as_object());
-  return v;
-}
+using cnf_test::read_store;
+using cnf_test::store_view;
 
 std::string jstr(const bj::object& o, const char* k) {
   auto* v = o.if_contains(k);
