@@ -691,7 +691,7 @@ bool ipam_invocation(const cni::net_config& cfg, std::string_view self) {
   return cfg.ipam && cfg.ipam->type == self && cfg.type != self;
 }
 
-/// The addresses `handle` holds, with the prefix the IPAM configures.
+/// The addresses `handle` holds (bare addresses: allocations carry no prefix).
 cnf::result<std::vector<cnf::ip_address>> held_by(context& c, const std::string& handle) {
   auto allocs = c.parts.ipam.allocations();
   if (!allocs) return std::move(allocs).error();
