@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <spawn.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -256,6 +257,7 @@ struct context {
     }
     log.debug(fmt::format("phases (us): {}; total {}", s, total));
   }
+  std::optional<cnf::mac_address> pod_mac;  // chosen once per command: pod_mac_for
   early_dataplane early;  // last: its work is undone or waited for before the rest goes
 };
 
@@ -343,14 +345,38 @@ cni::result<cnf::assign_request> assign_request_for(const context& c, const std:
   return req;
 }
 
+/// The pod interface's MAC: runtimeConfig "mac" when given, else a random locally
+/// administered unicast address (what the kernel would pick), chosen here rather than by
+/// the kernel so that ADD can record the workload endpoint, MAC included, before the veth
+/// exists, and flush it together with the addresses in one durable write that overlaps
+/// the kernel's work.
+const cnf::mac_address& pod_mac_for(context& c) {
+  if (c.pod_mac) return *c.pod_mac;
+  if (c.cfg.runtime.mac) return c.pod_mac.emplace(*c.cfg.runtime.mac);
+  cnf::mac_address m;
+  std::size_t got = 0;
+  while (got < m.bytes.size()) {
+    ssize_t n = ::getrandom(m.bytes.data() + got, m.bytes.size() - got, 0);
+    if (n > 0) got += static_cast<std::size_t>(n);
+    else if (errno != EINTR) {  // no entropy source at all: vary by time and pid
+      auto t = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^ (std::uint64_t(::getpid()) << 32);
+      for (std::size_t i = 0; i < m.bytes.size(); ++i) m.bytes[i] = static_cast<std::uint8_t>(t >> (8 * i));
+      break;
+    }
+  }
+  m.bytes[0] = static_cast<std::uint8_t>((m.bytes[0] & 0xfe) | 0x02);  // unicast, locally administered
+  if (m == nl::host_side_mac()) m.bytes[5] ^= 1;
+  return c.pod_mac.emplace(m);
+}
+
 /// The plumbing request of this attachment, without addresses.
-nl::pod_plumbing_request plumbing_request_for(const context& c, const std::string& host_if) {
+nl::pod_plumbing_request plumbing_request_for(context& c, const std::string& host_if) {
   nl::pod_plumbing_request pr;
   pr.netns_path = c.env.netns;
   pr.pod_ifname = c.env.ifname;
   pr.host_ifname = host_if;
   pr.mtu = c.cfg.mtu ? *c.cfg.mtu : c.prof.cni.mtu;
-  pr.pod_mac = c.cfg.runtime.mac;
+  if (c.env.cmd == cni::command::add) pr.pod_mac = pod_mac_for(c);
   return pr;
 }
 
@@ -491,53 +517,49 @@ cni::result<cni::add_result> cmd_add(context& c) {
       return make(error_code::ipam_exhausted, "ipam " + c.prof.ipam->plugin + ": " + r.error().message);
     }
     if (!r) return from_part(r.error(), "ipam " + c.prof.ipam->plugin);
-    // While the kernel still creates the veth (on the early thread), make the addresses
-    // durable: that flush overlaps the kernel's work, and the one at the end (the
-    // endpoint's) has less to write.
-    if (c.early.add_started()) {
-      if (auto s = c.parts.datastore.sync(); !s) {
-        c.early.discard();
-        release();
-        return from_part(s.error(), "datastore");
-      }
-      c.mark("ipam sync");
-    }
     assigned = *r;
     for (auto& a : assigned) addrs.push_back(a.address);
   }
 
   nl::pod_plumbing_request pr = plumbing_request_for(c, *host_if);
   for (auto& a : addrs) pr.addresses.push_back(nl::detail::host_prefix(a));
-  auto plumb_failed = [&](const cnf::error& e) {
-    release();
-    auto code = e.code == cnf::errc::already_exists ? error_code::interface_exists : error_code::dataplane_failure;
-    if (e.code == cnf::errc::invalid) code = error_code::invalid_config;
-    return make(code, e.message);
-  };
+  // The endpoint is recorded with the addresses, before the veth is finished: one flush
+  // makes the addresses, the handle and the endpoint durable (and visible to other
+  // processes) together, while the kernel still creates the veth on the early thread,
+  // and before the runtime hears of them. Every failure after it undoes all three (the
+  // exit path flushes the undoing).
   workload_endpoint_record rec{c.node, c.pod, c.env.container_id, c.env.ifname, *host_if, c.cfg.name, handle, c.env.netns,
-                               pr.addresses, {}};
+                               pr.addresses, *pr.pod_mac};
+  auto undo_records = [&] {
+    if (auto d = delete_workload_endpoint(c.parts.datastore, c.node, c.pod, c.env.container_id, c.env.ifname); !d)
+      c.log.warn("rollback: workload endpoint: " + d.error().message);
+    release();
+  };
+  if (auto w = put_workload_endpoint(c.parts.datastore, rec); !w) {
+    c.early.discard();
+    release();
+    return from_part(w.error(), "datastore: workload endpoint");
+  }
+  if (auto s = c.parts.datastore.sync(); !s) {
+    c.early.discard();
+    undo_records();
+    return from_part(s.error(), "datastore");
+  }
+  c.mark("records+sync");
   // The veth is usually there already (begin_plumb_pod ran while the IPAM assigned);
   // when it could not be started, everything is done here.
   auto early = c.early.take();
   c.mark(early ? "wait for veth" : "no early veth");
   auto plumbed = early ? nl::finish_plumb_pod(early->node, early->started, pr) : nl::plumb_pod(pr);
-  if (!plumbed) return plumb_failed(plumbed.error());
-  rec.mac = plumbed->pod_mac;
-  if (auto w = put_workload_endpoint(c.parts.datastore, rec); !w) {
-    if (auto u = early ? nl::unplumb_pod(early->node, *host_if) : nl::unplumb_pod(*host_if); !u) c.log.warn("rollback: " + u.error().message);
-    release();
-    return from_part(w.error(), "datastore: workload endpoint");
-  }
-  // One flush makes the addresses, the handle and the endpoint durable (and visible to
-  // other processes) together, before the runtime hears of them.
-  if (auto s = c.parts.datastore.sync(); !s) {
-    if (auto u = early ? nl::unplumb_pod(early->node, *host_if) : nl::unplumb_pod(*host_if); !u) c.log.warn("rollback: " + u.error().message);
-    (void)delete_workload_endpoint(c.parts.datastore, c.node, c.pod, c.env.container_id, c.env.ifname);
-    release();
-    return from_part(s.error(), "datastore");
+  if (!plumbed) {
+    undo_records();
+    const auto& e = plumbed.error();
+    auto code = e.code == cnf::errc::already_exists ? error_code::interface_exists : error_code::dataplane_failure;
+    if (e.code == cnf::errc::invalid) code = error_code::invalid_config;
+    return make(code, e.message);
   }
 
-  c.mark("plumb+endpoint");
+  c.mark("plumb");
   c.log_phases();
   c.log.info(fmt::format("{} {}: {} on {} ({} us in netlink)", c.pod.describe(), c.env.ifname, join_prefixes(pr.addresses), *host_if,
                          plumbed->elapsed.count()));
