@@ -33,6 +33,8 @@ void add_core_commands(CLI::App& app);
 /// (cmd_resources.cpp). Both register nothing when built without calico-ipam or yaml-cpp.
 void add_ipam_commands(CLI::App& app);
 void add_resource_commands(CLI::App& app);
+/// cnf agent (cmd_agent.cpp): serves the CNI plugin's calls over the profile's agent_socket.
+void add_agent_command(CLI::App& app);
 
 /// CNI mode: stdin config, CNI_* environment, result or error JSON on stdout.
 int run_cni(int argc, char** argv);

@@ -4,6 +4,7 @@
 // logs: stderr and, when the profile names one, a log file. Only the parts a command
 // needs are loaded (datastore and IPAM), never routing or policy.
 #include "app.hpp"
+#include "cni_call.hpp"
 #include "cni_log.hpp"
 #include "workload.hpp"
 
@@ -21,6 +22,9 @@
 #include <malloc.h>
 #include <spawn.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -91,7 +95,10 @@ struct exec_result {
   std::string out;
 };
 
-cnf::result<exec_result> exec_plugin(const std::string& binary, const std::string& command, const std::string& stdin_text) {
+/// Runs `binary` with the call's environment (`vars`, "NAME=value"), CNI_COMMAND set to
+/// `command`, and `stdin_text` on its stdin.
+cnf::result<exec_result> exec_plugin(const std::string& binary, const std::string& command, const std::string& stdin_text,
+                                     const std::vector<std::string>& vars) {
   int in[2], out[2];
   if (::pipe2(in, O_CLOEXEC) || ::pipe2(out, O_CLOEXEC)) return cnf::error(cnf::errc::io, "pipe: " + std::string(std::strerror(errno)));
   posix_spawn_file_actions_t fa;
@@ -99,8 +106,8 @@ cnf::result<exec_result> exec_plugin(const std::string& binary, const std::strin
   posix_spawn_file_actions_adddup2(&fa, in[0], 0);
   posix_spawn_file_actions_adddup2(&fa, out[1], 1);
   std::vector<std::string> env_store;
-  for (char** e = environ; *e; ++e)
-    if (std::strncmp(*e, "CNI_COMMAND=", 12) != 0) env_store.emplace_back(*e);
+  for (auto& v : vars)
+    if (v.rfind("CNI_COMMAND=", 0) != 0) env_store.push_back(v);
   env_store.push_back("CNI_COMMAND=" + command);
   std::vector<char*> envp;
   for (auto& s : env_store) envp.push_back(s.data());
@@ -151,10 +158,11 @@ cni::result<std::string> find_binary(const cni::environment& env, const std::str
 }
 
 /// Runs the delegated IPAM binary; on ADD returns its parsed result.
-cni::result<cni::add_result> delegate_ipam(const cni::environment& env, const cni::net_config& cfg, std::string_view command) {
+cni::result<cni::add_result> delegate_ipam(const cni::environment& env, const std::vector<std::string>& vars, const cni::net_config& cfg,
+                                           std::string_view command) {
   auto bin = find_binary(env, cfg.ipam->type);
   if (!bin) return bin.error();
-  auto r = exec_plugin(*bin, std::string(command), cfg.raw);
+  auto r = exec_plugin(*bin, std::string(command), cfg.raw, vars);
   if (!r) return make(error_code::io_failure, "ipam " + cfg.ipam->type + ": " + r.error().message);
   if (r->status != 0) {
     auto e = cni::parse_error_output(r->out);
@@ -229,6 +237,7 @@ class early_dataplane {
 // ---- the command context --------------------------------------------------------------
 
 struct context {
+  std::vector<std::string> vars;  // the call's environment, "NAME=value" (passed on to a delegated IPAM)
   cni::environment env;
   cni::net_config cfg;
   cnf::profile prof;
@@ -268,40 +277,52 @@ bool uses_delegated_ipam(const cni::net_config& cfg) {
 
 void start_early_dataplane(context& c);
 
-cni::result<void> load_parts(context& c, const std::string& profile) {
-  std::string path = profile.empty() ? default_profile_path() : profile;
-  auto p = cnf::load_profile(path);
-  if (!p) return make(error_code::invalid_config, "profile: " + p.error().message);
-  c.prof = std::move(*p);
+/// A failure to compose the parts as a CNI error: a setting or a plugin the profile names
+/// is wrong: 7. The datastore cannot be reached: 11 (retry later). It answered, but
+/// unusably (its directory is a file, ...): 101. STATUS turns the last two into 50.
+cni::error compose_error(const cnf::error& e) {
+  auto code = error_code::invalid_config;
+  switch (e.code) {
+    case cnf::errc::unavailable: code = error_code::try_again_later; break;
+    case cnf::errc::invalid: case cnf::errc::not_found: case cnf::errc::unsupported: break;
+    default: code = error_code::datastore_error;
+  }
+  return make(code, e.message);
+}
+
+/// The profile's settings for this call (c.prof, the logger, the node name).
+cni::result<void> use_profile(context& c, cnf::profile prof) {
+  c.prof = std::move(prof);
   c.mark("profile");
   c.log.configure(c.prof.cni.level, c.prof.cni.log_file);
   c.node = c.prof.node_name();
+  if (!c.delegated_ipam && !c.prof.ipam)
+    return make(error_code::invalid_config, c.prof.file + ": no [ipam] section, and the network config names no IPAM plugin");
+  return {};
+}
+
+cni::result<void> load_profile(context& c, const std::string& profile) {
+  std::string path = profile.empty() ? default_profile_path() : profile;
+  auto p = cnf::load_profile(path);
+  if (!p) return make(error_code::invalid_config, "profile: " + p.error().message);
+  return use_profile(c, std::move(*p));
+}
+
+/// The parts a command needs (datastore, and IPAM unless delegated), composed for this
+/// call; the kernel work that can start early starts first, and runs while they load.
+cni::result<void> load_parts(context& c) {
   std::set<cnf::part> need{cnf::part::datastore};
-  if (!c.delegated_ipam) {
-    if (!c.prof.ipam) return make(error_code::invalid_config, c.prof.file + ": no [ipam] section, and the network config names no IPAM plugin");
-    need.insert(cnf::part::ipam);
-  }
-  start_early_dataplane(c);  // the kernel works while the plugins load
+  if (!c.delegated_ipam) need.insert(cnf::part::ipam);
+  start_early_dataplane(c);
   cnf::plugin_loader loader(plugin_search_path(&c.prof));
   cnf::plugin_context ctx;
   ctx.node_name = c.node;
   ctx.log = &c.log;
   auto parts = compose_parts(c.prof, loader, need, ctx, /*fail_fast=*/true);
-  if (!parts) {
-    // A setting or a plugin the profile names is wrong: 7. The datastore cannot be
-    // reached: 11 (retry later). It answered, but unusably (its directory is a file, ...):
-    // 101. STATUS turns the last two into 50 (run_cni).
-    auto code = error_code::invalid_config;
-    switch (parts.error().code) {
-      case cnf::errc::unavailable: code = error_code::try_again_later; break;
-      case cnf::errc::invalid: case cnf::errc::not_found: case cnf::errc::unsupported: break;
-      default: code = error_code::datastore_error;
-    }
-    return make(code, parts.error().message);
-  }
+  if (!parts) return compose_error(parts.error());
   c.parts = std::move(*parts);
-  // Writes wait for no flush until the command is done (run_cni calls sync()): one flush
-  // per command instead of one per write. A no-op for etcd and Kubernetes.
+  // Writes wait for no flush until the command is done (run_cni_call calls sync()): one
+  // flush per command instead of one per write. A no-op for etcd and Kubernetes.
   c.parts.datastore.defer_sync(true);
   c.mark("plugins");
   return {};
@@ -488,14 +509,14 @@ cni::result<cni::add_result> cmd_add(context& c) {
   std::vector<cnf::assigned_address> assigned;
   auto release = [&] {
     if (c.delegated_ipam) {
-      if (auto r = delegate_ipam(c.env, c.cfg, "DEL"); !r) c.log.warn("rollback: " + r.error().msg);
+      if (auto r = delegate_ipam(c.env, c.vars, c.cfg, "DEL"); !r) c.log.warn("rollback: " + r.error().msg);
     } else if (auto r = c.parts.ipam.release_handle(handle); !r) {
       c.log.warn("rollback: release " + handle + ": " + r.error().message);
     }
   };
   cni::add_result ipam_result;
   if (c.delegated_ipam) {
-    auto r = delegate_ipam(c.env, c.cfg, "ADD");
+    auto r = delegate_ipam(c.env, c.vars, c.cfg, "ADD");
     if (!r) return r.error();
     ipam_result = *r;
     for (auto& ip : r->ips) addrs.push_back(ip.address);
@@ -526,8 +547,8 @@ cni::result<cni::add_result> cmd_add(context& c) {
   // The endpoint is recorded with the addresses, before the veth is finished: one flush
   // makes the addresses, the handle and the endpoint durable (and visible to other
   // processes) together, while the kernel still creates the veth on the early thread,
-  // and before the runtime hears of them. Every failure after it undoes all three (the
-  // exit path flushes the undoing).
+  // and before the runtime hears of them. Every failure after it undoes all three (the exit path flushes the
+  // undoing).
   workload_endpoint_record rec{c.node, c.pod, c.env.container_id, c.env.ifname, *host_if, c.cfg.name, handle, c.env.netns,
                                pr.addresses, *pr.pod_mac};
   auto undo_records = [&] {
@@ -546,8 +567,8 @@ cni::result<cni::add_result> cmd_add(context& c) {
     return from_part(s.error(), "datastore");
   }
   c.mark("records+sync");
-  // The veth is usually there already (begin_plumb_pod ran while the IPAM assigned);
-  // when it could not be started, everything is done here.
+  // The veth is usually there already (begin_plumb_pod ran while the IPAM assigned and
+  // the flush waited for the disk); when it could not be started, everything is done here.
   auto early = c.early.take();
   c.mark(early ? "wait for veth" : "no early veth");
   auto plumbed = early ? nl::finish_plumb_pod(early->node, early->started, pr) : nl::plumb_pod(pr);
@@ -582,7 +603,7 @@ cni::result<void> cmd_del(context& c) {
   });
   std::optional<cni::error> first;
   if (c.delegated_ipam) {
-    if (auto r = delegate_ipam(c.env, c.cfg, "DEL"); !r) first = r.error();
+    if (auto r = delegate_ipam(c.env, c.vars, c.cfg, "DEL"); !r) first = r.error();
   } else if (auto r = c.parts.ipam.release_handle(handle); !r && r.error().code != cnf::errc::not_found) {
     first = from_part(r.error(), "ipam: release " + handle);
   }
@@ -622,7 +643,7 @@ cni::result<void> cmd_check(context& c) {
   if (!wep) problems.push_back("workload endpoint: " + wep.error().message);
   if (c.delegated_ipam) {
     // The delegate checks its own allocation (the spec: CHECK is passed on to delegates).
-    if (auto r = delegate_ipam(c.env, c.cfg, "CHECK"); !r) problems.push_back(r.error().msg);
+    if (auto r = delegate_ipam(c.env, c.vars, c.cfg, "CHECK"); !r) problems.push_back(r.error().msg);
   } else {
     auto allocs = c.parts.ipam.allocations();
     if (!allocs) return from_part(allocs.error(), "ipam: allocations");
@@ -794,7 +815,7 @@ cni::result<void> ipam_gc(context& c) {
 /// predates them (spec < 1.1, such as Debian 12's reference plugins, which answer 3
 /// "missing containerID") answers 1, 3 or 4: that is logged, not an error of ours.
 cni::result<void> pass_to_delegate(context& c, std::string_view command) {
-  auto r = delegate_ipam(c.env, c.cfg, command);
+  auto r = delegate_ipam(c.env, c.vars, c.cfg, command);
   if (r) return {};
   const auto code = r.error().code;
   if (code == error_code::incompatible_version || code == error_code::unknown_container || code == error_code::invalid_environment) {
@@ -804,36 +825,113 @@ cni::result<void> pass_to_delegate(context& c, std::string_view command) {
   return r.error();
 }
 
-int emit_error(const cni::error& e, std::string_view version, cni_logger* log) {
+void emit_error(const cni::error& e, std::string_view version, cni_logger* log, std::string& out) {
   if (log) log->error(fmt::format("error {}: {}", cni::to_uint(e.code), e.msg));
-  std::string out = e.to_json(version);
+  out += e.to_json(version);
   out += '\n';
-  std::fwrite(out.data(), 1, out.size(), stdout);
-  return 1;
 }
+
+// ---- handing the call to `cnf agent` ----------------------------------------------------
+
+struct agent_answer {
+  enum class kind { absent, declined, answered, lost } what = kind::absent;
+  int status = 0;
+  std::string out;  // answered: the agent's stdout; otherwise why not
+};
+
+/// Hands the call to the agent listening on `socket_path`. absent: nothing listens there
+/// (no socket file, or a stale one): the caller does the work itself. declined: the agent
+/// serves another profile: the same. lost: the agent took the call and closed the
+/// connection without an answer (it died or was stopped mid-call): what it did is
+/// unknown, so the caller must not do the work again; it answers 11 (try again later).
+agent_answer ask_agent(const std::string& socket_path, const cni_call& call) {
+  agent_answer a;
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    a.out = std::string("socket: ") + std::strerror(errno);
+    return a;
+  }
+  struct closer { int fd; ~closer() { ::close(fd); } } cl{fd};
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path, socket_path.c_str(), std::min(socket_path.size(), sizeof sa.sun_path - 1));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    a.out = "connect " + socket_path + ": " + std::strerror(errno);
+    return a;
+  }
+  boost::json::object rq;
+  rq["cnf_agent"] = 1;
+  rq["self"] = call.self;
+  boost::json::array env;
+  for (auto& v : call.env) env.emplace_back(v);
+  rq["env"] = std::move(env);
+  rq["stdin"] = call.input;
+  const std::string text = boost::json::serialize(rq);
+  for (std::size_t off = 0; off < text.size();) {
+    ssize_t n = ::send(fd, text.data() + off, text.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {  // it accepted and went away before reading: it did nothing
+      a.out = "send to " + socket_path + ": " + std::strerror(errno);
+      return a;
+    }
+    off += static_cast<std::size_t>(n);
+  }
+  ::shutdown(fd, SHUT_WR);
+  std::string reply;
+  char buf[16384];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) reply.append(buf, static_cast<std::size_t>(n));
+    else if (n == 0 || errno != EINTR) break;
+  }
+  boost::system::error_code ec;
+  auto v = boost::json::parse(reply, ec);
+  const auto* o = ec ? nullptr : v.if_object();
+  if (o)
+    if (auto* d = o->if_contains("declined"); d && d->is_string()) {
+      a.what = agent_answer::kind::declined;
+      a.out = std::string(d->as_string());
+      return a;
+    }
+  const boost::json::value* st = o ? o->if_contains("exit") : nullptr;
+  const boost::json::value* so = o ? o->if_contains("stdout") : nullptr;
+  if (!st || !st->is_int64() || !so || !so->is_string()) {
+    a.what = agent_answer::kind::lost;
+    a.out = reply.empty() ? "the agent at " + socket_path + " closed the connection without an answer"
+                          : "the agent at " + socket_path + " answered something that is not a reply";
+    return a;
+  }
+  a.what = agent_answer::kind::answered;
+  a.status = static_cast<int>(st->as_int64());
+  a.out = std::string(so->as_string());
+  return a;
+}
+
+bool same_file(const struct stat& a, const struct stat& b) { return a.st_dev == b.st_dev && a.st_ino == b.st_ino; }
 
 }  // namespace
 
-int run_cni(int, char** argv) {
+int run_cni_call(const cni_call& call, std::string& out, const served_parts* served) {
   const auto started = std::chrono::steady_clock::now();
-  // One malloc arena for the few helper threads of a CNI call: a thread's own arena
-  // costs page faults (~0.1 ms each on a busy VM) for nothing in a process this short.
-  ::mallopt(M_ARENA_MAX, 1);
-  auto stdin_text = read_stdin();
-  if (!stdin_text) return emit_error(stdin_text.error(), cni::spec_version, nullptr);
-  const std::string& in = *stdin_text;
-  auto env = cni::parse_env(environ);
+  const std::string& in = call.input;
+  std::vector<const char*> envp;
+  for (auto& v : call.env) envp.push_back(v.c_str());
+  envp.push_back(nullptr);
+  auto env = cni::parse_env(envp.data());
   if (!env) {
     // Errors are written in the config's version when it can be read.
-    return emit_error(env.error(), reply_version(in), nullptr);
+    emit_error(env.error(), reply_version(in), nullptr, out);
+    return 1;
   }
   if (env->cmd == cni::command::version) {
-    std::string out = cni::version_output(cni::version_request_version(in)) + "\n";
-    std::fwrite(out.data(), 1, out.size(), stdout);
+    out += cni::version_output(cni::version_request_version(in)) + "\n";
     return 0;
   }
   auto cfg = cni::parse_config(in, env->cmd);
-  if (!cfg) return emit_error(cfg.error(), reply_version(in), nullptr);
+  if (!cfg) {
+    emit_error(cfg.error(), reply_version(in), nullptr, out);
+    return 1;
+  }
 
   context c;
   c.since = started;
@@ -843,37 +941,73 @@ int run_cni(int, char** argv) {
   c.log.set_prefix(c.env.container_id.empty() ? std::string(cni::to_string(c.env.cmd))
                                                : fmt::format("{} {}", cni::to_string(c.env.cmd), c.env.container_id));
   const std::string ver(cni::to_string(c.cfg.version));
+  auto fail = [&](const cni::error& e) {
+    emit_error(e, ver, &c.log, out);
+    return 1;
+  };
   c.pod = pod_identity::from(c.env.args);
-  std::string_view self = argv && argv[0] ? argv[0] : "cnf";
-  if (auto s = self.rfind('/'); s != std::string_view::npos) self.remove_prefix(s + 1);
-  c.ipam_mode = ipam_invocation(c.cfg, self);
+  c.vars = call.env;
+  c.ipam_mode = ipam_invocation(c.cfg, call.self);
   // The profile: the network's "profile"; as another plugin's IPAM, "ipam.profile" first.
   std::string profile = c.cfg.profile;
   if (c.ipam_mode)
     if (auto it = c.cfg.ipam->json.find("profile"); it != c.cfg.ipam->json.end()) {
       if (!it->value().is_string() || it->value().as_string().empty() || it->value().as_string()[0] != '/')
-        return emit_error(make(error_code::invalid_config, "ipam.profile: must be an absolute path (a string starting with '/')"), ver, &c.log);
+        return fail(make(error_code::invalid_config, "ipam.profile: must be an absolute path (a string starting with '/')"));
       profile = std::string(it->value().as_string());
     }
   // cnf gives pods routed /32 and /128 addresses; it does not masquerade (outgoing NAT is
   // the IP pool's natOutgoing, done by the node agent).
   if (!c.ipam_mode)
     if (auto it = c.cfg.json.find("ipMasq"); it != c.cfg.json.end() && it->value().is_bool() && it->value().as_bool())
-      return emit_error(make(error_code::unsupported_field,
-                             "ipMasq: true is not supported by cnf; outgoing NAT is the IP pool's natOutgoing (remove ipMasq or set it false)"),
-                        ver, &c.log);
+      return fail(make(error_code::unsupported_field,
+                       "ipMasq: true is not supported by cnf; outgoing NAT is the IP pool's natOutgoing (remove ipMasq or set it false)"));
   c.delegated_ipam = !c.ipam_mode && uses_delegated_ipam(c.cfg);  // before the CNI_PATH check below needs it
   if (c.cfg.veth_prefix.size() > 4)
-    return emit_error(make(error_code::invalid_config, "vethPrefix: at most 4 characters (the host veth name adds 11 hex digits)"), ver, &c.log);
+    return fail(make(error_code::invalid_config, "vethPrefix: at most 4 characters (the host veth name adds 11 hex digits)"));
   if (c.delegated_ipam && c.env.path.empty() &&
       (c.env.cmd == cni::command::add || c.env.cmd == cni::command::del || c.env.cmd == cni::command::check))
-    return emit_error(make(error_code::invalid_environment, "CNI_PATH: required to run the IPAM plugin '" + c.cfg.ipam->type + "'"), ver, &c.log);
-  if (auto r = load_parts(c, profile); !r) {
-    // STATUS asks "can ADD work now?": a datastore that cannot be opened or reached is
-    // "not available" (50); a broken profile stays a config error (7).
-    if (c.env.cmd == cni::command::status && r.error().code != error_code::invalid_config)
-      return emit_error(make(error_code::plugin_not_available, "datastore unavailable: " + r.error().msg), ver, &c.log);
-    return emit_error(r.error(), ver, &c.log);
+    return fail(make(error_code::invalid_environment, "CNI_PATH: required to run the IPAM plugin '" + c.cfg.ipam->type + "'"));
+  // STATUS asks "can ADD work now?": a datastore that cannot be opened or reached is
+  // "not available" (50); a broken profile stays a config error (7).
+  auto setup_failed = [&](const cni::error& e) {
+    if (c.env.cmd == cni::command::status && e.code != error_code::invalid_config)
+      return fail(make(error_code::plugin_not_available, "datastore unavailable: " + e.msg));
+    return fail(e);
+  };
+  if (served) {
+    // In the agent: its parts serve this call when the call names the agent's profile.
+    const std::string path = profile.empty() ? default_profile_path() : profile;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || !same_file(st, served->id)) {
+      out = fmt::format("this agent serves {}, the call names {}", served->path, path);
+      return not_served;
+    }
+    if (auto r = use_profile(c, served->prof); !r) return fail(r.error());
+    start_early_dataplane(c);  // the kernel works while the IPAM assigns
+    c.parts = served->parts;
+    c.mark("plugins");
+  } else {
+    if (auto r = load_profile(c, profile); !r) return setup_failed(r.error());
+    // The profile names an agent socket: hand the call over when the agent runs there.
+    if (const auto& sock = c.prof.cni.agent_socket; !sock.empty()) {
+      auto a = ask_agent(sock, call);
+      switch (a.what) {
+        case agent_answer::kind::answered:
+          out += a.out;
+          return a.status;
+        case agent_answer::kind::lost:
+          return fail(make(error_code::try_again_later, a.out + "; what it did is unknown: try the call again"));
+        case agent_answer::kind::declined:
+          c.log.warn("agent at " + sock + " declined the call (" + a.out + "); doing it here");
+          break;
+        case agent_answer::kind::absent:
+          c.log.debug("no agent: " + a.out + "; doing the call here");
+          break;
+      }
+      c.mark("agent");
+    }
+    if (auto r = load_parts(c); !r) return setup_failed(r.error());
   }
 
   // Every write of the command is flushed before its answer is written (ADD flushes its
@@ -890,6 +1024,7 @@ int run_cni(int, char** argv) {
     if (auto s = c.parts.datastore.sync(); !s) return from_part(s.error(), "datastore");
     return r;
   };
+  auto done = [&](const cni::result<void>& r) { return r ? 0 : fail(r.error()); };
   // As another plugin's IPAM, the same commands touch addresses only (STATUS is the same).
   using command_fn = cni::result<void> (*)(context&);
   const command_fn del = c.ipam_mode ? ipam_del : cmd_del;
@@ -898,30 +1033,38 @@ int run_cni(int, char** argv) {
   switch (c.env.cmd) {
     case cni::command::add: {
       auto r = c.ipam_mode ? ipam_add(c) : cmd_add(c);
-      if (!r) return emit_error(r.error(), ver, &c.log);
-      std::string out = cni::to_json(*r, c.cfg.version) + "\n";
-      std::fwrite(out.data(), 1, out.size(), stdout);
+      if (!r) return fail(r.error());
+      out += cni::to_json(*r, c.cfg.version) + "\n";
       return 0;
     }
-    case cni::command::del: {
-      auto r = synced(del(c));
-      return r ? 0 : emit_error(r.error(), ver, &c.log);
-    }
-    case cni::command::check: {
-      auto r = synced(check(c));
-      return r ? 0 : emit_error(r.error(), ver, &c.log);
-    }
-    case cni::command::status: {
-      auto r = synced(cmd_status(c));
-      return r ? 0 : emit_error(r.error(), ver, &c.log);
-    }
-    case cni::command::gc: {
-      auto r = synced(gc(c));
-      return r ? 0 : emit_error(r.error(), ver, &c.log);
-    }
+    case cni::command::del: return done(synced(del(c)));
+    case cni::command::check: return done(synced(check(c)));
+    case cni::command::status: return done(synced(cmd_status(c)));
+    case cni::command::gc: return done(synced(gc(c)));
     case cni::command::version: break;
   }
   return 0;
+}
+
+int run_cni(int, char** argv) {
+  // One malloc arena for the few helper threads of a CNI call: a thread's own arena
+  // costs page faults (~0.1 ms each on a busy VM) for nothing in a process this short.
+  ::mallopt(M_ARENA_MAX, 1);
+  cni_call call;
+  for (char** e = environ; *e; ++e) call.env.emplace_back(*e);
+  std::string_view self = argv && argv[0] ? argv[0] : "cnf";
+  if (auto s = self.rfind('/'); s != std::string_view::npos) self.remove_prefix(s + 1);
+  call.self = std::string(self);
+  std::string out;
+  int status = 1;
+  if (auto in = read_stdin(); !in) {
+    emit_error(in.error(), cni::spec_version, nullptr, out);
+  } else {
+    call.input = std::move(*in);
+    status = run_cni_call(call, out, nullptr);
+  }
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  return status;
 }
 
 }  // namespace cnf_app

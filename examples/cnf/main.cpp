@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   cnf_app::add_core_commands(app);
   cnf_app::add_ipam_commands(app);
   cnf_app::add_resource_commands(app);
+  cnf_app::add_agent_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

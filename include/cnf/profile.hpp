@@ -3,6 +3,7 @@
 //   plugin_path = ["/opt/cnf/plugins"]     # optional; then $CNF_PLUGIN_PATH, then the install dir
 //   [cni]            mtu = 1450   veth_prefix = "cali"   log_level = "info"   log_file = "..."
 //                    assign_ipv4 = true   assign_ipv6 = false
+//                    agent_socket = "/run/cnf/cni.sock"   (optional: `cnf agent` serves CNI calls there)
 //   [node]           name = "node-1"
 //   [datastore]      plugin = "local"       dir = "/var/lib/cnf"
 //   [ipam]           plugin = "host-local"  ...
@@ -53,6 +54,10 @@ struct profile {
     std::string log_file;
     bool assign_ipv4 = true;   ///< ask the IPAM for an IPv4 address per pod
     bool assign_ipv6 = false;  ///< ask the IPAM for an IPv6 address per pod (dual stack with both)
+    /// Empty: every CNI call does its work in its own process. A path: the CNI plugin
+    /// hands its call to `cnf agent` listening there when it is running (and does the work
+    /// itself when it is not).
+    std::string agent_socket;
   } cni;
 
   struct node_section {
@@ -153,6 +158,11 @@ inline result<profile> parse_profile(std::string text, std::string file) {
     p.cni.assign_ipv4 = s.get<bool>("assign_ipv4", true);
     p.cni.assign_ipv6 = s.get<bool>("assign_ipv6", false);
     if (!p.cni.assign_ipv4 && !p.cni.assign_ipv6) s.fail("assign_ipv6", "assign_ipv4 and assign_ipv6 are both false: pods would get no address");
+    p.cni.agent_socket = s.get<std::string>("agent_socket", "");
+    if (!p.cni.agent_socket.empty() && p.cni.agent_socket[0] != '/')
+      s.fail("agent_socket", "must be an absolute path (got '" + p.cni.agent_socket + "')");
+    else if (p.cni.agent_socket.size() >= 108)  // sockaddr_un's sun_path, with its NUL
+      s.fail("agent_socket", "is longer than a Unix socket path may be (107 bytes)");
     take(s);
   }
   {

@@ -30,6 +30,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -282,6 +283,7 @@ struct profile_options {
   std::optional<std::string> datastore_dir;  ///< default: <dir>/state
   std::string datastore_section;             ///< replaces the whole [datastore] section
   std::string log_file;                      ///< [cni] log_file
+  std::string agent_socket;                  ///< [cni] agent_socket
 };
 
 std::string profile_text(const temp_dir& d, const profile_options& o) {
@@ -292,6 +294,7 @@ std::string profile_text(const temp_dir& d, const profile_options& o) {
   t += "[cni]\nmtu = " + std::to_string(o.mtu) + "\n";
   if (o.ipv6) t += "assign_ipv6 = true\n";
   if (!o.log_file.empty()) t += "log_file = \"" + o.log_file + "\"\nlog_level = \"debug\"\n";
+  if (!o.agent_socket.empty()) t += "agent_socket = \"" + o.agent_socket + "\"\n";
   return t;
 }
 
@@ -1551,4 +1554,206 @@ TEST_CASE("concurrent ADDs and DELs on one node", "[integration][cni]") {
   for (auto& d : dels) require_ok(d);
   CHECK(L.node_links().empty());
   CHECK(L.store().empty());
+}
+
+// ---- cnf agent -------------------------------------------------------------------------
+
+namespace {
+
+/// `cnf agent --profile <profile>` inside the node namespace, in the background; stopped
+/// by PID (SIGTERM, then SIGKILL) when it goes out of scope.
+class agent_process {
+ public:
+  agent_process(const test_netns& node, const std::string& profile, const std::string& socket, const std::string& log)
+      : log_(log) {
+    std::vector<std::string> argv{ip_binary(), "netns", "exec", node.name(), cnf_bin, "agent", "--profile", profile};
+    std::vector<char*> a;
+    for (auto& s : argv) a.push_back(s.data());
+    a.push_back(nullptr);
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+      }
+      ::execv(a[0], a.data());
+      ::_exit(127);
+    }
+    // Listening once it says so (a stale socket file of a killed agent exists before).
+    const std::string ready = " cnf[" + std::to_string(pid_) + "] agent: serving CNI calls on " + socket;
+    for (int waited = 0; read_file(log).find(ready) == std::string::npos; waited += 10) {
+      if (int st = 0; ::waitpid(pid_, &st, WNOHANG) == pid_) {
+        pid_ = -1;
+        status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        return;  // exited: the caller looks at status() and the log
+      }
+      if (waited > 15000) throw std::runtime_error("cnf agent not listening after 15 s: " + read_file(log));
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  ~agent_process() { stop(SIGKILL); }
+  agent_process(const agent_process&) = delete;
+  agent_process& operator=(const agent_process&) = delete;
+
+  bool running() const { return pid_ > 0; }
+  /// Waits up to `ms` for it to exit on its own; its exit status, or -1 when it still runs.
+  int wait_exit(int ms) {
+    for (int waited = 0; pid_ > 0; waited += 10) {
+      if (int st = 0; ::waitpid(pid_, &st, WNOHANG) == pid_) {
+        pid_ = -1;
+        status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        break;
+      }
+      if (waited >= ms) return -1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return status_;
+  }
+  int status() const { return status_; }
+  /// Stops it with `sig` and returns its exit status (128+N when a signal ended it).
+  int stop(int sig = SIGTERM) {
+    if (pid_ <= 0) return status_;
+    ::kill(pid_, sig);
+    int st = 0;
+    while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {}
+    pid_ = -1;
+    status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return status_;
+  }
+  /// The ip-netns-exec'd agent keeps ip's PID (exec replaces the process).
+  pid_t pid() const { return pid_; }
+
+ private:
+  std::string log_;
+  pid_t pid_ = -1;
+  int status_ = -1;
+};
+
+/// Lines of a cnf log file that the process `pid` wrote ("... cnf[<pid>] ...").
+std::vector<std::string> log_lines_of(const std::string& log, pid_t pid) {
+  std::vector<std::string> out;
+  std::istringstream in(read_file(log));
+  const std::string tag = " cnf[" + std::to_string(pid) + "] ";
+  for (std::string l; std::getline(in, l);)
+    if (l.find(tag) != std::string::npos) out.push_back(l);
+  return out;
+}
+
+bool any_line_has(const std::vector<std::string>& lines, const std::string& a, const std::string& b = {}) {
+  return std::any_of(lines.begin(), lines.end(),
+                     [&](const std::string& l) { return l.find(a) != std::string::npos && l.find(b) != std::string::npos; });
+}
+
+}  // namespace
+
+TEST_CASE("cnf agent serves the plugin's calls; without an agent the plugin does them itself", "[integration][cni][agent]") {
+  lab L;
+  const std::string sock = (L.dir.path / "run" / "cni.sock").string();
+  const std::string log = (L.dir.path / "cni.log").string();
+  const std::string agent_log = (L.dir.path / "agent.out").string();
+  L.profile = L.write_profile("profile.toml", {.log_file = log, .agent_socket = sock});
+  pod A("c-agent-a", "agent-a"), B("c-agent-b", "agent-b"), C("c-agent-c", "agent-c"), D("c-agent-d", "agent-d");
+
+  // No agent yet: the plugin does the call itself and says why at debug level.
+  auto a = L.add(A);
+  require_ok(a);
+  CHECK_THAT(read_file(log), Contains("no agent: connect " + sock));
+
+  auto agent = std::make_unique<agent_process>(L.node, L.profile, sock, agent_log);
+  REQUIRE(agent->running());
+  {
+    struct stat st {};
+    REQUIRE(::stat(sock.c_str(), &st) == 0);
+    CHECK(S_ISSOCK(st.st_mode));
+    CHECK((st.st_mode & 0777) == 0600);
+  }
+
+  // Served by the agent: the same kernel and datastore state as a call run in its own
+  // process, and the agent's process is the one that logged the ADD.
+  auto b = L.add(B);
+  require_ok(b);
+  const std::string ipb = result_ip(b);
+  CHECK(L.node_links() == std::set<std::string>{A.host_veth(), B.host_veth()});
+  CHECK(addresses(B.netns(), "eth0") == std::set<std::string>{ipb});
+  CHECK(routes(L.node, "route show proto 80").count(addr_only(ipb) + "||" + B.host_veth() + "|link") == 1);
+  CHECK(ping(B.netns(), "192.168.50.1"));
+  CHECK(ping(B.netns(), addr_only(result_ip(a))));
+  {
+    auto s = L.store();
+    INFO(s.describe());
+    CHECK(s.allocations.size() == 2);
+    CHECK(s.endpoints.size() == 2);
+  }
+  CHECK(any_line_has(log_lines_of(log, agent->pid()), "ADD " + B.cid, ipb));
+  CHECK_FALSE(any_line_has(log_lines_of(log, agent->pid()), "ADD " + A.cid));
+  // CHECK through the agent: passes, and a wrong prevResult is the same error as ever.
+  require_ok(L.check(B, b.json));
+  {
+    auto prev = b.json;
+    prev.as_object()["ips"].as_array()[0].as_object()["address"] = "10.88.0.250/32";
+    require_cni_error(L.check(B, prev), 102, {"10.88.0.250/32"});
+  }
+  // Input errors found before the agent is asked stay the plugin's own.
+  {
+    auto env = B.env("ADD");
+    for (auto& [k, v] : env)
+      if (k == "CNI_IFNAME") v = "bad/name";
+    require_cni_error(L.cnf(env, bj::serialize(L.config())), 4, {"CNI_IFNAME"});
+  }
+
+  // A second agent on the same socket refuses to start.
+  {
+    agent_process second(L.node, L.profile, sock, agent_log + ".2");  // returns when it exits
+    CHECK(second.wait_exit(10000) == 1);
+    CHECK_THAT(read_file(agent_log + ".2"), Contains("another agent is serving " + sock));
+  }
+
+  // A call that names another profile file (the same settings, another path) is declined
+  // by the agent and done by the plugin itself.
+  const std::string other = L.write_profile("other.toml", {.log_file = log, .agent_socket = sock});
+  {
+    auto cfg = L.config("1.1.0", other);
+    auto c = L.call(C, "ADD", cfg);
+    require_ok(c);
+    CHECK_THAT(read_file(log), Contains("declined the call (this agent serves " + L.profile));
+    CHECK_FALSE(any_line_has(log_lines_of(log, agent->pid()), "ADD " + C.cid + ":", "10.88."));
+  }
+
+  // A changed profile is read again before the next call: the MTU changes.
+  L.write_profile("profile.toml", {.mtu = 1300, .log_file = log, .agent_socket = sock});
+  {
+    auto d = L.add(D);
+    require_ok(d);
+    CHECK(link(D.netns(), "eth0").at("mtu").to_number<int>() == 1300);
+    CHECK(any_line_has(log_lines_of(log, agent->pid()), "profile changed"));
+  }
+
+  // DELs through the agent; then the agent stops on SIGTERM and removes its socket.
+  require_ok(L.del(B));
+  require_ok(L.call(C, "DEL", L.config("1.1.0", other)));
+  CHECK(agent->stop(SIGTERM) == 0);
+  CHECK_FALSE(fs::exists(sock));
+  CHECK_THAT(read_file(log), Contains("stopping after"));
+
+  // An agent killed with SIGKILL leaves its socket file: the plugin finds nobody there
+  // and does the call itself; a new agent takes the stale socket over.
+  agent = std::make_unique<agent_process>(L.node, L.profile, sock, agent_log);
+  REQUIRE(agent->running());
+  CHECK(agent->stop(SIGKILL) == 128 + SIGKILL);
+  CHECK(fs::exists(sock));
+  require_ok(L.del(D));
+  CHECK_THAT(read_file(log), Contains("no agent: connect " + sock));
+  agent = std::make_unique<agent_process>(L.node, L.profile, sock, agent_log);
+  REQUIRE(agent->running());
+  require_ok(L.del(A));
+  CHECK(any_line_has(log_lines_of(log, agent->pid()), "DEL " + A.cid));
+  CHECK(L.node_links().empty());
+  {
+    auto s = L.store();
+    INFO(s.describe());
+    CHECK(s.empty());
+  }
+  CHECK(agent->stop(SIGTERM) == 0);
 }

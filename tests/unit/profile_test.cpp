@@ -57,6 +57,7 @@ TEST_CASE("defaults: local datastore, mtu 1500, cali prefix", "[unit][profile]")
   CHECK(p->datastore->plugin == "local");
   CHECK(p->cni.mtu == 1500);
   CHECK(p->cni.veth_prefix == "cali");
+  CHECK(p->cni.agent_socket.empty());
   CHECK(p->cni.level == cnf::log_level::info);
 }
 
@@ -68,6 +69,8 @@ TEST_CASE("profile errors", "[unit][profile]") {
   CHECK_THAT(err("[cni]\nveth_prefix = 'toolong'\n"), Catch::Contains("cni.veth_prefix: must be 1 to 4 characters"));
   CHECK_THAT(err("[cni]\nveth_prefix = 'c/a'\n"), Catch::Contains("cni.veth_prefix: may contain only"));
   CHECK_THAT(err("[cni]\nlog_level = 'loud'\n"), Catch::Contains("cni.log_level: must be one of error, warn, info, debug, trace"));
+  CHECK_THAT(err("[cni]\nagent_socket = 'run/cni.sock'\n"), Catch::Contains("cni.agent_socket: must be an absolute path"));
+  CHECK_THAT(err("[cni]\nagent_socket = '/" + std::string(120, 'a') + "'\n"), Catch::Contains("cni.agent_socket: is longer than a Unix socket path"));
   CHECK_THAT(err("[node]\nnmae = 'x'\n"), Catch::Contains("p.toml:2:1: node.nmae: unknown key; did you mean 'name'?"));
   CHECK_THAT(err("[ipma]\nplugin = 'x'\n"), Catch::Contains("p.toml:1:2: ipma: unknown section; did you mean 'ipam'?"));
   CHECK_THAT(err("plugins_path = ['x']\n"), Catch::Contains("p.toml:1:1: plugins_path: unknown key; did you mean 'plugin_path'?"));
