@@ -241,9 +241,10 @@ int run_agent(const std::string& profile_arg) {
         declined = "the agent's profile " + path + " now names another agent_socket (" + n->prof.cni.agent_socket + "); this agent stops";
         status = 1;
       } else {
-        log.info("profile changed: parts composed again");
         (void)s->parts.datastore.sync();
         *s = std::move(*n);
+        log.configure(s->prof.cni.level, s->prof.cni.log_file);
+        log.info("profile changed: parts composed again");
       }
     }
     boost::json::object r;

@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -19,15 +20,21 @@ class cni_logger final : public cnf::logger {
   ~cni_logger() override {
     if (file_) std::fclose(file_);
   }
+  /// May be called again (the agent does when its profile changes): the previous log
+  /// file is closed.
   void configure(cnf::log_level level, const std::string& file) {
-    level_ = level;
-    if (!file.empty()) {
-      file_ = std::fopen(file.c_str(), "ae");
-      if (!file_) write(cnf::log_level::warn, "cannot open log file " + file + ": " + std::strerror(errno));
+    std::FILE* f = file.empty() ? nullptr : std::fopen(file.c_str(), "ae");
+    const int err = errno;
+    {
+      std::lock_guard lk(mu_);
+      level_ = level;
+      if (file_) std::fclose(file_);
+      file_ = f;
     }
+    if (!file.empty() && !f) write(cnf::log_level::warn, "cannot open log file " + file + ": " + std::strerror(err));
   }
   void set_prefix(std::string p) { prefix_ = std::move(p); }
-  cnf::log_level threshold() const noexcept override { return level_; }
+  cnf::log_level threshold() const noexcept override { return level_.load(std::memory_order_relaxed); }
   void write(cnf::log_level l, std::string_view m) noexcept override {
     try {
       // UTC fields by calendar arithmetic: glibc's gmtime_r reads and parses
@@ -53,7 +60,7 @@ class cni_logger final : public cnf::logger {
 
  private:
   std::mutex mu_;
-  cnf::log_level level_ = cnf::log_level::info;
+  std::atomic<cnf::log_level> level_{cnf::log_level::info};
   std::FILE* file_ = nullptr;
   std::string prefix_;
 };

@@ -547,8 +547,8 @@ cni::result<cni::add_result> cmd_add(context& c) {
   // The endpoint is recorded with the addresses, before the veth is finished: one flush
   // makes the addresses, the handle and the endpoint durable (and visible to other
   // processes) together, while the kernel still creates the veth on the early thread,
-  // and before the runtime hears of them. Every failure after it undoes all three (the exit path flushes the
-  // undoing).
+  // and before the runtime hears of them. Every failure after it undoes all three (the
+  // exit path flushes the undoing).
   workload_endpoint_record rec{c.node, c.pod, c.env.container_id, c.env.ifname, *host_if, c.cfg.name, handle, c.env.netns,
                                pr.addresses, *pr.pod_mac};
   auto undo_records = [&] {
@@ -840,10 +840,12 @@ struct agent_answer {
 };
 
 /// Hands the call to the agent listening on `socket_path`. absent: nothing listens there
-/// (no socket file, or a stale one): the caller does the work itself. declined: the agent
-/// serves another profile: the same. lost: the agent took the call and closed the
-/// connection without an answer (it died or was stopped mid-call): what it did is
-/// unknown, so the caller must not do the work again; it answers 11 (try again later).
+/// (no socket file, or a stale one), or the agent went away before it had read the whole
+/// call (it runs a call only after reading all of it; the kernel then resets the
+/// connection): the caller does the work itself. declined: the agent serves another
+/// profile: the same. lost: the agent read the call and closed the connection without an
+/// answer (it died mid-call): what it did is unknown, so the caller must not do the work
+/// again; it answers 11 (try again later).
 agent_answer ask_agent(const std::string& socket_path, const cni_call& call) {
   agent_answer a;
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -870,7 +872,7 @@ agent_answer ask_agent(const std::string& socket_path, const cni_call& call) {
   for (std::size_t off = 0; off < text.size();) {
     ssize_t n = ::send(fd, text.data() + off, text.size() - off, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {  // it accepted and went away before reading: it did nothing
+    if (n <= 0) {  // it went away before reading all of the call: it did nothing
       a.out = "send to " + socket_path + ": " + std::strerror(errno);
       return a;
     }
@@ -881,8 +883,16 @@ agent_answer ask_agent(const std::string& socket_path, const cni_call& call) {
   char buf[16384];
   for (;;) {
     ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n > 0) reply.append(buf, static_cast<std::size_t>(n));
-    else if (n == 0 || errno != EINTR) break;
+    if (n > 0) {
+      reply.append(buf, static_cast<std::size_t>(n));
+    } else if (n < 0 && errno == ECONNRESET && reply.empty()) {
+      // Reset with nothing answered: the agent closed the connection with some of the
+      // call unread (stopped while the call waited in its queue): it did nothing.
+      a.out = "the agent at " + socket_path + " closed the connection before reading the call";
+      return a;
+    } else if (n == 0 || errno != EINTR) {
+      break;
+    }
   }
   boost::system::error_code ec;
   auto v = boost::json::parse(reply, ec);
