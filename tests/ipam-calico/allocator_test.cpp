@@ -438,6 +438,49 @@ TEST_CASE("gc releases what the valid list lacks and repairs crash leftovers") {
   CHECK(count_kind(ds, "BlockAffinity") == 1);
 }
 
+TEST_CASE("gc of one node releases only what was assigned for that node") {
+  // CNI GC runs per node with the attachments that node's runtime knows: another node's
+  // live pods are not in its list, and must keep their addresses (and borrow records).
+  auto ds = fresh();
+  add_pool(ds, "p", "10.91.0.0/28", 30);  // four blocks of four
+  configure(ds, false);
+  ci::ipam n1(ds, "node-1", test_options()), n2(ds, "node-2", test_options());
+  for (int i = 0; i < 3; ++i) REQUIRE(n1.assign(request("k8s-pod-network.a" + std::to_string(i), "node-1")));
+  for (int i = 0; i < 3; ++i) REQUIRE(n2.assign(request("k8s-pod-network.b" + std::to_string(i), "node-2")));
+  // node-2 claims the other three blocks, fills them, and borrows node-1's last address:
+  // that handle gets an IPAMHandle record naming node-1's block.
+  for (int i = 3; i < 13; ++i) REQUIRE(n2.assign(request("k8s-pod-network.b" + std::to_string(i), "node-2")));
+  REQUIRE(borrowed_count(ds) > 0);
+  const auto handles_before = count_kind(ds, "IPAMHandle");
+  REQUIRE(handles_before > 0);
+
+  // node-1's runtime knows a0 and a2 only: a1 goes; nothing of node-2's is touched.
+  auto rep = n1.gc("k8s-pod-network.", {"k8s-pod-network.a0", "k8s-pod-network.a2"});
+  REQUIRE(rep);
+  CHECK(rep->released_addresses == 1);
+  CHECK(rep->released_handles == std::vector<std::string>{"k8s-pod-network.a1"});
+  std::set<std::string> hs;
+  auto left = n1.allocations();
+  REQUIRE(left);
+  for (auto& a : *left) hs.insert(a.handle);
+  CHECK(hs.count("k8s-pod-network.a1") == 0);
+  for (int i = 0; i < 13; ++i) CHECK(hs.count("k8s-pod-network.b" + std::to_string(i)) == 1);
+  CHECK(count_kind(ds, "IPAMHandle") == handles_before);
+  CHECK(problems(ds, hs) == 0);
+
+  // node-2's own GC with an empty list releases node-2's, and leaves node-1's.
+  auto rep2 = n2.gc("k8s-pod-network.", {});
+  REQUIRE(rep2);
+  CHECK(rep2->released_addresses == 13);
+  hs.clear();
+  left = n1.allocations();
+  REQUIRE(left);
+  for (auto& a : *left) hs.insert(a.handle);
+  CHECK(hs == std::set<std::string>{"k8s-pod-network.a0", "k8s-pod-network.a2"});
+  CHECK(count_kind(ds, "IPAMHandle") == 0);
+  CHECK(problems(ds, hs) == 0);
+}
+
 TEST_CASE("release by address, tunnel addresses, empty blocks after the grace") {
   auto ds = fresh();
   add_pool(ds, "p", "10.100.0.0/24", 28, R"(,"vxlanMode":"Always")");

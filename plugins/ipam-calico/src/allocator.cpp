@@ -276,6 +276,11 @@ bool apply(block& b, block_op& op) {
         if (!b.allocations[o]) return;
         auto h = b.handle_of(o);
         if (op.what == block_op::kind::release_handles ? op.handles.count(h) == 0 : (!op.only_handle.empty() && h != op.only_handle)) return;
+        if (!op.only_node.empty()) {
+          const auto& sec = b.attributes[*b.allocations[o]].secondary;
+          auto it = sec.find("node");
+          if (it == sec.end() || it->second != op.only_node) return;
+        }
         if (auto it = op.expected.find(b.address(o)); it != op.expected.end() && !it->second.empty() && it->second != h) return;
         ords.push_back(o);
         op.released.emplace_back(b.address(o), h);
@@ -598,7 +603,7 @@ result<bool> state::release_affinity(const ip_prefix& cidr, const std::string& n
   return true;
 }
 
-result<void> state::adjust_handle(const std::string& h, const ip_prefix& b, int delta) {
+result<void> state::adjust_handle(const std::string& h, const ip_prefix& b, int delta, const std::string& owner) {
   if (delta == 0) return {};
   auto key = handle_key(h);
   std::string cidr = b.to_string();
@@ -611,7 +616,9 @@ result<void> state::adjust_handle(const std::string& h, const ip_prefix& b, int 
       rec.handle_id = h;
       rec.blocks[cidr] = static_cast<std::uint32_t>(delta);
       ++stats.handle_writes;
-      auto c = ds.create(to_resource(rec));
+      auto res = to_resource(rec);
+      if (!owner.empty()) res.labels[std::string(node_label)] = owner;  // whose GC may remove it
+      auto c = ds.create(res);
       if (c) return {};
       if (c.error().code == errc::already_exists) continue;
       return with_context(c.error(), "creating IPAMHandle/" + key.name);
@@ -744,6 +751,31 @@ struct assigner {
     return static_cast<std::uint32_t>(std::count_if(a->begin(), a->end(), [&](const ip_prefix& p) { return p.family() == f; }));
   }
 
+  /// Whether another process of this node is claiming a block of `pools` right now: a
+  /// BlockAffinity of this node in state "pending".
+  result<bool> sibling_claim_pending(const std::vector<pool>& pools) {
+    list_options lo;
+    lo.kind = std::string(kinds::block_affinity);
+    if (is_plain(node)) lo.name_prefix = node + "-";
+    auto l = st.ds.list_all(lo);
+    if (!l) return with_context(l.error(), "listing BlockAffinities of node " + node);
+    for (auto& r : l->items) {
+      auto a = parse_affinity(r);
+      if (a && a->node == node && a->state == "pending" && !a->deleted && pool_of(pools, a->cidr)) return true;
+    }
+    return false;
+  }
+
+  /// `name` read afresh: its CIDR when it is a block of this node, in `pools`, with room.
+  std::optional<ip_prefix> own_with_room(const std::string& name, const std::vector<pool>& pools) {
+    auto g = st.ds.get(block_key(name));
+    if (!g) return std::nullopt;
+    auto b = parse_block(*g);
+    if (!b || b->deleted || b->affinity != "host:" + node || !pool_of(pools, b->cidr) || sn.reserved->free_in(*b) == 0) return std::nullopt;
+    st.forget_affine(node);
+    return b->cidr;
+  }
+
   /// A block for this node to allocate from: one of its own with room that the cached
   /// affinity list missed, a new one, or a reclaimed empty one of another node.
   result<std::optional<ip_prefix>> claim(const std::vector<pool>& pools) {
@@ -784,6 +816,9 @@ struct assigner {
         auto c = st.try_claim(cand, node);
         if (!c) return c.error();
         if (*c) return std::optional<ip_prefix>(cand);
+        // Taken since the listing: by another process of this same node (the walk starts
+        // at the same place for all of them), it is ours to use.
+        if (auto own = own_with_room(name, pools)) return std::optional<ip_prefix>(*own);
       }
     }
 
@@ -859,6 +894,32 @@ struct assigner {
       if (!o) return o.error();
     }
 
+    // 2b. Before borrowing or refusing: the node's own blocks as they are now. Other
+    // processes of this node claim blocks concurrently (and free addresses in them); what
+    // step 1 saw may be out of date, and a block claimed by a sibling is this node's too.
+    // While a sibling's claim is still pending (its BlockAffinity written, its block not
+    // yet), wait for it, up to 2 s: a claimer killed mid-way leaves a pending affinity
+    // until gc repairs it, and hundreds of ADDs at once on two cores can hold a claimer
+    // between its two writes for a good part of a second.
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    for (;;) {
+      auto all = st.list_blocks();
+      if (!all) return all.error();
+      for (auto& lb : *all) {
+        if (need == 0) break;
+        if (!lb.parsed || lb.parsed->deleted || lb.parsed->affinity != "host:" + node || sn.reserved->free_in(*lb.parsed) == 0) continue;
+        const pool* p = pool_of(*pools, lb.parsed->cidr);
+        if (!p) continue;
+        auto o = from_block(lb.parsed->cidr, *p, need, true, need);
+        if (!o) return o.error();
+      }
+      if (need == 0 || std::chrono::steady_clock::now() >= give_up) break;
+      auto pending = sibling_claim_pending(*pools);
+      if (!pending) return pending.error();
+      if (!*pending) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+
     // 3. borrow
     if (need > 0 && sn.config.strict_affinity) notes.push_back("strictAffinity is true, so no address is borrowed from other nodes' blocks");
     if (need > 0 && !sn.config.strict_affinity) {
@@ -876,7 +937,7 @@ struct assigner {
         std::uint32_t k = std::min(need, sn.reserved->free_in(*lb->parsed));
         // The handle record first: a crash after it leaves a record gc can trim, never an
         // address that release_handle cannot find.
-        if (auto w = st.adjust_handle(req.handle, lb->parsed->cidr, static_cast<int>(k)); !w) return w.error();
+        if (auto w = st.adjust_handle(req.handle, lb->parsed->cidr, static_cast<int>(k), node); !w) return w.error();
         pr.record[lb->parsed->cidr] += static_cast<int>(k);
         std::uint32_t before = need;
         auto o = from_block(lb->parsed->cidr, *p, k, false, need);
@@ -940,7 +1001,7 @@ struct assigner {
       }
       bool affine = blk->affinity == "host:" + node;
       if (!affine) {
-        if (auto w = st.adjust_handle(req.handle, b, 1); !w) return w.error();
+        if (auto w = st.adjust_handle(req.handle, b, 1, node); !w) return w.error();
       }
       auto op = std::make_shared<block_op>();
       op->what = block_op::kind::claim_exact;
@@ -1252,18 +1313,35 @@ result<gc_report> state::gc(std::string_view prefix, const std::set<std::string>
   gc_report rep;
   std::set<std::string> released_handles;
   auto stale = [&](const std::string& h) { return h.starts_with(prefix) && !valid.count(h); };
+  // With a node name, gc collects that node's: `valid` lists the attachments of that
+  // node only (what its runtime knows), so only addresses assigned for it (attribute
+  // "node") and the records of its handles are released; other nodes' are theirs to
+  // collect. Without one, every handle is considered. The repairs below (affinities of
+  // interrupted claims, empty blocks past the grace) release no address and are done for
+  // every node.
+  const bool scoped = !node.empty();
+  auto node_of = [](const allocation_attribute& at) {
+    auto it = at.secondary.find("node");
+    return it == at.secondary.end() ? std::string() : it->second;
+  };
+  std::set<std::string> foreign;  // handles holding addresses assigned for another node
 
   auto all = list_blocks();
   if (!all) return all.error();
   for (auto& lb : *all) {
     if (!lb.parsed || lb.parsed->deleted) continue;
     std::set<std::string> hs;
-    for (auto& at : lb.parsed->attributes)
-      if (at.handle_id && stale(*at.handle_id)) hs.insert(*at.handle_id);
+    for (auto& at : lb.parsed->attributes) {
+      if (!at.handle_id) continue;
+      const bool mine = !scoped || node_of(at) == node;
+      if (!mine) foreign.insert(*at.handle_id);
+      if (mine && stale(*at.handle_id)) hs.insert(*at.handle_id);
+    }
     if (hs.empty()) continue;
     auto op = std::make_shared<block_op>();
     op->what = block_op::kind::release_handles;
     op->handles = hs;
+    op->only_node = scoped ? node : std::string();
     run(lb.name, op);
     if (op->out == block_op::outcome::failed) return op->err;
     for (auto& [a, h] : op->released) {
@@ -1297,6 +1375,13 @@ result<gc_report> state::gc(std::string_view prefix, const std::set<std::string>
     // address is still being written to (the record is written first), and naming a
     // block too many costs nothing: release_handle removes the record either way.
     if (!stale(p->handle_id)) continue;
+    // Another node's (it holds addresses assigned for another node, or another node
+    // wrote it: a borrow in progress there) is that node's to remove. Records without the
+    // label come from older writers and go when nothing of another node holds them.
+    if (scoped) {
+      auto lab = r.labels.find(std::string(node_label));
+      if (foreign.count(p->handle_id) || (lab != r.labels.end() && lab->second != node)) continue;
+    }
     auto rm = ds.remove(r.key(), r.revision);
     if (rm) released_handles.insert(p->handle_id);
   }

@@ -53,6 +53,10 @@ void take_ordinal(block& b, std::uint32_t ordinal, const std::string& handle, co
 void free_ordinals(block& b, const std::vector<std::uint32_t>& ordinals);
 
 // ---- the write combiner for one block ----------------------------------------------------
+/// The label of an IPAMHandle naming the node whose assignment wrote it: gc of that node
+/// may remove the record once the handle is gone.
+inline constexpr std::string_view node_label = "cnf.dev/node";
+
 struct block_op {
   enum class kind { allocate, claim_exact, release_handles, release_addresses };
   enum class outcome { ok, gone, corrupt, affinity_mismatch, failed };
@@ -69,6 +73,7 @@ struct block_op {
   std::map<ip_address, std::string> expected;  ///< release_addresses: per-address holder to insist on
   // release_handles
   std::set<std::string> handles;
+  std::string only_node;  ///< release_handles: only addresses assigned for this node (attribute "node")
   // results
   outcome out = outcome::ok;
   cnf::error err;
@@ -165,7 +170,9 @@ struct state {
   result<void> confirm_affinity(const resource& pending);
   result<bool> release_affinity(const ip_prefix& cidr, const std::string& node, bool require_empty,
                                 const std::string& expected_revision);
-  result<void> adjust_handle(const std::string& handle, const ip_prefix& block, int delta);
+  /// Adds `delta` to the handle's count for `block` in its IPAMHandle (created when
+  /// missing, with the label node_label = `owner` when given; removed at zero).
+  result<void> adjust_handle(const std::string& handle, const ip_prefix& block, int delta, const std::string& owner = {});
 
   // the operations
   result<std::vector<assigned_address>> assign(const assign_request& r);

@@ -210,7 +210,10 @@ class ipam {
   result<std::vector<allocation>> allocations();
   /// Releases every handle starting with `prefix` that is not in `valid` (addresses and
   /// IPAMHandles), then repairs what a crash can leave: pending or half-released
-  /// BlockAffinities, and empty blocks past the grace period.
+  /// BlockAffinities, and empty blocks past the grace period. With a node name (the
+  /// plugin's), only addresses assigned for that node (allocation attribute "node") and
+  /// the IPAMHandles of that node's handles are released: CNI GC on a node passes the
+  /// attachments that node knows, and other nodes' pods are not among them.
   result<gc_report> gc(std::string_view prefix, const std::set<std::string>& valid);
 
   /// The addresses a handle holds (for CNI CHECK and ADD retries), found as release_handle
