@@ -16,12 +16,21 @@ Contenders (each in its own subnet; the key selects it with --only):
   hl-only     the reference host-local IPAM binary called alone (IPAM, no plumbing)
   cnf-ipam    cnf called alone as another plugin's IPAM (ipam.type names it; calico-ipam,
               local datastore): the like-for-like peer of hl-only
+  cnf-agent   cnf-calico, with the profile's agent_socket served by `cnf agent` (started by
+              this driver in the node namespace before the timing, stopped by PID after):
+              the plugin process hands the call to the agent, which keeps the parts loaded
+  cnf-ipam-agent  cnf-ipam, served by an agent of its own the same way
+  (the agents' CPU time is read from /proc before and after each phase, and its mean per
+  call is added to their contenders' cpu column)
   floor       the kernel floor: the same link/address/route operations as cnf by iproute2,
               one `ip -batch` for the node side and one `ip -n <pod> -batch` for the pod
               side (iproute2 cannot switch namespace inside a batch), the node-side sysctls
               written by the driver itself; its DEL is `ip link del` of the host veth alone
               (the bare veth delete)
   true        /bin/true, exec'd the same way: the driver's own cost per call
+  durable     dd appending 128 bytes to a file in the temp dir with conv=fdatasync: one
+              process and one durable write, the least any IPAM that makes its assignment
+              durable before answering can cost here (host-local makes none)
 ADD runs for every pod of every contender first, then DEL, so the node holds a few
 hundred pods at the peak, like a busy node.
 
@@ -160,10 +169,44 @@ def write_sysctl(key, value):
 
 
 class contender:
-    def __init__(self, key, label, binary=None, config=None, kind="cni"):
+    def __init__(self, key, label, binary=None, config=None, kind="cni", agent=None):
         self.key, self.label, self.binary, self.config, self.kind = key, label, binary, config, kind
+        self.agent = agent                    # {"profile": ..., "socket": ...} or None
+        self.agent_proc = None
+        self.agent_cpu = {}                   # phase -> CPU ms of the agent over the phase
         self.add, self.dele = [], []          # wall milliseconds
         self.add_cpu, self.del_cpu = [], []   # CPU milliseconds of the process(es)
+
+
+def proc_cpu_ms(pid):
+    """user+system CPU of a process and all its threads, dead ones included (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
+
+
+def start_agent(c, tmp):
+    """`cnf agent` for contender c, in this (the node's) namespace; waits for its socket."""
+    logf = open(os.path.join(tmp, c.key + "-agent.log"), "w")
+    c.agent_proc = subprocess.Popen([c.binary, "agent", "--profile", c.agent["profile"]], stdin=subprocess.DEVNULL,
+                                    stdout=logf, stderr=logf)
+    logf.close()
+    deadline = time.time() + 15
+    while not os.path.exists(c.agent["socket"]):
+        if c.agent_proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"{c.label}: cnf agent did not start: "
+                               + open(os.path.join(tmp, c.key + "-agent.log")).read()[-2000:])
+        time.sleep(0.02)
+
+
+def stop_agent(c):
+    if c.agent_proc and c.agent_proc.poll() is None:
+        c.agent_proc.terminate()  # by PID (Popen keeps it)
+        try:
+            c.agent_proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            c.agent_proc.kill()
+            c.agent_proc.wait()
 
 
 def percentile(v, p):
@@ -189,7 +232,7 @@ def inner(plan_path):
 
     cs = []
     for c in plan["contenders"]:
-        cs.append(contender(c["key"], c["label"], c.get("binary"), c.get("config"), c.get("kind", "cni")))
+        cs.append(contender(c["key"], c["label"], c.get("binary"), c.get("config"), c.get("kind", "cni"), c.get("agent")))
     pods = plan["pods"]
     n, warm = plan["pods_per_contender"], plan["warmup"]
     base_env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -198,6 +241,7 @@ def inner(plan_path):
     err_fd = os.open(os.path.join(tmp, "stderr"), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
 
     ip_bin = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin")
+    dd_bin = shutil.which("dd", path="/usr/bin:/bin")
 
     def spawn(path, argv, env, stdin_bytes):
         return spawn_timed(path, argv, env, stdin_bytes, out_fd, err_fd)
@@ -237,6 +281,13 @@ def inner(plan_path):
     def call(c, i, command):
         if c.kind == "true":
             return spawn("/bin/true", [], base_env, b"")[1:]
+        if c.kind == "fsync":
+            # One process that appends 128 bytes to a file in the temp dir and fdatasyncs it.
+            st, dt, cpu = spawn(dd_bin, ["if=/dev/zero", f"of={tmp}/durable-floor.log", "bs=128", "count=1",
+                                         "oflag=append", "conv=notrunc,fdatasync", "status=none"], base_env, b"")
+            if st != 0:
+                raise RuntimeError(f"durable-write floor: dd exit {st}: {read_fd(err_fd)}")
+            return dt, cpu
         if c.kind == "floor":
             return floor(i, command)
         ns = pods[c.key][i] if c.key in pods else plan["node"]
@@ -261,23 +312,33 @@ def inner(plan_path):
     # every time, and what the previous call left behind (a veth delete's RCU callbacks,
     # dirty pages) then favours or hurts some contenders systematically.
     rng = random.Random(plan.get("seed", 1))
-    for phase in ("ADD", "DEL"):
-        for i in range(total):
-            order = list(cs)
-            rng.shuffle(order)
-            for c in order:
-                dt, cpu = call(c, i, phase)
-                if i >= warm:
-                    (c.add if phase == "ADD" else c.dele).append(dt / 1e6)
-                    (c.add_cpu if phase == "ADD" else c.del_cpu).append(cpu / 1e6)
-            if (i + 1) % 50 == 0:
-                log(f"  {phase} {i + 1}/{total} pods per contender")
-        loads.append(os.getloadavg())
+    agents = [c for c in cs if c.agent]
+    try:
+        for c in agents:
+            start_agent(c, tmp)
+        for phase in ("ADD", "DEL"):
+            cpu0 = {c.key: proc_cpu_ms(c.agent_proc.pid) for c in agents}
+            for i in range(total):
+                order = list(cs)
+                rng.shuffle(order)
+                for c in order:
+                    dt, cpu = call(c, i, phase)
+                    if i >= warm:
+                        (c.add if phase == "ADD" else c.dele).append(dt / 1e6)
+                        (c.add_cpu if phase == "ADD" else c.del_cpu).append(cpu / 1e6)
+                if (i + 1) % 50 == 0:
+                    log(f"  {phase} {i + 1}/{total} pods per contender")
+            for c in agents:
+                c.agent_cpu[phase] = (proc_cpu_ms(c.agent_proc.pid) - cpu0[c.key]) / total
+            loads.append(os.getloadavg())
+    finally:
+        for c in agents:
+            stop_agent(c)
     elapsed = time.time() - t_start
     os.close(out_fd)
     os.close(err_fd)
     out = {"contenders": [{"key": c.key, "label": c.label, "add_ms": c.add, "del_ms": c.dele, "add_cpu_ms": c.add_cpu,
-                           "del_cpu_ms": c.del_cpu} for c in cs],
+                           "del_cpu_ms": c.del_cpu, "agent_cpu_ms": c.agent_cpu} for c in cs],
            "loadavg": loads, "seconds": elapsed}
     with open(plan["result"], "w") as f:
         json.dump(out, f)
@@ -321,7 +382,8 @@ def main():
         log(f"removing namespace {s} left by a killed run")
         ip_batch([f"netns del {s}"], force=True)
 
-    keys = ["cnf-hl", "cnf-calico", "ptp", "bridge", "hl-only", "cnf-ipam", "floor", "true"]
+    keys = ["cnf-hl", "cnf-calico", "cnf-agent", "ptp", "bridge", "hl-only", "cnf-ipam", "cnf-ipam-agent", "floor", "true",
+            "durable"]
     before = None
     if a.before:
         before = os.path.abspath(os.path.join(a.before, "bin", "cnf"))
@@ -334,7 +396,7 @@ def main():
         if bad:
             sys.exit(f"cni_bench: unknown contender(s) {bad}; known: {keys}")
         keys = [k for k in keys if k in want]
-    with_ns = [k for k in keys if k not in ("hl-only", "cnf-ipam", "true")]
+    with_ns = [k for k in keys if k not in ("hl-only", "cnf-ipam", "cnf-ipam-agent", "true", "durable")]
     total = a.pods + a.warmup
     L = lab(total, with_ns)
 
@@ -356,16 +418,25 @@ def main():
         calico_ipam = '[ipam]\nplugin = "calico-ipam"\n[[ipam.pools]]\ncidr = "10.{}.0.0/16"\nblock_size = 26\n'
         for key, ipam in (("cnf-hl", hl_ipam.format(101)), ("cnf-calico", calico_ipam.format(102)),
                           ("cnf-hl-before", hl_ipam.format(111)), ("cnf-calico-before", calico_ipam.format(112)),
-                          ("cnf-ipam", calico_ipam.format(107))):
+                          ("cnf-ipam", calico_ipam.format(107)), ("cnf-agent", calico_ipam.format(108)),
+                          ("cnf-ipam-agent", calico_ipam.format(109))):
             p = os.path.join(tmp, key + ".toml")
+            cni = f'[cni]\nagent_socket = "{os.path.join(tmp, key + ".sock")}"\n\n' if key.endswith("agent") else ""
             with open(p, "w") as f:
-                f.write(f'[node]\nname = "bench-node"\n\n[datastore]\nplugin = "local"\ndir = "{os.path.join(tmp, "ds-" + key)}"\n\n{ipam}')
+                f.write(f'[node]\nname = "bench-node"\n\n{cni}[datastore]\nplugin = "local"\n'
+                        f'dir = "{os.path.join(tmp, "ds-" + key)}"\n\n{ipam}')
             profiles[key] = p
+        agent = lambda key: {"profile": profiles[key], "socket": os.path.join(tmp, key + ".sock")}
         table = {
             "cnf-hl": dict(label="cnf (host-local)", binary=cnf,
                            config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf", "profile": profiles["cnf-hl"]}),
             "cnf-calico": dict(label="cnf (calico-ipam)", binary=cnf,
                                config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf", "profile": profiles["cnf-calico"]}),
+            "cnf-agent": dict(label="cnf (calico) + agent", binary=cnf, agent=agent("cnf-agent"),
+                              config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf", "profile": profiles["cnf-agent"]}),
+            "cnf-ipam-agent": dict(label="cnf as IPAM + agent", binary=cnf, agent=agent("cnf-ipam-agent"),
+                                   config={"cniVersion": "1.0.0", "name": "bench-cia", "type": "ptp",
+                                           "ipam": {"type": os.path.basename(cnf), "profile": profiles["cnf-ipam-agent"]}}),
             "cnf-hl-before": dict(label="before: cnf (host-local)", binary=before,
                                   config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf", "profile": profiles["cnf-hl-before"]}),
             "cnf-calico-before": dict(label="before: cnf (calico)", binary=before,
@@ -385,6 +456,7 @@ def main():
                                      "ipam": {"type": os.path.basename(cnf), "profile": profiles["cnf-ipam"]}}),
             "floor": dict(label="kernel floor (ip)", kind="floor"),
             "true": dict(label="spawn baseline", kind="true"),
+            "durable": dict(label="durable-write floor", kind="fsync"),
         }
         plan = {"tag": L.tag, "node": L.node, "tmp": tmp, "pods": L.pods, "pods_per_contender": a.pods, "rt": a.rt,
                 "warmup": a.warmup, "floor_net": 106, "result": os.path.join(tmp, "result.json"),
@@ -446,12 +518,18 @@ def report(res, a, cnf):
         am, dm = statistics.median(c["add_ms"]), statistics.median(c["del_ms"])
         ap_, dp = percentile(c["add_ms"], 90), percentile(c["del_ms"], 90)
         ac, dc = statistics.median(c["add_cpu_ms"]), statistics.median(c["del_cpu_ms"])
+        ag = c.get("agent_cpu_ms") or {}
+        ac, dc = ac + ag.get("ADD", 0.0), dc + ag.get("DEL", 0.0)  # the agent's share, mean per call
         ra = f"{am / pa:.2f}x" if pa else "-"
         rd = f"{dm / pd:.2f}x" if pd else "-"
         print(f"{c['label']:<23}{am:>9.2f}{ap_:>8.2f}{ac:>7.2f}{dm:>9.2f}{dp:>8.2f}{dc:>7.2f}{ra:>9}{rd:>9}")
     print("milliseconds: med/p90 = wall time from spawn to exit as seen by the driver; cpu = median user+system")
     print("time of the process (ptp/bridge: including the host-local it runs). Floor ADD = two ip processes")
     print("(node side, pod side) plus the driver's sysctl writes; floor DEL = `ip link del` of the host veth alone.")
+    if any(c.get("agent_cpu_ms") for c in res["contenders"]):
+        print("+ agent: the plugin process hands the call to `cnf agent`; its cpu adds the agent's mean CPU per call")
+        print("  (" + ", ".join(f"{c['label']}: ADD {c['agent_cpu_ms'].get('ADD', 0):.2f}, DEL {c['agent_cpu_ms'].get('DEL', 0):.2f}"
+                            for c in res["contenders"] if c.get("agent_cpu_ms")) + " ms in the agent).")
     print()
     print("targets:")
     ok = True
@@ -465,7 +543,7 @@ def report(res, a, cnf):
         ok = ok and good
         print(f"  {desc}: {fmt(value)} (target <= {fmt(limit)}) {'MET' if good else 'MISSED'}")
 
-    for k in ("cnf-hl", "cnf-calico"):
+    for k in ("cnf-hl", "cnf-calico", "cnf-agent"):
         a_ = med(k, "add_ms")
         if a_ is not None and pa:
             target(f"{by[k]['label']} ADD median / ptp+host-local ADD median", a_ / pa, 0.25, lambda v: f"{v:.2f}x")
@@ -476,6 +554,14 @@ def report(res, a, cnf):
     if ci is not None and ho:
         target("cnf as IPAM (calico-ipam) ADD median / ref host-local alone ADD median (issue 4)", ci / ho, 0.3,
                lambda v: f"{v:.2f}x")
+    cia = med("cnf-ipam-agent", "add_ms")
+    if cia is not None and ho:
+        target("cnf as IPAM + agent ADD median / ref host-local alone ADD median (issue 4)", cia / ho, 0.3,
+               lambda v: f"{v:.2f}x")
+    du = med("durable", "add_ms")
+    if du is not None and ho:
+        print(f"  (not a target) durable-write floor / host-local alone: {du / ho:.2f}x: the least an IPAM process that makes"
+              " one durable write could reach")
     ca = med("cnf-calico", "add_ms")
     if ca is not None and ho:
         print(f"  (not a target) whole cnf ADD with calico-ipam, veth and routes included / host-local alone: {ca / ho:.2f}x")
