@@ -81,6 +81,7 @@
 #include <vector>
 
 using namespace cli_test;
+using cnf_test::enter_netns;
 using cnf_test::test_netns;
 using clock_type = std::chrono::steady_clock;
 using namespace std::chrono_literals;
@@ -130,32 +131,6 @@ std::string first(const std::vector<std::string>& v, std::size_t n = 10) {
 
 // ---- network namespaces ----------------------------------------------------------------
 
-/// Puts the calling thread into `ns` for the object's lifetime (and back on every exit
-/// path). Threads and processes it starts meanwhile are in `ns` too.
-class enter_netns {
- public:
-  explicit enter_netns(const test_netns& ns) {
-    old_ = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (old_ < 0) throw std::runtime_error("open own netns: " + std::string(std::strerror(errno)));
-    int fd = ::open(ns.path().c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) {
-      std::string why = std::strerror(errno);
-      if (fd >= 0) ::close(fd);
-      ::close(old_);
-      throw std::runtime_error("enter " + ns.path() + ": " + why);
-    }
-    ::close(fd);
-  }
-  ~enter_netns() {
-    if (::setns(old_, CLONE_NEWNET) != 0) std::fprintf(stderr, "cannot return to the original netns: %s\n", std::strerror(errno));
-    ::close(old_);
-  }
-  enter_netns(const enter_netns&) = delete;
-  enter_netns& operator=(const enter_netns&) = delete;
-
- private:
-  int old_ = -1;
-};
 
 struct unique_fd {
   int fd = -1;

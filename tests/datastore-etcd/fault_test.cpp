@@ -63,6 +63,7 @@ namespace bj = boost::json;
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 using cnf_test::etcd_server;
+using cnf_test::enter_netns;
 using cnf_test::test_netns;
 
 namespace {
@@ -98,32 +99,6 @@ std::string ip_binary() {
   throw std::runtime_error("ip(8) not found");
 }
 
-/// Puts the calling thread into `ns` for the object's lifetime (and back on every exit
-/// path). Threads started meanwhile, and processes they fork, are in `ns` too.
-class enter_netns {
- public:
-  explicit enter_netns(const test_netns& ns) {
-    old_ = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (old_ < 0) throw std::runtime_error("open own netns: " + std::string(std::strerror(errno)));
-    int fd = ::open(ns.path().c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) {
-      std::string why = std::strerror(errno);
-      if (fd >= 0) ::close(fd);
-      ::close(old_);
-      throw std::runtime_error("enter " + ns.path() + ": " + why);
-    }
-    ::close(fd);
-  }
-  ~enter_netns() {
-    if (::setns(old_, CLONE_NEWNET) != 0) std::fprintf(stderr, "cannot return to the original netns: %s\n", std::strerror(errno));
-    ::close(old_);
-  }
-  enter_netns(const enter_netns&) = delete;
-  enter_netns& operator=(const enter_netns&) = delete;
-
- private:
-  int old_ = -1;
-};
 
 /// The test's temp directory: cnf-etcd-<pid>-fault-*, so the next etcd_server removes it
 /// if this process dies without cleaning up.

@@ -234,6 +234,33 @@ inline void set_ip_forward(const test_netns& ns, bool on = true) {
   ns.exec_or_throw(std::string("sysctl -q -w net.ipv4.ip_forward=") + v + " net.ipv6.conf.all.forwarding=" + v);
 }
 
+/// Puts the calling thread into `ns` for the object's lifetime (and back on every exit
+/// path). Threads it starts meanwhile, and processes they fork, are in `ns` too.
+class enter_netns {
+ public:
+  explicit enter_netns(const test_netns& ns) {
+    old_ = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (old_ < 0) throw std::runtime_error("open own netns: " + std::string(std::strerror(errno)));
+    int fd = ::open(ns.path().c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) {
+      std::string why = std::strerror(errno);
+      if (fd >= 0) ::close(fd);
+      ::close(old_);
+      throw std::runtime_error("enter " + ns.path() + ": " + why);
+    }
+    ::close(fd);
+  }
+  ~enter_netns() {
+    if (::setns(old_, CLONE_NEWNET) != 0) std::fprintf(stderr, "cannot return to the original netns: %s\n", std::strerror(errno));
+    ::close(old_);
+  }
+  enter_netns(const enter_netns&) = delete;
+  enter_netns& operator=(const enter_netns&) = delete;
+
+ private:
+  int old_ = -1;
+};
+
 /// Minimal JSON reader for `ip -j` output: objects, arrays, strings, numbers, bools, null.
 namespace json {
 struct value;
