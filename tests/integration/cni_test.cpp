@@ -1564,8 +1564,7 @@ namespace {
 /// by PID (SIGTERM, then SIGKILL) when it goes out of scope.
 class agent_process {
  public:
-  agent_process(const test_netns& node, const std::string& profile, const std::string& socket, const std::string& log)
-      : log_(log) {
+  agent_process(const test_netns& node, const std::string& profile, const std::string& socket, const std::string& log) {
     std::vector<std::string> argv{ip_binary(), "netns", "exec", node.name(), cnf_bin, "agent", "--profile", profile};
     std::vector<char*> a;
     for (auto& s : argv) a.push_back(s.data());
@@ -1626,7 +1625,6 @@ class agent_process {
   pid_t pid() const { return pid_; }
 
  private:
-  std::string log_;
   pid_t pid_ = -1;
   int status_ = -1;
 };
