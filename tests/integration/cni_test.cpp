@@ -26,6 +26,8 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sys/file.h>
+#include <sys/syscall.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -40,6 +42,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <optional>
 #include <set>
@@ -1564,8 +1567,12 @@ namespace {
 /// by PID (SIGTERM, then SIGKILL) when it goes out of scope.
 class agent_process {
  public:
-  agent_process(const test_netns& node, const std::string& profile, const std::string& socket, const std::string& log) {
-    std::vector<std::string> argv{ip_binary(), "netns", "exec", node.name(), cnf_bin, "agent", "--profile", profile};
+  /// `wrap`: a command the agent runs under (e.g. setpriv to run it as another user).
+  agent_process(const test_netns& node, const std::string& profile, const std::string& socket, const std::string& log,
+                const std::vector<std::string>& wrap = {}) {
+    std::vector<std::string> argv{ip_binary(), "netns", "exec", node.name()};
+    argv.insert(argv.end(), wrap.begin(), wrap.end());
+    argv.insert(argv.end(), {cnf_bin, "agent", "--profile", profile});
     std::vector<char*> a;
     for (auto& s : argv) a.push_back(s.data());
     a.push_back(nullptr);
@@ -1754,4 +1761,102 @@ TEST_CASE("cnf agent serves the plugin's calls; without an agent the plugin does
     CHECK(s.empty());
   }
   CHECK(agent->stop(SIGTERM) == 0);
+}
+
+namespace {
+
+/// Whether a thread of process `pid` is inside system call `nr` now (/proc/<pid>/task/*/syscall).
+bool in_syscall(pid_t pid, long nr) {
+  std::error_code ec;
+  for (auto& t : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream f(t.path() / "syscall");
+    long n = -1;
+    if (f >> n && n == nr) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("cnf agent: callers of another user are refused; an agent that dies mid-call makes the plugin answer 11",
+          "[integration][cni][agent]") {
+  lab L;
+  const std::string log = (L.dir.path / "cni.log").string();
+  const std::string agent_log = (L.dir.path / "agent.out").string();
+  pod A("c-agentx-a", "agentx-a");
+
+  SECTION("an agent of another user refuses root's calls; the plugin does them itself") {
+    // The agent runs as nobody, with a datastore, socket directory and log of its own.
+    constexpr uid_t nobody = 65534;
+    const fs::path home = L.dir.path / "nobody";
+    for (auto& d : {home, home / "state", home / "run"}) {
+      fs::create_directories(d);
+      REQUIRE(::chown(d.c_str(), nobody, nobody) == 0);
+    }
+    REQUIRE(::chmod(L.dir.path.c_str(), 0711) == 0);  // nobody may pass through the test's dir
+    const std::string nlog = (home / "cni.log").string(), sock = (home / "run" / "cni.sock").string();
+    write_file(nlog, "");
+    REQUIRE(::chown(nlog.c_str(), nobody, nobody) == 0);
+    const std::string prof = (home / "profile.toml").string();
+    write_file(prof, profile_text(L.dir, {.datastore_dir = (home / "state").string(), .log_file = nlog, .agent_socket = sock}));
+    REQUIRE(::chmod(prof.c_str(), 0644) == 0);
+    agent_process agent(L.node, prof, sock, agent_log, {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"});
+    INFO(read_file(agent_log));
+    REQUIRE(agent.running());
+
+    auto a = L.call(A, "ADD", L.config("1.1.0", prof));
+    require_ok(a);
+    CHECK_THAT(read_file(nlog), Contains("refused a caller of uid 0"));
+    CHECK_THAT(read_file(nlog), Contains("no agent: "));  // why the plugin did the call itself
+    CHECK_FALSE(any_line_has(log_lines_of(nlog, agent.pid()), "ADD " + A.cid + ":"));
+    CHECK(L.node_links() == std::set<std::string>{A.host_veth()});
+    CHECK(addresses(A.netns(), "eth0") == std::set<std::string>{result_ip(a)});
+    require_ok(L.call(A, "DEL", L.config("1.1.0", prof)));
+    CHECK(L.node_links().empty());
+    CHECK(agent.stop(SIGTERM) == 0);
+  }
+
+  SECTION("an agent killed after reading a call: 11, and DEL then ADD recover") {
+    const std::string sock = (L.dir.path / "run" / "cni.sock").string();
+    L.profile = L.write_profile("profile.toml", {.log_file = log, .agent_socket = sock});
+    auto agent = std::make_unique<agent_process>(L.node, L.profile, sock, agent_log);
+    REQUIRE(agent->running());
+    // The test holds the datastore's writer lock (the flock on v1/head), so the agent stops
+    // inside the ADD at its first write, having read the call; then it is killed.
+    std::future<plugin_call> pending;  // declared first: destroyed after the lock is let go
+    struct held_lock {
+      int fd;
+      ~held_lock() {
+        if (fd >= 0) ::close(fd);  // closing the file releases the flock
+      }
+    } lock{::open((L.dir.path / "state" / "v1" / "head").c_str(), O_RDWR | O_CLOEXEC)};
+    REQUIRE(lock.fd >= 0);
+    REQUIRE(::flock(lock.fd, LOCK_EX) == 0);
+    pending = std::async(std::launch::async, [&] { return L.add(A); });
+    REQUIRE(eventually([&] { return in_syscall(agent->pid(), SYS_flock); }, 15000));
+    CHECK(agent->stop(SIGKILL) == 128 + SIGKILL);
+    ::close(lock.fd);
+    lock.fd = -1;
+    auto a = pending.get();
+    // What it did is unknown (here: the veth was made, nothing written): the plugin does
+    // not do the ADD a second time, it asks the runtime to try again.
+    require_cni_error(a, 11, {"closed the connection without an answer", "try the call again"});
+    {
+      std::vector<std::string> lines;  // no process, the agent or the plugin, assigned it an address
+      std::istringstream in(read_file(log));
+      for (std::string l; std::getline(in, l);) lines.push_back(l);
+      CHECK_FALSE(any_line_has(lines, "ADD " + A.cid + ":", "10.88."));
+    }
+    // The runtime's way out of a failed ADD: DEL (no agent now: done by the plugin), ADD.
+    require_ok(L.del(A));
+    CHECK(L.node_links().empty());
+    CHECK(L.store().empty());
+    auto again = L.add(A);
+    require_ok(again);
+    CHECK(L.node_links() == std::set<std::string>{A.host_veth()});
+    CHECK(ping(A.netns(), "192.168.50.1"));
+    require_ok(L.del(A));
+    CHECK(L.node_links().empty());
+    CHECK(L.store().empty());
+  }
 }
