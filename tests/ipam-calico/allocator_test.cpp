@@ -26,6 +26,31 @@ std::uint64_t in_use(const cnf::any_datastore& ds) {
 }
 }  // namespace
 
+TEST_CASE("assign: a node's block with room is used without listing every block or re-reading full ones") {
+  // What each assignment reads: a long-lived instance (the agent) knows its full blocks and
+  // goes to the one with room; neither it nor a fresh instance (a CNI process) lists every
+  // IPAMBlock of the cluster while the node's own blocks have room.
+  auto ds = fresh();
+  add_pool(ds, "pool-a", "10.10.0.0/16", 30);  // 4 addresses per block
+  ci::ipam other(ds, "node-2", test_options());
+  REQUIRE(other.assign(request("net.o1", "node-2")));
+  ci::ipam ipam(ds, "node-1", test_options());
+  for (int i = 0; i < 5; ++i) REQUIRE(ipam.assign(request("net.c" + std::to_string(i), "node-1")));  // block 1 full, block 2 claimed
+  auto s0 = ipam.statistics();
+  auto a = ipam.assign(request("net.c5", "node-1"));
+  REQUIRE(a);
+  auto s1 = ipam.statistics();
+  CHECK(s1.block_lists == s0.block_lists);
+  CHECK(s1.block_reads == s0.block_reads);  // block 2 from its cached copy; block 1 not read again
+  CHECK(s1.block_writes == s0.block_writes + 1);
+  ci::ipam fresh_process(ds, "node-1", test_options());
+  auto b = fresh_process.assign(request("net.c6", "node-1"));
+  REQUIRE(b);
+  CHECK(b->front().address.address() == a->front().address.address().offset(1));
+  CHECK(fresh_process.statistics().block_lists == 0);
+  CHECK(fresh_process.statistics().block_writes == 1);
+}
+
 TEST_CASE("assign: /32 from the node's own block, FIFO reuse, release by handle") {
   auto ds = fresh();
   add_pool(ds, "pool-a", "10.10.0.0/16", 26);

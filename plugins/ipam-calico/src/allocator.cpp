@@ -192,7 +192,15 @@ std::optional<block> state::cached(const std::string& name) {
   return std::nullopt;
 }
 
+std::optional<std::uint32_t> state::cached_free(const std::string& name, const reserved_set& reserved) {
+  auto s = slot(name);
+  std::lock_guard lk(s->mu);
+  if (s->parsed && !s->missing && !s->parsed->deleted) return reserved.free_in(*s->parsed);
+  return std::nullopt;
+}
+
 result<std::vector<listed_block>> state::list_blocks() {
+  ++stats.block_lists;
   list_options lo;
   lo.kind = std::string(kinds::ipam_block);
   auto l = ds.list_all(lo);
@@ -858,6 +866,11 @@ struct assigner {
     for (int pass = 0; pass < 2 && need > 0; ++pass) {
       auto blocks = st.affine_blocks(node, pass == 1);
       if (!blocks) return blocks.error();
+      // Blocks this process last saw full go last: a full block is read again before it
+      // is passed over (the copy may be stale), which a long-lived process (the agent)
+      // with many full blocks would otherwise pay on every assignment.
+      std::stable_partition(blocks->begin(), blocks->end(),
+                            [&](const ip_prefix& b) { return st.cached_free(block_name(b), *sn.reserved).value_or(1) > 0; });
       for (auto& b : *blocks) {
         if (need == 0) break;
         const pool* p = pool_of(*pools, b);
@@ -902,7 +915,7 @@ struct assigner {
     // until gc repairs it, and hundreds of ADDs at once on two cores can hold a claimer
     // between its two writes for a good part of a second.
     const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-    for (;;) {
+    while (need > 0) {
       auto all = st.list_blocks();
       if (!all) return all.error();
       for (auto& lb : *all) {
@@ -1500,7 +1513,8 @@ const std::string& ipam::node() const noexcept { return s_->node; }
 ipam::stats ipam::statistics() const {
   auto& c = s_->stats;
   return {c.block_writes.load(), c.block_conflicts.load(), c.block_reads.load(), c.combined_ops.load(),
-          c.handle_writes.load(), c.blocks_claimed.load(), c.borrowed.load(), c.scans.load()};
+          c.handle_writes.load(), c.blocks_claimed.load(), c.borrowed.load(), c.scans.load(),
+          c.block_lists.load()};
 }
 
 }  // namespace calico_ipam

@@ -97,6 +97,7 @@ struct block_slot {
 struct counters {
   std::atomic<std::uint64_t> block_writes{0}, block_conflicts{0}, block_reads{0}, combined_ops{0};
   std::atomic<std::uint64_t> handle_writes{0}, blocks_claimed{0}, borrowed{0}, scans{0};
+  std::atomic<std::uint64_t> block_lists{0};
 };
 
 /// Pools, IPAMConfig, reservations and node labels, reused for options::cache_ttl.
@@ -164,6 +165,9 @@ struct state {
   void process(const std::string& name, block_slot& s, std::vector<std::shared_ptr<block_op>>& batch);
   void remember(block_slot& s, const resource& r);
   std::optional<block> cached(const std::string& name);
+  /// Free addresses (not reserved) of the cached copy of block `name`; nullopt when this
+  /// process holds no usable copy. A hint only: the copy may be stale.
+  std::optional<std::uint32_t> cached_free(const std::string& name, const reserved_set& reserved);
 
   // datastore steps
   result<bool> try_claim(const ip_prefix& cidr, const std::string& node);

@@ -234,6 +234,7 @@ class ipam {
   struct stats {
     std::uint64_t block_writes = 0, block_conflicts = 0, block_reads = 0, combined_ops = 0;
     std::uint64_t handle_writes = 0, blocks_claimed = 0, borrowed = 0, scans = 0;
+    std::uint64_t block_lists = 0;  ///< lists of every IPAMBlock (each reads all of them)
   };
   stats statistics() const;
 
