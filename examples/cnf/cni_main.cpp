@@ -3,6 +3,7 @@
 // stdin: network config; environment: CNI_*; stdout: only the result or the error JSON;
 // logs: stderr and, when the profile names one, a log file. Only the parts a command
 // needs are loaded (datastore and IPAM), never routing or policy.
+#include "agent_client.hpp"
 #include "app.hpp"
 #include "cni_call.hpp"
 #include "cni_log.hpp"
@@ -829,92 +830,6 @@ void emit_error(const cni::error& e, std::string_view version, cni_logger* log, 
   if (log) log->error(fmt::format("error {}: {}", cni::to_uint(e.code), e.msg));
   out += e.to_json(version);
   out += '\n';
-}
-
-// ---- handing the call to `cnf agent` ----------------------------------------------------
-
-struct agent_answer {
-  enum class kind { absent, declined, answered, lost } what = kind::absent;
-  int status = 0;
-  std::string out;  // answered: the agent's stdout; otherwise why not
-};
-
-/// Hands the call to the agent listening on `socket_path`. absent: nothing listens there
-/// (no socket file, or a stale one), or the agent went away before it had read the whole
-/// call (it runs a call only after reading all of it; the kernel then resets the
-/// connection): the caller does the work itself. declined: the agent serves another
-/// profile: the same. lost: the agent read the call and closed the connection without an
-/// answer (it died mid-call): what it did is unknown, so the caller must not do the work
-/// again; it answers 11 (try again later).
-agent_answer ask_agent(const std::string& socket_path, const cni_call& call) {
-  agent_answer a;
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    a.out = std::string("socket: ") + std::strerror(errno);
-    return a;
-  }
-  struct closer { int fd; ~closer() { ::close(fd); } } cl{fd};
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  std::memcpy(sa.sun_path, socket_path.c_str(), std::min(socket_path.size(), sizeof sa.sun_path - 1));
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    a.out = "connect " + socket_path + ": " + std::strerror(errno);
-    return a;
-  }
-  boost::json::object rq;
-  rq["cnf_agent"] = 1;
-  rq["self"] = call.self;
-  boost::json::array env;
-  for (auto& v : call.env) env.emplace_back(v);
-  rq["env"] = std::move(env);
-  rq["stdin"] = call.input;
-  const std::string text = boost::json::serialize(rq);
-  for (std::size_t off = 0; off < text.size();) {
-    ssize_t n = ::send(fd, text.data() + off, text.size() - off, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {  // it went away before reading all of the call: it did nothing
-      a.out = "send to " + socket_path + ": " + std::strerror(errno);
-      return a;
-    }
-    off += static_cast<std::size_t>(n);
-  }
-  ::shutdown(fd, SHUT_WR);
-  std::string reply;
-  char buf[16384];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n > 0) {
-      reply.append(buf, static_cast<std::size_t>(n));
-    } else if (n < 0 && errno == ECONNRESET && reply.empty()) {
-      // Reset with nothing answered: the agent closed the connection with some of the
-      // call unread (stopped while the call waited in its queue): it did nothing.
-      a.out = "the agent at " + socket_path + " closed the connection before reading the call";
-      return a;
-    } else if (n == 0 || errno != EINTR) {
-      break;
-    }
-  }
-  boost::system::error_code ec;
-  auto v = boost::json::parse(reply, ec);
-  const auto* o = ec ? nullptr : v.if_object();
-  if (o)
-    if (auto* d = o->if_contains("declined"); d && d->is_string()) {
-      a.what = agent_answer::kind::declined;
-      a.out = std::string(d->as_string());
-      return a;
-    }
-  const boost::json::value* st = o ? o->if_contains("exit") : nullptr;
-  const boost::json::value* so = o ? o->if_contains("stdout") : nullptr;
-  if (!st || !st->is_int64() || !so || !so->is_string()) {
-    a.what = agent_answer::kind::lost;
-    a.out = reply.empty() ? "the agent at " + socket_path + " closed the connection without an answer"
-                          : "the agent at " + socket_path + " answered something that is not a reply";
-    return a;
-  }
-  a.what = agent_answer::kind::answered;
-  a.status = static_cast<int>(st->as_int64());
-  a.out = std::string(so->as_string());
-  return a;
 }
 
 bool same_file(const struct stat& a, const struct stat& b) { return a.st_dev == b.st_dev && a.st_ino == b.st_ino; }

@@ -1860,3 +1860,100 @@ TEST_CASE("cnf agent: callers of another user are refused; an agent that dies mi
     CHECK(L.store().empty());
   }
 }
+
+TEST_CASE("cnf-shim hands calls to the agent and runs cnf when no agent serves them", "[integration][cni][agent][shim]") {
+  // cnf-shim is installed next to cnf (the build's bin directory here).
+  const std::string shim = cnf_bin.substr(0, cnf_bin.rfind('/') + 1) + "cnf-shim";
+  REQUIRE(::access(shim.c_str(), X_OK) == 0);
+  lab L;
+  const std::string sock = (L.dir.path / "run" / "cni.sock").string();
+  const std::string log = (L.dir.path / "cni.log").string();
+  const std::string agent_log = (L.dir.path / "agent.out").string();
+  L.profile = L.write_profile("profile.toml", {.log_file = log, .agent_socket = sock});
+  pod A("c-shim-a", "shim-a"), B("c-shim-b", "shim-b"), C("c-shim-c", "shim-c");
+  auto cfg = [&](const std::string& profile = {}) {
+    auto c = L.config("1.1.0", profile);
+    c["type"] = "cnf-shim";
+    return bj::serialize(c);
+  };
+  auto shim_call = [&](const pod& p, const std::string& cmd, const std::string& profile = {}) {
+    return run_plugin(L.node, shim, p.env(cmd), cfg(profile));
+  };
+
+  // --help says what it is; VERSION is answered (by cnf).
+  {
+    auto r = cnf_test::run(shim + " --help");
+    CHECK(r.status == 0);
+    CHECK_THAT(r.output, Contains("cnf agent"));
+    auto v = run_plugin(L.node, shim, {{"CNI_COMMAND", "VERSION"}}, R"({"cniVersion":"1.0.0"})");
+    require_ok(v);
+    CHECK(v.json.at("supportedVersions").as_array().size() == 5);
+  }
+
+  // No agent: cnf does the call (it logs why), with the plugin name the runtime used.
+  auto a = shim_call(A, "ADD");
+  require_ok(a);
+  CHECK_THAT(read_file(log), Contains("no agent: connect " + sock));
+  CHECK(L.node_links() == std::set<std::string>{A.host_veth()});
+  // A bad input: the same error as cnf's own.
+  {
+    auto env = B.env("ADD");
+    for (auto& [k, v] : env)
+      if (k == "CNI_IFNAME") v = "bad/name";
+    require_cni_error(run_plugin(L.node, shim, env, cfg()), 4, {"CNI_IFNAME"});
+  }
+
+  // With the agent: it does the call; the results are cnf's.
+  auto agent = std::make_unique<agent_process>(L.node, L.profile, sock, agent_log);
+  REQUIRE(agent->running());
+  auto b = shim_call(B, "ADD");
+  require_ok(b);
+  CHECK(any_line_has(log_lines_of(log, agent->pid()), "ADD " + B.cid, result_ip(b)));
+  CHECK(addresses(B.netns(), "eth0") == std::set<std::string>{result_ip(b)});
+  CHECK(ping(B.netns(), addr_only(result_ip(a))));
+  {
+    auto c = L.config("1.1.0");
+    c["type"] = "cnf-shim";
+    c["prevResult"] = b.json;
+    require_ok(run_plugin(L.node, shim, B.env("CHECK"), bj::serialize(c)));
+    c["prevResult"].as_object()["ips"].as_array()[0].as_object()["address"] = "10.88.0.250/32";
+    require_cni_error(run_plugin(L.node, shim, B.env("CHECK"), bj::serialize(c)), 102, {"10.88.0.250/32"});
+  }
+  require_cni_error(run_plugin(L.node, shim, B.env("ADD"), R"({"cniVersion":"1.0.0","name":"x","type":"cnf-shim")"), 6);
+
+  // A call naming another profile: declined by the agent, done by cnf.
+  const std::string other = L.write_profile("other.toml", {.log_file = log, .agent_socket = sock});
+  auto c = shim_call(C, "ADD", other);
+  require_ok(c);
+  CHECK_THAT(read_file(log), Contains("declined the call (this agent serves " + L.profile));
+  require_ok(shim_call(C, "DEL", other));
+
+  // An agent killed after reading the call: 11, from the shim itself.
+  {
+    pod D("c-shim-d", "shim-d");
+    std::future<plugin_call> pending;
+    struct held_lock {
+      int fd;
+      ~held_lock() {
+        if (fd >= 0) ::close(fd);
+      }
+    } lock{::open((L.dir.path / "state" / "v1" / "head").c_str(), O_RDWR | O_CLOEXEC)};
+    REQUIRE(lock.fd >= 0);
+    REQUIRE(::flock(lock.fd, LOCK_EX) == 0);
+    pending = std::async(std::launch::async, [&] { return shim_call(D, "ADD"); });
+    REQUIRE(eventually([&] { return in_syscall(agent->pid(), SYS_flock); }, 15000));
+    CHECK(agent->stop(SIGKILL) == 128 + SIGKILL);
+    ::close(lock.fd);
+    lock.fd = -1;
+    auto d = pending.get();
+    require_cni_error(d, 11, {"closed the connection without an answer", "try the call again"});
+    CHECK(d.json.at("cniVersion").as_string() == "1.1.0");
+    require_ok(shim_call(D, "DEL"));  // no agent now: cnf cleans up what the dead agent began
+  }
+
+  // DELs without an agent (a stale socket now): cnf does them.
+  require_ok(shim_call(B, "DEL"));
+  require_ok(shim_call(A, "DEL"));
+  CHECK(L.node_links().empty());
+  CHECK(L.store().empty());
+}

@@ -20,6 +20,9 @@ Contenders (each in its own subnet; the key selects it with --only):
               this driver in the node namespace before the timing, stopped by PID after):
               the plugin process hands the call to the agent, which keeps the parts loaded
   cnf-ipam-agent  cnf-ipam, served by an agent of its own the same way
+  cnf-shim    cnf-agent with `cnf-shim` as the plugin binary: the thin plugin that only
+              hands the call to the agent (it runs cnf when no agent serves the call)
+  cnf-ipam-shim   cnf-ipam-agent with `cnf-shim` as the IPAM binary
   (the agents' CPU time is read from /proc before and after each phase, and its mean per
   call is added to their contenders' cpu column)
   floor       the kernel floor: the same link/address/route operations as cnf by iproute2,
@@ -188,7 +191,7 @@ def proc_cpu_ms(pid):
 def start_agent(c, tmp):
     """`cnf agent` for contender c, in this (the node's) namespace; waits for its socket."""
     logf = open(os.path.join(tmp, c.key + "-agent.log"), "w")
-    c.agent_proc = subprocess.Popen([c.binary, "agent", "--profile", c.agent["profile"]], stdin=subprocess.DEVNULL,
+    c.agent_proc = subprocess.Popen([c.agent.get("binary", c.binary), "agent", "--profile", c.agent["profile"]], stdin=subprocess.DEVNULL,
                                     stdout=logf, stderr=logf)
     logf.close()
     deadline = time.time() + 15
@@ -382,8 +385,8 @@ def main():
         log(f"removing namespace {s} left by a killed run")
         ip_batch([f"netns del {s}"], force=True)
 
-    keys = ["cnf-hl", "cnf-calico", "cnf-agent", "ptp", "bridge", "hl-only", "cnf-ipam", "cnf-ipam-agent", "floor", "true",
-            "durable"]
+    keys = ["cnf-hl", "cnf-calico", "cnf-agent", "cnf-shim", "ptp", "bridge", "hl-only", "cnf-ipam", "cnf-ipam-agent",
+            "cnf-ipam-shim", "floor", "true", "durable"]
     before = None
     if a.before:
         before = os.path.abspath(os.path.join(a.before, "bin", "cnf"))
@@ -396,7 +399,10 @@ def main():
         if bad:
             sys.exit(f"cni_bench: unknown contender(s) {bad}; known: {keys}")
         keys = [k for k in keys if k in want]
-    with_ns = [k for k in keys if k not in ("hl-only", "cnf-ipam", "cnf-ipam-agent", "true", "durable")]
+    with_ns = [k for k in keys if k not in ("hl-only", "cnf-ipam", "cnf-ipam-agent", "cnf-ipam-shim", "true", "durable")]
+    shim = os.path.join(os.path.dirname(cnf), "cnf-shim")
+    if any(k.endswith("shim") for k in keys) and not os.access(shim, os.X_OK):
+        sys.exit(f"cni_bench: {shim} missing (ninja cnf-shim), or leave out the shim contenders with --only")
     total = a.pods + a.warmup
     L = lab(total, with_ns)
 
@@ -419,14 +425,15 @@ def main():
         for key, ipam in (("cnf-hl", hl_ipam.format(101)), ("cnf-calico", calico_ipam.format(102)),
                           ("cnf-hl-before", hl_ipam.format(111)), ("cnf-calico-before", calico_ipam.format(112)),
                           ("cnf-ipam", calico_ipam.format(107)), ("cnf-agent", calico_ipam.format(108)),
-                          ("cnf-ipam-agent", calico_ipam.format(109))):
+                          ("cnf-ipam-agent", calico_ipam.format(109)), ("cnf-shim", calico_ipam.format(113)),
+                          ("cnf-ipam-shim", calico_ipam.format(114))):
             p = os.path.join(tmp, key + ".toml")
-            cni = f'[cni]\nagent_socket = "{os.path.join(tmp, key + ".sock")}"\n\n' if key.endswith("agent") else ""
+            cni = f'[cni]\nagent_socket = "{os.path.join(tmp, key + ".sock")}"\n\n' if key.endswith(("agent", "shim")) else ""
             with open(p, "w") as f:
                 f.write(f'[node]\nname = "bench-node"\n\n{cni}[datastore]\nplugin = "local"\n'
                         f'dir = "{os.path.join(tmp, "ds-" + key)}"\n\n{ipam}')
             profiles[key] = p
-        agent = lambda key: {"profile": profiles[key], "socket": os.path.join(tmp, key + ".sock")}
+        agent = lambda key: {"profile": profiles[key], "socket": os.path.join(tmp, key + ".sock"), "binary": cnf}
         table = {
             "cnf-hl": dict(label="cnf (host-local)", binary=cnf,
                            config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf", "profile": profiles["cnf-hl"]}),
@@ -437,6 +444,11 @@ def main():
             "cnf-ipam-agent": dict(label="cnf as IPAM + agent", binary=cnf, agent=agent("cnf-ipam-agent"),
                                    config={"cniVersion": "1.0.0", "name": "bench-cia", "type": "ptp",
                                            "ipam": {"type": os.path.basename(cnf), "profile": profiles["cnf-ipam-agent"]}}),
+            "cnf-shim": dict(label="cnf-shim (calico) + agent", binary=shim, agent=agent("cnf-shim"),
+                             config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf-shim", "profile": profiles["cnf-shim"]}),
+            "cnf-ipam-shim": dict(label="cnf-shim as IPAM + agent", binary=shim, agent=agent("cnf-ipam-shim"),
+                                  config={"cniVersion": "1.0.0", "name": "bench-cis", "type": "ptp",
+                                          "ipam": {"type": "cnf-shim", "profile": profiles["cnf-ipam-shim"]}}),
             "cnf-hl-before": dict(label="before: cnf (host-local)", binary=before,
                                   config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf", "profile": profiles["cnf-hl-before"]}),
             "cnf-calico-before": dict(label="before: cnf (calico)", binary=before,
@@ -543,7 +555,7 @@ def report(res, a, cnf):
         ok = ok and good
         print(f"  {desc}: {fmt(value)} (target <= {fmt(limit)}) {'MET' if good else 'MISSED'}")
 
-    for k in ("cnf-hl", "cnf-calico", "cnf-agent"):
+    for k in ("cnf-hl", "cnf-calico", "cnf-agent", "cnf-shim"):
         a_ = med(k, "add_ms")
         if a_ is not None and pa:
             target(f"{by[k]['label']} ADD median / ptp+host-local ADD median", a_ / pa, 0.25, lambda v: f"{v:.2f}x")
@@ -557,6 +569,10 @@ def report(res, a, cnf):
     cia = med("cnf-ipam-agent", "add_ms")
     if cia is not None and ho:
         target("cnf as IPAM + agent ADD median / ref host-local alone ADD median (issue 4)", cia / ho, 0.3,
+               lambda v: f"{v:.2f}x")
+    cis = med("cnf-ipam-shim", "add_ms")
+    if cis is not None and ho:
+        target("cnf-shim as IPAM + agent ADD median / ref host-local alone ADD median (issue 4)", cis / ho, 0.3,
                lambda v: f"{v:.2f}x")
     du = med("durable", "add_ms")
     if du is not None and ho:
