@@ -1776,6 +1776,29 @@ bool in_syscall(pid_t pid, long nr) {
   return false;
 }
 
+/// Runs `call` (a plugin call the agent serves) while the test holds the local datastore's
+/// writer lock (the flock on <lab>/state/v1/head): the agent stops inside the call at its
+/// first write, having read the call, and is killed there (seen in /proc, no timing).
+/// Returns what the plugin answered.
+template <class F>
+plugin_call call_with_agent_killed_midcall(const lab& L, agent_process& agent, F&& call) {
+  std::future<plugin_call> pending;  // declared first: destroyed after the lock is let go
+  struct held_lock {
+    int fd;
+    ~held_lock() {
+      if (fd >= 0) ::close(fd);  // closing the file releases the flock
+    }
+  } lock{::open((L.dir.path / "state" / "v1" / "head").c_str(), O_RDWR | O_CLOEXEC)};
+  REQUIRE(lock.fd >= 0);
+  REQUIRE(::flock(lock.fd, LOCK_EX) == 0);
+  pending = std::async(std::launch::async, std::forward<F>(call));
+  REQUIRE(eventually([&] { return in_syscall(agent.pid(), SYS_flock); }, 15000));
+  CHECK(agent.stop(SIGKILL) == 128 + SIGKILL);
+  ::close(lock.fd);
+  lock.fd = -1;
+  return pending.get();
+}
+
 }  // namespace
 
 TEST_CASE("cnf agent: callers of another user are refused; an agent that dies mid-call makes the plugin answer 11",
@@ -1821,23 +1844,7 @@ TEST_CASE("cnf agent: callers of another user are refused; an agent that dies mi
     L.profile = L.write_profile("profile.toml", {.log_file = log, .agent_socket = sock});
     auto agent = std::make_unique<agent_process>(L.node, L.profile, sock, agent_log);
     REQUIRE(agent->running());
-    // The test holds the datastore's writer lock (the flock on v1/head), so the agent stops
-    // inside the ADD at its first write, having read the call; then it is killed.
-    std::future<plugin_call> pending;  // declared first: destroyed after the lock is let go
-    struct held_lock {
-      int fd;
-      ~held_lock() {
-        if (fd >= 0) ::close(fd);  // closing the file releases the flock
-      }
-    } lock{::open((L.dir.path / "state" / "v1" / "head").c_str(), O_RDWR | O_CLOEXEC)};
-    REQUIRE(lock.fd >= 0);
-    REQUIRE(::flock(lock.fd, LOCK_EX) == 0);
-    pending = std::async(std::launch::async, [&] { return L.add(A); });
-    REQUIRE(eventually([&] { return in_syscall(agent->pid(), SYS_flock); }, 15000));
-    CHECK(agent->stop(SIGKILL) == 128 + SIGKILL);
-    ::close(lock.fd);
-    lock.fd = -1;
-    auto a = pending.get();
+    auto a = call_with_agent_killed_midcall(L, *agent, [&] { return L.add(A); });
     // What it did is unknown (here: the veth was made, nothing written): the plugin does
     // not do the ADD a second time, it asks the runtime to try again.
     require_cni_error(a, 11, {"closed the connection without an answer", "try the call again"});
@@ -1931,21 +1938,7 @@ TEST_CASE("cnf-shim hands calls to the agent and runs cnf when no agent serves t
   // An agent killed after reading the call: 11, from the shim itself.
   {
     pod D("c-shim-d", "shim-d");
-    std::future<plugin_call> pending;
-    struct held_lock {
-      int fd;
-      ~held_lock() {
-        if (fd >= 0) ::close(fd);
-      }
-    } lock{::open((L.dir.path / "state" / "v1" / "head").c_str(), O_RDWR | O_CLOEXEC)};
-    REQUIRE(lock.fd >= 0);
-    REQUIRE(::flock(lock.fd, LOCK_EX) == 0);
-    pending = std::async(std::launch::async, [&] { return shim_call(D, "ADD"); });
-    REQUIRE(eventually([&] { return in_syscall(agent->pid(), SYS_flock); }, 15000));
-    CHECK(agent->stop(SIGKILL) == 128 + SIGKILL);
-    ::close(lock.fd);
-    lock.fd = -1;
-    auto d = pending.get();
+    auto d = call_with_agent_killed_midcall(L, *agent, [&] { return shim_call(D, "ADD"); });
     require_cni_error(d, 11, {"closed the connection without an answer", "try the call again"});
     CHECK(d.json.at("cniVersion").as_string() == "1.1.0");
     require_ok(shim_call(D, "DEL"));  // no agent now: cnf cleans up what the dead agent began
