@@ -14,7 +14,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -35,16 +34,6 @@ constexpr std::string_view usage =
     "there (or one serving another profile) it runs `cnf` from its own directory instead, which does\n"
     "the call itself: same results, same errors. An agent that stops after reading a call gets\n"
     "error 11 (try again later). Start the agent with `cnf agent --profile <profile>`.\n";
-
-bool read_all(int fd, std::string& out) {
-  std::array<char, 16384> buf;
-  for (;;) {
-    ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n > 0) out.append(buf.data(), static_cast<std::size_t>(n));
-    else if (n == 0) return true;
-    else if (errno != EINTR) return false;
-  }
-}
 
 std::string str_at(const boost::json::object& o, std::string_view key) {
   const auto* v = o.if_contains(key);
@@ -118,7 +107,8 @@ int main(int argc, char** argv) {
   if (auto s = self.rfind('/'); s != std::string_view::npos) self.remove_prefix(s + 1);
   call.self = std::string(self);
   std::string version;
-  if (!read_all(0, call.input)) fail({cnf::cni::error_code::io_failure, "reading the network config from stdin", std::strerror(errno)}, version);
+  if (int e = cnf_app::read_to_end(0, call.input, call.input.max_size()); e != 0)
+    fail({cnf::cni::error_code::io_failure, "stdin: cannot read the network config", std::strerror(e)}, version);
   const char* cmd = std::getenv("CNI_COMMAND");
   const std::string_view command = cmd ? cmd : "";
   // VERSION and anything unexpected go to cnf, which answers them.

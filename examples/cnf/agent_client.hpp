@@ -17,6 +17,23 @@
 
 namespace cnf_app {
 
+/// Reads `fd` to its end (the peer shut down its write side) into `out`. Returns 0, the
+/// errno of a failed read, or EFBIG once `out` would pass `max` bytes.
+inline int read_to_end(int fd, std::string& out, std::size_t max) {
+  char buf[16384];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) {
+      out.append(buf, static_cast<std::size_t>(n));
+      if (out.size() > max) return EFBIG;
+    } else if (n == 0) {
+      return 0;
+    } else if (errno != EINTR) {
+      return errno;
+    }
+  }
+}
+
 struct agent_answer {
   enum class kind { absent, declined, answered, lost } what = kind::absent;
   int status = 0;
@@ -64,19 +81,11 @@ inline agent_answer ask_agent(const std::string& socket_path, const cni_call& ca
   }
   ::shutdown(fd, SHUT_WR);
   std::string reply;
-  char buf[16384];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n > 0) {
-      reply.append(buf, static_cast<std::size_t>(n));
-    } else if (n < 0 && errno == ECONNRESET && reply.empty()) {
-      // Reset with nothing answered: the agent closed the connection with some of the
-      // call unread (stopped while the call waited in its queue): it did nothing.
-      a.out = "the agent at " + socket_path + " closed the connection before reading the call";
-      return a;
-    } else if (n == 0 || errno != EINTR) {
-      break;
-    }
+  if (read_to_end(fd, reply, std::size_t{16} << 20) == ECONNRESET && reply.empty()) {
+    // Reset with nothing answered: the agent closed the connection with some of the call
+    // unread (stopped while the call waited in its queue): it did nothing.
+    a.out = "the agent at " + socket_path + " closed the connection before reading the call";
+    return a;
   }
   boost::system::error_code ec;
   auto v = boost::json::parse(reply, ec);

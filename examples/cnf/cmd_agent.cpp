@@ -7,6 +7,7 @@
 // same code (run_cni_call). Calls are served one at a time, in the order they arrive.
 // When no agent listens, the plugin does its calls itself, so starting and stopping the
 // agent never breaks pod networking.
+#include "agent_client.hpp"
 #include "app.hpp"
 #include "cni_call.hpp"
 #include "cni_log.hpp"
@@ -107,18 +108,10 @@ cnf::result<int> listen_on(const std::string& path) {
 /// Reads one request (until the caller shuts down its write side) and parses it.
 cnf::result<cni_call> read_request(int fd) {
   std::string text;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n > 0) {
-      text.append(buf, static_cast<std::size_t>(n));
-      if (text.size() > max_request) return cnf::error(cnf::errc::invalid, "request larger than 16 MiB");
-    } else if (n == 0) {
-      break;
-    } else if (errno != EINTR) {
-      return cnf::error(cnf::errc::io, std::string("reading the request: ") + std::strerror(errno));
-    }
-  }
+  if (int e = read_to_end(fd, text, max_request); e == EFBIG)
+    return cnf::error(cnf::errc::invalid, "request larger than 16 MiB");
+  else if (e != 0)
+    return cnf::error(cnf::errc::io, std::string("reading the request: ") + std::strerror(e));
   boost::system::error_code ec;
   auto v = boost::json::parse(text, ec);
   const auto* o = ec ? nullptr : v.if_object();

@@ -60,13 +60,8 @@ cni::error from_part(const cnf::error& e, std::string_view what) {
 /// I/O failure (code 5), not an empty config (which would be reported as code 6).
 cni::result<std::string> read_stdin() {
   std::string s;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(0, buf, sizeof buf);
-    if (n > 0) s.append(buf, static_cast<std::size_t>(n));
-    else if (n == 0) break;
-    else if (errno != EINTR) return make(error_code::io_failure, "stdin: cannot read the network config: " + std::string(std::strerror(errno)));
-  }
+  if (int e = read_to_end(0, s, std::string().max_size()); e != 0)
+    return make(error_code::io_failure, "stdin: cannot read the network config: " + std::string(std::strerror(e)));
   return s;
 }
 
