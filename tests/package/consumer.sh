@@ -9,6 +9,11 @@ trap 'rm -rf "$work"' EXIT
 prefix=$work/prefix
 cmake --install "$build_dir" --prefix "$prefix" > "$work/install.log"
 test -x "$prefix/bin/cnf"
+test -x "$prefix/bin/cnf-shim"
+# The installed thin plugin finds the installed cnf next to it (VERSION is cnf's answer).
+ver=$(echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION "$prefix/bin/cnf-shim")
+echo "$ver" | grep -q '"supportedVersions":\["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"\]' \
+  || { echo "FAIL: installed cnf-shim did not reach cnf: $ver"; exit 1; }
 test -f "$prefix/lib/cmake/cnf/cnfConfig.cmake"
 test -f "$prefix/lib/cmake/cnf/cnfConfigVersion.cmake"
 test -f "$prefix/include/cnf/cnf.hpp"
