@@ -284,11 +284,7 @@ bool apply(block& b, block_op& op) {
         if (!b.allocations[o]) return;
         auto h = b.handle_of(o);
         if (op.what == block_op::kind::release_handles ? op.handles.count(h) == 0 : (!op.only_handle.empty() && h != op.only_handle)) return;
-        if (!op.only_node.empty()) {
-          const auto& sec = b.attributes[*b.allocations[o]].secondary;
-          auto it = sec.find("node");
-          if (it == sec.end() || it->second != op.only_node) return;
-        }
+        if (!op.only_node.empty() && b.attributes[*b.allocations[o]].node() != op.only_node) return;
         if (auto it = op.expected.find(b.address(o)); it != op.expected.end() && !it->second.empty() && it->second != h) return;
         ords.push_back(o);
         op.released.emplace_back(b.address(o), h);
@@ -774,12 +770,17 @@ struct assigner {
     return false;
   }
 
-  /// `name` read afresh: its CIDR when it is a block of this node, in `pools`, with room.
-  std::optional<ip_prefix> own_with_room(const std::string& name, const std::vector<pool>& pools) {
+  /// Whether `b` is a live block of this node, in `pools`, with an address to give.
+  bool own_with_room(const block& b, const std::vector<pool>& pools) const {
+    return !b.deleted && b.affinity == "host:" + node && pool_of(pools, b.cidr) && sn.reserved->free_in(b) > 0;
+  }
+
+  /// Block `name` read afresh: its CIDR when it is own_with_room.
+  std::optional<ip_prefix> reread_own_with_room(const std::string& name, const std::vector<pool>& pools) {
     auto g = st.ds.get(block_key(name));
     if (!g) return std::nullopt;
     auto b = parse_block(*g);
-    if (!b || b->deleted || b->affinity != "host:" + node || !pool_of(pools, b->cidr) || sn.reserved->free_in(*b) == 0) return std::nullopt;
+    if (!b || !own_with_room(*b, pools)) return std::nullopt;
     st.forget_affine(node);
     return b->cidr;
   }
@@ -792,8 +793,7 @@ struct assigner {
     std::unordered_map<std::string, const listed_block*> by_name;
     for (auto& lb : *all) by_name[lb.name] = &lb;
     for (auto& lb : *all)
-      if (lb.parsed && !lb.parsed->deleted && lb.parsed->affinity == "host:" + node && pool_of(pools, lb.parsed->cidr) &&
-          sn.reserved->free_in(*lb.parsed) > 0) {
+      if (lb.parsed && own_with_room(*lb.parsed, pools)) {
         st.forget_affine(node);
         return std::optional<ip_prefix>(lb.parsed->cidr);
       }
@@ -826,7 +826,7 @@ struct assigner {
         if (*c) return std::optional<ip_prefix>(cand);
         // Taken since the listing: by another process of this same node (the walk starts
         // at the same place for all of them), it is ours to use.
-        if (auto own = own_with_room(name, pools)) return std::optional<ip_prefix>(*own);
+        if (auto own = reread_own_with_room(name, pools)) return std::optional<ip_prefix>(*own);
       }
     }
 
@@ -920,10 +920,8 @@ struct assigner {
       if (!all) return all.error();
       for (auto& lb : *all) {
         if (need == 0) break;
-        if (!lb.parsed || lb.parsed->deleted || lb.parsed->affinity != "host:" + node || sn.reserved->free_in(*lb.parsed) == 0) continue;
-        const pool* p = pool_of(*pools, lb.parsed->cidr);
-        if (!p) continue;
-        auto o = from_block(lb.parsed->cidr, *p, need, true, need);
+        if (!lb.parsed || !own_with_room(*lb.parsed, *pools)) continue;
+        auto o = from_block(lb.parsed->cidr, *pool_of(*pools, lb.parsed->cidr), need, true, need);
         if (!o) return o.error();
       }
       if (need == 0 || std::chrono::steady_clock::now() >= give_up) break;
@@ -1333,10 +1331,6 @@ result<gc_report> state::gc(std::string_view prefix, const std::set<std::string>
   // interrupted claims, empty blocks past the grace) release no address and are done for
   // every node.
   const bool scoped = !node.empty();
-  auto node_of = [](const allocation_attribute& at) {
-    auto it = at.secondary.find("node");
-    return it == at.secondary.end() ? std::string() : it->second;
-  };
   std::set<std::string> foreign;  // handles holding addresses assigned for another node
 
   auto all = list_blocks();
@@ -1346,7 +1340,7 @@ result<gc_report> state::gc(std::string_view prefix, const std::set<std::string>
     std::set<std::string> hs;
     for (auto& at : lb.parsed->attributes) {
       if (!at.handle_id) continue;
-      const bool mine = !scoped || node_of(at) == node;
+      const bool mine = !scoped || at.node() == node;
       if (!mine) foreign.insert(*at.handle_id);
       if (mine && stale(*at.handle_id)) hs.insert(*at.handle_id);
     }

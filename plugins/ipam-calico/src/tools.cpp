@@ -50,9 +50,7 @@ std::uint32_t borrowed_in(const block& b) {
   std::uint32_t n = 0;
   for (auto& a : b.allocations) {
     if (!a) continue;
-    auto& sec = b.attributes[*a].secondary;
-    auto it = sec.find("node");
-    if (it != sec.end() && it->second != owner) ++n;
+    if (auto n_ = b.attributes[*a].node(); !n_.empty() && n_ != owner) ++n;
   }
   return n;
 }
@@ -135,10 +133,9 @@ result<std::vector<borrowed_address>> borrowed(const any_datastore& ds) {
     std::string owner = b.affinity_node();
     for (std::uint32_t o = 0; o < b.size(); ++o) {
       if (!b.allocations[o]) continue;
-      auto& sec = b.attributes[*b.allocations[o]].secondary;
-      auto it = sec.find("node");
-      if (it == sec.end() || it->second == owner) continue;
-      out.push_back({b.address(o), b.cidr, owner, b.handle_of(o), it->second});
+      auto n = b.attributes[*b.allocations[o]].node();
+      if (n.empty() || n == owner) continue;
+      out.push_back({b.address(o), b.cidr, owner, b.handle_of(o), n});
     }
   }
   return out;

@@ -88,6 +88,11 @@ result<bool> selector_matches(std::string_view selector, const std::map<std::str
 struct allocation_attribute {
   std::optional<std::string> handle_id;
   std::map<std::string, std::string> secondary;  ///< namespace, pod, node, ...
+  /// The node the address was assigned for (attribute "node"); empty when not recorded.
+  std::string node() const {
+    auto it = secondary.find("node");
+    return it == secondary.end() ? std::string() : it->second;
+  }
   friend bool operator==(const allocation_attribute&, const allocation_attribute&) = default;
 };
 
