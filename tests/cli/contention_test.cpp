@@ -43,6 +43,7 @@
 
 #include "cli_support.hpp"
 #include "netns_harness.hpp"
+#include "root_gate.hpp"
 
 #include <cnf/loader.hpp>
 #include <cnf/profile.hpp>
@@ -86,17 +87,7 @@ using cnf_test::test_netns;
 using clock_type = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-namespace {
-struct root_gate : Catch::TestEventListenerBase {
-  using TestEventListenerBase::TestEventListenerBase;
-  void testRunStarting(Catch::TestRunInfo const& info) override {
-    cnf_test::exit_77_unless_root("network namespaces");
-    ::signal(SIGPIPE, SIG_IGN);
-    TestEventListenerBase::testRunStarting(info);
-  }
-};
-}  // namespace
-CATCH_REGISTER_LISTENER(root_gate)
+CNF_TEST_ROOT_GATE("network namespaces");
 
 namespace {
 

@@ -10,6 +10,7 @@
 
 #include "cli_support.hpp"
 #include "netns_harness.hpp"
+#include "root_gate.hpp"
 
 #include <map>
 #include <memory>
@@ -19,20 +20,7 @@ using namespace cli_test;
 using Catch::Matchers::Contains;
 using cnf_test::test_netns;
 
-namespace {
-struct root_gate : Catch::TestEventListenerBase {
-  using TestEventListenerBase::TestEventListenerBase;
-  void testRunStarting(Catch::TestRunInfo const& info) override {
-    if (::geteuid() != 0) {
-      std::puts("skipped: needs root (network namespaces)");
-      std::fflush(stdout);
-      std::exit(77);
-    }
-    TestEventListenerBase::testRunStarting(info);
-  }
-};
-}  // namespace
-CATCH_REGISTER_LISTENER(root_gate)
+CNF_TEST_ROOT_GATE("network namespaces");
 
 namespace {
 

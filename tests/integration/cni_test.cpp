@@ -15,6 +15,7 @@
 #include <catch2/catch.hpp>
 
 #include "../support/process.hpp"
+#include "../support/root_gate.hpp"
 #include "netns_harness.hpp"
 #include "store_view.hpp"
 
@@ -57,22 +58,8 @@ namespace bj = boost::json;
 using cnf_test::test_netns;
 using Catch::Matchers::Contains;
 
-namespace {
-
-// ---- root or skip: one line and exit 77 before the first test ------------------------
-
-struct root_gate : Catch::TestEventListenerBase {
-  using TestEventListenerBase::TestEventListenerBase;
-  void testRunStarting(Catch::TestRunInfo const& info) override {
-    cnf_test::exit_77_unless_root("network namespaces");
-    // A plugin that exits before reading stdin must not kill the test with SIGPIPE.
-    ::signal(SIGPIPE, SIG_IGN);
-    TestEventListenerBase::testRunStarting(info);
-  }
-};
-
-}  // namespace
-CATCH_REGISTER_LISTENER(root_gate)
+// Root or skip: one line and exit 77 before the first test.
+CNF_TEST_ROOT_GATE("network namespaces");
 
 namespace {
 

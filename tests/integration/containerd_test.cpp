@@ -29,6 +29,7 @@
 #include <catch2/catch.hpp>
 
 #include "../support/process.hpp"
+#include "../support/root_gate.hpp"
 #include "netns_harness.hpp"
 #include "store_view.hpp"
 
@@ -66,19 +67,7 @@ using cnf_test::test_netns;
 using Catch::Matchers::Contains;
 using Catch::Matchers::StartsWith;
 
-namespace {
-
-struct root_gate : Catch::TestEventListenerBase {
-  using TestEventListenerBase::TestEventListenerBase;
-  void testRunStarting(Catch::TestRunInfo const& info) override {
-    cnf_test::exit_77_unless_root("network and mount namespaces, containerd");
-    ::signal(SIGPIPE, SIG_IGN);
-    TestEventListenerBase::testRunStarting(info);
-  }
-};
-
-}  // namespace
-CATCH_REGISTER_LISTENER(root_gate)
+CNF_TEST_ROOT_GATE("network and mount namespaces, containerd");
 
 namespace {
 
