@@ -957,9 +957,15 @@ result<std::optional<resource>> store::read_path(const std::string& rel, const r
   auto r = decode_resource_file(text, full, torn);
   if (damaged) *damaged = torn;
   if (!r) return r.error();
-  if (expect && r->key() != *expect)
+  if (expect && r->key() != *expect) {
+    // Either corrupt, or a lock-free read that raced with the spare pool: between this
+    // open and read, a writer retired the file (the resource was removed) and gave its
+    // inode to a new resource. Callers look again, as for a torn file; still so under
+    // the shared lock, it is corrupt.
+    if (damaged) *damaged = true;
     return error(errc::invalid, full + ": holds " + r->key().to_string() + " but its path is that of " + expect->to_string() +
                                     " (corrupt datastore content; restore or remove the file)");
+  }
   return std::optional<resource>(std::move(*r));
 }
 
@@ -1259,6 +1265,10 @@ result<resource_list> store::list(const list_options& o) {
             }
             if (!r) return r.error();
             if (!*r) continue;
+            if (((*r)->kind != kind || (*r)->ns != ns) && !shared) {
+              torn = true;  // a recycled inode (see read_path), or corrupt: look again under the lock
+              continue;
+            }
             if ((*r)->kind != kind || (*r)->ns != ns)
               return error(errc::invalid, v1_ + "/data/" + rel + ": holds " + (*r)->key().to_string() +
                                               " but lies in the directory of " + kind + "/" + ns);
