@@ -3,8 +3,13 @@
 
 #include <fmt/format.h>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <charconv>
 #include <random>
 #include <thread>
 
@@ -440,6 +445,7 @@ result<void> state::confirm_affinity(const resource& pending) {
     auto next = to_resource(*a);
     next.revision = r.revision;
     next.labels = r.labels;
+    next.labels.erase(std::string(claimer_label));
     auto u = ds.update(next);
     if (u) return {};
     if (u.error().code == errc::not_found) {
@@ -473,7 +479,10 @@ result<bool> state::try_claim(const ip_prefix& cidr, const std::string& n) {
   a.node = n;
   a.cidr = cidr;
   resource pending;
-  auto c = ds.create(to_resource(a));
+  const std::string me = std::to_string(::getpid());
+  auto first = to_resource(a);
+  first.labels[std::string(claimer_label)] = me;
+  auto c = ds.create(first);
   if (c) {
     pending = *c;
   } else if (c.error().code == errc::already_exists) {
@@ -494,6 +503,8 @@ result<bool> state::try_claim(const ip_prefix& cidr, const std::string& n) {
     pa->state = "pending";
     auto next = to_resource(*pa);
     next.revision = g->revision;
+    next.labels = g->labels;
+    next.labels[std::string(claimer_label)] = me;
     auto u = ds.update(next);
     if (!u) return retryable(u.error()) ? result<bool>(false) : result<bool>(u.error());
     pending = *u;
@@ -756,7 +767,8 @@ struct assigner {
   }
 
   /// Whether another process of this node is claiming a block of `pools` right now: a
-  /// BlockAffinity of this node in state "pending".
+  /// BlockAffinity of this node in state "pending" whose claimer lives (one without the
+  /// claimer label, written by an older cnf, counts as live).
   result<bool> sibling_claim_pending(const std::vector<pool>& pools) {
     list_options lo;
     lo.kind = std::string(kinds::block_affinity);
@@ -765,7 +777,13 @@ struct assigner {
     if (!l) return with_context(l.error(), "listing BlockAffinities of node " + node);
     for (auto& r : l->items) {
       auto a = parse_affinity(r);
-      if (a && a->node == node && a->state == "pending" && !a->deleted && pool_of(pools, a->cidr)) return true;
+      if (!a || a->node != node || a->state != "pending" || a->deleted || !pool_of(pools, a->cidr)) continue;
+      auto lab = r.labels.find(std::string(claimer_label));
+      if (lab == r.labels.end()) return true;
+      int pid = 0;
+      auto [end, ec] = std::from_chars(lab->second.data(), lab->second.data() + lab->second.size(), pid);
+      if (ec != std::errc() || end != lab->second.data() + lab->second.size() || pid <= 0) return true;
+      if (::kill(pid, 0) == 0 || errno == EPERM) return true;  // killed claimers leave theirs to gc
     }
     return false;
   }
@@ -911,10 +929,12 @@ struct assigner {
     // processes of this node claim blocks concurrently (and free addresses in them); what
     // step 1 saw may be out of date, and a block claimed by a sibling is this node's too.
     // While a sibling's claim is still pending (its BlockAffinity written, its block not
-    // yet), wait for it, up to 2 s: a claimer killed mid-way leaves a pending affinity
-    // until gc repairs it, and hundreds of ADDs at once on two cores can hold a claimer
-    // between its two writes for a good part of a second.
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    // yet) and its claimer lives, wait for it: hundreds of ADDs at once on two cores can
+    // hold a claimer between its two writes for seconds (a 2 s bound let 8 of 400 ADDs
+    // borrow on a loaded machine). A claimer killed mid-way leaves its pending affinity
+    // until gc repairs it; its pid says not to wait for it. 10 s bounds a live claimer
+    // that is stuck (a datastore timing out).
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (need > 0) {
       auto all = st.list_blocks();
       if (!all) return all.error();

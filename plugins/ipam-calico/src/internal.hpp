@@ -56,6 +56,9 @@ void free_ordinals(block& b, const std::vector<std::uint32_t>& ordinals);
 /// The label of an IPAMHandle naming the node whose assignment wrote it: gc of that node
 /// may remove the record once the handle is gone.
 inline constexpr std::string_view node_label = "cnf.dev/node";
+/// On a pending BlockAffinity: the pid of the process claiming the block (on its node),
+/// so that the node's other processes wait for a live claimer and not for a dead one.
+inline constexpr std::string_view claimer_label = "cnf.dev/claimer-pid";
 
 struct block_op {
   enum class kind { allocate, claim_exact, release_handles, release_addresses };
