@@ -12,6 +12,8 @@
 #include "cni_call.hpp"
 #include "cni_log.hpp"
 
+#include <cnf/executor.hpp>
+
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
@@ -27,7 +29,10 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <iostream>
+#include <map>
+#include <mutex>
 #include <set>
 
 namespace cnf_app {
@@ -47,9 +52,43 @@ bool changed(const struct stat& a, const struct stat& b) {
          a.st_mtim.tv_nsec != b.st_mtim.tv_nsec || a.st_ctim.tv_sec != b.st_ctim.tv_sec || a.st_ctim.tv_nsec != b.st_ctim.tv_nsec;
 }
 
+/// The agent's executor for its parts: what they post runs on the agent's thread between
+/// two calls, after the answer to the last one is sent (the local datastore writes the
+/// files of a call's records there; they are durable and visible before the answer).
+class between_calls final : public cnf::executor {
+ public:
+  using clock = std::chrono::steady_clock;
+  void post(std::function<void()> f) override { post_at(clock::now(), std::move(f)); }
+  void post_after(std::chrono::milliseconds d, std::function<void()> f) override { post_at(clock::now() + d, std::move(f)); }
+  /// Runs what is due; returns poll()'s timeout until the next (ms), -1 when none.
+  int run_due() {
+    for (;;) {
+      std::function<void()> f;
+      {
+        std::lock_guard l(mu_);
+        if (due_.empty()) return -1;
+        auto now = clock::now();
+        if (due_.begin()->first > now)
+          return static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(due_.begin()->first - now).count());
+        f = std::move(due_.begin()->second);
+        due_.erase(due_.begin());
+      }
+      f();
+    }
+  }
+
+ private:
+  void post_at(clock::time_point t, std::function<void()> f) {
+    std::lock_guard l(mu_);
+    due_.emplace(t, std::move(f));
+  }
+  std::mutex mu_;
+  std::multimap<clock::time_point, std::function<void()>> due_;
+};
+
 /// Reads the profile and composes the parts a CNI call needs (datastore; IPAM when the
 /// profile has one). Their writes wait for the flush at the end of each call.
-cnf::result<served_parts> serve(const std::string& path, cni_logger& log) {
+cnf::result<served_parts> serve(const std::string& path, cni_logger& log, cnf::executor& exec) {
   served_parts s;
   s.path = path;
   if (::stat(path.c_str(), &s.id) != 0) return cnf::error(cnf::errc::not_found, path + ": " + std::strerror(errno));
@@ -64,6 +103,7 @@ cnf::result<served_parts> serve(const std::string& path, cni_logger& log) {
   cnf::plugin_context ctx;
   ctx.node_name = s.prof.node_name();
   ctx.log = &log;
+  ctx.exec = &exec;
   auto parts = compose_parts(s.prof, loader, need, ctx, /*fail_fast=*/false);
   if (!parts) return std::move(parts).error();
   s.parts = std::move(*parts);
@@ -154,7 +194,8 @@ int run_agent(const std::string& profile_arg) {
   const std::string path = profile_arg.empty() ? default_profile_path() : profile_arg;
   cni_logger log;
   log.set_prefix("agent");
-  auto s = serve(path, log);
+  between_calls exec;  // before the parts, which keep a pointer to it
+  auto s = serve(path, log, exec);
   if (!s) {
     std::cerr << "cnf agent: " << s.error().message << "\n";
     return 2;
@@ -185,8 +226,9 @@ int run_agent(const std::string& profile_arg) {
   int status = 0;
   std::uint64_t served_calls = 0;
   for (;;) {
+    const int timeout = exec.run_due();  // the last call is answered: the parts' deferred work
     pollfd p[2] = {{lfd.fd, POLLIN, 0}, {sfd.fd, POLLIN, 0}};
-    if (::poll(p, 2, -1) < 0) {
+    if (::poll(p, 2, timeout) < 0) {
       if (errno == EINTR) continue;
       log.error(std::string("poll: ") + std::strerror(errno));
       status = 1;
@@ -227,7 +269,7 @@ int run_agent(const std::string& profile_arg) {
     if (::stat(path.c_str(), &now) != 0) {
       declined = "the agent's profile " + path + " is gone: " + std::strerror(errno);
     } else if (changed(now, s->id)) {
-      if (auto n = serve(path, log); !n) {
+      if (auto n = serve(path, log, exec); !n) {
         declined = "the agent's profile " + path + " changed and cannot be used: " + n.error().message;
       } else if (n->prof.cni.agent_socket != sock) {
         // The plugin now looks for the agent elsewhere: this agent stops (after answering).
@@ -235,6 +277,7 @@ int run_agent(const std::string& profile_arg) {
         status = 1;
       } else {
         (void)s->parts.datastore.sync();
+        exec.run_due();  // what the old parts left to do, before they go
         *s = std::move(*n);
         log.configure(s->prof.cni.level, s->prof.cni.log_file);
         log.info("profile changed: parts composed again");
@@ -265,6 +308,7 @@ int run_agent(const std::string& profile_arg) {
   struct stat cur {};
   if (::stat(sock.c_str(), &cur) == 0 && cur.st_dev == mine.st_dev && cur.st_ino == mine.st_ino) ::unlink(sock.c_str());
   if (auto f = s->parts.datastore.sync(); !f) log.warn("datastore: " + f.error().message);
+  exec.run_due();
   return status;
 }
 

@@ -624,6 +624,60 @@ TEST_CASE("local datastore: deferred sync: own writes visible at once, others' a
   CHECK(other.get({"Node", "", "b"}).error().code == cnf::errc::not_found);
 }
 
+// An executor whose posted work runs only when the test says so (the agent runs it
+// between two calls).
+class manual_executor final : public cnf::executor {
+ public:
+  void post(std::function<void()> f) override { q_.push_back(std::move(f)); }
+  void post_after(std::chrono::milliseconds, std::function<void()> f) override { q_.push_back(std::move(f)); }
+  std::size_t run() {
+    auto q = std::move(q_);
+    q_.clear();
+    for (auto& f : q) f();
+    return q.size();
+  }
+
+ private:
+  std::vector<std::function<void()>> q_;
+};
+
+TEST_CASE("local datastore: deferred sync with an executor: visible when sync() returns, files written by the posted work",
+          "[local][deferred][executor]") {
+  temp_dir root;
+  auto dir = root.sub("store");
+  manual_executor exec;
+  auto o = options(dir);
+  o.exec = &exec;
+  auto w = cnf::local_datastore::open(o).value();
+  auto other = open_local(dir);
+  w.defer_sync(true);
+  auto a = w.create(res("Node", "a", R"({"v":1})")).value();
+  CHECK(other.get({"Node", "", "a"}).error().code == cnf::errc::not_found);  // not durable yet
+  REQUIRE(w.sync());
+  // Durable and visible to every reader (from the log) before its file is written; the
+  // reader leaves the file to its live writer...
+  CHECK(spec_int(other.get({"Node", "", "a"}).value(), "v") == 1);
+  CHECK(other.list(lopt("Node")).value().items.size() == 1);
+  CHECK_FALSE(fs::exists(dir + "/v1/data/Node/_/a.json"));
+  // ...whose posted work writes it.
+  CHECK(exec.run() == 1);
+  CHECK(read_file(dir + "/v1/data/Node/_/a.json").find("\"v\":1") != std::string::npos);
+  CHECK(exec.run() == 0);
+  // Another round; the handle closes before its posted work runs: the record stays
+  // visible, and the next write's publication writes the file.
+  a.spec = R"({"v":2})";
+  a = w.update(a).value();
+  REQUIRE(w.sync());
+  CHECK(spec_int(other.get({"Node", "", "a"}).value(), "v") == 2);
+  { auto gone = std::move(w); }
+  CHECK(exec.run() == 1);  // a no-op now
+  CHECK(read_file(dir + "/v1/data/Node/_/a.json").find("\"v\":1") != std::string::npos);
+  CHECK(spec_int(open_local(dir).get({"Node", "", "a"}).value(), "v") == 2);
+  REQUIRE(other.create(res("Node", "b", "{}")));
+  CHECK(read_file(dir + "/v1/data/Node/_/a.json").find("\"v\":2") != std::string::npos);
+  CHECK(fs::exists(dir + "/v1/data/Node/_/b.json"));
+}
+
 TEST_CASE("local datastore: deferred writes of a process that dies before sync() are not lost", "[local][deferred][processes]") {
   temp_dir root;
   auto dir = root.sub("store");

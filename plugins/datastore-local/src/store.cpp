@@ -393,6 +393,18 @@ record_ptr store::window_latest(const resource_key& k, std::uint64_t max_rev) co
   return nullptr;
 }
 
+bool store::publisher_alive() const {
+  for (auto it = window_.rbegin(); it != window_.rend(); ++it) {
+    const auto& r = **it;
+    if (r.rev > head_.d_rev) continue;
+    if (r.rev <= head_.m_rev) break;
+    auto pid = static_cast<pid_t>(r.pid);
+    if (pid == pid_) return true;
+    return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
+  }
+  return false;
+}
+
 bool store::writer_gone() const {
   if (window_.empty() || last_rev_ <= head_.d_rev) return false;
   auto pid = static_cast<pid_t>(window_.back()->pid);
@@ -424,9 +436,11 @@ result<store::view> store::snapshot(bool may_lock, const std::function<bool(cons
         CNF_LOCAL_TRY(settle(rev, seg));
         continue;
       }
-      if (may_lock && !repaired && head_.m_rev < head_.d_rev) {
+      if (may_lock && !repaired && head_.m_rev < head_.d_rev && !publisher_alive()) {
         // Files are written under the lock; if nobody holds it, their writer died
-        // half-way: finish its work, so that the files on disk are whole again.
+        // half-way: finish its work, so that the files on disk are whole again. (A live
+        // writer whose sync() left them to its executor writes them itself; until then
+        // readers take those records from the log, as they do while any publish runs.)
         repaired = true;
         l.unlock();
         CNF_LOCAL_TRY(finish_publish());
@@ -911,6 +925,17 @@ result<void> store::publish(std::uint64_t rev) {
   return publish_locked(rev, l);
 }
 
+result<void> store::expose(std::uint64_t rev) {
+  std::lock_guard w(wmu_);
+  flock_guard f(head_fd_.get(), LOCK_EX);
+  std::unique_lock l(mu_);
+  CNF_LOCAL_TRY(refresh_locked());
+  if (rev > last_rev_) rev = last_rev_;
+  if (head_.d_rev >= rev) return {};
+  head_.d_rev = rev;
+  return write_head();
+}
+
 result<void> store::finish_publish() {
   if (!wmu_.try_lock()) return {};  // a writer of this process is at work
   std::lock_guard w(wmu_, std::adopt_lock);
@@ -1148,6 +1173,24 @@ result<void> store::sync() {
   }
   // Durable now; publishing makes them visible to other readers. If that fails, the
   // records stay in every reader's window and the next publish writes the files.
+  if (opt_.exec) {
+    // A long-lived host (the CNI agent): make them visible now (the head's d_rev: readers
+    // take them from the log) and write their files on the host's executor, which runs
+    // after the caller has answered (the agent runs it between two calls). Everything a
+    // reader can see is the same; the answer waits for one head write instead of the
+    // files (0.1-0.2 ms of an agent-served IPAM ADD).
+    if (auto e = expose(rev); !e) {
+      log().warn("local datastore: revisions up to " + to_rev(rev) + " are written but publishing them failed: " + e.error().message);
+      return {};
+    }
+    opt_.exec->post([self = weak_from_this(), rev] {
+      auto s = self.lock();
+      if (!s) return;  // closed: the records are visible; the next publish writes the files
+      if (auto p = s->publish(rev); !p)
+        s->log().warn("local datastore: revisions up to " + to_rev(rev) + " are visible but writing their files failed: " + p.error().message);
+    });
+    return {};
+  }
   if (auto p = publish(rev); !p)
     log().warn("local datastore: revisions up to " + to_rev(rev) + " are written but publishing them failed: " + p.error().message);
   return {};

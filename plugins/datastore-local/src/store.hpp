@@ -113,6 +113,12 @@ class store : public std::enable_shared_from_this<store> {
   result<void> write_head();
   // Publishes every record up to `rev` (durable already): head d_rev, files, head m_rev.
   result<void> publish(std::uint64_t rev);
+  // The first step of publish alone: head d_rev, which makes the records visible to every
+  // reader (through the log); their files are written later, by publish.
+  result<void> expose(std::uint64_t rev);
+  // Whether the writer of the newest visible record not yet in its file is this process
+  // or another that is alive: it writes the file itself (see sync()).
+  bool publisher_alive() const;
   result<void> publish_locked(std::uint64_t rev, std::unique_lock<std::mutex>& l);
   result<void> materialize(const std::vector<record_ptr>& recs);
   // The spare-file pool (v1/spare). Under the flock: gives a new resource file an inode

@@ -65,7 +65,10 @@ struct local_datastore_options {
   /// handle that finds fewer tops the pool up on a thread of its own when it opens;
   /// removed resources' files go back into it. 0: no pool (files are created in place).
   std::uint32_t spare_files = 12;
-  executor* exec = nullptr;  ///< deliver watch events here; null: a thread per watch
+  /// Deliver watch events here (null: a thread per watch). With deferred sync, sync()
+  /// also leaves the writing of the synced records' files to it (they are durable and
+  /// visible when sync() returns; README, "Files after the answer").
+  executor* exec = nullptr;
   logger* log = nullptr;     ///< null: cnf::default_logger()
 };
 
