@@ -25,6 +25,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -68,8 +69,9 @@ class between_calls final : public cnf::executor {
         std::lock_guard l(mu_);
         if (due_.empty()) return -1;
         auto now = clock::now();
-        if (due_.begin()->first > now)
-          return static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(due_.begin()->first - now).count());
+        if (due_.begin()->first > now)  // poll() again within a minute at most (a far timer)
+          return static_cast<int>(std::min<std::chrono::milliseconds::rep>(
+              std::chrono::ceil<std::chrono::milliseconds>(due_.begin()->first - now).count(), 60000));
         f = std::move(due_.begin()->second);
         due_.erase(due_.begin());
       }
