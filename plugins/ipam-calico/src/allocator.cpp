@@ -929,12 +929,11 @@ struct assigner {
     // processes of this node claim blocks concurrently (and free addresses in them); what
     // step 1 saw may be out of date, and a block claimed by a sibling is this node's too.
     // While a sibling's claim is still pending (its BlockAffinity written, its block not
-    // yet) and its claimer lives, wait for it: hundreds of ADDs at once on two cores can
-    // hold a claimer between its two writes for seconds (a 2 s bound let 8 of 400 ADDs
-    // borrow on a loaded machine). A claimer killed mid-way leaves its pending affinity
-    // until gc repairs it; its pid says not to wait for it. 10 s bounds a live claimer
-    // that is stuck (a datastore timing out).
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    // yet) and its claimer lives, wait for it, up to 2 s: hundreds of ADDs at once on two
+    // cores can hold a claimer between its two writes for a good part of a second. A
+    // claimer killed mid-way leaves its pending affinity until gc repairs it; its pid says
+    // not to wait for it.
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
     while (need > 0) {
       auto all = st.list_blocks();
       if (!all) return all.error();
