@@ -612,6 +612,7 @@ struct ipam_view {
   std::map<std::string, holder> held;                    ///< address -> who holds it
   std::vector<std::string> twice;                        ///< addresses found in more than one block
   std::map<std::string, std::set<std::string>> blocks_of;  ///< node -> CIDRs of its affine blocks
+  std::map<std::string, std::size_t> free_in;              ///< block CIDR -> addresses not allocated
   std::size_t blocks = 0;
   std::vector<std::string> unreadable;
   std::set<std::string> endpoint_cids;                   ///< containerID of each WorkloadEndpoint
@@ -650,8 +651,12 @@ ipam_view read_ipam(const std::string& profile_path) {
     ++v.blocks;
     std::string owner = b->affinity_node();
     if (!owner.empty()) v.blocks_of[owner].insert(b->cidr.to_string());
+    auto& free = v.free_in[b->cidr.to_string()];
     for (std::uint32_t o = 0; o < b->size(); ++o) {
-      if (!b->allocations[o]) continue;
+      if (!b->allocations[o]) {
+        ++free;
+        continue;
+      }
       std::string a = b->address(o).to_string();
       const auto& attr = b->attributes[*b->allocations[o]];
       auto nd = attr.secondary.find("node");
@@ -1034,7 +1039,7 @@ void borrowing(cluster& C, bool strict) {
   CHECK(twice.empty());
 
   auto v = R.view();
-  std::size_t borrowed = 0, blockless_nodes = 0, borrowed_with_room = 0;
+  std::size_t borrowed = 0, blockless_nodes = 0, borrowed_by_owners = 0, borrowed_with_room = 0;
   std::vector<std::string> with_room;
   for (auto& p : R.pods) {
     if (p.address.empty()) continue;
@@ -1047,11 +1052,18 @@ void borrowing(cluster& C, bool strict) {
     if (it->second.block_node != node_name(p.node)) {
       ++borrowed;
       outside.push_back(p.name + " of " + node_name(p.node) + ": " + p.address + " in " + it->second.block + " (host:" + it->second.block_node + ")");
-      // A node's own block has room for all its 50 pods (128 addresses): borrowing while
-      // it has one is the race of concurrent claims, not exhaustion.
-      if (v.blocks_of.count(node_name(p.node))) {
-        ++borrowed_with_room;
-        with_room.push_back(outside.back());
+      // A node's own block has room for all its 50 pods (128 addresses), unless other
+      // nodes borrowed it full (two borrowers of 50 and the owner's 50 do not fit). One
+      // with room left after the ADDs (no address is released during them) had room all
+      // along: borrowing then is the race of concurrent claims, not exhaustion.
+      if (auto own = v.blocks_of.find(node_name(p.node)); own != v.blocks_of.end()) {
+        ++borrowed_by_owners;
+        for (auto& cidr : own->second)
+          if (v.free_in[cidr] > 0) {
+            ++borrowed_with_room;
+            with_room.push_back(outside.back() + "; its own " + cidr + " has " + std::to_string(v.free_in[cidr]) + " free");
+            break;
+          }
       }
     }
   }
@@ -1066,9 +1078,10 @@ void borrowing(cluster& C, bool strict) {
   // 4 blocks, 8 nodes: at least 4 nodes own none.
   CHECK(v.blocks == 4);
   CHECK(blockless_nodes >= 4);
-  // A node that owns a block had room in it for every one of its pods (128 addresses for
-  // 50): it must neither borrow nor be refused. (Its block existed when any of its ADDs
-  // gave up on claiming one: those ADDs saw every block taken, its own among them.)
+  // A node whose own block had room must neither borrow nor be refused. (Its block existed
+  // when any of its ADDs gave up on claiming one: those ADDs saw every block taken, its
+  // own among them.) Under strictAffinity nobody borrows, so an owner's block (128
+  // addresses for its 50 pods) always has room; without it, borrowers may fill it.
   INFO("borrowed by nodes whose own block had room: " << first(with_room));
   CHECK(borrowed_with_room == 0);
   std::vector<std::string> refused_with_room;
@@ -1109,9 +1122,9 @@ void borrowing(cluster& C, bool strict) {
     if (v.blocks_of.count(node_name(n))) refused_on_owners += refused_per_node[n];
   std::printf("%s %s: 4 blocks of 128 for %zu nodes x %zu ADDs at once: %zu processes in %.1f s (ADD batch %.1f s, DEL batch %.1f s%s); "
               "%zu nodes own blocks; %zu ADDs ok, %zu refused (strictAffinity; %zu of them on nodes owning a block), %zu addresses "
-              "borrowed (%zu by nodes owning a block), %zu duplicates\n",
+              "borrowed (%zu by nodes owning a block, after others borrowed it full; %zu while it had room), %zu duplicates\n",
               strict ? "strict-affinity" : "borrowing", C.kind().c_str(), node_count, pods_per_node, R.processes, seconds_since(t0),
-              add_wall, del_wall, C.traffic(bytes0).c_str(), with_blocks, ok, refused, refused_on_owners, borrowed, borrowed_with_room,
+              add_wall, del_wall, C.traffic(bytes0).c_str(), with_blocks, ok, refused, refused_on_owners, borrowed, borrowed_by_owners - borrowed_with_room, borrowed_with_room,
               twice.size() + v.twice.size());
   std::fflush(stdout);
 }
