@@ -393,14 +393,18 @@ record_ptr store::window_latest(const resource_key& k, std::uint64_t max_rev) co
   return nullptr;
 }
 
+namespace {
+// Whether a process of this pid namespace runs under that pid (EPERM: it does, as another user).
+bool process_alive(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno != ESRCH); }
+}  // namespace
+
 bool store::publisher_alive() const {
   for (auto it = window_.rbegin(); it != window_.rend(); ++it) {
     const auto& r = **it;
     if (r.rev > head_.d_rev) continue;
     if (r.rev <= head_.m_rev) break;
     auto pid = static_cast<pid_t>(r.pid);
-    if (pid == pid_) return true;
-    return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
+    return pid == pid_ || process_alive(pid);
   }
   return false;
 }
@@ -408,8 +412,7 @@ bool store::publisher_alive() const {
 bool store::writer_gone() const {
   if (window_.empty() || last_rev_ <= head_.d_rev) return false;
   auto pid = static_cast<pid_t>(window_.back()->pid);
-  if (pid == pid_ || pid <= 0) return false;
-  return ::kill(pid, 0) != 0 && errno == ESRCH;
+  return pid != pid_ && pid > 0 && !process_alive(pid);
 }
 
 result<void> store::check_process() const {
@@ -883,12 +886,15 @@ void store::refill_spares(std::uint32_t n) {
   }
 }
 
-result<void> store::publish_locked(std::uint64_t rev, std::unique_lock<std::mutex>& l) {
+result<void> store::expose_locked(std::uint64_t rev) {
   if (rev > last_rev_) rev = last_rev_;
-  if (head_.d_rev < rev) {
-    head_.d_rev = rev;
-    CNF_LOCAL_TRY(write_head());  // before the files change: a list that sees a file sees its revision
-  }
+  if (head_.d_rev >= rev) return {};
+  head_.d_rev = rev;
+  return write_head();  // before the files change: a list that sees a file sees its revision
+}
+
+result<void> store::publish_locked(std::uint64_t rev, std::unique_lock<std::mutex>& l) {
+  CNF_LOCAL_TRY(expose_locked(rev));
   if (head_.m_rev >= head_.d_rev) return {};
   std::vector<record_ptr> pending;
   std::uint64_t m_off = head_.m_off;
@@ -909,31 +915,20 @@ result<void> store::publish_locked(std::uint64_t rev, std::unique_lock<std::mute
   return write_head();
 }
 
-result<void> store::publish(std::uint64_t rev) {
+result<void> store::publish(std::uint64_t rev, bool files) {
   {
     // Usually a concurrent writer has published this already (group commit).
     char buf[head_size];
     head h;
     if (pread_full(head_fd_.get(), buf, head_size, 0) == static_cast<ssize_t>(head_size) && decode_head(buf, head_size, h) &&
-        h.boot == boot_ && h.m_rev >= rev)
+        h.boot == boot_ && (files ? h.m_rev : h.d_rev) >= rev)
       return {};
   }
   std::lock_guard w(wmu_);
   flock_guard f(head_fd_.get(), LOCK_EX);
   std::unique_lock l(mu_);
   CNF_LOCAL_TRY(refresh_locked());
-  return publish_locked(rev, l);
-}
-
-result<void> store::expose(std::uint64_t rev) {
-  std::lock_guard w(wmu_);
-  flock_guard f(head_fd_.get(), LOCK_EX);
-  std::unique_lock l(mu_);
-  CNF_LOCAL_TRY(refresh_locked());
-  if (rev > last_rev_) rev = last_rev_;
-  if (head_.d_rev >= rev) return {};
-  head_.d_rev = rev;
-  return write_head();
+  return files ? publish_locked(rev, l) : expose_locked(rev);
 }
 
 result<void> store::finish_publish() {
@@ -1179,7 +1174,7 @@ result<void> store::sync() {
     // after the caller has answered (the agent runs it between two calls). Everything a
     // reader can see is the same; the answer waits for one head write instead of the
     // files (0.1-0.2 ms of an agent-served IPAM ADD).
-    if (auto e = expose(rev); !e) {
+    if (auto e = publish(rev, /*files=*/false); !e) {
       log().warn("local datastore: revisions up to " + to_rev(rev) + " are written but publishing them failed: " + e.error().message);
       return {};
     }

@@ -112,10 +112,11 @@ class store : public std::enable_shared_from_this<store> {
   result<void> rotate();
   result<void> write_head();
   // Publishes every record up to `rev` (durable already): head d_rev, files, head m_rev.
-  result<void> publish(std::uint64_t rev);
-  // The first step of publish alone: head d_rev, which makes the records visible to every
-  // reader (through the log); their files are written later, by publish.
-  result<void> expose(std::uint64_t rev);
+  // files = false: the first step alone (head d_rev), which makes the records visible to
+  // every reader (through the log); a later publish writes their files.
+  result<void> publish(std::uint64_t rev, bool files = true);
+  // The first step of publish_locked: head d_rev up to `rev` (clamped to the log's end).
+  result<void> expose_locked(std::uint64_t rev);
   // Whether the writer of the newest visible record not yet in its file is this process
   // or another that is alive: it writes the file itself (see sync()).
   bool publisher_alive() const;
