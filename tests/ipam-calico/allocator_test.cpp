@@ -51,6 +51,51 @@ TEST_CASE("assign: a node's block with room is used without listing every block 
   CHECK(fresh_process.statistics().block_writes == 1);
 }
 
+namespace {
+// Forwards to a datastore; while `fail` is set, every IPAMBlock update fails as a disk
+// error would (not a conflict: nothing is retried).
+struct failing_block_writes {
+  cnf::any_datastore inner;
+  std::shared_ptr<std::atomic<bool>> fail = std::make_shared<std::atomic<bool>>(false);
+  cnf::result<cnf::resource> get(const cnf::resource_key& k) { return inner.get(k); }
+  cnf::result<cnf::resource_list> list(const cnf::list_options& o) { return inner.list(o); }
+  cnf::result<cnf::resource> create(const cnf::resource& r) { return inner.create(r); }
+  cnf::result<cnf::resource> update(const cnf::resource& r) {
+    if (*fail && r.kind == "IPAMBlock") return cnf::error(cnf::errc::io, "injected write error");
+    return inner.update(r);
+  }
+  cnf::result<void> remove(const cnf::resource_key& k, std::string_view rev) { return inner.remove(k, rev); }
+  cnf::result<cnf::watch_handle> watch(const cnf::watch_options& o, cnf::watch_callback cb) { return inner.watch(o, std::move(cb)); }
+  cnf::result<cnf::datastore_status> status() { return inner.status(); }
+};
+}  // namespace
+
+TEST_CASE("assign: a block write that fails leaves no trace in the instance's cached copy") {
+  // A long-lived instance changes its cached copy of a block in place before writing it;
+  // when the write fails, the address it was about to give must be free again, for it
+  // and in what it writes next.
+  failing_block_writes w{fresh()};
+  cnf::any_datastore ds = w;
+  add_pool(ds, "pool-a", "10.10.0.0/16", 26);
+  ci::ipam ipam(ds, "node-1", test_options());
+  auto a = ipam.assign(request("net.a", "node-1"));
+  REQUIRE(a);
+  *w.fail = true;
+  auto b = ipam.assign(request("net.b", "node-1"));
+  REQUIRE_FALSE(b);
+  CHECK_THAT(b.error().message, Contains("injected write error"));
+  *w.fail = false;
+  auto c = ipam.assign(request("net.c", "node-1"));
+  REQUIRE(c);
+  CHECK(c->front().address.address() == a->front().address.address().offset(1));
+  ci::ipam other_process(ds, "node-1", test_options());
+  auto all = other_process.allocations();
+  REQUIRE(all);
+  std::set<std::string> handles;
+  for (auto& x : *all) handles.insert(x.handle);
+  CHECK(handles == std::set<std::string>{"net.a", "net.c"});
+}
+
 TEST_CASE("assign: /32 from the node's own block, FIFO reuse, release by handle") {
   auto ds = fresh();
   add_pool(ds, "pool-a", "10.10.0.0/16", 26);

@@ -93,6 +93,10 @@ struct block_slot {
   std::optional<block> parsed;
   std::optional<cnf::error> corrupt;
   bool missing = false;
+  /// Bumped whenever res/parsed are replaced or dropped by anything but the running
+  /// process() committing its own write: that one changes `parsed` in place before it
+  /// writes, and keeps the result only if nothing else touched the copy meanwhile.
+  std::uint64_t version = 0;
   std::vector<std::shared_ptr<block_op>> queue;
   bool busy = false;
 };
@@ -167,6 +171,8 @@ struct state {
   void run(const std::string& name, const std::shared_ptr<block_op>& op);
   void process(const std::string& name, block_slot& s, std::vector<std::shared_ptr<block_op>>& batch);
   void remember(block_slot& s, const resource& r);
+  /// Drops the cached copy of a block (it is read again when next needed).
+  void forget(block_slot& s);
   std::optional<block> cached(const std::string& name);
   /// Free addresses (not reserved) of the cached copy of block `name`; nullopt when this
   /// process holds no usable copy. A hint only: the copy may be stale.
