@@ -393,6 +393,10 @@ nl::pod_plumbing_request plumbing_request_for(context& c, const std::string& hos
   pr.pod_ifname = c.env.ifname;
   pr.host_ifname = host_if;
   pr.mtu = c.cfg.mtu ? *c.cfg.mtu : c.prof.cni.mtu;
+  // One TX and one RX queue per end, as Calico's default num_queues: the same real queue
+  // count the kernel ends up with by default, without the two RCU grace periods (under
+  // the RTNL lock) it spends cutting a veth's per-CPU queues down to one.
+  pr.queues = 1;
   if (c.env.cmd == cni::command::add) pr.pod_mac = pod_mac_for(c);
   return pr;
 }

@@ -536,6 +536,9 @@ TEST_CASE("ADD, CHECK and DEL end to end: kernel and datastore", "[integration][
   CHECK(hl.at("mtu").to_number<int>() == 1400);
   CHECK(has_flag(hl, "UP"));
   CHECK(jstr(hl.at("linkinfo").as_object(), "info_kind") == "veth");
+  // One queue each way on both ends (Calico's default), not the kernel's one per CPU.
+  CHECK(hl.at("num_tx_queues").to_number<int>() == 1);
+  CHECK(hl.at("num_rx_queues").to_number<int>() == 1);
   CHECK(sysctl_of(L.node, "net.ipv4.conf." + H + ".proxy_arp") == "1");
   CHECK(sysctl_of(L.node, "net.ipv4.conf." + H + ".forwarding") == "1");
   CHECK(routes(L.node, "route show proto 80") == std::set<std::string>{addr_only(ip) + "||" + H + "|link"});
@@ -544,6 +547,8 @@ TEST_CASE("ADD, CHECK and DEL end to end: kernel and datastore", "[integration][
   CHECK(links(P.netns()) == std::set<std::string>{"eth0"});
   auto pl = link(P.netns(), "eth0");
   CHECK(pl.at("mtu").to_number<int>() == 1400);
+  CHECK(pl.at("num_tx_queues").to_number<int>() == 1);
+  CHECK(pl.at("num_rx_queues").to_number<int>() == 1);
   CHECK(jstr(pl, "address") == jstr(ifs[1].as_object(), "mac"));
   CHECK(addresses(P.netns(), "eth0") == std::set<std::string>{ip});
   CHECK(routes(P.netns(), "route show") == std::set<std::string>{"default|169.254.1.1|eth0|", "169.254.1.1||eth0|link"});

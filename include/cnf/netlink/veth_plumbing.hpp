@@ -94,8 +94,10 @@ struct pod_plumbing_request {
   std::vector<ip_prefix> addresses;       // pod addresses; configured as /32 or /128
   std::vector<ip_prefix> routes;          // pod routes via the gateway; empty: default route per family
   unsigned mtu = 0;                       // both ends; 0: kernel default (1500)
-  unsigned queues = 0;                    // TX/RX queues of both ends; 0: kernel default (one
-                                          // per CPU for veth); 1 makes creation ~20% cheaper
+  unsigned queues = 0;                    // TX/RX queues of both ends; 0: kernel default (one per
+                                          // CPU allocated, cut to one real queue per end, each cut
+                                          // waiting for an RCU grace period under the RTNL lock);
+                                          // 1 gives the same real queues without those waits
   std::optional<mac_address> pod_mac;     // empty: the kernel picks a random one
   bool pod_ip_forwarding = false;         // ip_forward / conf.all.forwarding inside the pod
   bool host_routes = true;                // false: leave the node routes to someone else
