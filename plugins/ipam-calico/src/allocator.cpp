@@ -412,7 +412,8 @@ void state::process(const std::string& name, block_slot& s, std::vector<std::sha
       // every assignment was a tenth of the agent's CPU per IPAM ADD. Until the write
       // below succeeds the cache holds changes nobody has stored (harmless to this
       // process's other readers: they only choose blocks, and every change is a
-      // compare-and-swap against the datastore); a failed write drops the cache.
+      // compare-and-swap against the datastore). A failed write drops the cache, and so
+      // does a successful one if anything replaced the copy meanwhile (s.version).
       for (auto& op : batch) changed = apply(*s.parsed, *op) || changed;
       if (changed) cur.spec = to_json(*s.parsed);
       version = s.version;
