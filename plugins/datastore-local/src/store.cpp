@@ -1303,13 +1303,14 @@ result<resource_list> store::list(const list_options& o) {
             }
             if (!r) return r.error();
             if (!*r) continue;
-            if (((*r)->kind != kind || (*r)->ns != ns) && !shared) {
-              torn = true;  // a recycled inode (see read_path), or corrupt: look again under the lock
-              continue;
-            }
-            if ((*r)->kind != kind || (*r)->ns != ns)
+            if ((*r)->kind != kind || (*r)->ns != ns) {
+              if (!shared) {
+                torn = true;  // a recycled inode (see read_path), or corrupt: look again under the lock
+                continue;
+              }
               return error(errc::invalid, v1_ + "/data/" + rel + ": holds " + (*r)->key().to_string() +
                                               " but lies in the directory of " + kind + "/" + ns);
+            }
             key_tuple k{kind, ns, (*r)->name};
             if (!matches((*r)->key(), o.kind, o.ns, o.name_prefix) || !in_range(k)) continue;
             cands[k] = cand{rel, std::move(**r)};

@@ -191,13 +191,17 @@ void state::remember(block_slot& s, const resource& r) {
   }
 }
 
-void state::forget(block_slot& s) {
-  std::lock_guard lk(s.mu);
+void state::drop_locked(block_slot& s, bool missing) {
   ++s.version;
   s.res.reset();
   s.parsed.reset();
   s.corrupt.reset();
-  s.missing = false;
+  s.missing = missing;
+}
+
+void state::forget(block_slot& s) {
+  std::lock_guard lk(s.mu);
+  drop_locked(s, false);
 }
 
 std::optional<block> state::cached(const std::string& name) {
@@ -369,11 +373,7 @@ void state::process(const std::string& name, block_slot& s, std::vector<std::sha
       if (g) {
         remember(s, *g);
       } else if (g.error().code == errc::not_found) {
-        ++s.version;
-        s.missing = true;
-        s.res.reset();
-        s.parsed.reset();
-        s.corrupt.reset();
+        drop_locked(s, true);
       } else {
         finish(batch, block_op::outcome::failed, with_context(g.error(), "reading IPAMBlock/" + name));
         return;
@@ -427,17 +427,12 @@ void state::process(const std::string& name, block_slot& s, std::vector<std::sha
     auto u = ds.update(cur);
     if (u) {
       stats.combined_ops += batch.size();
-      {
-        std::lock_guard lk(s.mu);
-        // The cache is what was written, unless another thread of this process replaced
-        // or dropped it meanwhile (a list, a read for a requested address): then whatever
-        // it holds may not match any revision, and it is read again when next needed.
-        if (s.version == version) {
-          s.res = std::move(*u);
-          return;
-        }
-      }
-      forget(s);
+      std::lock_guard lk(s.mu);
+      // The cache is what was written, unless another thread of this process replaced
+      // or dropped it meanwhile (a list, a read for a requested address): then whatever
+      // it holds may not match any revision, and it is read again when next needed.
+      if (s.version == version) s.res = std::move(*u);
+      else drop_locked(s, false);
       return;
     }
     forget(s);
@@ -622,11 +617,7 @@ result<bool> state::release_affinity(const ip_prefix& cidr, const std::string& n
     }
     auto s = slot(name);
     std::lock_guard lk(s->mu);
-    ++s->version;
-    s->res.reset();
-    s->parsed.reset();
-    s->corrupt.reset();
-    s->missing = true;
+    drop_locked(*s, true);
   }
   if (aff) {
     auto rm = ds.remove(aff->key(), aff->revision);

@@ -171,8 +171,10 @@ struct state {
   void run(const std::string& name, const std::shared_ptr<block_op>& op);
   void process(const std::string& name, block_slot& s, std::vector<std::shared_ptr<block_op>>& batch);
   void remember(block_slot& s, const resource& r);
-  /// Drops the cached copy of a block (it is read again when next needed).
+  /// Drops the cached copy of a block (it is read again when next needed); `missing`:
+  /// the block is known not to exist. drop_locked: the caller holds s.mu.
   void forget(block_slot& s);
+  void drop_locked(block_slot& s, bool missing);
   std::optional<block> cached(const std::string& name);
   /// Free addresses (not reserved) of the cached copy of block `name`; nullopt when this
   /// process holds no usable copy. A hint only: the copy may be stale.
