@@ -34,8 +34,11 @@ Contenders (each in its own subnet; the key selects it with --only):
   durable     dd appending 128 bytes to a file in the temp dir with conv=fdatasync: one
               process and one durable write, the least any IPAM that makes its assignment
               durable before answering can cost here (host-local makes none)
-ADD runs for every pod of every contender first, then DEL, so the node holds a few
-hundred pods at the peak, like a busy node.
+ADD runs for every pod of every contender first, then DEL, so the node holds every
+plumbing contender's pods at the peak: 1,421 with all of them at the default 200 pods
+(+3 warm-up), far more than a kubelet's default limit of 110 per node. Every plumbing
+contender's ADD gets slower as the count grows (kernel work; the IPAM-only contenders
+hardly change), so the report also gives the ADD medians by fifth of the run.
 
 Run as root:
   tests/bench/cni/cni_bench.py --build <build dir> [--pods 200]
@@ -59,6 +62,8 @@ PREFIX = "cnfbench"  # namespace names: cnfbench<pid>-<what>
 REF_DIR = "/usr/lib/cni"
 NODE_ADDR, UPLINK_ADDR = "192.0.2.1", "192.0.2.254"
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
+# Contenders that make no pod interface (IPAM alone, the spawn and durable-write floors).
+NO_POD_NS = ("hl-only", "cnf-ipam", "cnf-ipam-agent", "cnf-ipam-shim", "true", "durable")
 
 
 def log(msg):
@@ -399,7 +404,7 @@ def main():
         if bad:
             sys.exit(f"cni_bench: unknown contender(s) {bad}; known: {keys}")
         keys = [k for k in keys if k in want]
-    with_ns = [k for k in keys if k not in ("hl-only", "cnf-ipam", "cnf-ipam-agent", "cnf-ipam-shim", "true", "durable")]
+    with_ns = [k for k in keys if k not in NO_POD_NS]
     shim = os.path.join(os.path.dirname(cnf), "cnf-shim")
     if any(k.endswith("shim") for k in keys) and not os.access(shim, os.X_OK):
         sys.exit(f"cni_bench: {shim} missing (ninja cnf-shim), or leave out the shim contenders with --only")
@@ -542,6 +547,22 @@ def report(res, a, cnf):
         print("+ agent: the plugin process hands the call to `cnf agent`; its cpu adds the agent's mean CPU per call")
         print("  (" + ", ".join(f"{c['label']}: ADD {c['agent_cpu_ms'].get('ADD', 0):.2f}, DEL {c['agent_cpu_ms'].get('DEL', 0):.2f}"
                             for c in res["contenders"] if c.get("agent_cpu_ms")) + " ms in the agent).")
+    # The node's pod count grows through the ADD phase (each pod index adds one pod per
+    # plumbing contender), and so does every plumbing contender's ADD: show it by fifths.
+    plumbing = [c for c in res["contenders"] if c["key"] not in NO_POD_NS]
+    n_add = min((len(c["add_ms"]) for c in res["contenders"]), default=0)
+    if n_add >= 10 and plumbing:
+        step = n_add // 5
+        print()
+        print(f"ADD median by fifth of the run (pods {step} at a time per contender; the node holds "
+              f"{len(plumbing)} more pods per pod index, {len(plumbing) * (n_add + a.warmup)} at the end):")
+        print(f"{'contender':<23}" + "".join(f"{k:>8}" for k in ("1st", "2nd", "3rd", "4th", "5th")) + f"{'1st/ptp':>9}{'5th/ptp':>9}")
+        fifths = {c["key"]: [statistics.median(c["add_ms"][i * step:(i + 1) * step]) for i in range(5)] for c in res["contenders"]}
+        for c in res["contenders"]:
+            f = fifths[c["key"]]
+            p = fifths.get("ptp")
+            r = f"{f[0] / p[0]:>8.2f}x{f[4] / p[4]:>8.2f}x" if p else f"{'-':>9}{'-':>9}"
+            print(f"{c['label']:<23}" + "".join(f"{v:>8.2f}" for v in f) + r)
     print()
     print("targets:")
     ok = True
