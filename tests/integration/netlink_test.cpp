@@ -236,6 +236,51 @@ TEST_CASE("netns_guard moves only this thread; sockets and /proc/sys follow it",
   CHECK(cnf_test::netns_inode("/proc/thread-self/ns/net") == host_ino);
 }
 
+TEST_CASE("write_node_sysctl: cached directories follow the thread's namespace", "[integration][netlink]") {
+  if (skip_unless_root()) return;
+  test_netns a, b;
+  a.exec_or_throw("ip link add cnfd0 type veth peer name cnfd1");
+  b.exec_or_throw("ip link add cnfd0 type veth peer name cnfd1");
+  std::string err = "not run";
+  std::optional<std::string> back_in_a, core_in_b;
+  std::thread t([&] {
+    auto step = [&](cnf::result<void> r) { if (!r) err = r.error().message; return static_cast<bool>(r); };
+    {
+      auto g = nl::netns_guard::enter(a.path());
+      if (!g) { err = g.error().message; return; }
+      if (!step(nl::write_node_sysctl("net/ipv4/conf/cnfd0/proxy_arp", "1"))) return;
+      if (!step(g->restore())) return;
+    }
+    {
+      // Another namespace: the cache must not hand out a's directories here.
+      auto g = nl::netns_guard::enter(b.path());
+      if (!g) { err = g.error().message; return; }
+      if (!step(nl::write_node_sysctl("net/ipv4/conf/cnfd0/route_localnet", "1"))) return;
+      if (!step(nl::write_node_sysctl("net/ipv6/conf/cnfd0/accept_ra", "0"))) return;
+      if (auto v = nl::read_node_sysctl("net/core/somaxconn"); v) core_in_b = *v;  // not below ipv4/ipv6
+      if (nl::write_node_sysctl("net/ipv4/../ipv4/ip_forward", "1")) { err = "a key with .. was accepted"; return; }
+      auto missing = nl::read_node_sysctl("net/ipv4/conf/cnfd9/proxy_arp");
+      if (missing || missing.error().code != cnf::errc::not_found) { err = "a missing interface was not reported"; return; }
+      if (!step(g->restore())) return;
+    }
+    auto g = nl::netns_guard::enter(a.path());
+    if (!g) { err = g.error().message; return; }
+    if (auto v = nl::read_node_sysctl("net/ipv4/conf/cnfd0/proxy_arp"); v) back_in_a = *v;
+    err = "";
+    (void)g->restore();
+  });
+  t.join();
+  INFO(err);
+  CHECK(err.empty());
+  CHECK(back_in_a == std::optional<std::string>("1"));
+  CHECK(core_in_b == std::optional<std::string>(b.sysctl("net.core.somaxconn")));
+  CHECK(a.sysctl("net.ipv4.conf.cnfd0.proxy_arp") == "1");
+  CHECK(a.sysctl("net.ipv4.conf.cnfd0.route_localnet") == "0");
+  CHECK(b.sysctl("net.ipv4.conf.cnfd0.proxy_arp") == "0");
+  CHECK(b.sysctl("net.ipv4.conf.cnfd0.route_localnet") == "1");
+  CHECK(b.sysctl("net.ipv6.conf.cnfd0.accept_ra") == "0");
+}
+
 TEST_CASE("plumb_pod dual stack: kernel state, sysctls, pings", "[integration][netlink]") {
   if (skip_unless_root()) return;
   node_env env;

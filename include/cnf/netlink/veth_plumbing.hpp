@@ -175,7 +175,7 @@ inline result<void> host_sysctls(const std::string& h, family_mask fm) {
   // No router advertisements from pods; absent when the kernel runs without IPv6.
   list.push_back({"net/ipv6/conf/" + h + "/accept_ra", "0", fm.v6});
   for (const auto& e : list) {
-    auto r = write_sysctl(e.key, e.value);
+    auto r = write_node_sysctl(e.key, e.value);
     if (!r && (e.required || r.error().code != errc::not_found)) return r;
   }
   return {};
@@ -541,7 +541,7 @@ inline std::vector<error> check_pod(rtnl_socket& node, const pod_plumbing_reques
       sys.push_back({"net/ipv6/conf/" + H + "/forwarding", "1"});
     }
     for (const auto& e : sys) {
-      auto v = read_sysctl(e.key);
+      auto v = read_node_sysctl(e.key);
       if (!v) add(v.error().code, "host interface " + H + ": " + v.error().message);
       else if (*v != e.want) add(errc::invalid, "host interface " + H + ": sysctl " + e.key + " is " + *v + ", want " + e.want);
     }

@@ -365,8 +365,9 @@ def main():
                          "busy with other work (compilers), the contenders are then not preempted by it; kernel work "
                          "(RCU, block I/O) still competes. Every contender is treated alike either way")
     ap.add_argument("--before", metavar="BUILD",
-                    help="another cnf build (e.g. before a change): adds its cnf-hl and cnf-calico as the contenders "
-                         "cnf-hl-before and cnf-calico-before, measured in the same run")
+                    help="another cnf build (e.g. before a change): adds its cnf-hl, cnf-calico and (when it has "
+                         "bin/cnf-shim) cnf-shim as the contenders cnf-hl-before, cnf-calico-before and "
+                         "cnf-shim-before, measured in the same run")
     ap.add_argument("--inner", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.inner:
@@ -398,6 +399,9 @@ def main():
         if not os.access(before, os.X_OK):
             sys.exit(f"cni_bench: --before {a.before}: no bin/cnf there")
         keys[2:2] = ["cnf-hl-before", "cnf-calico-before"]
+        before_shim = os.path.join(os.path.dirname(before), "cnf-shim")
+        if os.access(before_shim, os.X_OK):
+            keys[4:4] = ["cnf-shim-before"]
     if a.only:
         want = a.only.split(",")
         bad = [k for k in want if k not in keys]
@@ -429,16 +433,17 @@ def main():
         calico_ipam = '[ipam]\nplugin = "calico-ipam"\n[[ipam.pools]]\ncidr = "10.{}.0.0/16"\nblock_size = 26\n'
         for key, ipam in (("cnf-hl", hl_ipam.format(101)), ("cnf-calico", calico_ipam.format(102)),
                           ("cnf-hl-before", hl_ipam.format(111)), ("cnf-calico-before", calico_ipam.format(112)),
+                          ("cnf-shim-before", calico_ipam.format(115)),
                           ("cnf-ipam", calico_ipam.format(107)), ("cnf-agent", calico_ipam.format(108)),
                           ("cnf-ipam-agent", calico_ipam.format(109)), ("cnf-shim", calico_ipam.format(113)),
                           ("cnf-ipam-shim", calico_ipam.format(114))):
             p = os.path.join(tmp, key + ".toml")
-            cni = f'[cni]\nagent_socket = "{os.path.join(tmp, key + ".sock")}"\n\n' if key.endswith(("agent", "shim")) else ""
+            cni = f'[cni]\nagent_socket = "{os.path.join(tmp, key + ".sock")}"\n\n' if key.endswith(("agent", "shim", "shim-before")) else ""
             with open(p, "w") as f:
                 f.write(f'[node]\nname = "bench-node"\n\n{cni}[datastore]\nplugin = "local"\n'
                         f'dir = "{os.path.join(tmp, "ds-" + key)}"\n\n{ipam}')
             profiles[key] = p
-        agent = lambda key: {"profile": profiles[key], "socket": os.path.join(tmp, key + ".sock"), "binary": cnf}
+        agent = lambda key, binary=cnf: {"profile": profiles[key], "socket": os.path.join(tmp, key + ".sock"), "binary": binary}
         table = {
             "cnf-hl": dict(label="cnf (host-local)", binary=cnf,
                            config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf", "profile": profiles["cnf-hl"]}),
@@ -456,6 +461,10 @@ def main():
                                           "ipam": {"type": "cnf-shim", "profile": profiles["cnf-ipam-shim"]}}),
             "cnf-hl-before": dict(label="before: cnf (host-local)", binary=before,
                                   config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf", "profile": profiles["cnf-hl-before"]}),
+            "cnf-shim-before": dict(label="before: cnf-shim + agent", binary=before and os.path.join(os.path.dirname(before), "cnf-shim"),
+                                    agent=before and agent("cnf-shim-before", before),
+                                    config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf-shim",
+                                            "profile": profiles.get("cnf-shim-before")}),
             "cnf-calico-before": dict(label="before: cnf (calico)", binary=before,
                                       config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf",
                                               "profile": profiles["cnf-calico-before"]}),
@@ -605,11 +614,16 @@ def report(res, a, cnf):
     if "cnf-hl-before" in by:
         print()
         print("this build against --before (same run):")
-        for k in ("cnf-hl", "cnf-calico"):
+        for k in ("cnf-hl", "cnf-calico", "cnf-shim"):
             for f in ("add_ms", "del_ms"):
                 now, then = med(k, f), med(k + "-before", f)
                 if now is not None and then:
                     print(f"  {by[k]['label']} {f[:3].upper()} median: {then:.2f} -> {now:.2f} ms ({now / then:.2f}x)")
+            if k in by and k + "-before" in by and len(by[k]["add_ms"]) >= 10:
+                last = len(by[k]["add_ms"]) // 5
+                now = statistics.median(by[k]["add_ms"][-last:])
+                then = statistics.median(by[k + "-before"]["add_ms"][-last:])
+                print(f"  {by[k]['label']} ADD median, last fifth: {then:.2f} -> {now:.2f} ms ({now / then:.2f}x)")
     return ok
 
 
