@@ -281,6 +281,47 @@ TEST_CASE("write_node_sysctl: cached directories follow the thread's namespace",
   CHECK(b.sysctl("net.ipv6.conf.cnfd0.accept_ra") == "0");
 }
 
+TEST_CASE("get_forwarding reads a namespace's forwarding through its socket", "[integration][netlink]") {
+  if (skip_unless_root()) return;
+  test_netns ns;
+  ns.exec_or_throw("ip link add cnff0 type veth peer name cnff1");
+  std::optional<nl::rtnl_socket> sock;
+  {
+    auto g = nl::netns_guard::enter(ns.path()).value();
+    sock.emplace(nl::rtnl_socket::open("netns " + ns.path()).value());
+    (void)g.restore();
+  }
+  auto idx = nl::get_link(*sock, "cnff0").value().index;
+  auto v4 = [&] { return nl::get_forwarding(*sock, AF_INET).value(); };
+  CHECK_FALSE(v4());
+  ns.exec_or_throw("sysctl -qw net.ipv4.ip_forward=1");
+  CHECK(v4());
+  CHECK(nl::get_forwarding(*sock, AF_INET, idx).value());  // "all" carries over to every interface
+  ns.exec_or_throw("sysctl -qw net.ipv4.conf.cnff0.forwarding=0");
+  CHECK_FALSE(nl::get_forwarding(*sock, AF_INET, idx).value());
+  CHECK(v4());
+  CHECK_FALSE(nl::get_forwarding(*sock, AF_INET6).value());
+  ns.exec_or_throw("sysctl -qw net.ipv6.conf.all.forwarding=1");
+  CHECK(nl::get_forwarding(*sock, AF_INET6).value());
+  auto bad = nl::get_forwarding(*sock, AF_INET, 424242);
+  REQUIRE_FALSE(bad);
+  CHECK_THAT(bad.error().message, Contains("#424242") && Contains(ns.path()));
+  CHECK_FALSE(nl::get_forwarding(*sock, AF_PACKET));
+}
+
+TEST_CASE("plumb_pod sets the pod's ip_forward either way", "[integration][netlink]") {
+  if (skip_unless_root()) return;
+  node_env env;
+  test_netns pod;
+  in_netns here(env.node);
+  auto s = nl::rtnl_socket::open().value();
+  auto r = make_request(pod, {pfx("10.244.1.9/32")}, "fwd-on");
+  r.pod_ip_forwarding = true;
+  REQUIRE(nl::plumb_pod(s, r));
+  CHECK(pod.sysctl("net.ipv4.ip_forward") == "1");
+  CHECK(nl::unplumb_pod(s, r.host_ifname));
+}
+
 TEST_CASE("plumb_pod dual stack: kernel state, sysctls, pings", "[integration][netlink]") {
   if (skip_unless_root()) return;
   node_env env;
@@ -294,7 +335,9 @@ TEST_CASE("plumb_pod dual stack: kernel state, sysctls, pings", "[integration][n
   INFO((res ? std::string() : res.error().message));
   REQUIRE(res);
   WARN("plumb_pod dual stack: " << res->elapsed.count() << " us, " << res->round_trips << " netlink round trips");
-  CHECK(res->round_trips == 3);
+  // Node: create, then up + routes; pod: the ip_forward query (netconf.hpp), then up +
+  // addresses + routes + read back.
+  CHECK(res->round_trips == 4);
   CHECK(res->host_ifname == "cali0d7763386da");
   CHECK(res->host_mac == nl::host_side_mac());
   CHECK(res->pod_mac != nl::host_side_mac());
@@ -435,6 +478,7 @@ TEST_CASE("plumb_pod single stack IPv4 and IPv6", "[integration][netlink]") {
 
   auto r4 = make_request(pod4, {pfx("10.244.1.8/32")}, "v4-only");
   r4.queues = 1;
+  pod4.exec_or_throw("sysctl -qw net.ipv4.ip_forward=1");  // the plumbing turns it off (pod_ip_forwarding false)
   auto a = nl::plumb_pod(s, r4);
   INFO((a ? std::string() : a.error().message));
   REQUIRE(a);
@@ -447,6 +491,7 @@ TEST_CASE("plumb_pod single stack IPv4 and IPv6", "[integration][netlink]") {
 
   CHECK(nl::check_pod(s, r4).empty());
   CHECK(nl::check_pod(s, r6).empty());
+  CHECK(pod4.sysctl("net.ipv4.ip_forward") == "0");
   auto q = ip_json(pod4, "-d link show dev eth0");
   REQUIRE(q.arr().size() == 1);
   CHECK(q.arr()[0]["num_tx_queues"].num() == 1);

@@ -31,8 +31,9 @@
 // by EUI-64 whatever the node's default addr_gen_mode is; all three are set above. The
 // pod side's own link-local gets accept_dad=0 too (pod netns sysctl), as Calico does.
 //
-// Cost: 3 netlink round trips (node: create+read back; node: up+host routes; pod: up+
-// addresses+routes+read back), about 12 small /proc/sys writes, and 2 setns() calls.
+// Cost: 4 netlink round trips (node: create+read back; node: up+host routes; pod: its
+// IPv4 forwarding; pod: up+addresses+routes+read back), about 12 small /proc/sys writes
+// (the node's through directories kept open, see sysctl.hpp), and 2 setns() calls.
 // plumb_pod is begin_plumb_pod (the veth, the sysctls, a socket in the pod namespace: no
 // address needed) followed by finish_plumb_pod (routes, addresses, up). A CNI plugin can
 // run the first half on another thread while its IPAM assigns the addresses, which takes
@@ -46,6 +47,7 @@
 #pragma once
 #include <cnf/netlink/address.hpp>
 #include <cnf/netlink/link.hpp>
+#include <cnf/netlink/netconf.hpp>
 #include <cnf/netlink/netns.hpp>
 #include <cnf/netlink/route.hpp>
 #include <cnf/netlink/sha1.hpp>
@@ -182,10 +184,16 @@ inline result<void> host_sysctls(const std::string& h, family_mask fm) {
 }
 
 /// Pod-namespace sysctls; the calling thread must be in the pod namespace.
-inline result<void> pod_sysctls(const pod_plumbing_request& req, family_mask fm) {
+inline result<void> pod_sysctls(const pod_plumbing_request& req, family_mask fm, rtnl_socket& pod) {
   const char* fwd = req.pod_ip_forwarding ? "1" : "0";
-  if (fm.v4)
-    if (auto r = write_sysctl("net/ipv4/ip_forward", fwd); !r) return r;
+  // Written only when it differs (a new namespace starts with 0 unless the node sets
+  // net.core.devconf_inherit_init_net): asking the pod's socket is constant time, while
+  // a fresh namespace's first /proc/sys/net/ipv4 lookup is not (netconf.hpp).
+  if (fm.v4) {
+    auto now = get_forwarding(pod, AF_INET);
+    if (!now || *now != req.pod_ip_forwarding)
+      if (auto r = write_sysctl("net/ipv4/ip_forward", fwd); !r) return r;
+  }
   if (fm.v6) {
     for (const char* k : {"net/ipv6/conf/all/disable_ipv6", "net/ipv6/conf/default/disable_ipv6",
                           "net/ipv6/conf/lo/disable_ipv6"})
@@ -340,7 +348,7 @@ inline result<pod_plumbing_started> begin_plumb_pod(rtnl_socket& node, const pod
     auto s = rtnl_socket::open("netns " + req.netns_path);
     if (!s) return fail(std::move(s).error());
     st.pod.emplace(std::move(s).value());
-    if (auto sy = detail::pod_sysctls(req, fm); !sy) return fail(error(sy.error().code, "pod" + where_pod + ": " + sy.error().message));
+    if (auto sy = detail::pod_sysctls(req, fm, *st.pod); !sy) return fail(error(sy.error().code, "pod" + where_pod + ": " + sy.error().message));
     if (auto back = g->restore(); !back) return fail(std::move(back).error());
   }
   st.node_round_trips = node.round_trips() - node_rt0;
