@@ -561,12 +561,13 @@ cni::result<cni::add_result> cmd_add(context& c) {
     release();
     return from_part(w.error(), "datastore: workload endpoint");
   }
+  c.mark("endpoint record");
   if (auto s = c.parts.datastore.sync(); !s) {
     c.early.discard();
     undo_records();
     return from_part(s.error(), "datastore");
   }
-  c.mark("records+sync");
+  c.mark("sync");
   // The veth is usually there already (begin_plumb_pod ran while the IPAM assigned and
   // the flush waited for the disk); when it could not be started, everything is done here.
   auto early = c.early.take();
