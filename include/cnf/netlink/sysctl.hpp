@@ -2,7 +2,7 @@
 //
 //   write_sysctl("net/ipv4/conf/cali1234567890a/proxy_arp", "1");
 //   read_sysctl("net/ipv4/ip_forward");                          // "0"
-//   write_node_sysctl(...)  // the same, for a process that writes its node's sysctls often
+//   node_sysctls().write(...)  // the same, for a process that writes its node's sysctls often
 //
 // Keys are slash-separated paths below /proc/sys (interface names may contain dots, so
 // the dotted form is ambiguous).
@@ -142,9 +142,10 @@ inline result<std::string> read_sysctl(std::string_view key) {
   return detail::sysctl_read_at(AT_FDCWD, ("/proc/sys/" + k).c_str(), k);
 }
 
-/// write_sysctl for the namespace a process works in over and over (the node's): keys
-/// below net/ipv4/ and net/ipv6/ are looked up from that namespace's directories, which
-/// the process keeps open (one namespace at a time; a thread elsewhere reopens them).
+/// Sysctls of the namespace a process works in over and over (the node's): keys below
+/// net/ipv4/ and net/ipv6/ are looked up from that namespace's directories, which the
+/// process keeps open (one namespace at a time; a thread elsewhere reopens them). Make
+/// one per batch of keys, in the namespace they belong to, and use it there.
 ///
 /// Why: /proc/sys/net is one directory for every namespace, and each namespace that has
 /// looked up its net/ipv4 (a pod's sysctls, written by its CNI plugin or its runtime)
@@ -152,22 +153,27 @@ inline result<std::string> read_sysctl(std::string_view key) {
 /// the node, and the node's own entry, made early, sits behind the newer ones: in the CNI
 /// bench (1,421 pod namespaces at the end) path lookups through net/ipv4 and net/ipv6 were
 /// ~15% of the agent's CPU (proc_sys_compare under link_path_walk, perf record -a -g).
-inline result<void> write_node_sysctl(std::string_view key, std::string_view value) {
-  std::string k(key);
-  if (!detail::valid_sysctl_key(key)) return error(errc::invalid, "sysctl " + k + "=" + std::string(value) + ": invalid key");
-  auto d = detail::family_dirs();
-  if (auto [dir, rel] = detail::family_dir_for(d.get(), k); rel) return detail::sysctl_write_at(dir, rel, k, value);
-  return detail::sysctl_write_at(AT_FDCWD, ("/proc/sys/" + k).c_str(), k, value);
-}
+class node_sysctls {
+ public:
+  node_sysctls() : dirs_(detail::family_dirs()) {}
+  /// As write_sysctl.
+  result<void> write(std::string_view key, std::string_view value) const {
+    std::string k(key);
+    if (!detail::valid_sysctl_key(key)) return error(errc::invalid, "sysctl " + k + "=" + std::string(value) + ": invalid key");
+    if (auto [dir, rel] = detail::family_dir_for(dirs_.get(), k); rel) return detail::sysctl_write_at(dir, rel, k, value);
+    return detail::sysctl_write_at(AT_FDCWD, ("/proc/sys/" + k).c_str(), k, value);
+  }
+  /// As read_sysctl.
+  result<std::string> read(std::string_view key) const {
+    std::string k(key);
+    if (!detail::valid_sysctl_key(key)) return error(errc::invalid, "sysctl " + k + ": invalid key");
+    if (auto [dir, rel] = detail::family_dir_for(dirs_.get(), k); rel) return detail::sysctl_read_at(dir, rel, k);
+    return detail::sysctl_read_at(AT_FDCWD, ("/proc/sys/" + k).c_str(), k);
+  }
 
-/// read_sysctl, looked up like write_node_sysctl.
-inline result<std::string> read_node_sysctl(std::string_view key) {
-  std::string k(key);
-  if (!detail::valid_sysctl_key(key)) return error(errc::invalid, "sysctl " + k + ": invalid key");
-  auto d = detail::family_dirs();
-  if (auto [dir, rel] = detail::family_dir_for(d.get(), k); rel) return detail::sysctl_read_at(dir, rel, k);
-  return detail::sysctl_read_at(AT_FDCWD, ("/proc/sys/" + k).c_str(), k);
-}
+ private:
+  std::shared_ptr<const detail::sysctl_family_dirs> dirs_;  // null: full paths
+};
 
 }  // namespace netlink
 CNF_END_NAMESPACE

@@ -176,8 +176,9 @@ inline result<void> host_sysctls(const std::string& h, family_mask fm) {
   }
   // No router advertisements from pods; absent when the kernel runs without IPv6.
   list.push_back({"net/ipv6/conf/" + h + "/accept_ra", "0", fm.v6});
+  const node_sysctls node;
   for (const auto& e : list) {
-    auto r = write_node_sysctl(e.key, e.value);
+    auto r = node.write(e.key, e.value);
     if (!r && (e.required || r.error().code != errc::not_found)) return r;
   }
   return {};
@@ -548,8 +549,9 @@ inline std::vector<error> check_pod(rtnl_socket& node, const pod_plumbing_reques
       sys.push_back({"net/ipv6/conf/" + H + "/proxy_ndp", "1"});
       sys.push_back({"net/ipv6/conf/" + H + "/forwarding", "1"});
     }
+    const node_sysctls node_sys;
     for (const auto& e : sys) {
-      auto v = read_node_sysctl(e.key);
+      auto v = node_sys.read(e.key);
       if (!v) add(v.error().code, "host interface " + H + ": " + v.error().message);
       else if (*v != e.want) add(errc::invalid, "host interface " + H + ": sysctl " + e.key + " is " + *v + ", want " + e.want);
     }
