@@ -1942,3 +1942,86 @@ TEST_CASE("cnf-shim hands calls to the agent and runs cnf when no agent serves t
   CHECK(L.node_links().empty());
   CHECK(L.store().empty());
 }
+
+TEST_CASE("cnf-shim reads the plain profile forms itself and leaves every other form to cnf", "[integration][cni][agent][shim]") {
+  // cnf-shim reads the config and the profile's [cni] agent_socket without the C++
+  // libraries (examples/cnf-shim/main.c says why). A copy with no cnf beside it shows which
+  // calls it handed to the agent itself (they succeed) and which it left to cnf (error 5:
+  // it cannot run cnf there). The same profile forms through the installed shim succeed.
+  const std::string shim = cnf_bin.substr(0, cnf_bin.rfind('/') + 1) + "cnf-shim";
+  lab L;
+  const std::string sock = (L.dir.path / "run" / "cni.sock").string();
+  const std::string log = (L.dir.path / "cni.log").string();
+  const std::string agent_log = (L.dir.path / "agent.out").string();
+  profile_options o{.log_file = log};
+  const std::string base = profile_text(L.dir, o);  // [cni] comes last, with no agent_socket
+  L.profile = L.write_profile("profile.toml", {.log_file = log, .agent_socket = sock});
+  const auto lone = L.dir.path / "lone";
+  fs::create_directories(lone);
+  fs::copy_file(shim, lone / "cnf-shim");
+  const std::string lone_shim = (lone / "cnf-shim").string();
+  agent_process agent(L.node, L.profile, sock, agent_log);
+  REQUIRE(agent.running());
+  auto cfg = [&] {
+    auto c = L.config("1.1.0");
+    c["type"] = "cnf-shim";
+    return bj::serialize(c);
+  };
+  auto with_profile = [&](const std::string& text) { write_file(L.profile, text); };
+  auto served = [&](const pod& p) { return any_line_has(log_lines_of(log, agent.pid()), "ADD " + p.cid); };
+
+  // The generated profile: `agent_socket = "<path>"` in [cni].
+  pod A("c-lone-a", "lone-a");
+  require_ok(run_plugin(L.node, lone_shim, A.env("ADD"), cfg()));
+  CHECK(served(A));
+  // A literal string, a comment after it, blanks in the header and before the key.
+  {
+    auto text = base;
+    text.replace(text.find("[cni]\n"), 6, "[ cni ]  # the CNI side\n");
+    with_profile(text + "  agent_socket = '" + sock + "'   # the agent\n");
+    pod B("c-lone-b", "lone-b");
+    require_ok(run_plugin(L.node, lone_shim, B.env("ADD"), cfg()));
+    CHECK(served(B));
+    require_ok(run_plugin(L.node, lone_shim, B.env("DEL"), cfg()));
+  }
+  // Forms it does not follow, or that are not its table's: left to cnf (absent here).
+  for (const std::string& variant : {
+           base + "\"agent_socket\" = \"" + sock + "\"\n",                  // a quoted key
+           base + "agent_socket = \"\"\"" + sock + "\"\"\"\n",              // a multi-line string
+           base + "agent_socket = \"" + sock + "\"\nagent_socket = \"" + sock + "\"\n",  // twice: invalid TOML
+           "[other]\nagent_socket = \"" + sock + "\"\n" + base,            // another table's key
+       }) {
+    INFO(variant);
+    with_profile(variant);
+    pod C("c-lone-c", "lone-c");
+    require_cni_error(run_plugin(L.node, lone_shim, C.env("ADD"), cfg()), 5, {"cannot run", "installed next to cnf-shim"});
+    CHECK_FALSE(served(C));
+  }
+  // The quoted key through the installed shim: cnf reads it and hands the call over.
+  with_profile(base + "\"agent_socket\" = \"" + sock + "\"\n");
+  pod D("c-lone-d", "lone-d");
+  auto d = run_plugin(L.node, shim, D.env("ADD"), cfg());
+  require_ok(d);
+  CHECK(served(D));
+  require_ok(run_plugin(L.node, shim, D.env("DEL"), cfg()));
+
+  // As another plugin's IPAM ("ipam.type" names it, "ipam.profile" the profile): the
+  // agent assigns, and nothing is plumbed.
+  with_profile(base + "agent_socket = \"" + sock + "\"\n");
+  {
+    auto c = L.config("1.1.0");
+    c["type"] = "ptp";
+    c.erase("profile");
+    c["ipam"] = bj::object{{"type", "cnf-shim"}, {"profile", L.profile}};
+    pod E("c-lone-e", "lone-e");
+    auto e = run_plugin(L.node, lone_shim, E.env("ADD"), bj::serialize(c));
+    require_ok(e);
+    CHECK(served(E));
+    REQUIRE(e.json.at("ips").as_array().size() == 1);
+    CHECK_FALSE(L.node_links().count(E.host_veth()));
+    require_ok(run_plugin(L.node, lone_shim, E.env("DEL"), bj::serialize(c)));
+  }
+  require_ok(run_plugin(L.node, lone_shim, A.env("DEL"), cfg()));
+  CHECK(L.node_links().empty());
+  CHECK(L.store().empty());
+}
