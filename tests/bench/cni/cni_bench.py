@@ -63,7 +63,7 @@ REF_DIR = "/usr/lib/cni"
 NODE_ADDR, UPLINK_ADDR = "192.0.2.1", "192.0.2.254"
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
 # Contenders that make no pod interface (IPAM alone, the spawn and durable-write floors).
-NO_POD_NS = ("hl-only", "cnf-ipam", "cnf-ipam-agent", "cnf-ipam-shim", "true", "durable")
+NO_POD_NS = ("hl-only", "cnf-ipam", "cnf-ipam-agent", "cnf-ipam-shim", "cnf-ipam-shim-before", "true", "durable")
 
 
 def log(msg):
@@ -366,8 +366,12 @@ def main():
                          "(RCU, block I/O) still competes. Every contender is treated alike either way")
     ap.add_argument("--before", metavar="BUILD",
                     help="another cnf build (e.g. before a change): adds its cnf-hl, cnf-calico and (when it has "
-                         "bin/cnf-shim) cnf-shim as the contenders cnf-hl-before, cnf-calico-before and "
-                         "cnf-shim-before, measured in the same run")
+                         "bin/cnf-shim) cnf-shim and cnf-ipam-shim as the contenders cnf-hl-before, cnf-calico-before, "
+                         "cnf-shim-before and cnf-ipam-shim-before, measured in the same run")
+    ap.add_argument("--agent-log", metavar="DIR",
+                    help="run the agents with log_level = \"debug\" (each ADD/DEL logs where its time went: "
+                         "\"phases (us)\") and copy their logs to DIR as <contender>-agent.log; the debug log "
+                         "costs the agent-served contenders some time of their own")
     ap.add_argument("--inner", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.inner:
@@ -402,6 +406,7 @@ def main():
         before_shim = os.path.join(os.path.dirname(before), "cnf-shim")
         if os.access(before_shim, os.X_OK):
             keys[4:4] = ["cnf-shim-before"]
+            keys.insert(keys.index("cnf-ipam-shim") + 1, "cnf-ipam-shim-before")
     if a.only:
         want = a.only.split(",")
         bad = [k for k in want if k not in keys]
@@ -433,12 +438,14 @@ def main():
         calico_ipam = '[ipam]\nplugin = "calico-ipam"\n[[ipam.pools]]\ncidr = "10.{}.0.0/16"\nblock_size = 26\n'
         for key, ipam in (("cnf-hl", hl_ipam.format(101)), ("cnf-calico", calico_ipam.format(102)),
                           ("cnf-hl-before", hl_ipam.format(111)), ("cnf-calico-before", calico_ipam.format(112)),
-                          ("cnf-shim-before", calico_ipam.format(115)),
+                          ("cnf-shim-before", calico_ipam.format(115)), ("cnf-ipam-shim-before", calico_ipam.format(116)),
                           ("cnf-ipam", calico_ipam.format(107)), ("cnf-agent", calico_ipam.format(108)),
                           ("cnf-ipam-agent", calico_ipam.format(109)), ("cnf-shim", calico_ipam.format(113)),
                           ("cnf-ipam-shim", calico_ipam.format(114))):
             p = os.path.join(tmp, key + ".toml")
-            cni = f'[cni]\nagent_socket = "{os.path.join(tmp, key + ".sock")}"\n\n' if key.endswith(("agent", "shim", "shim-before")) else ""
+            debug = 'log_level = "debug"\n' if a.agent_log else ""
+            cni = (f'[cni]\nagent_socket = "{os.path.join(tmp, key + ".sock")}"\n{debug}\n'
+                   if key.endswith(("agent", "shim", "shim-before")) else "")
             with open(p, "w") as f:
                 f.write(f'[node]\nname = "bench-node"\n\n{cni}[datastore]\nplugin = "local"\n'
                         f'dir = "{os.path.join(tmp, "ds-" + key)}"\n\n{ipam}')
@@ -465,6 +472,11 @@ def main():
                                     agent=before and agent("cnf-shim-before", before),
                                     config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf-shim",
                                             "profile": profiles.get("cnf-shim-before")}),
+            "cnf-ipam-shim-before": dict(label="before: cnf-shim as IPAM + agent",
+                                         binary=before and os.path.join(os.path.dirname(before), "cnf-shim"),
+                                         agent=before and agent("cnf-ipam-shim-before", before),
+                                         config={"cniVersion": "1.0.0", "name": "bench-cisb", "type": "ptp",
+                                                 "ipam": {"type": "cnf-shim", "profile": profiles.get("cnf-ipam-shim-before")}}),
             "cnf-calico-before": dict(label="before: cnf (calico)", binary=before,
                                       config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf",
                                               "profile": profiles["cnf-calico-before"]}),
@@ -497,6 +509,11 @@ def main():
         with open(plan["result"]) as f:
             res = json.load(f)
         report(res, a, cnf)
+        if a.agent_log:
+            os.makedirs(a.agent_log, exist_ok=True)
+            for c in plan["contenders"]:
+                if c.get("agent"):
+                    shutil.copy(os.path.join(tmp, c["key"] + "-agent.log"), a.agent_log)
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(res, f, indent=1)
@@ -535,7 +552,8 @@ def report(res, a, cnf):
     print(f"load average (1/5/15 min): start {la[0][0]:.2f}/{la[0][1]:.2f}/{la[0][2]:.2f}, "
           f"after ADDs {la[1][0]:.2f}, end {la[-1][0]:.2f}; {res['seconds']:.0f} s")
     print()
-    hdr = (f"{'contender':<23}{'ADD med':>9}{'p90':>8}{'cpu':>7}{'DEL med':>9}{'p90':>8}{'cpu':>7}"
+    w = max([23] + [len(c["label"]) + 1 for c in res["contenders"]])  # the label column
+    hdr = (f"{'contender':<{w}}{'ADD med':>9}{'p90':>8}{'cpu':>7}{'DEL med':>9}{'p90':>8}{'cpu':>7}"
            f"{'ADD/ptp':>9}{'DEL/ptp':>9}")
     print(hdr)
     print("-" * len(hdr))
@@ -548,7 +566,7 @@ def report(res, a, cnf):
         ac, dc = ac + ag.get("ADD", 0.0), dc + ag.get("DEL", 0.0)  # the agent's share, mean per call
         ra = f"{am / pa:.2f}x" if pa else "-"
         rd = f"{dm / pd:.2f}x" if pd else "-"
-        print(f"{c['label']:<23}{am:>9.2f}{ap_:>8.2f}{ac:>7.2f}{dm:>9.2f}{dp:>8.2f}{dc:>7.2f}{ra:>9}{rd:>9}")
+        print(f"{c['label']:<{w}}{am:>9.2f}{ap_:>8.2f}{ac:>7.2f}{dm:>9.2f}{dp:>8.2f}{dc:>7.2f}{ra:>9}{rd:>9}")
     print("milliseconds: med/p90 = wall time from spawn to exit as seen by the driver; cpu = median user+system")
     print("time of the process (ptp/bridge: including the host-local it runs). Floor ADD = two ip processes")
     print("(node side, pod side) plus the driver's sysctl writes; floor DEL = `ip link del` of the host veth alone.")
@@ -565,13 +583,13 @@ def report(res, a, cnf):
         print()
         print(f"ADD median by fifth of the run (pods {step} at a time per contender; the node holds "
               f"{len(plumbing)} more pods per pod index, {len(plumbing) * (n_add + a.warmup)} at the end):")
-        print(f"{'contender':<23}" + "".join(f"{k:>8}" for k in ("1st", "2nd", "3rd", "4th", "5th")) + f"{'1st/ptp':>9}{'5th/ptp':>9}")
+        print(f"{'contender':<{w}}" + "".join(f"{k:>8}" for k in ("1st", "2nd", "3rd", "4th", "5th")) + f"{'1st/ptp':>9}{'5th/ptp':>9}")
         fifths = {c["key"]: [statistics.median(c["add_ms"][i * step:(i + 1) * step]) for i in range(5)] for c in res["contenders"]}
         for c in res["contenders"]:
             f = fifths[c["key"]]
             p = fifths.get("ptp")
             r = f"{f[0] / p[0]:>8.2f}x{f[4] / p[4]:>8.2f}x" if p else f"{'-':>9}{'-':>9}"
-            print(f"{c['label']:<23}" + "".join(f"{v:>8.2f}" for v in f) + r)
+            print(f"{c['label']:<{w}}" + "".join(f"{v:>8.2f}" for v in f) + r)
     print()
     print("targets:")
     ok = True
@@ -614,7 +632,7 @@ def report(res, a, cnf):
     if "cnf-hl-before" in by:
         print()
         print("this build against --before (same run):")
-        for k in ("cnf-hl", "cnf-calico", "cnf-shim"):
+        for k in ("cnf-hl", "cnf-calico", "cnf-shim", "cnf-ipam-shim"):
             for f in ("add_ms", "del_ms"):
                 now, then = med(k, f), med(k + "-before", f)
                 if now is not None and then:
