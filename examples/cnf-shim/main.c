@@ -328,11 +328,12 @@ static int json_document(const char* s, size_t n, member_fn member, void* ctx) {
 
 static int key_is(const struct buf* k, const char* name) { return strlen(name) == k->n && memcmp(k->p, name, k->n) == 0; }
 
-/* A string member, read once: a second one (a config that repeats a key) gives up. */
+/* A string member, read once: a second one (a config that repeats a key) gives up, and
+ * so does a NUL in it (\u0000), which a C string would cut short. */
 static int take_string(struct json* j, struct buf* out, int* seen) {
   if (*seen) return 0;
   *seen = 1;
-  if (j->s < j->end && *j->s == '"') return json_string(j, out);
+  if (j->s < j->end && *j->s == '"') return json_string(j, out) && !memchr(out->p, '\0', out->n);
   out->n = 0;  /* not a string: as if absent (cnf reports a wrong type) */
   return json_skip(j);
 }
@@ -427,7 +428,7 @@ static int profile_socket(const char* path, struct buf* out) {
           }
         } else if (q < e && *q == '"') {
           struct json j = {q, e, 0};
-          if (!json_string(&j, out) || !line_done(j.s, e)) ok = 0;
+          if (!json_string(&j, out) || memchr(out->p, '\0', out->n) || !line_done(j.s, e)) ok = 0;
           else found = 1;
         } else {
           ok = 0;
