@@ -240,76 +240,71 @@ static int json_literal(struct json* j, const char* w) {
   return 1;
 }
 
+/* Opens an object or array at j->s: 1 when items follow, 0 when it is empty (then it is
+ * read whole), -1 when there is none or it is nested too deep. */
+static int json_open(struct json* j, char open, char close) {
+  if (j->s >= j->end || *j->s != open || j->depth >= max_depth) return -1;
+  j->s++;
+  ws(j);
+  if (j->s < j->end && *j->s == close) {
+    j->s++;
+    return 0;
+  }
+  j->depth++;
+  return 1;
+}
+
+/* After an item: 1 when a ',' says another follows, 0 when `close` ends the container
+ * (read, and the depth given back), -1 otherwise. */
+static int json_next(struct json* j, char close) {
+  ws(j);
+  if (j->s < j->end && *j->s == ',') {
+    j->s++;
+    return 1;
+  }
+  if (j->s < j->end && *j->s == close) {
+    j->s++;
+    j->depth--;
+    return 0;
+  }
+  return -1;
+}
+
 /* Walks the object at j->s; calls member(key, j, ctx) at each value, which reads or
  * skips it (returns 0 to give up). */
 typedef int (*member_fn)(const struct buf* key, struct json* j, void* ctx);
 static int json_object(struct json* j, member_fn member, void* ctx) {
+  int more = json_open(j, '{', '}');
   struct buf key = {0};
-  int ok = 0;
-  if (j->s >= j->end || *j->s != '{' || ++j->depth > max_depth) goto out;
-  j->s++;
-  ws(j);
-  if (j->s < j->end && *j->s == '}') {
-    j->s++;
-    ok = 1;
-    goto out;
-  }
-  for (;;) {
+  while (more == 1) {
     ws(j);
-    if (!json_string(j, &key)) goto out;
+    if (!json_string(j, &key)) break;
     ws(j);
-    if (j->s >= j->end || *j->s != ':') goto out;
+    if (j->s >= j->end || *j->s != ':') break;
     j->s++;
     ws(j);
-    if (!(member ? member(&key, j, ctx) : json_skip(j))) goto out;
-    ws(j);
-    if (j->s < j->end && *j->s == ',') {
-      j->s++;
-      continue;
-    }
-    if (j->s < j->end && *j->s == '}') {
-      j->s++;
-      ok = 1;
-    }
-    goto out;
+    if (!(member ? member(&key, j, ctx) : json_skip(j))) break;
+    more = json_next(j, '}');
   }
-out:
-  j->depth--;
   free(key.p);
-  return ok;
+  return more == 0;
 }
 
 static int json_skip(struct json* j) {
   long long v;
-  int fits;
+  int fits, more;
   if (j->s >= j->end) return 0;
   switch (*j->s) {
     case '"': return json_string(j, NULL);
     case '{': return json_object(j, NULL, NULL);
     case '[':
-      if (++j->depth > max_depth) return 0;
-      j->s++;
-      ws(j);
-      if (j->s < j->end && *j->s == ']') {
-        j->s++;
-        j->depth--;
-        return 1;
-      }
-      for (;;) {
+      more = json_open(j, '[', ']');
+      while (more == 1) {
         ws(j);
-        if (!json_skip(j)) return 0;
-        ws(j);
-        if (j->s < j->end && *j->s == ',') {
-          j->s++;
-          continue;
-        }
-        if (j->s < j->end && *j->s == ']') {
-          j->s++;
-          j->depth--;
-          return 1;
-        }
-        return 0;
+        if (!json_skip(j)) break;
+        more = json_next(j, ']');
       }
+      return more == 0;
     case 't': return json_literal(j, "true");
     case 'f': return json_literal(j, "false");
     case 'n': return json_literal(j, "null");
