@@ -371,8 +371,9 @@ static int line_done(const char* s, const char* e) {
 
 /* The value of agent_socket in the profile's [cni] table, when the profile states it in
  * the plain form `agent_socket = "<path>"` (or '<path>') under a `[cni]` header; 0 when it
- * does not, or when anything in the file could make a line-by-line reading wrong (a
- * multi-line string, a second agent_socket). Then cnf reads the profile with toml++. */
+ * does not, when anything in the file could make a line-by-line reading wrong (a
+ * multi-line string, a second agent_socket), or when the profile would be refused for it
+ * (not an absolute path, too long). Then cnf reads the profile with toml++. */
 static int profile_socket(const char* path, struct buf* out) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return 0;
@@ -433,7 +434,9 @@ static int profile_socket(const char* path, struct buf* out) {
     s = nl ? nl + 1 : end;
   }
   free(text.p);
-  return ok && found && out->n > 0;
+  /* What the profile accepts (cnf::profile): an absolute path that fits a sockaddr_un. */
+  struct sockaddr_un sa;
+  return ok && found && out->n > 0 && out->p[0] == '/' && out->n < sizeof sa.sun_path;
 }
 
 /* ---- errors and running cnf ----------------------------------------------------------- */
@@ -540,9 +543,7 @@ static enum answer ask_agent(const char* sock, const char* self, const struct bu
   struct sockaddr_un sa;
   memset(&sa, 0, sizeof sa);
   sa.sun_family = AF_UNIX;
-  size_t n = strlen(sock);
-  if (n >= sizeof sa.sun_path) n = sizeof sa.sun_path - 1;
-  memcpy(sa.sun_path, sock, n);
+  memcpy(sa.sun_path, sock, strlen(sock));  /* it fits: profile_socket */
   if (connect(fd, (struct sockaddr*)&sa, sizeof sa) != 0) {
     close(fd);
     return absent;

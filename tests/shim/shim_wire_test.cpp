@@ -234,7 +234,9 @@ TEST_CASE("cnf-shim leaves to cnf every call it cannot read for sure, and never 
                                head + "[cni.x]\nagent_socket = \"" + L.sock + "\"\n",              // another table
                                "agent_socket = \"" + L.sock + "\"\n" + head,                       // no table
                                head + "[cni]\nagent_socket = \"\\U0000002f\"\n",                   // an escape JSON lacks
-                               head + "[cni]\nagent_socket = \"\"\n"}) {
+                               head + "[cni]\nagent_socket = \"\"\n",
+                               head + "[cni]\nagent_socket = \"run/agent.sock\"\n",             // relative
+                               head + "[cni]\nagent_socket = \"/" + std::string(107, 'x') + "\"\n"}) {  // too long
     INFO(p);
     cnf_test::write_file(L.profile, p);
     require_left_to_cnf(L.run(good));
