@@ -120,27 +120,38 @@ inline std::shared_ptr<const sysctl_family_dirs> family_dirs() {
   return cur;
 }
 
-// For a key below net/ipv4/ or net/ipv6/: the open directory and the rest of the key.
-inline std::pair<int, const char*> family_dir_for(const sysctl_family_dirs* d, const std::string& key) {
-  if (d && key.compare(0, 9, "net/ipv4/") == 0 && d->v4) return {d->v4.get(), key.c_str() + 9};
-  if (d && key.compare(0, 9, "net/ipv6/") == 0 && d->v6) return {d->v6.get(), key.c_str() + 9};
-  return {-1, nullptr};
+// Where a key is opened: below one of `d`'s directories when it is under net/ipv4/ or
+// net/ipv6/ (and `d` has that directory), else by its full /proc/sys path. `d` may be null.
+struct sysctl_location {
+  int dir;
+  std::string rel;
+};
+inline sysctl_location locate_sysctl(const sysctl_family_dirs* d, const std::string& key) {
+  if (d && key.starts_with("net/ipv4/") && d->v4) return {d->v4.get(), key.substr(9)};
+  if (d && key.starts_with("net/ipv6/") && d->v6) return {d->v6.get(), key.substr(9)};
+  return {AT_FDCWD, "/proc/sys/" + key};
+}
+
+inline result<void> sysctl_write(const sysctl_family_dirs* d, std::string_view key, std::string_view value) {
+  std::string k(key);
+  if (!valid_sysctl_key(key)) return error(errc::invalid, "sysctl " + k + "=" + std::string(value) + ": invalid key");
+  auto at = locate_sysctl(d, k);
+  return sysctl_write_at(at.dir, at.rel.c_str(), k, value);
+}
+
+inline result<std::string> sysctl_read(const sysctl_family_dirs* d, std::string_view key) {
+  std::string k(key);
+  if (!valid_sysctl_key(key)) return error(errc::invalid, "sysctl " + k + ": invalid key");
+  auto at = locate_sysctl(d, k);
+  return sysctl_read_at(at.dir, at.rel.c_str(), k);
 }
 }  // namespace detail
 
 /// Writes `value` to /proc/sys/<key> in the calling thread's namespace.
-inline result<void> write_sysctl(std::string_view key, std::string_view value) {
-  std::string k(key);
-  if (!detail::valid_sysctl_key(key)) return error(errc::invalid, "sysctl " + k + "=" + std::string(value) + ": invalid key");
-  return detail::sysctl_write_at(AT_FDCWD, ("/proc/sys/" + k).c_str(), k, value);
-}
+inline result<void> write_sysctl(std::string_view key, std::string_view value) { return detail::sysctl_write(nullptr, key, value); }
 
 /// Reads /proc/sys/<key> in the calling thread's namespace, trailing newline removed.
-inline result<std::string> read_sysctl(std::string_view key) {
-  std::string k(key);
-  if (!detail::valid_sysctl_key(key)) return error(errc::invalid, "sysctl " + k + ": invalid key");
-  return detail::sysctl_read_at(AT_FDCWD, ("/proc/sys/" + k).c_str(), k);
-}
+inline result<std::string> read_sysctl(std::string_view key) { return detail::sysctl_read(nullptr, key); }
 
 /// Sysctls of the namespace a process works in over and over (the node's): keys below
 /// net/ipv4/ and net/ipv6/ are looked up from that namespace's directories, which the
@@ -157,19 +168,9 @@ class node_sysctls {
  public:
   node_sysctls() : dirs_(detail::family_dirs()) {}
   /// As write_sysctl.
-  result<void> write(std::string_view key, std::string_view value) const {
-    std::string k(key);
-    if (!detail::valid_sysctl_key(key)) return error(errc::invalid, "sysctl " + k + "=" + std::string(value) + ": invalid key");
-    if (auto [dir, rel] = detail::family_dir_for(dirs_.get(), k); rel) return detail::sysctl_write_at(dir, rel, k, value);
-    return detail::sysctl_write_at(AT_FDCWD, ("/proc/sys/" + k).c_str(), k, value);
-  }
+  result<void> write(std::string_view key, std::string_view value) const { return detail::sysctl_write(dirs_.get(), key, value); }
   /// As read_sysctl.
-  result<std::string> read(std::string_view key) const {
-    std::string k(key);
-    if (!detail::valid_sysctl_key(key)) return error(errc::invalid, "sysctl " + k + ": invalid key");
-    if (auto [dir, rel] = detail::family_dir_for(dirs_.get(), k); rel) return detail::sysctl_read_at(dir, rel, k);
-    return detail::sysctl_read_at(AT_FDCWD, ("/proc/sys/" + k).c_str(), k);
-  }
+  result<std::string> read(std::string_view key) const { return detail::sysctl_read(dirs_.get(), key); }
 
  private:
   std::shared_ptr<const detail::sysctl_family_dirs> dirs_;  // null: full paths
