@@ -76,6 +76,33 @@ static void buf_add(struct buf* b, const char* s, size_t n) {
 static void buf_str(struct buf* b, const char* s) { buf_add(b, s, strlen(s)); }
 static void buf_chr(struct buf* b, char c) { buf_add(b, &c, 1); }
 
+/* Appends everything fd holds to b: 0, EFBIG past max_input, or the read's errno. */
+static int read_all(int fd, struct buf* b) {
+  char chunk[16384];
+  for (;;) {
+    ssize_t n = read(fd, chunk, sizeof chunk);
+    if (n > 0) {
+      if (b->n + (size_t)n > max_input) return EFBIG;
+      buf_add(b, chunk, (size_t)n);
+    } else if (n == 0) {
+      return 0;
+    } else if (errno != EINTR) {
+      return errno;
+    }
+  }
+}
+
+/* Writes all of p to fd: 0, or -1 (errno says why). */
+static int write_all(int fd, const char* p, size_t n) {
+  for (size_t off = 0; off < n;) {
+    ssize_t w = write(fd, p + off, n - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    off += (size_t)w;
+  }
+  return 0;
+}
+
 /* Appends s as a JSON string (quotes included). Bytes >= 0x80 go through as they are. */
 static void buf_json(struct buf* b, const char* s, size_t n) {
   static const char hex[] = "0123456789abcdef";
@@ -378,15 +405,9 @@ static int profile_socket(const char* path, struct buf* out) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return 0;
   struct buf text = {0};
-  char chunk[8192];
-  ssize_t r;
-  while ((r = read(fd, chunk, sizeof chunk)) > 0 || (r < 0 && errno == EINTR))
-    if (r > 0) {
-      if (text.n + (size_t)r > max_input) break;
-      buf_add(&text, chunk, (size_t)r);
-    }
+  int err = read_all(fd, &text);
   close(fd);
-  if (r != 0 || text.n == 0 || memchr(text.p, '\0', text.n) || strstr(text.p, "\"\"\"") || strstr(text.p, "'''")) {
+  if (err != 0 || text.n == 0 || memchr(text.p, '\0', text.n) || strstr(text.p, "\"\"\"") || strstr(text.p, "'''")) {
     free(text.p);
     return 0;
   }
@@ -447,7 +468,8 @@ static const char* cni_version = "";
 static void fail(int code, const char* msg, const char* details) {
   struct buf o = {0};
   buf_str(&o, "{\"cniVersion\":");
-  buf_json(&o, *cni_version ? cni_version : "1.1.0", strlen(*cni_version ? cni_version : "1.1.0"));
+  const char* version = *cni_version ? cni_version : "1.1.0";
+  buf_json(&o, version, strlen(version));
   char num[32];
   snprintf(num, sizeof num, ",\"code\":%d,\"msg\":", code);
   buf_str(&o, num);
@@ -455,7 +477,7 @@ static void fail(int code, const char* msg, const char* details) {
   buf_str(&o, ",\"details\":");
   buf_json(&o, details, strlen(details));
   buf_str(&o, "}\n");
-  (void)!write(1, o.p, o.n);
+  (void)write_all(1, o.p, o.n);
   fprintf(stderr, "cnf-shim: %s%s%s\n", msg, *details ? "; " : "", details);
   exit(1);
 }
@@ -471,14 +493,7 @@ static void run_cnf(const char* argv0, const struct buf* input) {
   if (!slash || (size_t)(slash + 1 - self) + 4 > sizeof self) fail(5, "cnf-shim: cannot find its own path", self);
   strcpy(slash + 1, "cnf");
   int fd = memfd_create("cnf-network-config", 0);
-  size_t off = 0;
-  while (fd >= 0 && off < input->n) {
-    ssize_t w = write(fd, input->p + off, input->n - off);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) break;
-    off += (size_t)w;
-  }
-  if (fd < 0 || off != input->n || lseek(fd, 0, SEEK_SET) != 0 || dup2(fd, 0) != 0)
+  if (fd < 0 || write_all(fd, input->p, input->n) != 0 || lseek(fd, 0, SEEK_SET) != 0 || dup2(fd, 0) != 0)
     fail(5, "cnf-shim: cannot pass the network config on to cnf", strerror(errno));
   if (fd != 0) close(fd);
   char* args[] = {(char*)argv0, NULL};
@@ -494,8 +509,8 @@ enum answer { absent, declined, answered, lost };
 
 struct reply {
   long long exit_status;
-  struct buf out, declined_why;
-  int has_exit, has_out, has_declined, bad;
+  struct buf out;
+  int has_exit, has_out, has_declined;
 };
 
 static int reply_member(const struct buf* k, struct json* j, void* ctx) {
@@ -515,24 +530,9 @@ static int reply_member(const struct buf* k, struct json* j, void* ctx) {
   }
   if (key_is(k, "declined") && j->s < j->end && *j->s == '"') {
     r->has_declined = 1;
-    return json_string(j, &r->declined_why);
+    return json_string(j, NULL); /* why: cnf, which runs next, asks and logs it */
   }
   return json_skip(j);
-}
-
-static int read_all(int fd, struct buf* b) {
-  char chunk[16384];
-  for (;;) {
-    ssize_t n = read(fd, chunk, sizeof chunk);
-    if (n > 0) {
-      if (b->n + (size_t)n > max_input) return EFBIG;
-      buf_add(b, chunk, (size_t)n);
-    } else if (n == 0) {
-      return 0;
-    } else if (errno != EINTR) {
-      return errno;
-    }
-  }
 }
 
 /* Sends the call to the agent at sock; the answer's kind, with its text in r->out
@@ -638,12 +638,7 @@ int main(int argc, char** argv) {
   struct reply* r = &rep;
   switch (ask_agent(sock.p, self, &input, r, &why)) {
     case answered:
-      for (size_t off = 0; off < r->out.n;) {
-        ssize_t w = write(1, r->out.p + off, r->out.n - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return 1;
-        off += (size_t)w;
-      }
+      if (write_all(1, r->out.p, r->out.n) != 0) return 1;
       return (int)r->exit_status;
     case lost:
       buf_str(&why, "; what it did is unknown: try the call again");
