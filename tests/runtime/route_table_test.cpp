@@ -4,6 +4,9 @@
 // nothing before ready, the sweep of stale cnf routes at start, repair after someone
 // deletes or changes a cnf route, foreign routes left alone (and reported), ECMP,
 // blackhole/unreachable, IPv6, and a restarted table that changes nothing in the kernel.
+#define CATCH_CONFIG_EXTERNAL_INTERFACES
+#include <catch2/catch.hpp>
+
 #include "../integration/netns_harness.hpp"
 #include <root_gate.hpp>
 
@@ -42,21 +45,23 @@ bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds lim
   return pred();
 }
 
-// A node namespace with two dummy uplinks; the test thread and the loop live in it.
+// A node namespace with two uplinks (veth pairs: this kernel may have no dummy driver); the test thread and the loop live in it.
 struct env {
   test_netns ns;
   cnf::netlink::netns_guard guard = cnf::netlink::netns_guard::enter(ns.path()).value();
+  bool ready = setup();  // before the loop's thread: a throw here leaves nothing running
   cnf::event_loop loop;
   std::thread t{[this] { loop.run(); }};
 
-  env() {
+  bool setup() {
     REQUIRE_FALSE(cnf_test::thread_in_host_netns());
     ns.exec_or_throw(
-        "ip link add d0 type dummy && ip link add d1 type dummy && "
+        "ip link add d0 type veth peer name d0p && ip link add d1 type veth peer name d1p && "
         "sysctl -q -w net.ipv6.conf.d0.accept_dad=0 net.ipv6.conf.d1.accept_dad=0 && "
-        "ip link set d0 up && ip link set d1 up && "
+        "ip link set d0 up && ip link set d1 up && ip link set d0p up && ip link set d1p up && "
         "ip addr add 192.168.1.1/24 dev d0 && ip addr add 192.168.2.1/24 dev d1 && "
         "ip -6 addr add fd00:1::1/64 dev d0 nodad && ip -6 addr add fd00:2::1/64 dev d1 nodad");
+    return true;
   }
   ~env() {
     loop.stop();

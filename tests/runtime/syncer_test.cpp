@@ -61,11 +61,6 @@ struct rig {
     });
     s->start();
   }
-  ~rig() {
-    on_loop([&] { s.reset(); });
-    loop.stop();
-    t.join();
-  }
   template <class F>
   auto on_loop(F f) {
     std::packaged_task<decltype(f())()> task(std::move(f));
@@ -73,6 +68,14 @@ struct rig {
     loop.post([&] { task(); });
     if (fut.wait_for(30s) != std::future_status::ready) FAIL("the loop did not run a posted function within 30 s");
     return fut.get();
+  }
+  ~rig() {
+    on_loop([&] {
+      s.reset();
+      return true;
+    });
+    loop.stop();
+    t.join();
   }
   // Waits (bounded only against a hang) until pred holds over what was delivered.
   bool wait(const std::function<bool()>& pred, std::chrono::seconds limit = 30s) {
@@ -276,13 +279,16 @@ TEST_CASE("syncer: kubernetes 410 Gone: resyncing, list again, only the differen
   rig r(ds, {"IPPool"});
   REQUIRE(r.wait_status(S::in_sync));
   REQUIRE(k8s_test::eventually([&] { return s.active_watches() == 1; }));
-  // Hold the stream: the server drops it after the changes and forgets their history, so
-  // the watch's resume revision is gone (410) and the syncer must list again.
+  // The stream stalls (no events reach it), the changes happen, their history is
+  // compacted, then the stream is cut: the watch's resume revision is gone (410), so the
+  // syncer must list again and deliver only the differences.
   s.command("gone-mode http");
   auto m = r.mark();
-  s.command("drop-watches");
+  s.command("freeze-watches");
   oc.during(writer);
   s.command("compact");
+  CHECK(r.since(m).empty());
+  s.command("drop-watches");
   oc.check(r, m, writer);
   REQUIRE(r.wait_status(S::in_sync));
   std::lock_guard l(r.mu);
