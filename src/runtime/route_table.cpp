@@ -194,6 +194,7 @@ struct route_table::state : std::enable_shared_from_this<route_table::state> {
   executor& ex;
   options opts;
   std::optional<netlink::rtnl_socket> sock;  // requests and dumps; used on ex
+  std::string last_error;                    // of the last coalesced apply; on ex
 
   mutable std::mutex mu;  // guards what follows
   std::map<std::string, int, std::less<>> priority;
@@ -248,8 +249,17 @@ struct route_table::state : std::enable_shared_from_this<route_table::state> {
       if (!ready) return;
     }
     auto r = apply();
-    if (!r) {
-      log(log_level::warn, r.error().message + "; retrying in " + std::to_string(opts.retry.count()) + " ms");
+    if (r) {
+      last_error.clear();
+      return;
+    }
+    {
+      // One line per distinct failure, not one per retry (a device that never appears).
+      const bool same = r.error().message == last_error;
+      last_error = r.error().message;
+      log(same ? log_level::debug : log_level::warn, r.error().message + "; retrying every " + std::to_string(opts.retry.count()) + " ms");
+    }
+    {
       std::lock_guard l(mu);
       if (retry) return;
       std::weak_ptr<state> w = weak_from_this();

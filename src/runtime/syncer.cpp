@@ -1,10 +1,13 @@
 // cnf::syncer: per kind, list -> diff against the cache -> watch from the list's revision.
 // All state lives on the executor's thread; datastore watch callbacks (which may come on
 // another thread) post there, tagged with the generation of the watch that made them, so
-// events of a watch that was replaced are dropped.
+// events of a watch that was replaced are dropped. Lists run on a thread of their own
+// (one per kind at a time) and post their result: a datastore that does not answer holds
+// a lister for its timeout, never the host's loop (which also serves CNI calls).
 #include <cnf/syncer.hpp>
 
 #include <atomic>
+#include <thread>
 
 CNF_BEGIN_NAMESPACE
 
@@ -17,6 +20,8 @@ struct syncer::state : std::enable_shared_from_this<syncer::state> {
     bool watching = false;     // listed and watched, no error since
     bool down = false;         // the last list or watch failed: retry timer pending
     executor::timer_id retry = 0;
+    std::uint64_t list_gen = 0;  // of the list in flight; results of older ones are dropped
+    std::thread lister;          // joined before the next list and by ~syncer
   };
 
   state(any_datastore d, executor& e, options o) : ds(std::move(d)), ex(e), opts(std::move(o)) {
@@ -32,6 +37,7 @@ struct syncer::state : std::enable_shared_from_this<syncer::state> {
   std::atomic<sync_status> status{sync_status::starting};
   std::atomic<bool> reached{false};
   bool running = false;  // on ex
+  std::vector<std::thread> retired;  // listers replaced while in flight; joined by ~syncer
 
   void log(log_level l, const std::string& m) {
     if (opts.log && opts.log->enabled(l)) opts.log->write(l, "syncer: " + m);
@@ -73,6 +79,7 @@ struct syncer::state : std::enable_shared_from_this<syncer::state> {
     running = false;
     for (auto& k : kinds) {
       ++k.gen;
+      ++k.list_gen;
       k.watch.cancel();
       k.watching = false;
       k.down = false;
@@ -105,13 +112,29 @@ struct syncer::state : std::enable_shared_from_this<syncer::state> {
       if (!s || !s->running) return;
       s->kinds[i].retry = 0;
       s->sync_kind(i);
-      s->recompute();
     });
   }
 
   void sync_kind(std::size_t i) {
     auto& k = kinds[i];
-    auto l = ds.list_all(list_options{.kind = k.kind});
+    // A lister still in flight (after stop() and start()) finishes on its own; its result
+    // is dropped (list_gen) and ~syncer joins it.
+    if (k.lister.joinable()) retired.push_back(std::move(k.lister));
+    const std::uint64_t gen = ++k.list_gen;
+    std::weak_ptr<state> w = weak_from_this();
+    k.lister = std::thread([w, i, gen, ds = ds, kind = k.kind, &ex = ex] {
+      auto l = std::make_shared<result<resource_list>>(ds.list_all(list_options{.kind = kind}));
+      // The syncer's destructor joins this thread before the executor may go away.
+      ex.post([w, i, gen, l] {
+        auto s = w.lock();
+        if (s && s->running && s->kinds[i].list_gen == gen) s->listed(i, std::move(*l));
+        if (s) s->recompute();
+      });
+    });
+  }
+
+  void listed(std::size_t i, result<resource_list> l) {
+    auto& k = kinds[i];
     if (!l) {
       log(log_level::warn, k.kind + ": list failed (" + l.error().message + "); retrying in " + std::to_string(opts.retry.count()) + " ms");
       return schedule_retry(i);
@@ -198,6 +221,10 @@ syncer::~syncer() {
   s_->on_update = nullptr;
   s_->on_status = nullptr;
   s_->stop();
+  // Bounded by the datastore's own timeout; afterwards no lister can post to ex.
+  for (auto& k : s_->kinds)
+    if (k.lister.joinable()) k.lister.join();
+  for (auto& t : s_->retired) t.join();
 }
 
 void syncer::on_update(std::function<void(const sync_update&)> f) { s_->on_update = std::move(f); }
