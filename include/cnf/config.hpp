@@ -4,7 +4,8 @@
 // host built with another, before any of its code runs. It also names the inline
 // namespace, so objects from two incompatible builds cannot be linked together.
 // CNF_BUILD_TAG names what else must match across the boundary (compiler, standard
-// library, sanitizers): C++ types cross the plugin boundary, so both sides must agree.
+// library and its debug mode and string ABI, sanitizers, a static C++ runtime when the
+// build says so): C++ types cross the plugin boundary, so both sides must agree.
 #pragma once
 #include <version>  // defines the standard library release macros used in CNF_BUILD_TAG
 
@@ -41,19 +42,55 @@
 #define CNF_DETAIL_STDLIB "stdlib"
 #endif
 
+// Sanitizers change object layouts or the runtime a plugin needs (ASan, TSan); GCC's
+// UBSan has no macro to test and changes no layout.
 #if defined(__SANITIZE_ADDRESS__)
-#define CNF_DETAIL_SAN "+asan"
+#define CNF_DETAIL_ASAN "+asan"
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
-#define CNF_DETAIL_SAN "+asan"
+#define CNF_DETAIL_ASAN "+asan"
 #endif
 #endif
-#ifndef CNF_DETAIL_SAN
-#define CNF_DETAIL_SAN ""
+#ifndef CNF_DETAIL_ASAN
+#define CNF_DETAIL_ASAN ""
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define CNF_DETAIL_TSAN "+tsan"
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CNF_DETAIL_TSAN "+tsan"
+#endif
+#endif
+#ifndef CNF_DETAIL_TSAN
+#define CNF_DETAIL_TSAN ""
+#endif
+#define CNF_DETAIL_SAN CNF_DETAIL_ASAN CNF_DETAIL_TSAN
+
+// The debug standard library (_GLIBCXX_DEBUG) and the pre-C++11 std::string ABI change the
+// layout of the std types that cross the plugin boundary.
+#if defined(_GLIBCXX_DEBUG)
+#define CNF_DETAIL_STDLIB_DEBUG "+debug"
+#else
+#define CNF_DETAIL_STDLIB_DEBUG ""
+#endif
+#if defined(_GLIBCXX_USE_CXX11_ABI) && !_GLIBCXX_USE_CXX11_ABI
+#define CNF_DETAIL_STDLIB_ABI "+cxx03-abi"
+#else
+#define CNF_DETAIL_STDLIB_ABI ""
+#endif
+
+// How the C++ runtime is linked: the build defines CNF_STATIC_CXX_RUNTIME=1 for code linked
+// with -static-libstdc++ (a second copy of the runtime in the process).
+#if defined(CNF_STATIC_CXX_RUNTIME) && CNF_STATIC_CXX_RUNTIME
+#define CNF_DETAIL_RUNTIME "+static-rt"
+#else
+#define CNF_DETAIL_RUNTIME ""
 #endif
 
 #ifndef CNF_BUILD_TAG
-#define CNF_BUILD_TAG CNF_DETAIL_COMPILER "/" CNF_DETAIL_STDLIB "/c++" CNF_DETAIL_STR(__cplusplus) CNF_DETAIL_SAN
+#define CNF_BUILD_TAG                                                                              \
+  CNF_DETAIL_COMPILER "/" CNF_DETAIL_STDLIB CNF_DETAIL_STDLIB_DEBUG CNF_DETAIL_STDLIB_ABI "/c++" CNF_DETAIL_STR(__cplusplus) \
+      CNF_DETAIL_SAN CNF_DETAIL_RUNTIME
 #endif
 
 #define CNF_EXPORT __attribute__((visibility("default")))
