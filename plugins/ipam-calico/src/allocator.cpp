@@ -1718,6 +1718,90 @@ result<std::uint32_t> ipam::release_empty_blocks() {
 
 const std::string& ipam::node() const noexcept { return s_->node; }
 
+result<node_release_report> release_node(const any_datastore& ds, const std::string& n) {
+  if (n.empty()) return error(errc::invalid, "release_node: the node name is empty");
+  detail::state st(ds, "", options{}, nullptr);
+  node_release_report rep;
+  // 1. Addresses assigned for the node, wherever they are (borrowed ones too).
+  auto all = st.list_blocks();
+  if (!all) return all.error();
+  std::set<std::string> handles;
+  for (auto& lb : *all) {
+    if (!lb.parsed || lb.parsed->deleted) continue;
+    std::set<std::string> hs;
+    for (auto& at : lb.parsed->attributes)
+      if (at.handle_id && at.node() == n) hs.insert(*at.handle_id);
+    if (hs.empty()) continue;
+    auto op = std::make_shared<block_op>();
+    op->what = block_op::kind::release_handles;
+    op->handles = hs;
+    op->only_node = n;
+    st.run(lb.name, op);
+    if (op->out == block_op::outcome::failed || op->out == block_op::outcome::corrupt) return op->err;
+    rep.addresses += op->released.size();
+    handles.insert(hs.begin(), hs.end());
+  }
+  // 2. Their IPAMHandles, and any the node wrote (a borrow in progress there).
+  list_options lo;
+  lo.kind = std::string(kinds::ipam_handle);
+  auto hl = ds.list_all(lo);
+  if (!hl) return with_context(hl.error(), "listing IPAMHandles");
+  for (auto& r : hl->items) {
+    auto p = parse_handle(r);
+    auto lab = r.labels.find(std::string(node_label));
+    if (!(p && handles.count(p->handle_id)) && !(lab != r.labels.end() && lab->second == n)) continue;
+    auto rm = ds.remove(r.key(), r.revision);
+    if (rm) ++rep.handles;
+    else if (rm.error().code != errc::not_found) return with_context(rm.error(), "removing " + where(r));
+  }
+  // 3. Its blocks: removed when empty, else (other nodes' addresses) left without affinity.
+  all = st.list_blocks();
+  if (!all) return all.error();
+  for (auto& lb : *all) {
+    if (!lb.parsed || lb.parsed->deleted || lb.parsed->affinity != "host:" + n) continue;
+    std::string rev = lb.revision;
+    block b = *lb.parsed;
+    for (std::uint32_t attempt = 0;; ++attempt) {
+      result<void> w;
+      if (b.empty()) {
+        w = ds.remove(block_key(lb.name), rev);
+        if (w) ++rep.blocks;
+      } else {
+        b.affinity.reset();
+        auto next = to_resource(b);
+        next.revision = rev;
+        auto u = ds.update(next);
+        if (u) ++rep.blocks_kept;
+        else w = u.error();
+      }
+      if (w || w.error().code == errc::not_found) break;
+      if (w.error().code != errc::conflict || attempt >= 20) return with_context(w.error(), "releasing IPAMBlock/" + lb.name);
+      auto g = ds.get(block_key(lb.name));
+      if (!g) {
+        if (g.error().code == errc::not_found) break;
+        return g.error();
+      }
+      auto pb = parse_block(*g);
+      if (!pb) return pb.error();
+      if (pb->deleted || pb->affinity != "host:" + n) break;
+      b = std::move(*pb);
+      rev = g->revision;
+    }
+  }
+  // 4. Its BlockAffinities (after the blocks, as a release of a block does).
+  lo.kind = std::string(kinds::block_affinity);
+  auto al = ds.list_all(lo);
+  if (!al) return with_context(al.error(), "listing BlockAffinities");
+  for (auto& r : al->items) {
+    auto a = parse_affinity(r);
+    if (!a || a->node != n) continue;
+    auto rm = ds.remove(r.key(), r.revision);
+    if (rm) ++rep.affinities;
+    else if (rm.error().code != errc::not_found) return with_context(rm.error(), "removing " + where(r));
+  }
+  return rep;
+}
+
 ipam::stats ipam::statistics() const {
   auto& c = s_->stats;
   return {c.block_writes.load(), c.block_conflicts.load(), c.block_reads.load(), c.combined_ops.load(),

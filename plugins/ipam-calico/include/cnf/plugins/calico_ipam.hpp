@@ -363,6 +363,21 @@ struct release_item {
 /// written is left alone and listed in held_by_other.
 result<release_report> release_addresses(const any_datastore& ds, std::span<const release_item> items);
 
+/// What release_node did (`cnf delete node`).
+struct node_release_report {
+  std::uint64_t addresses = 0;    ///< addresses assigned for the node, released (in any block)
+  std::uint64_t handles = 0;      ///< IPAMHandles of those handles (or written by the node) removed
+  std::uint64_t blocks = 0;       ///< the node's blocks removed (empty once its addresses were released)
+  std::uint64_t blocks_kept = 0;  ///< its blocks still holding other nodes' addresses: left without affinity
+  std::uint64_t affinities = 0;   ///< its BlockAffinities removed
+};
+/// Releases a deleted node's IPAM state, as calico-kube-controllers does: every address
+/// assigned for it (allocation attribute "node"), its tunnel addresses included, the
+/// IPAMHandles of those handles, its blocks (removed; a block still holding addresses of
+/// other nodes loses its affinity instead) and its BlockAffinities. Other nodes' state is
+/// left alone. Safe to run again after an interruption.
+result<node_release_report> release_node(const any_datastore& ds, const std::string& node);
+
 /// Reads a report written by check_report::to_json().
 result<check_report> parse_check_report(std::string_view json_text);
 
