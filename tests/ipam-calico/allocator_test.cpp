@@ -780,9 +780,13 @@ TEST_CASE("release_node (cnf delete node): only that node's addresses, handles, 
   CHECK(hs == n2_handles);
   cnf::list_options o;
   o.kind = "BlockAffinity";
-  for (auto& r : ds.list_all(o)->items) CHECK(ci::parse_affinity(r)->node == "node-2");
+  auto affs = ds.list_all(o);
+  REQUIRE(affs);
+  for (auto& r : affs->items) CHECK(ci::parse_affinity(r)->node == "node-2");
   o.kind = "IPAMBlock";
-  for (auto& r : ds.list_all(o)->items) CHECK(ci::parse_block(r)->affinity.value_or("") != "host:node-1");
+  auto blocks = ds.list_all(o);
+  REQUIRE(blocks);
+  for (auto& r : blocks->items) CHECK(ci::parse_block(r)->affinity.value_or("") != "host:node-1");
   CHECK(problems(ds, n2_handles) == 0);
   // Again: nothing more to do.
   auto again = ci::release_node(ds, "node-1");

@@ -1,7 +1,8 @@
 // Issue 19, item 5: etcd SIGKILLed while concurrent ADDs run, in a loop. Each round forks
-// `workers` processes that each open the etcd datastore and calico-ipam through the plugin
-// loader (as the CNI binary does) and ADD `adds` pods of one node back to back; etcd is
-// killed while they run and started again on the same data dir and port. Then every pod is
+// 16 processes that each open the etcd datastore and calico-ipam through the plugin loader
+// (as the CNI binary does) and ADD pods of one node, one every 100 ms for 2.5 s; etcd is
+// killed 0.3-0.6 s into the round and started again on the same data dir and port 0.3 s
+// later, so ADDs run before, during and after the outage. Then every pod is
 // DELeted, the failed ones too, each by a new IPAM instance, retried while it fails with
 // errc::unavailable (CNI code 11), as a runtime retries. After the DELs: 0 addresses in use
 // (0 leaks), no IPAMHandle, no unconfirmed BlockAffinity and `cnf ipam check` clean.
@@ -50,24 +51,27 @@ ci::options ipam_options(const std::string& lock_dir) {
   return o;
 }
 
-/// A worker process: ADDs its pods; exit status = number of failed ADDs.
-[[noreturn]] void worker(const std::string& profile, const std::string& lock_dir, int round, int w, int adds, int ready_fd) {
+/// A worker process: ADDs pods until the deadline; exit status = ADDs tried, and the
+/// failed ones are reported as bytes on `fail_fd`.
+[[noreturn]] void worker(const std::string& profile, const std::string& lock_dir, int round, int w, int ready_fd, int fail_fd) {
   auto ds = open_etcd(profile);
-  if (!ds) ::_exit(100);
+  if (!ds) ::_exit(250);
   ci::ipam ipam(*ds, "node-1", ipam_options(lock_dir));
   char c = 'r';
-  if (::write(ready_fd, &c, 1) != 1) ::_exit(101);
+  if (::write(ready_fd, &c, 1) != 1) ::_exit(251);
   ::close(ready_fd);
-  int failed = 0;
-  for (int i = 0; i < adds; ++i) {
+  auto deadline = std::chrono::steady_clock::now() + 2500ms;
+  int i = 0;
+  for (; i < 200 && std::chrono::steady_clock::now() < deadline; ++i) {
     cnf::assign_request r;
     r.handle = handle_of(round, w, i);
     r.node = "node-1";
     r.attributes = {{"namespace", "default"}, {"pod", r.handle}};
     r.num_v4 = 1;
-    if (!ipam.assign(r)) ++failed;
+    if (!ipam.assign(r) && ::write(fail_fd, "f", 1) != 1) ::_exit(252);
+    std::this_thread::sleep_for(100ms);
   }
-  ::_exit(failed);
+  ::_exit(i);
 }
 
 struct workers {
@@ -89,7 +93,7 @@ TEST_CASE("etcd killed during concurrent ADDs, in a loop: 0 leaks after the DELs
     std::_Exit(77);
   }
   const int rounds = std::getenv("CNF_FAULT_ROUNDS") ? std::max(1, std::atoi(std::getenv("CNF_FAULT_ROUNDS"))) : 2;
-  constexpr int n_workers = 16, adds = 4;
+  constexpr int n_workers = 16;
   char tmpl[] = "/tmp/cnf-ipam-fault-loop-XXXXXX";
   REQUIRE(::mkdtemp(tmpl));
   struct cleanup {
@@ -117,46 +121,54 @@ TEST_CASE("etcd killed during concurrent ADDs, in a loop: 0 leaks after the DELs
     INFO("round " << round);
     auto t0 = std::chrono::steady_clock::now();
     int ok = 0, failed = 0;
+    std::vector<int> tried(n_workers, 0);
     {
       workers ws;
-      int pfd[2];
+      int pfd[2], ffd[2];
       REQUIRE(::pipe(pfd) == 0);
+      REQUIRE(::pipe(ffd) == 0);
       std::fflush(nullptr);
       for (int w = 0; w < n_workers; ++w) {
         pid_t p = ::fork();
         REQUIRE(p >= 0);
         if (p == 0) {
           ::close(pfd[0]);
-          worker(profile, lock_dir, round, w, adds, pfd[1]);
+          ::close(ffd[0]);
+          worker(profile, lock_dir, round, w, pfd[1], ffd[1]);
         }
         ws.pids.push_back(p);
       }
       ::close(pfd[1]);
+      ::close(ffd[1]);
       for (int w = 0; w < n_workers; ++w) {
         char c;
         REQUIRE(::read(pfd[0], &c, 1) == 1);
       }
       ::close(pfd[0]);
-      std::this_thread::sleep_for(std::chrono::milliseconds(5 + rng() % 40));
+      std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 300));
       etcd.kill();  // SIGKILL by PID, reaped
       std::this_thread::sleep_for(300ms);
       etcd.start();
-      for (auto p : ws.pids) {
+      for (int w = 0; w < n_workers; ++w) {
         int st = 0;
-        REQUIRE(::waitpid(p, &st, 0) == p);
+        REQUIRE(::waitpid(ws.pids[static_cast<std::size_t>(w)], &st, 0) == ws.pids[static_cast<std::size_t>(w)]);
         REQUIRE(WIFEXITED(st));
-        REQUIRE(WEXITSTATUS(st) <= adds);
-        failed += WEXITSTATUS(st);
-        ok += adds - WEXITSTATUS(st);
+        REQUIRE(WEXITSTATUS(st) <= 200);
+        tried[static_cast<std::size_t>(w)] = WEXITSTATUS(st);
+        ok += WEXITSTATUS(st);
       }
       ws.pids.clear();
+      char buf[4096];
+      for (ssize_t n; (n = ::read(ffd[0], buf, sizeof buf)) > 0;) failed += static_cast<int>(n);
+      ::close(ffd[0]);
+      ok -= failed;
     }
     // Every pod is DELeted, as a runtime does, until the DEL succeeds.
     auto ds = open_etcd(profile);
     REQUIRE(ds);
     std::uint64_t retries = 0;
     for (int w = 0; w < n_workers; ++w)
-      for (int i = 0; i < adds; ++i) {
+      for (int i = 0; i < tried[static_cast<std::size_t>(w)]; ++i) {
         auto h = handle_of(round, w, i);
         for (int attempt = 0;; ++attempt) {
           ci::ipam fresh(*ds, "node-1", ipam_options(lock_dir));
