@@ -367,7 +367,7 @@ result<check_report> check(const any_datastore& ds, const check_options& opt) {
       add(problem::kind::affinity_to_missing_node, where(r), where(r) + ": spec.node: node " + a->node + " does not exist");
     auto it = by_cidr.find(a->cidr.to_string());
     if (a->state != "confirmed")
-      add(problem::kind::stale_affinity, where(r), where(r) + ": spec.state is " + a->state + " (an interrupted claim or release; gc repairs it)");
+      add(problem::kind::stale_affinity, where(r), where(r) + ": spec.state is " + a->state + " (a claim or release in progress, or interrupted: the node's next IPAM operation or gc settles it)");
     else if (it == by_cidr.end())
       add(problem::kind::stale_affinity, where(r), where(r) + ": block " + a->cidr.to_string() + " does not exist");
     else if (it->second->affinity != "host:" + a->node)
