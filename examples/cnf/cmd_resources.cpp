@@ -583,10 +583,46 @@ int cmd_get(const std::string& profile, const std::string& kind_arg, const std::
 
 // ---- delete --------------------------------------------------------------------------
 
+/// `cnf delete node NAME`: what calico-kube-controllers does for a deleted node.
+int cmd_delete_node(const std::string& profile, const std::string& name) {
+  constexpr std::string_view what = "delete node";
+  if (name.empty()) return tool::fail(what, "the node name is empty");
+  auto op = tool::open_datastore(profile_or_default(profile));
+  if (!op) return tool::fail(what, op.error().message);
+  auto& ds = op->ds;
+  auto rep = ci::release_node(ds, name);
+  if (!rep) return tool::fail(what, "Node/" + name + ": " + rep.error().message);
+  std::size_t endpoints = 0;
+  auto eps = list_kind(ds, cnf::kinds::workload_endpoint);
+  if (!eps) return tool::fail(what, eps.error().message);
+  for (auto& r : *eps) {
+    boost::system::error_code ec;
+    json::value v = json::parse(r.spec, ec);
+    auto* node = !ec && v.is_object() ? v.get_object().if_contains("node") : nullptr;
+    if (!node || !node->is_string() || node->get_string() != name) continue;
+    if (auto x = ds.remove(r.key(), r.revision); x) ++endpoints;
+    else if (x.error().code != cnf::errc::not_found) return tool::fail(what, r.key().to_string() + ": " + x.error().message);
+  }
+  bool had_node = false;
+  if (auto g = ds.get({std::string(cnf::kinds::node), "", name}); g) {
+    if (auto x = ds.remove(g->key(), g->revision); !x && x.error().code != cnf::errc::not_found)
+      return tool::fail(what, "Node/" + name + ": " + x.error().message);
+    had_node = true;
+  } else if (g.error().code != cnf::errc::not_found) {
+    return tool::fail(what, g.error().message);
+  }
+  fmt::print("Node/{} {}; released {} address(es), {} IPAM handle(s), {} block(s) ({} kept without affinity: they hold other nodes' "
+             "addresses), {} block affinit{}; removed {} workload endpoint(s)\n",
+             name, had_node ? "deleted" : "(no Node resource)", rep->addresses, rep->handles, rep->blocks, rep->blocks_kept,
+             rep->affinities, rep->affinities == 1 ? "y" : "ies", endpoints);
+  return 0;
+}
+
 int cmd_delete(const std::string& profile, const std::string& kind_arg, const std::string& name, bool force) {
   constexpr std::string_view what = "delete";
+  if (kind_arg == "node" || kind_arg == "nodes") return cmd_delete_node(profile, name);
   auto k = resolve_kind(kind_arg);
-  if (!k) return tool::fail(what, "'" + kind_arg + "' is not a resource kind cnf knows (ippool, ipreservation, ipamconfiguration)");
+  if (!k) return tool::fail(what, "'" + kind_arg + "' is not a resource kind cnf knows (ippool, ipreservation, ipamconfiguration, node)");
   auto op = tool::open_datastore(profile_or_default(profile));
   if (!op) return tool::fail(what, op.error().message);
   auto& ds = op->ds;
@@ -690,8 +726,9 @@ void add_resource_commands(CLI::App& app) {
                                  "Delete a resource (ippool, ipreservation, ipamconfiguration). An IPPool from which addresses are\n"
                                  "still allocated is refused, disabled or not (its pods would keep addresses in blocks outside every\n"
                                  "pool): disable it, recreate its pods, then delete it, or pass --force. Its empty blocks and their\n"
-                                 "affinities are removed with it.");
-  del->add_option("kind", kind, "ippool | ipreservation | ipamconfiguration")->required();
+                                 "affinities are removed with it. `delete node NAME` removes a node that is gone: the addresses\n"
+                                 "assigned for it, its IPAM handles, blocks and block affinities, its workload endpoints and the Node.");
+  del->add_option("kind", kind, "ippool | ipreservation | ipamconfiguration | node")->required();
   del->add_option("name", name, "Resource name")->required();
   del->add_flag("--force", force, "Delete an IPPool even while addresses are allocated from it");
   del->add_option("--profile,-p", profile, "Profile naming the datastore (default: $CNF_PROFILE or /etc/cnf/profile.toml)");

@@ -491,8 +491,10 @@ TEST_CASE("gc releases what the valid list lacks and repairs crash leftovers") {
   deleting.node = "node-2";
   deleting.cidr = cidr("10.90.0.144/28");
   REQUIRE(ds.create(ci::to_resource(deleting)));
+  // A block of node-1 whose affinity was removed under its claim (by a gc elsewhere).
+  REQUIRE(ds.create(ci::to_resource(ci::block::make(cidr("10.90.0.160/28"), "host:node-1"))));
   CHECK(problems(ds, {"k8s-pod-network.c0", "k8s-pod-network.c1", "k8s-pod-network.c2", "k8s-pod-network.c3",
-                      "k8s-pod-network.c4", "k8s-pod-network.c5", "other-net.z"}) == 3);
+                      "k8s-pod-network.c4", "k8s-pod-network.c5", "other-net.z"}) == 4);
 
   auto rep = ipam.gc("k8s-pod-network.", {"k8s-pod-network.c1", "k8s-pod-network.c4"});
   REQUIRE(rep);
@@ -505,7 +507,7 @@ TEST_CASE("gc releases what the valid list lacks and repairs crash leftovers") {
   for (auto& a : *left) hs.insert(a.handle);
   CHECK(hs == std::set<std::string>{"k8s-pod-network.c1", "k8s-pod-network.c4", "other-net.z"});
   CHECK(problems(ds, hs) == 0);
-  CHECK(count_kind(ds, "BlockAffinity") == 1);
+  CHECK(count_kind(ds, "BlockAffinity") == 2);  // node-1's first block, and the one written back
 }
 
 TEST_CASE("gc of one node releases only what was assigned for that node") {
@@ -750,4 +752,50 @@ TEST_CASE("release from a check report leaves re-assigned addresses alone") {
   auto bad = ci::parse_check_report(R"({"problems":[{"kind":"nonsense"}]})");
   REQUIRE_FALSE(bad);
   CHECK_THAT(bad.error().message, Contains("problems[0].kind"));
+}
+
+TEST_CASE("release_node (cnf delete node): only that node's addresses, handles, blocks and affinities go") {
+  auto ds = fresh();
+  add_pool(ds, "p", "10.93.0.0/28", 30);  // 4 blocks of 4
+  ci::ipam n1(ds, "node-1", test_options());
+  ci::ipam n2(ds, "node-2", test_options());
+  for (int i = 0; i < 5; ++i) REQUIRE(n1.assign(request("k8s-pod-network.a" + std::to_string(i), "node-1")));  // 2 blocks
+  REQUIRE(n1.assign_tunnel_address(ci::tunnel_kind::vxlan, cnf::ip_family::v4));
+  for (int i = 0; i < 8; ++i) REQUIRE(n2.assign(request("k8s-pod-network.b" + std::to_string(i), "node-2")));  // 2 blocks, full
+  // No block is left: node-2 borrows from node-1's second block (with an IPAMHandle).
+  auto borrowed = n2.assign(request("k8s-pod-network.b8", "node-2"));
+  REQUIRE(borrowed);
+  CHECK(borrowed_count(ds) == 1);
+  std::set<std::string> n2_handles;
+  for (int i = 0; i < 9; ++i) n2_handles.insert("k8s-pod-network.b" + std::to_string(i));
+
+  auto rep = ci::release_node(ds, "node-1");
+  REQUIRE(rep);
+  CHECK(rep->addresses == 6);  // 5 pods and the tunnel address
+  CHECK(rep->blocks == 1);       // its full block, emptied
+  CHECK(rep->blocks_kept == 1);  // the block node-2 borrowed from, left without affinity
+  CHECK(rep->affinities == 2);
+  auto left = n2.allocations();
+  REQUIRE(left);
+  std::set<std::string> hs;
+  for (auto& a : *left) hs.insert(a.handle);
+  CHECK(hs == n2_handles);
+  cnf::list_options o;
+  o.kind = "BlockAffinity";
+  auto affs = ds.list_all(o);
+  REQUIRE(affs);
+  for (auto& r : affs->items) CHECK(ci::parse_affinity(r)->node == "node-2");
+  o.kind = "IPAMBlock";
+  auto blocks = ds.list_all(o);
+  REQUIRE(blocks);
+  for (auto& r : blocks->items) CHECK(ci::parse_block(r)->affinity.value_or("") != "host:node-1");
+  CHECK(problems(ds, n2_handles) == 0);
+  // Again: nothing more to do.
+  auto again = ci::release_node(ds, "node-1");
+  REQUIRE(again);
+  CHECK(again->addresses + again->handles + again->blocks + again->blocks_kept + again->affinities == 0);
+  // node-2 goes on: DELs free its addresses, a new ADD can claim the freed block.
+  for (auto& h : n2_handles) REQUIRE(n2.release_handle(h));
+  CHECK(in_use(ds) == 0);
+  CHECK(problems(ds, {}) == 0);
 }

@@ -53,6 +53,7 @@ inline cnf::assign_request request(std::string handle, std::string node, unsigne
 inline ci::options test_options() {
   ci::options o;
   o.cache_ttl = std::chrono::milliseconds(0);
+  o.lock_dir = "/tmp/cnf-ipam-test-locks";  // not the host's /run/cnf
   return o;
 }
 

@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,9 +13,11 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <random>
 #include <system_error>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <unordered_map>
 
 CNF_BEGIN_NAMESPACE
@@ -283,6 +284,10 @@ result<void> store::init() {
   // every open file description as its own owner.
   shared_fd_ = file_descriptor(::openat(v1_fd_.get(), "head", O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!shared_fd_) return sys_error("open", v1_ + "/head", errno);
+  live_fd_ = file_descriptor(::openat(v1_fd_.get(), "live", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!live_fd_) return sys_error("open", v1_ + "/live", errno);
+  probe_fd_ = file_descriptor(::openat(v1_fd_.get(), "live", O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!probe_fd_) return sys_error("open", v1_ + "/live", errno);
   boot_ = read_boot_id();
   pid_ = ::getpid();
   if (!opt_.fsync)
@@ -393,26 +398,37 @@ record_ptr store::window_latest(const resource_key& k, std::uint64_t max_rev) co
   return nullptr;
 }
 
-namespace {
-// Whether a process of this pid namespace runs under that pid (EPERM: it does, as another user).
-bool process_alive(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno != ESRCH); }
-}  // namespace
+void store::hold_live() {
+  std::lock_guard l(live_mu_);
+  if (live_holders_++ > 0) return;
+  while (::flock(live_fd_.get(), LOCK_SH) != 0)
+    if (errno != EINTR) {
+      // Without it this writer looks dead to others between its append and its publish:
+      // they would publish its record for it (harmless: publishing is idempotent).
+      log().warn("local datastore: flock " + v1_ + "/live: " + errno_text(errno));
+      break;
+    }
+}
 
-bool store::publisher_alive() const {
-  for (auto it = window_.rbegin(); it != window_.rend(); ++it) {
-    const auto& r = **it;
-    if (r.rev > head_.d_rev) continue;
-    if (r.rev <= head_.m_rev) break;
-    auto pid = static_cast<pid_t>(r.pid);
-    return pid == pid_ || process_alive(pid);
-  }
+void store::release_live() {
+  std::lock_guard l(live_mu_);
+  if (live_holders_ == 0 || --live_holders_ > 0) return;
+  ::flock(live_fd_.get(), LOCK_UN);
+}
+
+bool store::writers_at_work() const {
+  std::lock_guard l(live_mu_);
+  if (live_holders_ > 0) return true;
+  if (::flock(probe_fd_.get(), LOCK_EX | LOCK_NB) != 0) return true;  // held (or unknown: do not step in)
+  ::flock(probe_fd_.get(), LOCK_UN);
   return false;
 }
 
+bool store::publisher_alive() const { return writers_at_work(); }
+
 bool store::writer_gone() const {
   if (window_.empty() || last_rev_ <= head_.d_rev) return false;
-  auto pid = static_cast<pid_t>(window_.back()->pid);
-  return pid != pid_ && pid > 0 && !process_alive(pid);
+  return !writers_at_work();
 }
 
 result<void> store::check_process() const {
@@ -878,8 +894,9 @@ result<void> store::open_spares() {
 // when a handle next lists it; this handle's own list is not touched (no lock is held).
 void store::refill_spares(std::uint32_t n) {
   const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
+  const auto salt = std::random_device{}();  // names unique across processes (and PID namespaces)
   for (std::uint32_t i = 0; i < n && !stop_refill_.load(std::memory_order_relaxed); ++i) {
-    std::string name = "n" + std::to_string(pid_) + "-" + std::to_string(stamp) + "-" + std::to_string(i);
+    std::string name = "n" + std::to_string(salt) + "-" + std::to_string(stamp) + "-" + std::to_string(i);
     int fd = ::openat(spare_fd_.get(), name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) return;
     ::close(fd);
@@ -1028,6 +1045,13 @@ result<resource> store::write(op what, const resource_key& key, const resource* 
   std::optional<error> fail;
   std::uint64_t settle_rev = 0;
   CNF_LOCAL_TRY(check_process());
+  struct live_guard {
+    store& s;
+    bool held = false;
+    ~live_guard() {
+      if (held) s.release_live();
+    }
+  } live{*this};
   {
     std::lock_guard w(wmu_);
     flock_guard f(head_fd_.get(), LOCK_EX);
@@ -1084,7 +1108,7 @@ result<resource> store::write(op what, const resource_key& key, const resource* 
       record rec;
       rec.rev = my_rev;
       rec.what = what;
-      rec.pid = static_cast<std::uint32_t>(pid_);
+      rec.pid = 0;  // the format's field; no process id is stored
       rec.key = key;
       rec.body = encode_resource(out);
       std::string bytes = encode_record(rec);
@@ -1094,6 +1118,8 @@ result<resource> store::write(op what, const resource_key& key, const resource* 
         CNF_LOCAL_TRY(rotate());
         my_rev = last_rev_ + 1;  // unchanged: rotation adds no records
       }
+      hold_live();  // before the record exists: nobody may take it for a dead writer's
+      live.held = true;
       if (!pwrite_full(seg_->get(), bytes.data(), bytes.size(), off_)) {
         int e = errno;
         (void)::ftruncate(seg_->get(), static_cast<off_t>(off_));
@@ -1111,6 +1137,10 @@ result<resource> store::write(op what, const resource_key& key, const resource* 
         if (my_rev > pending_rev_) {
           pending_rev_ = my_rev;
           pending_seg_ = seg_;
+        }
+        if (!pending_live_) {
+          pending_live_ = true;  // this write's hold stays until sync() publishes
+          live.held = false;
         }
         return out;
       }
@@ -1159,11 +1189,13 @@ result<void> store::sync() {
   if (::fdatasync(seg->get()) != 0)
     return error(errc::io, "local datastore: fdatasync " + v1_ + "/log: " + errno_text(errno) +
                                "; the writes since the last sync may or may not have been made; read them again");
+  bool held = false;  // the deferred writes' hold on v1/live, released once published
   {
     std::lock_guard l(mu_);
     if (pending_rev_ == rev) {
       pending_rev_ = 0;
       pending_seg_.reset();
+      held = std::exchange(pending_live_, false);
     }
   }
   // Durable now; publishing makes them visible to other readers. If that fails, the
@@ -1175,19 +1207,22 @@ result<void> store::sync() {
     // reader can see is the same; the answer waits for one head write instead of the
     // files (0.1-0.2 ms of an agent-served IPAM ADD).
     if (auto e = publish(rev, /*files=*/false); !e) {
+      if (held) release_live();
       log().warn("local datastore: revisions up to " + to_rev(rev) + " are written but publishing them failed: " + e.error().message);
       return {};
     }
-    opt_.exec->post([self = weak_from_this(), rev] {
+    opt_.exec->post([self = weak_from_this(), rev, held] {
       auto s = self.lock();
-      if (!s) return;  // closed: the records are visible; the next publish writes the files
+      if (!s) return;  // closed (its lock went with it): the records are visible; the next publish writes the files
       if (auto p = s->publish(rev); !p)
         s->log().warn("local datastore: revisions up to " + to_rev(rev) + " are visible but writing their files failed: " + p.error().message);
+      if (held) s->release_live();
     });
     return {};
   }
   if (auto p = publish(rev); !p)
     log().warn("local datastore: revisions up to " + to_rev(rev) + " are written but publishing them failed: " + p.error().message);
+  if (held) release_live();
   return {};
 }
 

@@ -134,6 +134,15 @@ class store : public std::enable_shared_from_this<store> {
   // A reader that sees files left half-written by a dead writer writes them (no wait).
   result<void> finish_publish();
   bool writer_gone() const;
+  // Liveness of writers without process ids: from before a writer appends its record
+  // until its files are written it holds a shared flock on v1/live (one per handle,
+  // counted across the handle's threads; a deferred write holds it until sync() has
+  // published). A process that takes the lock exclusively, without waiting, knows that no
+  // writer is at work: records not yet published are a dead writer's. The kernel drops a
+  // killed process's locks, in any PID namespace.
+  void hold_live();
+  void release_live();
+  bool writers_at_work() const;
   static std::string key_string(const resource_key& k);
   void window_push(record_ptr r);
   void window_pop_front();
@@ -157,6 +166,10 @@ class store : public std::enable_shared_from_this<store> {
   pid_t pid_ = 0;  // the process that opened the store
   file_descriptor root_fd_, v1_fd_, data_fd_, log_fd_, head_fd_, shared_fd_;
 
+  file_descriptor live_fd_, probe_fd_;  // v1/live, two open file descriptions (hold / probe)
+  mutable std::mutex live_mu_;          // the two below; taken after mu_, never before it
+  std::uint32_t live_holders_ = 0;
+  bool pending_live_ = false;  // (mu_) the deferred writes (pending_rev_) hold one
   std::mutex wmu_;  // writers of this process (flock does not exclude threads sharing an fd)
   std::mutex mu_;   // everything below
   head head_;

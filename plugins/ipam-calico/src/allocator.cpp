@@ -3,13 +3,16 @@
 
 #include <fmt/format.h>
 
-#include <signal.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <charconv>
+#include <cstring>
+#include <filesystem>
 #include <random>
 #include <thread>
 
@@ -120,6 +123,77 @@ result<std::map<std::string, std::string>> state::labels_of(const std::string& n
   return labels;
 }
 
+// ---- the node lock ------------------------------------------------------------------------
+
+namespace {
+/// Lock files this thread holds, by path, with their depth: a holder that takes its own
+/// node's lock again (a repair inside a claim) must not wait for itself.
+thread_local std::map<std::string, int> held_locks;
+
+std::string default_lock_dir() {
+  std::error_code ec;
+  std::filesystem::create_directories("/run/cnf", ec);
+  if (!ec && ::access("/run/cnf", W_OK) == 0) return "/run/cnf";
+  return (std::filesystem::temp_directory_path(ec) / ("cnf-ipam-locks-" + std::to_string(::getuid()))).string();
+}
+}  // namespace
+
+result<node_lock> node_lock::acquire(const std::string& dir, const std::string& node, std::chrono::milliseconds timeout) {
+  std::string path = dir + "/ipam-" + handle_name(node.empty() ? std::string_view("-") : std::string_view(node)) + ".lock";
+  node_lock l;
+  if (auto it = held_locks.find(path); it != held_locks.end()) {
+    ++it->second;
+    l.key_ = path;
+    return l;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return error(errc::unavailable, "calico-ipam: cannot open the node lock file " + path + ": " + std::strerror(errno) +
+                                        " (set [ipam] lock_dir to a writable directory)");
+  auto give_up = steady::now() + timeout;
+  for (std::uint32_t round = 0;; ++round) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) break;
+    if (errno != EWOULDBLOCK && errno != EINTR) {
+      int e = errno;
+      ::close(fd);
+      return error(errc::unavailable, "calico-ipam: flock " + path + ": " + std::strerror(e));
+    }
+    if (steady::now() >= give_up) {
+      ::close(fd);
+      return error(errc::unavailable, "calico-ipam: another process of node " + node + " has held " + path + " for over " +
+                                          std::to_string(timeout.count()) + " ms (a claim of a block in progress); try again");
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(std::min<std::uint32_t>(200u + round * 200u, 20000u)));
+  }
+  l.fd_ = fd;
+  l.key_ = path;
+  held_locks[path] = 1;
+  return l;
+}
+
+void node_lock::release() noexcept {
+  if (key_.empty()) return;
+  auto it = held_locks.find(key_);
+  if (it != held_locks.end() && --it->second <= 0) held_locks.erase(it);
+  if (fd_ >= 0) ::close(fd_);  // closing the only descriptor releases the flock
+  fd_ = -1;
+  key_.clear();
+}
+
+result<node_lock> state::lock(const std::string& n) {
+  std::string dir;
+  {
+    std::lock_guard lk(snap_mu);
+    if (opts.lock_dir.empty()) opts.lock_dir = default_lock_dir();
+    dir = opts.lock_dir;
+  }
+  return node_lock::acquire(dir, n, opts.lock_timeout);
+}
+
+// ---- the node's blocks ------------------------------------------------------------------
+
 result<std::vector<ip_prefix>> state::affine_blocks(const std::string& n, bool refresh) {
   if (!refresh) {
     std::lock_guard lk(affine_mu);
@@ -138,9 +212,70 @@ result<std::vector<ip_prefix>> state::affine_blocks(const std::string& n, bool r
       log->debug("calico-ipam: ignoring " + a.error().message);
       continue;
     }
-    if (a->node == n && a->state == "confirmed" && !a->deleted) out.push_back(a->cidr);
+    if (a->node != n || a->deleted) continue;
+    // Not confirmed: a claim or a release in progress or interrupted. Wait for the first
+    // (its claimer holds the lock), finish or undo the second.
+    if (a->state != "confirmed") return settle(n);
+    out.push_back(a->cidr);
   }
   std::sort(out.begin(), out.end());
+  std::lock_guard lk(affine_mu);
+  affine[n] = {out, true};
+  return out;
+}
+
+result<std::vector<ip_prefix>> state::settle(const std::string& n) {
+  auto held = lock(n);
+  if (!held) return held.error();
+  list_options lo;
+  lo.kind = std::string(kinds::block_affinity);
+  if (is_plain(n)) lo.name_prefix = n + "-";
+  auto l = ds.list_all(lo);
+  if (!l) return with_context(l.error(), "listing BlockAffinities of node " + n);
+  std::vector<ip_prefix> out;
+  for (auto& r : l->items) {
+    auto a = parse_affinity(r);
+    if (!a || a->node != n || a->deleted) continue;
+    if (a->state == "confirmed") {
+      out.push_back(a->cidr);
+      continue;
+    }
+    std::string name = block_name(a->cidr);
+    auto gb = ds.get(block_key(name));
+    if (!gb && gb.error().code != errc::not_found) return with_context(gb.error(), "reading IPAMBlock/" + name);
+    std::optional<block> pb;
+    if (gb) {
+      auto p = parse_block(*gb);
+      if (!p) {
+        // Which node it names is unknown: leave the affinity for a person to look at.
+        log->error("calico-ipam: not settling " + where(r) + ": " + p.error().message);
+        out.push_back(a->cidr);
+        continue;
+      }
+      pb = std::move(*p);
+    }
+    const std::string was = a->state;
+    if (pb && !pb->deleted && pb->affinity == "host:" + n) {
+      a->state = "confirmed";
+      auto next = to_resource(*a);
+      next.name = r.name;
+      next.revision = r.revision;
+      next.labels = r.labels;
+      auto u = ds.update(next);
+      if (!u) return with_context(u.error(), "confirming " + where(r));
+      log->info("calico-ipam: " + where(r) + " was " + was + " and its block names node " + n + ": confirmed (" +
+                (was == "pending" ? "an interrupted claim finished" : "an interrupted release undone") + ")");
+      out.push_back(a->cidr);
+    } else {
+      auto rm = ds.remove(r.key(), r.revision);
+      if (!rm && rm.error().code != errc::not_found) return with_context(rm.error(), "removing " + where(r));
+      log->info("calico-ipam: " + where(r) + " was " + was + " and " +
+                (pb ? "its block names " + pb->affinity.value_or("no node") : std::string("its block does not exist")) + ": removed (" +
+                (was == "pending" ? "an interrupted claim undone" : "an interrupted release finished") + ")");
+    }
+  }
+  std::sort(out.begin(), out.end());
+  if (n == node) unsettled = false;
   std::lock_guard lk(affine_mu);
   affine[n] = {out, true};
   return out;
@@ -465,7 +600,6 @@ result<void> state::confirm_affinity(const resource& pending) {
     auto next = to_resource(*a);
     next.revision = r.revision;
     next.labels = r.labels;
-    next.labels.erase(std::string(claimer_label));
     auto u = ds.update(next);
     if (u) return {};
     if (u.error().code == errc::not_found) {
@@ -499,10 +633,7 @@ result<bool> state::try_claim(const ip_prefix& cidr, const std::string& n) {
   a.node = n;
   a.cidr = cidr;
   resource pending;
-  const std::string me = std::to_string(::getpid());
-  auto first = to_resource(a);
-  first.labels[std::string(claimer_label)] = me;
-  auto c = ds.create(first);
+  auto c = ds.create(to_resource(a));
   if (c) {
     pending = *c;
   } else if (c.error().code == errc::already_exists) {
@@ -524,14 +655,23 @@ result<bool> state::try_claim(const ip_prefix& cidr, const std::string& n) {
     auto next = to_resource(*pa);
     next.revision = g->revision;
     next.labels = g->labels;
-    next.labels[std::string(claimer_label)] = me;
     auto u = ds.update(next);
-    if (!u) return retryable(u.error()) ? result<bool>(false) : result<bool>(u.error());
+    if (!u) {
+      if (!retryable(u.error())) unsettled = true;  // it may have been written
+      return retryable(u.error()) ? result<bool>(false) : result<bool>(u.error());
+    }
     pending = *u;
   } else {
     return with_context(c.error(), "claiming block " + cidr.to_string() + " for node " + n);
   }
 
+  // From here until the affinity is confirmed or removed, an interruption leaves a pending
+  // affinity: the next operation of this node settles it (see settle).
+  auto abandon = [&] {
+    forget_affine(n);
+    auto rm = ds.remove(pending.key(), pending.revision);
+    if (!rm && rm.error().code != errc::not_found) unsettled = true;
+  };
   block b = block::make(cidr, "host:" + n);
   auto cb = ds.create(to_resource(b));
   if (cb) {
@@ -542,8 +682,11 @@ result<bool> state::try_claim(const ip_prefix& cidr, const std::string& n) {
       remember(*s, *cb);
     }
     log->info("calico-ipam: node " + n + " claimed block " + cidr.to_string());
-    if (auto k = confirm_affinity(pending); !k) log->warn("calico-ipam: claimed " + cidr.to_string() + " but " + k.error().message + " (gc repairs it)");
     forget_affine(n);
+    if (auto k = confirm_affinity(pending); !k) {
+      unsettled = true;
+      log->warn("calico-ipam: claimed " + cidr.to_string() + " but " + k.error().message + " (the next operation of node " + n + " confirms it)");
+    }
     return true;
   }
   if (cb.error().code == errc::already_exists) {
@@ -551,15 +694,20 @@ result<bool> state::try_claim(const ip_prefix& cidr, const std::string& n) {
     if (g) {
       auto pb = parse_block(*g);
       if (pb && pb->affinity == "host:" + n && !pb->deleted) {
-        if (auto k = confirm_affinity(pending); !k) return k.error();
         forget_affine(n);
+        if (auto k = confirm_affinity(pending); !k) {
+          unsettled = true;
+          return k.error();
+        }
         return true;
       }
     }
-    (void)ds.remove(pending.key(), pending.revision);
+    abandon();
     return false;
   }
-  (void)ds.remove(pending.key(), pending.revision);
+  // The create may have been applied (an etcd timeout): settle decides by the block.
+  unsettled = true;
+  abandon();
   return with_context(cb.error(), "creating IPAMBlock/" + block_name(cidr));
 }
 
@@ -573,19 +721,25 @@ result<bool> state::release_affinity(const ip_prefix& cidr, const std::string& n
     auto next = to_resource(*pa);
     next.revision = ga->revision;
     auto u = ds.update(next);
-    if (!u) return retryable(u.error()) ? result<bool>(false) : result<bool>(u.error());
+    if (!u) {
+      if (!retryable(u.error())) unsettled = true;  // it may have been written
+      return retryable(u.error()) ? result<bool>(false) : result<bool>(u.error());
+    }
     aff = *u;
   } else if (ga.error().code != errc::not_found) {
     return ga.error();
   }
+  // From here until the block and the affinity are gone, or the affinity is confirmed
+  // again, an interruption leaves it pendingDeletion: settle finishes or undoes it.
   auto revert = [&] {
+    forget_affine(n);
     if (!aff) return;
     auto pa = parse_affinity(*aff);
     if (!pa) return;
     pa->state = "confirmed";
     auto next = to_resource(*pa);
     next.revision = aff->revision;
-    (void)ds.update(next);
+    if (!ds.update(next)) unsettled = true;
   };
   std::string name = block_name(cidr);
   auto gb = ds.get(block_key(name));
@@ -628,6 +782,8 @@ result<bool> state::release_affinity(const ip_prefix& cidr, const std::string& n
       auto blk = ds.get(block_key(name));
       bool claimed_again = blk && [&] { auto p = parse_block(*blk); return p && p->affinity == "host:" + n; }();
       if (again && !claimed_again) (void)ds.remove(again->key(), again->revision);
+    } else if (!rm && rm.error().code != errc::not_found) {
+      unsettled = true;
     }
   }
   forget_affine(n);
@@ -783,28 +939,6 @@ struct assigner {
     return static_cast<std::uint32_t>(std::count_if(a->begin(), a->end(), [&](const ip_prefix& p) { return p.family() == f; }));
   }
 
-  /// Whether another process of this node is claiming a block of `pools` right now: a
-  /// BlockAffinity of this node in state "pending" whose claimer lives (one without the
-  /// claimer label, written by an older cnf, counts as live).
-  result<bool> sibling_claim_pending(const std::vector<pool>& pools) {
-    list_options lo;
-    lo.kind = std::string(kinds::block_affinity);
-    if (is_plain(node)) lo.name_prefix = node + "-";
-    auto l = st.ds.list_all(lo);
-    if (!l) return with_context(l.error(), "listing BlockAffinities of node " + node);
-    for (auto& r : l->items) {
-      auto a = parse_affinity(r);
-      if (!a || a->node != node || a->state != "pending" || a->deleted || !pool_of(pools, a->cidr)) continue;
-      auto lab = r.labels.find(std::string(claimer_label));
-      if (lab == r.labels.end()) return true;
-      int pid = 0;
-      auto [end, ec] = std::from_chars(lab->second.data(), lab->second.data() + lab->second.size(), pid);
-      if (ec != std::errc() || end != lab->second.data() + lab->second.size() || pid <= 0) return true;
-      if (::kill(pid, 0) == 0 || errno == EPERM) return true;  // killed claimers leave theirs to gc
-    }
-    return false;
-  }
-
   /// Whether `b` is a live block of this node, in `pools`, with an address to give.
   bool own_with_room(const block& b, const std::vector<pool>& pools) const {
     return !b.deleted && b.affinity == "host:" + node && pool_of(pools, b.cidr) && sn.reserved->free_in(b) > 0;
@@ -821,7 +955,9 @@ struct assigner {
   }
 
   /// A block for this node to allocate from: one of its own with room that the cached
-  /// affinity list missed, a new one, or a reclaimed empty one of another node.
+  /// affinity list missed (one another process of this node claimed while this one waited
+  /// for the lock, say), a new one, or a reclaimed empty one of another node. Called with
+  /// the node's lock held.
   result<std::optional<ip_prefix>> claim(const std::vector<pool>& pools) {
     auto all = st.list_blocks();
     if (!all) return all.error();
@@ -899,7 +1035,7 @@ struct assigner {
     // 1. the node's own blocks
     std::set<ip_prefix> tried;
     for (int pass = 0; pass < 2 && need > 0; ++pass) {
-      auto blocks = st.affine_blocks(node, pass == 1);
+      auto blocks = st.affine_blocks(node, pass == 1 || (node == st.node && st.unsettled));
       if (!blocks) return blocks.error();
       // Blocks this process last saw full go last: a full block is read again before it
       // is passed over (the copy may be stale), which a long-lived process (the agent)
@@ -922,6 +1058,12 @@ struct assigner {
         notes.push_back("autoAllocateBlocks is false");
         break;
       }
+      // One claim at a time per node on this machine: a process that waited here finds
+      // the block its sibling just claimed (claim lists the blocks first) instead of
+      // claiming another, and any unconfirmed affinity it sees afterwards is an
+      // interrupted one.
+      auto held = st.lock(node);
+      if (!held) return held.error();
       if (sn.config.max_blocks_per_host) {
         auto have = count_affine(f);
         if (!have) return have.error();
@@ -943,15 +1085,9 @@ struct assigner {
     }
 
     // 2b. Before borrowing or refusing: the node's own blocks as they are now. Other
-    // processes of this node claim blocks concurrently (and free addresses in them); what
-    // step 1 saw may be out of date, and a block claimed by a sibling is this node's too.
-    // While a sibling's claim is still pending (its BlockAffinity written, its block not
-    // yet) and its claimer lives, wait for it, up to 2 s: hundreds of ADDs at once on two
-    // cores can hold a claimer between its two writes for a good part of a second. A
-    // claimer killed mid-way leaves its pending affinity until gc repairs it; its pid says
-    // not to wait for it.
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-    while (need > 0) {
+    // processes of this node free addresses in them concurrently, and when no claim was
+    // allowed (maxBlocksPerHost, autoAllocateBlocks) step 1's copy may be out of date.
+    if (need > 0) {
       auto all = st.list_blocks();
       if (!all) return all.error();
       for (auto& lb : *all) {
@@ -960,11 +1096,6 @@ struct assigner {
         auto o = from_block(lb.parsed->cidr, *pool_of(*pools, lb.parsed->cidr), need, true, need);
         if (!o) return o.error();
       }
-      if (need == 0 || std::chrono::steady_clock::now() >= give_up) break;
-      auto pending = sibling_claim_pending(*pools);
-      if (!pending) return pending.error();
-      if (!*pending) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
 
     // 3. borrow
@@ -1039,6 +1170,8 @@ struct assigner {
           if (!sn.config.auto_allocate_blocks)
             return error(errc::invalid, "requested address " + a.to_string() + " is in block " + b.to_string() +
                                             ", which no node has claimed, and autoAllocateBlocks is false");
+          auto held = st.lock(node);
+          if (!held) return held.error();
           auto c = st.try_claim(b, node);
           if (!c) return c.error();
           continue;
@@ -1152,9 +1285,18 @@ result<std::uint32_t> state::release_handle(std::string_view hv) {
     op->what = block_op::kind::release_handles;
     op->handles = {h};
     run(name, op);
-    if (op->out == block_op::outcome::failed) return op->err;
-    if (op->out == block_op::outcome::corrupt)
-      log->error("calico-ipam: cannot release handle " + h + " from " + op->err.message);
+    if (op->out == block_op::outcome::failed)
+      return error(op->err.code == errc::not_found || op->err.code == errc::conflict ? errc::unavailable : op->err.code,
+                   "releasing handle " + h + ": " + op->err.message);
+    if (op->out == block_op::outcome::corrupt) {
+      // A block that does not parse is never rewritten. If its text names the handle, the
+      // handle holds an address there that this release cannot free: say so (the caller
+      // tries again later) rather than report the handle released.
+      auto g = ds.get(block_key(name));
+      if (!g || g->spec.find("\"" + h + "\"") != std::string::npos)
+        return error(errc::unavailable, "cannot release handle " + h + " from " + op->err.message + " (fix or delete the block)");
+      log->error("calico-ipam: not looking for handle " + h + " in " + op->err.message);
+    }
     released += static_cast<std::uint32_t>(op->released.size());
     return {};
   };
@@ -1168,12 +1310,18 @@ result<std::uint32_t> state::release_handle(std::string_view hv) {
   };
   if (rec)
     if (auto t = try_record(*rec); !t) return t.error();
-  if (auto known = take_handle(h)) {
+  auto known = take_handle(h);
+  if (known) {
     // This process assigned the handle: its blocks are known.
     for (auto& b : *known)
-      if (auto t = try_block(block_name(b)); !t) return t.error();
-  } else if (!node.empty()) {
-    // Another process assigned it; this node's blocks as they are now.
+      if (auto t = try_block(block_name(b)); !t) {
+        remember_handle(h, *known);
+        return t.error();
+      }
+  }
+  if (!node.empty() && (!known || unsettled)) {
+    // Another process assigned it: this node's blocks as they are now, whatever state
+    // their affinities are in (settled on the way).
     auto blocks = affine_blocks(node, true);
     if (!blocks) return blocks.error();
     for (auto& b : *blocks)
@@ -1337,6 +1485,9 @@ result<std::uint32_t> state::release_empty(const std::string& n, bool all_nodes)
   }
   std::uint32_t count = 0;
   for (auto& [b, owner, rev] : todo) {
+    // The owner's claims and releases are serialized on its machine; one lock at a time.
+    auto held = lock(owner);
+    if (!held) return held.error();
     auto r = release_affinity(b, owner, true, rev);
     if (!r) return r.error();
     if (*r) ++count;
@@ -1429,12 +1580,20 @@ result<gc_report> state::gc(std::string_view prefix, const std::set<std::string>
     if (rm) released_handles.insert(p->handle_id);
   }
 
+  // The repairs that are safe from anywhere are done here, each a compare-and-swap on
+  // the revision listed: confirming an affinity whose block names its node, removing one
+  // whose block names another node or, unless it is pending, does not exist. A pending
+  // affinity without its block may be a claim in progress: only its node's lock holder
+  // may undo it (settle, one node at a time).
+  std::set<std::string> to_settle;
+  std::set<std::string> with_affinity;  // node/block pairs with a BlockAffinity
   for (auto& r : affs->items) {
     auto a = parse_affinity(r);
     if (!a) {
       log->warn("calico-ipam: gc: " + a.error().message);
       continue;
     }
+    with_affinity.insert(a->node + "/" + block_name(a->cidr));
     auto it = blocks.find(block_name(a->cidr));
     bool ours = it != blocks.end() && it->second->affinity == "host:" + a->node;
     if (ours && a->state != "confirmed") {
@@ -1442,13 +1601,32 @@ result<gc_report> state::gc(std::string_view prefix, const std::set<std::string>
       auto next = to_resource(*a);
       next.name = r.name;
       next.revision = r.revision;
+      next.labels = r.labels;
       (void)ds.update(next);
       forget_affine(a->node);
-    } else if (!ours) {
+    } else if (!ours && (it != blocks.end() || a->state != "pending")) {
       (void)ds.remove(r.key(), r.revision);
       forget_affine(a->node);
+    } else if (!ours) {
+      to_settle.insert(a->node);
     }
   }
+  // A block naming a node that had no affinity when they were listed (before the blocks):
+  // the affinity was removed under a claim in progress that then stopped. Write it back,
+  // or releases that look through the node's affinities would miss the block.
+  for (auto& [name, b] : blocks) {
+    std::string owner = b->affinity_node();
+    if (owner.empty() || with_affinity.count(owner + "/" + name)) continue;
+    block_affinity a;
+    a.name = affinity_name(owner, b->cidr);
+    a.state = "confirmed";
+    a.node = owner;
+    a.cidr = b->cidr;
+    if (ds.create(to_resource(a))) log->info("calico-ipam: gc: IPAMBlock/" + name + " names node " + owner + " but had no BlockAffinity: written");
+    forget_affine(owner);
+  }
+  for (auto& n : to_settle)
+    if (auto st = settle(n); !st) log->warn("calico-ipam: gc: settling the affinities of node " + n + ": " + st.error().message);
 
   if (auto e = release_empty("", true); !e) log->warn("calico-ipam: gc: releasing empty blocks: " + e.error().message);
   rep.released_handles.assign(released_handles.begin(), released_handles.end());
@@ -1539,6 +1717,90 @@ result<std::uint32_t> ipam::release_empty_blocks() {
 }
 
 const std::string& ipam::node() const noexcept { return s_->node; }
+
+result<node_release_report> release_node(const any_datastore& ds, const std::string& n) {
+  if (n.empty()) return error(errc::invalid, "release_node: the node name is empty");
+  detail::state st(ds, "", options{}, nullptr);
+  node_release_report rep;
+  // 1. Addresses assigned for the node, wherever they are (borrowed ones too).
+  auto all = st.list_blocks();
+  if (!all) return all.error();
+  std::set<std::string> handles;
+  for (auto& lb : *all) {
+    if (!lb.parsed || lb.parsed->deleted) continue;
+    std::set<std::string> hs;
+    for (auto& at : lb.parsed->attributes)
+      if (at.handle_id && at.node() == n) hs.insert(*at.handle_id);
+    if (hs.empty()) continue;
+    auto op = std::make_shared<block_op>();
+    op->what = block_op::kind::release_handles;
+    op->handles = hs;
+    op->only_node = n;
+    st.run(lb.name, op);
+    if (op->out == block_op::outcome::failed || op->out == block_op::outcome::corrupt) return op->err;
+    rep.addresses += op->released.size();
+    handles.insert(hs.begin(), hs.end());
+  }
+  // 2. Their IPAMHandles, and any the node wrote (a borrow in progress there).
+  list_options lo;
+  lo.kind = std::string(kinds::ipam_handle);
+  auto hl = ds.list_all(lo);
+  if (!hl) return with_context(hl.error(), "listing IPAMHandles");
+  for (auto& r : hl->items) {
+    auto p = parse_handle(r);
+    auto lab = r.labels.find(std::string(node_label));
+    if (!(p && handles.count(p->handle_id)) && !(lab != r.labels.end() && lab->second == n)) continue;
+    auto rm = ds.remove(r.key(), r.revision);
+    if (rm) ++rep.handles;
+    else if (rm.error().code != errc::not_found) return with_context(rm.error(), "removing " + where(r));
+  }
+  // 3. Its blocks: removed when empty, else (other nodes' addresses) left without affinity.
+  all = st.list_blocks();
+  if (!all) return all.error();
+  for (auto& lb : *all) {
+    if (!lb.parsed || lb.parsed->deleted || lb.parsed->affinity != "host:" + n) continue;
+    std::string rev = lb.revision;
+    block b = *lb.parsed;
+    for (std::uint32_t attempt = 0;; ++attempt) {
+      result<void> w;
+      if (b.empty()) {
+        w = ds.remove(block_key(lb.name), rev);
+        if (w) ++rep.blocks;
+      } else {
+        b.affinity.reset();
+        auto next = to_resource(b);
+        next.revision = rev;
+        auto u = ds.update(next);
+        if (u) ++rep.blocks_kept;
+        else w = u.error();
+      }
+      if (w || w.error().code == errc::not_found) break;
+      if (w.error().code != errc::conflict || attempt >= 20) return with_context(w.error(), "releasing IPAMBlock/" + lb.name);
+      auto g = ds.get(block_key(lb.name));
+      if (!g) {
+        if (g.error().code == errc::not_found) break;
+        return g.error();
+      }
+      auto pb = parse_block(*g);
+      if (!pb) return pb.error();
+      if (pb->deleted || pb->affinity != "host:" + n) break;
+      b = std::move(*pb);
+      rev = g->revision;
+    }
+  }
+  // 4. Its BlockAffinities (after the blocks, as a release of a block does).
+  lo.kind = std::string(kinds::block_affinity);
+  auto al = ds.list_all(lo);
+  if (!al) return with_context(al.error(), "listing BlockAffinities");
+  for (auto& r : al->items) {
+    auto a = parse_affinity(r);
+    if (!a || a->node != n) continue;
+    auto rm = ds.remove(r.key(), r.revision);
+    if (rm) ++rep.affinities;
+    else if (rm.error().code != errc::not_found) return with_context(rm.error(), "removing " + where(r));
+  }
+  return rep;
+}
 
 ipam::stats ipam::statistics() const {
   auto& c = s_->stats;

@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 CNF_BEGIN_NAMESPACE
@@ -56,9 +57,31 @@ void free_ordinals(block& b, const std::vector<std::uint32_t>& ordinals);
 /// The label of an IPAMHandle naming the node whose assignment wrote it: gc of that node
 /// may remove the record once the handle is gone.
 inline constexpr std::string_view node_label = "cnf.dev/node";
-/// On a pending BlockAffinity: the pid of the process claiming the block (on its node),
-/// so that the node's other processes wait for a live claimer and not for a dead one.
-inline constexpr std::string_view claimer_label = "cnf.dev/claimer-pid";
+
+/// The node-local lock that serializes one node's block claims and repairs between the
+/// processes (and threads) of a machine: flock on "<dir>/ipam-<node>.lock", one open file
+/// per holder, released when the holder goes away (a killed process included).
+/// Re-entrant within a thread.
+class node_lock {
+ public:
+  static result<node_lock> acquire(const std::string& dir, const std::string& node, std::chrono::milliseconds timeout);
+  node_lock() = default;
+  node_lock(node_lock&& o) noexcept : fd_(std::exchange(o.fd_, -1)), key_(std::move(o.key_)) {}
+  node_lock& operator=(node_lock&& o) noexcept {
+    if (this != &o) {
+      release();
+      fd_ = std::exchange(o.fd_, -1);
+      key_ = std::move(o.key_);
+    }
+    return *this;
+  }
+  ~node_lock() { release(); }
+
+ private:
+  void release() noexcept;
+  int fd_ = -1;
+  std::string key_;  ///< non-empty while this object counts in the thread's re-entry map
+};
 
 struct block_op {
   enum class kind { allocate, claim_exact, release_handles, release_addresses };
@@ -146,6 +169,9 @@ struct state {
     bool valid = false;
   };
   std::map<std::string, affine_entry> affine;
+  /// Set when a claim or release of a block stopped half-way in this process: the next
+  /// operation lists the node's affinities and settles them.
+  std::atomic<bool> unsettled{false};
 
   std::atomic<std::int64_t> last_sweep_ns{0};
 
@@ -162,7 +188,15 @@ struct state {
   // snapshot / lookups
   result<std::shared_ptr<const snapshot>> load(bool force = false);
   result<std::map<std::string, std::string>> labels_of(const std::string& node);
+  /// The node's blocks: the CIDRs its BlockAffinities name, in any state, after settling
+  /// the unconfirmed ones (see settle). `refresh`: list again instead of using the cache.
   result<std::vector<ip_prefix>> affine_blocks(const std::string& node, bool refresh);
+  /// Finishes or undoes the node's interrupted claims and releases of blocks, holding the
+  /// node's lock: pending or pendingDeletion affinities whose block names the node are
+  /// confirmed, the others (and confirmed ones whose block is gone or someone else's)
+  /// removed. Returns the CIDRs of the node's affinities left.
+  result<std::vector<ip_prefix>> settle(const std::string& node);
+  result<node_lock> lock(const std::string& node);
   void forget_affine(const std::string& node);
   result<std::vector<listed_block>> list_blocks();
 

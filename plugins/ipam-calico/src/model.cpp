@@ -825,6 +825,10 @@ options configure(settings& s) {
   if (reclaim < 0) s.fail("reclaim_age_seconds", "must not be negative");
   else o.reclaim_age = std::chrono::seconds(reclaim);
   o.release_scan = s.get<bool>("release_scan", false);
+  o.lock_dir = s.get<std::string>("lock_dir", std::string());
+  auto lock_ms = s.get<std::int64_t>("lock_timeout_ms", 30000);
+  if (lock_ms < 1) s.fail("lock_timeout_ms", "must be at least 1");
+  else o.lock_timeout = std::chrono::milliseconds(lock_ms);
 
   if (const toml::node* n = s.node("pools")) {
     const toml::array* arr = n->as_array();

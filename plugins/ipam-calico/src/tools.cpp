@@ -357,22 +357,33 @@ result<check_report> check(const any_datastore& ds, const check_options& opt) {
   if (!affs) return affs.error();
   std::map<std::string, const block*> by_cidr;
   for (auto& [r, b] : blocks->ok) by_cidr[b.cidr.to_string()] = &b;
+  std::set<std::string> affine_pairs;  // "<node>/<block cidr>" of every BlockAffinity
   for (auto& r : *affs) {
     auto a = parse_affinity(r);
     if (!a) {
       add(problem::kind::invalid_resource, where(r), a.error().message);
       continue;
     }
+    affine_pairs.insert(a->node + "/" + a->cidr.to_string());
     if (know_nodes && !nodes.count(a->node))
       add(problem::kind::affinity_to_missing_node, where(r), where(r) + ": spec.node: node " + a->node + " does not exist");
     auto it = by_cidr.find(a->cidr.to_string());
     if (a->state != "confirmed")
-      add(problem::kind::stale_affinity, where(r), where(r) + ": spec.state is " + a->state + " (an interrupted claim or release; gc repairs it)");
+      add(problem::kind::stale_affinity, where(r), where(r) + ": spec.state is " + a->state + " (a claim or release in progress, or interrupted: the node's next IPAM operation or gc settles it)");
     else if (it == by_cidr.end())
       add(problem::kind::stale_affinity, where(r), where(r) + ": block " + a->cidr.to_string() + " does not exist");
     else if (it->second->affinity != "host:" + a->node)
       add(problem::kind::stale_affinity, where(r),
           where(r) + ": block " + a->cidr.to_string() + " is affine to '" + it->second->affinity.value_or("") + "', not host:" + a->node);
+  }
+
+  // A block of a node without its BlockAffinity: releases that look through the node's
+  // affinities would miss it (gc writes the affinity back).
+  for (auto& [r, b] : blocks->ok) {
+    std::string owner = b.affinity_node();
+    if (!owner.empty() && !b.deleted && !affine_pairs.count(owner + "/" + b.cidr.to_string()))
+      add(problem::kind::stale_affinity, where(r),
+          where(r) + ": spec.affinity names node " + owner + ", which has no BlockAffinity for it (gc writes it back)");
   }
 
   // Leaks: addresses nobody owns.

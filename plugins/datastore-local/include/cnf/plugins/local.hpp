@@ -11,6 +11,8 @@
 // Layout (everything 0600 files / 0700 directories):
 //   <dir>/v1/head                 lock file (flock) + a small hint: active log segment,
 //                                 durable and materialised revisions, boot id
+//   <dir>/v1/live                 lock file: writers hold it shared (flock) from appending a
+//                                 record until it is published; free = no writer at work
 //   <dir>/v1/log/<rev>.log        the write-ahead log: segments named by their first
 //                                 revision (20 digits); one record per write
 //   <dir>/v1/checkpoint           revision up to which the files below are known durable
@@ -28,7 +30,7 @@
 // checksum and the reader finds the record in the log instead. A SIGKILL at any point
 // leaves either the old or the new state: a torn log record is cut off by the next
 // writer, a committed record whose writer died is published by the next writer (or by a
-// reader that sees the writer gone), and files a dead publisher left half-written are
+// reader that finds v1/live free: no process ids are stored or probed), and files a dead publisher left half-written are
 // written again by the next process that finds the lock free. After a
 // reboot (the boot id in `head` differs) the first process replays the log from the
 // checkpoint, so files lost with the page cache come back. The store revision is the

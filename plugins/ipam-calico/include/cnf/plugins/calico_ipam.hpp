@@ -12,15 +12,30 @@
 //   IPAMConfig      "default": strictAffinity, autoAllocateBlocks, maxBlocksPerHost
 //   IPReservation   spec.reservedCIDRs
 //
-// Assignment takes addresses from the node's confirmed blocks first, then claims a new
+// Assignment takes addresses from the node's blocks first, then claims a new
 // block (each node walks the candidate blocks from its own starting point, so nodes do
 // not race for the same one), then, only while strictAffinity is false, borrows from other
 // blocks. The block's attributes are the record of who holds an address. An IPAMHandle is
 // written (before the block, as Calico does) only when a handle holds an address outside
 // the blocks affine to its node; in the common case an assignment is one block write.
-// A handle is released from the blocks this process assigned it in, or else from its
-// IPAMHandle and the node's blocks (every block for instances without a node); gc finds
-// anything else. Writes to one block from threads of one process are combined into one
+// A handle is released from its IPAMHandle's blocks and the node's blocks (every block for
+// instances without a node), whatever state their BlockAffinities are in; a release that
+// cannot write a block holding the handle fails (errc::unavailable) instead of reporting
+// success.
+//
+// The node's blocks, for assignment, release, borrowing and the tools alike: the blocks
+// whose own affinity field is "host:<node>". They are found through the node's
+// BlockAffinities in any state (a claim writes its affinity before its block, a release
+// removes its block before its affinity, so every block of a node has one), and the block
+// decides. A claim (pending affinity, block, confirmed affinity) and a release of a block
+// (pendingDeletion, block removed, affinity removed) are finished or undone by the next
+// operation of the node that finds them interrupted: a pending affinity whose block names
+// the node is confirmed, one without its block removed; a pendingDeletion affinity whose
+// block still names the node is confirmed again, one without it removed. Claims of one
+// node are serialized between the processes of its machine by a lock file
+// (options::lock_dir; flock, as Calico's CNI plugin does), so an unfinished claim seen by
+// a process holding the lock is an interrupted one; across nodes, compare-and-swap
+// decides. No process id is stored in the datastore. Writes to one block from threads of one process are combined into one
 // compare-and-swap write (group commit). A corrupt block is skipped, never rewritten.
 // cnf adds one field to IPAMBlock: emptySince, when its last address was released (an
 // empty affine block is given up after options::empty_block_grace).
@@ -190,10 +205,16 @@ struct options {
   /// every block. Always done by instances without a node name (tools, gc); for a node it
   /// only matters if a block changed hands while holding addresses (gc still finds those).
   bool release_scan = false;
+  /// Directory of the node-local lock files ("ipam-<node>.lock") that serialize the block
+  /// claims of one node's processes. Empty: /run/cnf, or a cnf-ipam-locks directory in the
+  /// temporary directory when /run/cnf cannot be created (not root).
+  std::string lock_dir;
+  /// How long to wait for that lock before failing with errc::unavailable.
+  std::chrono::milliseconds lock_timeout{30000};
 };
 
 /// Reads an [ipam] section: max_retries, cache_ttl_ms, empty_block_grace_seconds,
-/// reclaim_age_seconds, release_scan, and [[ipam.pools]] tables (cidr, block_size, name,
+/// reclaim_age_seconds, release_scan, lock_dir, lock_timeout_ms, and [[ipam.pools]] tables (cidr, block_size, name,
 /// node_selector, disabled, ipip_mode, vxlan_mode, nat_outgoing).
 options configure(settings& s);
 
@@ -341,6 +362,21 @@ struct release_item {
 /// `cnf ipam release --from-report`: an address that was re-assigned since the report was
 /// written is left alone and listed in held_by_other.
 result<release_report> release_addresses(const any_datastore& ds, std::span<const release_item> items);
+
+/// What release_node did (`cnf delete node`).
+struct node_release_report {
+  std::uint64_t addresses = 0;    ///< addresses assigned for the node, released (in any block)
+  std::uint64_t handles = 0;      ///< IPAMHandles of those handles (or written by the node) removed
+  std::uint64_t blocks = 0;       ///< the node's blocks removed (empty once its addresses were released)
+  std::uint64_t blocks_kept = 0;  ///< its blocks still holding other nodes' addresses: left without affinity
+  std::uint64_t affinities = 0;   ///< its BlockAffinities removed
+};
+/// Releases a deleted node's IPAM state, as calico-kube-controllers does: every address
+/// assigned for it (allocation attribute "node"), its tunnel addresses included, the
+/// IPAMHandles of those handles, its blocks (removed; a block still holding addresses of
+/// other nodes loses its affinity instead) and its BlockAffinities. Other nodes' state is
+/// left alone. Safe to run again after an interruption.
+result<node_release_report> release_node(const any_datastore& ds, const std::string& node);
 
 /// Reads a report written by check_report::to_json().
 result<check_report> parse_check_report(std::string_view json_text);
