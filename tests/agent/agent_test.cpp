@@ -139,7 +139,8 @@ std::unique_ptr<bg_process> start_agent(const node_setup& n) {
   return p;
 }
 
-std::string cnf_routes(const test_netns& ns) { return ns.ip("route show proto 80").output; }
+/// The node agent's routes (its own protocol, 81: the CNI's pod routes keep 80).
+std::string cnf_routes(const test_netns& ns) { return ns.ip("route show proto 81").output; }
 
 /// The datastore the agents share, opened through the plugin the agents load.
 cnf::any_datastore open_store(const std::string& profile_path) {
@@ -185,6 +186,10 @@ TEST_CASE("agents with direct routing: blocks routed via node addresses, restart
   cnf_test::veth_between(a, "eth0", b, "eth0");
   a.exec_or_throw("ip addr add 192.168.77.1/24 dev eth0");
   b.exec_or_throw("ip addr add 192.168.77.2/24 dev eth0");
+  // A default route, as nodes have (a gateway that does not answer: no traffic leaves). The
+  // pods' gateway 169.254.1.1 is answered by proxy ARP, which needs a route to it, and
+  // autodetection on A picks the default route's interface.
+  for (auto* n : {&a, &b}) n->exec_or_throw("ip route add default via 192.168.77.254 dev eth0");
   const auto store = dir.path / "store";
   node_setup na{a, "node-a", "autodetect", (dir.path / "a.toml").string(), (dir.path / "a.log").string()};
   node_setup nb{b, "node-b", "192.168.77.2/24", (dir.path / "b.toml").string(), (dir.path / "b.log").string()};

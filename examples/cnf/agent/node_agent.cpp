@@ -19,6 +19,12 @@ namespace {
 constexpr const char* owner_blackhole = "blackhole";
 constexpr const char* owner_routing = "routing";
 
+// The node agent's routes (blackholes, routes to other nodes' blocks) carry a protocol of
+// their own, next to cnf's 80: the CNI plugin writes each pod's host route with 80, and the
+// route table, which owns every route of its protocol, would sweep those as unwanted (it has
+// no way to leave a subset of its protocol alone). `ip route show proto 81` lists them.
+constexpr std::uint8_t agent_route_protocol = 81;
+
 /// The interface of the IPv4 default route (/proc/net/route of this namespace).
 std::string default_route_interface() {
   std::ifstream in("/proc/net/route");
@@ -148,6 +154,7 @@ cnf::result<void> node_agent::start() {
 
   cnf::route_table::options ro;
   ro.log = &log_;
+  ro.protocol = agent_route_protocol;
   rt_ = std::make_unique<cnf::route_table>(loop_, ro);
   rt_->set_owner_priority(owner_blackhole, 20);  // this node's blocks are never routed elsewhere
   rt_->set_owner_priority(owner_routing, 10);
