@@ -6,8 +6,9 @@
 //
 // A plugin is found by the name in its descriptor. The loader first tries the
 // conventional file name cnf-<part>-<name>.so in each directory, then scans the
-// directories. It checks magic, ABI number, build tag and part before calling anything,
-// and each object it makes keeps its library loaded until the object is gone.
+// directories. It checks magic, ABI number, build tag and part before calling anything.
+// A library that passed the checks is never unloaded while the process lives (objects,
+// watch handles and posted closures it made may outlive every handle on it).
 #pragma once
 #include <cnf/plugin.hpp>
 
@@ -75,6 +76,15 @@ class plugin_loader {
                                       std::string(CNF_BUILD_TAG) + "'; rebuild the plugin with the same compiler and options");
     if (d->part < 1 || d->part > 5 || !d->name || !d->factory || !d->validate)
       return error(errc::invalid, "plugin " + file.string() + ": malformed descriptor");
+    // From here on the plugin's code may run (validate, factory): pin the library for the
+    // life of the process. Objects, watch handles and closures it made may outlive every
+    // reference the host holds (a closure posted on the executor, a watch callback in
+    // flight), and a library that is unmapped under them crashes the host. Promoting the
+    // loaded object to RTLD_NODELETE keeps it mapped after every dlclose.
+    if (!::dlopen(file.c_str(), RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE)) {
+      const char* why = ::dlerror();
+      return error(errc::internal, "plugin " + file.string() + ": cannot pin the library: " + (why ? why : "dlopen failed"));
+    }
     loaded_plugin lp;
     lp.info = {static_cast<part>(d->part), d->name, d->version ? d->version : "", raw[1], tag,
                d->description ? d->description : "", file};

@@ -26,6 +26,8 @@
 # Test control: commands on stdin, one per line, each answered by one line on stdout:
 #   drop-watches | bookmark | garbage | watches | rv | compact | gone-mode http|event
 #   history <n> | put-raw <json {"plural","namespace","object"}> | quit
+#   freeze-watches: live streams stay open but get no more events (a stalled proxy), until
+#   drop-watches cuts them; with compact in between, their resume revision is gone (410).
 # The first line on stdout is "port <n>". The server exits when stdin closes.
 import argparse
 import base64
@@ -118,6 +120,7 @@ class Store:
         self.compacted = 0                # events with rv <= compacted are forgotten
         self.gone_mode = "event"
         self.watchers = set()             # live watch streams (Watcher)
+        self.frozen = set()               # streams kept open that get no events (freeze-watches)
 
     # all below with self.cond held
     def next_rv(self):
@@ -555,8 +558,13 @@ def control(store, crds):
         reply = "ok"
         with store.cond:
             if cmd == "drop-watches":
-                for w in store.watchers:
+                for w in store.watchers | store.frozen:
                     w.drop = True
+                store.frozen.clear()
+                store.cond.notify_all()
+            elif cmd == "freeze-watches":
+                store.frozen |= store.watchers
+                store.watchers.clear()
             elif cmd == "bookmark":
                 for w in store.watchers:
                     if w.bookmarks:
