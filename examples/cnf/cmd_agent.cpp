@@ -1,5 +1,6 @@
-// cnf agent: serves the CNI plugin's calls over a Unix socket (the profile's
-// [cni] agent_socket), with the profile read and the parts composed once, not per call.
+// cnf agent: serves the CNI plugin's calls over a Unix socket (@cnf-agent in its network
+// namespace, and the profile's [cni] agent_socket if set: agent_listen.hpp), with the
+// profile read and the parts composed once, not per call.
 //
 // A CNI call run by the process the runtime exec'd pays for the process, the profile, the
 // parts and the datastore's opening every time; handed to the agent it pays for a small
@@ -8,6 +9,7 @@
 // When no agent listens, the plugin does its calls itself, so starting and stopping the
 // agent never breaks pod networking.
 #include "agent_client.hpp"
+#include "agent_listen.hpp"
 #include "app.hpp"
 #include "cni_call.hpp"
 #include "cni_log.hpp"
@@ -38,8 +40,6 @@
 
 namespace cnf_app {
 namespace {
-
-constexpr std::size_t max_request = 16u << 20;
 
 struct fd_guard {
   int fd = -1;
@@ -97,8 +97,6 @@ cnf::result<served_parts> serve(const std::string& path, cni_logger& log, cnf::e
   auto p = cnf::load_profile(path);
   if (!p) return std::move(p).error();
   s.prof = std::move(*p);
-  if (s.prof.cni.agent_socket.empty())
-    return cnf::error(cnf::errc::invalid, s.prof.file + ": [cni] agent_socket is not set; the CNI plugin finds the agent there");
   std::set<cnf::part> need{cnf::part::datastore};
   if (s.prof.ipam) need.insert(cnf::part::ipam);
   cnf::plugin_loader loader(plugin_search_path(&s.prof));
@@ -111,79 +109,6 @@ cnf::result<served_parts> serve(const std::string& path, cni_logger& log, cnf::e
   s.parts = std::move(*parts);
   s.parts.datastore.defer_sync(true);
   return s;
-}
-
-/// Binds the agent's socket, mode 0600. A socket file nobody listens on (an agent that
-/// was killed) is replaced; one that answers belongs to a running agent: an error.
-cnf::result<int> listen_on(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (auto dir = fs::path(path).parent_path(); !dir.empty() && !fs::exists(dir, ec)) {
-    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-      return cnf::error(cnf::errc::io, "agent_socket: cannot create " + dir.string() + ": " + std::strerror(errno));
-  }
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  std::memcpy(sa.sun_path, path.c_str(), path.size());
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode)) return cnf::error(cnf::errc::already_exists, "agent_socket: " + path + " exists and is not a socket");
-    fd_guard probe{::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)};
-    if (probe.fd >= 0 && ::connect(probe.fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0)
-      return cnf::error(cnf::errc::already_exists, "agent_socket: another agent is serving " + path);
-    ::unlink(path.c_str());
-  }
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return cnf::error(cnf::errc::io, std::string("socket: ") + std::strerror(errno));
-  const mode_t old = ::umask(0177);
-  const int b = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-  const int berr = errno;
-  ::umask(old);
-  if (b != 0 || ::listen(fd, 512) != 0) {
-    auto e = cnf::error(cnf::errc::io, "agent_socket: cannot listen on " + path + ": " + std::strerror(b != 0 ? berr : errno));
-    ::close(fd);
-    return e;
-  }
-  return fd;
-}
-
-/// Reads one request (until the caller shuts down its write side) and parses it.
-cnf::result<cni_call> read_request(int fd) {
-  std::string text;
-  if (int e = read_to_end(fd, text, max_request); e == EFBIG)
-    return cnf::error(cnf::errc::invalid, "request larger than 16 MiB");
-  else if (e != 0)
-    return cnf::error(cnf::errc::io, std::string("reading the request: ") + std::strerror(e));
-  boost::system::error_code ec;
-  auto v = boost::json::parse(text, ec);
-  const auto* o = ec ? nullptr : v.if_object();
-  if (!o) return cnf::error(cnf::errc::invalid, "request is not a JSON object");
-  const auto* ver = o->if_contains("cnf_agent");
-  const auto* self = o->if_contains("self");
-  const auto* env = o->if_contains("env");
-  const auto* in = o->if_contains("stdin");
-  if (!ver || !ver->is_int64() || ver->as_int64() != 1) return cnf::error(cnf::errc::invalid, "request: cnf_agent must be 1");
-  if (!self || !self->is_string()) return cnf::error(cnf::errc::invalid, "request: self must be a string");
-  if (!env || !env->is_array()) return cnf::error(cnf::errc::invalid, "request: env must be an array");
-  if (!in || !in->is_string()) return cnf::error(cnf::errc::invalid, "request: stdin must be a string");
-  cni_call call;
-  call.self = std::string(self->as_string());
-  call.input = std::string(in->as_string());
-  for (auto& e : env->as_array()) {
-    if (!e.is_string() || e.as_string().find('=') == boost::json::string::npos)
-      return cnf::error(cnf::errc::invalid, "request: env entries must be strings NAME=value");
-    call.env.emplace_back(e.as_string());
-  }
-  return call;
-}
-
-void write_all(int fd, const std::string& s) {
-  for (std::size_t off = 0; off < s.size();) {
-    ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;  // the caller went away; what was done stays done (as for a killed plugin)
-    off += static_cast<std::size_t>(n);
-  }
 }
 
 std::string command_of(const cni_call& call) {
@@ -215,21 +140,18 @@ int run_agent(const std::string& profile_arg) {
     std::cerr << "cnf agent: signalfd: " << std::strerror(errno) << "\n";
     return 1;
   }
-  auto l = listen_on(sock);
-  if (!l) {
-    std::cerr << "cnf agent: " << l.error().message << "\n";
+  auto listener = agent_listener::open(sock);  // @cnf-agent, and the profile's agent_socket if set
+  if (!listener) {
+    std::cerr << "cnf agent: " << listener.error().message << "\n";
     return 1;
   }
-  fd_guard lfd{*l};
-  struct stat mine {};
-  ::stat(sock.c_str(), &mine);
-  log.info(fmt::format("serving CNI calls on {} (profile {}, pid {})", sock, path, ::getpid()));
+  log.info(fmt::format("serving CNI calls on {} (profile {}, pid {})", listener->where(), path, ::getpid()));
 
   int status = 0;
   std::uint64_t served_calls = 0;
   for (;;) {
     const int timeout = exec.run_due();  // the last call is answered: the parts' deferred work
-    pollfd p[2] = {{lfd.fd, POLLIN, 0}, {sfd.fd, POLLIN, 0}};
+    pollfd p[2] = {{listener->fd(), POLLIN, 0}, {sfd.fd, POLLIN, 0}};
     if (::poll(p, 2, timeout) < 0) {
       if (errno == EINTR) continue;
       log.error(std::string("poll: ") + std::strerror(errno));
@@ -243,23 +165,15 @@ int run_agent(const std::string& profile_arg) {
       break;
     }
     if (!(p[0].revents & POLLIN)) continue;
-    fd_guard cfd{::accept4(lfd.fd, nullptr, nullptr, SOCK_CLOEXEC)};
+    auto caller = listener->accept();  // only callers of the agent's own user (root on a node)
+    if (!caller.refused.empty()) log.warn(caller.refused);
+    fd_guard cfd{caller.fd};
     if (cfd.fd < 0) continue;
-    // Only callers of the agent's own user (root on a node) may have their calls run.
-    ucred cred{};
-    socklen_t clen = sizeof cred;
-    if (::getsockopt(cfd.fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 || cred.uid != ::geteuid()) {
-      log.warn(fmt::format("refused a caller of uid {} (pid {})", cred.uid, cred.pid));
-      continue;
-    }
-    timeval tv{5, 0};  // a caller that never finishes its request does not hold the agent
-    ::setsockopt(cfd.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    auto call = read_request(cfd.fd);
+    const ucred cred = caller.cred;
+    auto call = read_call(cfd.fd);
     if (!call) {
       log.warn(fmt::format("pid {}: bad request: {}", cred.pid, call.error().message));
-      boost::json::object r;
-      r["declined"] = call.error().message;
-      write_all(cfd.fd, boost::json::serialize(r));
+      send_reply(cfd.fd, {.declined = call.error().message});
       continue;
     }
     const auto t0 = std::chrono::steady_clock::now();
@@ -285,30 +199,27 @@ int run_agent(const std::string& profile_arg) {
         log.info("profile changed: parts composed again");
       }
     }
-    boost::json::object r;
+    agent_reply r;
     if (!declined.empty()) {
       log.warn(declined);
-      r["declined"] = declined;
+      r.declined = declined;
     } else {
       std::string out;
       int st = run_cni_call(*call, out, &*s);
       const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
       if (st == not_served) {
-        r["declined"] = out;
+        r.declined = out;
         log.debug(fmt::format("pid {}: {} declined: {}", cred.pid, command_of(*call), out));
       } else {
-        r["exit"] = st;
-        r["stdout"] = out;
+        r.exit = st;
+        r.out = out;
         ++served_calls;
         log.debug(fmt::format("pid {}: {} served in {} us (exit {})", cred.pid, command_of(*call), us, st));
       }
     }
-    write_all(cfd.fd, boost::json::serialize(r));
+    send_reply(cfd.fd, r);
     if (status != 0) break;
   }
-  // The socket goes with the agent (unless another agent has replaced it meanwhile).
-  struct stat cur {};
-  if (::stat(sock.c_str(), &cur) == 0 && cur.st_dev == mine.st_dev && cur.st_ino == mine.st_ino) ::unlink(sock.c_str());
   if (auto f = s->parts.datastore.sync(); !f) log.warn("datastore: " + f.error().message);
   exec.run_due();
   return status;
@@ -320,7 +231,8 @@ void add_agent_command(CLI::App& app) {
   static std::string profile;
   auto* a = app.add_subcommand(
       "agent",
-      "Serve the CNI plugin's calls on the profile's [cni] agent_socket, with the parts loaded once instead of per call.\n"
+      "Serve the CNI plugin's calls at @cnf-agent in this network namespace (and the profile's [cni] agent_socket if set),\n"
+      "with the parts loaded once instead of per call. One agent per network namespace.\n"
       "Runs in the foreground, one call at a time, until SIGTERM/SIGINT/SIGHUP (it finishes the call in progress and\n"
       "removes its socket). While no agent listens there, the plugin does every call itself; a changed profile is\n"
       "read again before the next call. Start it in the node's network namespace.");
