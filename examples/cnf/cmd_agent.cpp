@@ -59,8 +59,17 @@ bool changed(const struct stat& a, const struct stat& b) {
 class between_calls final : public cnf::executor {
  public:
   using clock = std::chrono::steady_clock;
-  void post(std::function<void()> f) override { post_at(clock::now(), std::move(f)); }
-  void post_after(std::chrono::milliseconds d, std::function<void()> f) override { post_at(clock::now() + d, std::move(f)); }
+  void post(std::function<void()> f) override { (void)post_at(clock::now(), std::move(f)); }
+  timer_id post_after(std::chrono::milliseconds d, std::function<void()> f) override { return post_at(clock::now() + d, std::move(f)); }
+  bool cancel(timer_id id) override {
+    std::lock_guard l(mu_);
+    for (auto it = due_.begin(); it != due_.end(); ++it)
+      if (it->second.first == id) {
+        due_.erase(it);
+        return true;
+      }
+    return false;
+  }
   /// Runs what is due; returns poll()'s timeout until the next (ms), -1 when none.
   int run_due() {
     for (;;) {
@@ -72,7 +81,7 @@ class between_calls final : public cnf::executor {
         if (due_.begin()->first > now)  // poll() again within a minute at most (a far timer)
           return static_cast<int>(std::min<std::chrono::milliseconds::rep>(
               std::chrono::ceil<std::chrono::milliseconds>(due_.begin()->first - now).count(), 60000));
-        f = std::move(due_.begin()->second);
+        f = std::move(due_.begin()->second.second);
         due_.erase(due_.begin());
       }
       f();
@@ -80,12 +89,14 @@ class between_calls final : public cnf::executor {
   }
 
  private:
-  void post_at(clock::time_point t, std::function<void()> f) {
+  timer_id post_at(clock::time_point t, std::function<void()> f) {
     std::lock_guard l(mu_);
-    due_.emplace(t, std::move(f));
+    due_.emplace(t, std::pair(++last_id_, std::move(f)));
+    return last_id_;
   }
   std::mutex mu_;
-  std::multimap<clock::time_point, std::function<void()>> due_;
+  timer_id last_id_ = 0;
+  std::multimap<clock::time_point, std::pair<timer_id, std::function<void()>>> due_;
 };
 
 /// Reads the profile and composes the parts a CNI call needs (datastore; IPAM when the
