@@ -1,5 +1,6 @@
 // cnf agent: the node agent (with a [routing] section in the profile) and the CNI server
-// (with [cni] agent_socket), on one event loop.
+// (@cnf-agent in its network namespace, and the profile's [cni] agent_socket if set:
+// agent_listen.hpp), on one event loop.
 //
 // The node agent (agent/node_agent.cpp) registers this node as a Calico v3 Node, mirrors
 // the datastore (Node, IPAMBlock, BlockAffinity, IPPool), blackholes this node's blocks,
@@ -14,6 +15,7 @@
 // they arrive. When no agent listens, the plugin does its calls itself, so starting and
 // stopping the agent never breaks pod networking.
 #include "agent_client.hpp"
+#include "agent_listen.hpp"
 #include "app.hpp"
 #include "cni_call.hpp"
 #include "cni_log.hpp"
@@ -46,8 +48,6 @@
 namespace cnf_app {
 namespace {
 
-constexpr std::size_t max_request = 16u << 20;
-
 struct fd_guard {
   int fd = -1;
   ~fd_guard() {
@@ -69,8 +69,6 @@ cnf::result<served_parts> serve(const std::string& path, cni_logger& log, cnf::e
   auto p = cnf::load_profile(path);
   if (!p) return std::move(p).error();
   s.prof = std::move(*p);
-  if (s.prof.cni.agent_socket.empty())
-    return cnf::error(cnf::errc::invalid, s.prof.file + ": [cni] agent_socket is not set; the CNI plugin finds the agent there");
   std::set<cnf::part> need{cnf::part::datastore};
   if (s.prof.ipam) need.insert(cnf::part::ipam);
   cnf::plugin_loader loader(plugin_search_path(&s.prof));
@@ -83,79 +81,6 @@ cnf::result<served_parts> serve(const std::string& path, cni_logger& log, cnf::e
   s.parts = std::move(*parts);
   s.parts.datastore.defer_sync(true);
   return s;
-}
-
-/// Binds the agent's socket, mode 0600. A socket file nobody listens on (an agent that
-/// was killed) is replaced; one that answers belongs to a running agent: an error.
-cnf::result<int> listen_on(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (auto dir = fs::path(path).parent_path(); !dir.empty() && !fs::exists(dir, ec)) {
-    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-      return cnf::error(cnf::errc::io, "agent_socket: cannot create " + dir.string() + ": " + std::strerror(errno));
-  }
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  std::memcpy(sa.sun_path, path.c_str(), path.size());
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode)) return cnf::error(cnf::errc::already_exists, "agent_socket: " + path + " exists and is not a socket");
-    fd_guard probe{::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)};
-    if (probe.fd >= 0 && ::connect(probe.fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0)
-      return cnf::error(cnf::errc::already_exists, "agent_socket: another agent is serving " + path);
-    ::unlink(path.c_str());
-  }
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return cnf::error(cnf::errc::io, std::string("socket: ") + std::strerror(errno));
-  const mode_t old = ::umask(0177);
-  const int b = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-  const int berr = errno;
-  ::umask(old);
-  if (b != 0 || ::listen(fd, 512) != 0) {
-    auto e = cnf::error(cnf::errc::io, "agent_socket: cannot listen on " + path + ": " + std::strerror(b != 0 ? berr : errno));
-    ::close(fd);
-    return e;
-  }
-  return fd;
-}
-
-/// Reads one request (until the caller shuts down its write side) and parses it.
-cnf::result<cni_call> read_request(int fd) {
-  std::string text;
-  if (int e = read_to_end(fd, text, max_request); e == EFBIG)
-    return cnf::error(cnf::errc::invalid, "request larger than 16 MiB");
-  else if (e != 0)
-    return cnf::error(cnf::errc::io, std::string("reading the request: ") + std::strerror(e));
-  boost::system::error_code ec;
-  auto v = boost::json::parse(text, ec);
-  const auto* o = ec ? nullptr : v.if_object();
-  if (!o) return cnf::error(cnf::errc::invalid, "request is not a JSON object");
-  const auto* ver = o->if_contains("cnf_agent");
-  const auto* self = o->if_contains("self");
-  const auto* env = o->if_contains("env");
-  const auto* in = o->if_contains("stdin");
-  if (!ver || !ver->is_int64() || ver->as_int64() != 1) return cnf::error(cnf::errc::invalid, "request: cnf_agent must be 1");
-  if (!self || !self->is_string()) return cnf::error(cnf::errc::invalid, "request: self must be a string");
-  if (!env || !env->is_array()) return cnf::error(cnf::errc::invalid, "request: env must be an array");
-  if (!in || !in->is_string()) return cnf::error(cnf::errc::invalid, "request: stdin must be a string");
-  cni_call call;
-  call.self = std::string(self->as_string());
-  call.input = std::string(in->as_string());
-  for (auto& e : env->as_array()) {
-    if (!e.is_string() || e.as_string().find('=') == boost::json::string::npos)
-      return cnf::error(cnf::errc::invalid, "request: env entries must be strings NAME=value");
-    call.env.emplace_back(e.as_string());
-  }
-  return call;
-}
-
-void write_all(int fd, const std::string& s) {
-  for (std::size_t off = 0; off < s.size();) {
-    ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;  // the caller went away; what was done stays done (as for a killed plugin)
-    off += static_cast<std::size_t>(n);
-  }
 }
 
 std::string command_of(const cni_call& call) {
@@ -176,24 +101,16 @@ struct cni_server {
   int status = 0;
   std::uint64_t served_calls = 0;
 
-  void serve_one(int lfd) {
-    fd_guard cfd{::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC)};
+  void serve_one(agent_listener& l) {
+    auto caller = l.accept();  // only callers of the agent's own user (root on a node)
+    if (!caller.refused.empty()) log.warn(caller.refused);
+    fd_guard cfd{caller.fd};
     if (cfd.fd < 0) return;
-    // Only callers of the agent's own user (root on a node) may have their calls run.
-    ucred cred{};
-    socklen_t clen = sizeof cred;
-    if (::getsockopt(cfd.fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 || cred.uid != ::geteuid()) {
-      log.warn(fmt::format("refused a caller of uid {} (pid {})", cred.uid, cred.pid));
-      return;
-    }
-    timeval tv{5, 0};  // a caller that never finishes its request does not hold the agent
-    ::setsockopt(cfd.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    auto call = read_request(cfd.fd);
+    const ucred cred = caller.cred;
+    auto call = read_call(cfd.fd);
     if (!call) {
       log.warn(fmt::format("pid {}: bad request: {}", cred.pid, call.error().message));
-      boost::json::object r;
-      r["declined"] = call.error().message;
-      write_all(cfd.fd, boost::json::serialize(r));
+      send_reply(cfd.fd, {.declined = call.error().message});
       return;
     }
     const auto t0 = std::chrono::steady_clock::now();
@@ -218,26 +135,26 @@ struct cni_server {
         log.info("profile changed: CNI parts composed again (the node's routing keeps the profile it started with)");
       }
     }
-    boost::json::object r;
+    agent_reply r;
     if (!declined.empty()) {
       log.warn(declined);
-      r["declined"] = declined;
+      r.declined = declined;
     } else {
       std::string out;
       int st = run_cni_call(*call, out, &s);
       const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
       if (st == not_served) {
-        r["declined"] = out;
+        r.declined = out;
         log.debug(fmt::format("pid {}: {} declined: {}", cred.pid, command_of(*call), out));
       } else {
-        r["exit"] = st;
-        r["stdout"] = out;
+        r.exit = st;
+        r.out = out;
         ++served_calls;
         if (node) node->count_cni_call();
         log.debug(fmt::format("pid {}: {} served in {} us (exit {})", cred.pid, command_of(*call), us, st));
       }
     }
-    write_all(cfd.fd, boost::json::serialize(r));
+    send_reply(cfd.fd, r);
     if (status != 0) loop.stop();
   }
 };
@@ -251,14 +168,13 @@ int run_agent(const std::string& profile_arg) {
     std::cerr << "cnf agent: " << prof.error().message << "\n";
     return 2;
   }
-  // With [routing] the agent is the node agent too; with an agent_socket it serves CNI calls.
+  // With [routing] the agent is the node agent too; it always serves CNI calls at @cnf-agent.
   const bool node_mode = prof->routing.has_value();
-  const bool cni_mode = !prof->cni.agent_socket.empty() || !node_mode;
   log.configure(prof->cni.level, prof->cni.log_file);
   cnf::event_loop loop;  // before the parts, which keep a pointer to it
 
   std::optional<served_parts> s;
-  if (cni_mode) {
+  {
     auto r = serve(path, log, loop);
     if (!r) {
       std::cerr << "cnf agent: " << r.error().message << "\n";
@@ -303,19 +219,17 @@ int run_agent(const std::string& profile_arg) {
   }
 
   std::optional<cni_server> cni;
-  fd_guard lfd;
-  struct stat mine {};
-  if (cni_mode) {
-    auto l = listen_on(s->prof.cni.agent_socket);
+  std::optional<agent_listener> listener;
+  {
+    auto l = agent_listener::open(s->prof.cni.agent_socket);  // @cnf-agent, and the profile's agent_socket if set
     if (!l) {
       std::cerr << "cnf agent: " << l.error().message << "\n";
       return 1;
     }
-    lfd.fd = *l;
+    listener.emplace(std::move(*l));
     cni.emplace(cni_server{loop, log, path, *s, s->prof.cni.agent_socket, node.get()});
-    ::stat(cni->sock.c_str(), &mine);
-    loop.watch_readable(lfd.fd, [&] { cni->serve_one(lfd.fd); });
-    log.info(fmt::format("serving CNI calls on {} (profile {}, pid {})", cni->sock, path, ::getpid()));
+    loop.watch_readable(listener->fd(), [&] { cni->serve_one(*listener); });
+    log.info(fmt::format("serving CNI calls on {} (profile {}, pid {})", listener->where(), path, ::getpid()));
   }
 
   health_server health(loop, log, [&](std::string_view p) -> health_server::reply {
@@ -351,12 +265,9 @@ int run_agent(const std::string& profile_arg) {
 
   if (node) node->stop();  // the kernel keeps its routes: a restarted agent takes them over unchanged
   int status = cni ? cni->status : 0;
-  if (cni) {
-    // The socket goes with the agent (unless another agent has replaced it meanwhile).
-    struct stat cur {};
-    if (::stat(cni->sock.c_str(), &cur) == 0 && cur.st_dev == mine.st_dev && cur.st_ino == mine.st_ino) ::unlink(cni->sock.c_str());
+  listener.reset();  // the socket file goes with the agent (unless another agent has replaced it meanwhile)
+  if (cni)
     if (auto f = s->parts.datastore.sync(); !f) log.warn("datastore: " + f.error().message);
-  }
   loop.post([&] { loop.stop(); });  // what the parts posted (the local datastore's files) runs first
   loop.run();
   log.info("stopped");
@@ -371,8 +282,9 @@ void add_agent_command(CLI::App& app) {
       "agent",
       "The node agent: registers this node, watches the datastore and programs routes to the other nodes' pod blocks\n"
       "with the profile's [routing] plugin (blackholes for this node's own blocks); health, metrics and status on\n"
-      "127.0.0.1:[agent] health_port. With [cni] agent_socket it also serves the CNI plugin's calls there, with the\n"
-      "parts loaded once instead of per call (one at a time; a changed profile is read again before the next call).\n"
+      "127.0.0.1:[agent] health_port. It also serves the CNI plugin's calls at @cnf-agent (the abstract socket of its\n"
+      "network namespace, where cnf-shim looks) and at [cni] agent_socket if set, with the parts loaded once instead\n"
+      "of per call (one at a time; a changed profile is read again before the next call).\n"
       "Runs in the foreground until SIGTERM/SIGINT/SIGHUP (it finishes the call or apply in progress, leaves the\n"
       "kernel's routes for the next agent and removes its socket). Start it in the node's network namespace.");
   a->add_option("--profile", profile, "Profile to serve (default: $CNF_PROFILE, else /etc/cnf/profile.toml)");

@@ -1,14 +1,6 @@
-// One CNI call as data, so that it can be run by the process the runtime exec'd or, when
-// the profile names an agent socket, handed to `cnf agent` and run there (cmd_agent.cpp).
-//
-// The wire format between the CNI plugin and the agent (a Unix stream socket; each side
-// writes one JSON document and shuts down its write side; the agent accepts only callers
-// of its own user id):
-//   request: {"cnf_agent": 1, "self": "<argv[0]'s basename>", "env": ["NAME=value", ...],
-//             "stdin": "<network config>"}
-//   reply:   {"exit": <status>, "stdout": "<result or error JSON>"}
-//            or {"declined": "<why>"}: the agent does not serve this call's profile, and
-//            the plugin does the work itself.
+// One CNI call as data, so that it can be run by the process the runtime exec'd or handed
+// to `cnf agent` and run there (cmd_agent.cpp). The wire between the plugin and the agent
+// is agent_client.hpp's; where the agent listens, agent_listen.hpp's.
 #pragma once
 #include <cnf/profile.hpp>
 

@@ -901,8 +901,12 @@ int run_cni_call(const cni_call& call, std::string& out, const served_parts* ser
     return fail(e);
   };
   if (served) {
-    // In the agent: its parts serve this call when the call names the agent's profile.
-    const std::string path = profile.empty() ? default_profile_path() : profile;
+    // In the agent: its parts serve this call when the call names the agent's profile
+    // (with none in the config: the caller's $CNF_PROFILE, else the default, as in cnf).
+    std::string path = profile.empty() ? "/etc/cnf/profile.toml" : profile;
+    if (profile.empty())
+      for (auto& v : call.env)
+        if (v.starts_with("CNF_PROFILE=") && v.size() > 12) path = v.substr(12);
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0 || !same_file(st, served->id)) {
       out = fmt::format("this agent serves {}, the call names {}", served->path, path);

@@ -1,9 +1,12 @@
 // WorkloadEndpoint records: what the CNI plugin tells the rest of cnf about each pod
-// interface. Resource kind WorkloadEndpoint, namespace = the pod's, name and spec fields
-// as Calico's projectcalico.org/v3 WorkloadEndpoint (plus cnf's network/handle/netns).
+// interface, as the CNI commands see it (pod identity, interface names). The resource, its
+// name and its JSON are the framework's one model, cnf::model::workload_endpoint
+// (cnf/model/workload_endpoint.hpp), which the policy part receives too; this file only
+// converts between the two and stores them.
 #pragma once
 #include <cnf/cni/env.hpp>
 #include <cnf/datastore.hpp>
+#include <cnf/model/workload_endpoint.hpp>
 
 #include <boost/json.hpp>
 
@@ -59,47 +62,38 @@ struct workload_endpoint_record {
   std::string revision;
 };
 
-/// Calico's naming: <node>-k8s-<pod>-<endpoint>, each part with '-' doubled; bare
-/// containers use <node>-cni-<container id>-<ifname>.
+/// Calico's naming (cnf::model::workload_endpoint_name).
 inline std::string workload_endpoint_name(const std::string& node, const pod_identity& pod, const std::string& container_id,
                                           const std::string& ifname) {
-  auto esc = [](std::string_view s) {
-    std::string o;
-    for (char c : s) {
-      if (c == '-') o += "--";
-      else o += c;
-    }
-    return o;
-  };
-  if (pod.k8s()) return esc(node) + "-k8s-" + esc(pod.name) + "-" + esc(ifname);
-  return esc(node) + "-cni-" + esc(container_id) + "-" + esc(ifname);
+  return cnf::model::workload_endpoint_name(node, pod.k8s(), pod.k8s() ? pod.name : container_id, ifname);
 }
 
 inline std::string workload_endpoint_ns(const pod_identity& pod) { return pod.k8s() ? pod.ns : "cni"; }
 
+/// The framework's model of this record (resource name, namespace and labels included).
+inline cnf::model::workload_endpoint to_model(const workload_endpoint_record& r) {
+  cnf::model::workload_endpoint w;
+  w.ns = workload_endpoint_ns(r.pod);
+  w.name = workload_endpoint_name(r.node, r.pod, r.container_id, r.pod_ifname);
+  w.orchestrator = r.pod.k8s() ? "k8s" : "cni";
+  w.labels = {{"projectcalico.org/orchestrator", w.orchestrator}};
+  if (r.pod.k8s()) w.labels["projectcalico.org/namespace"] = r.pod.ns;
+  w.node = r.node;
+  w.container_id = r.container_id;
+  if (r.pod.k8s()) w.pod = r.pod.name;
+  w.endpoint = r.pod_ifname;
+  w.interface_name = r.host_ifname;
+  w.ip_networks = r.addresses;
+  w.mac = r.mac;
+  if (r.pod.k8s()) w.profiles = {"kns." + r.pod.ns};
+  w.network = r.network;
+  w.ipam_handle = r.handle;
+  w.netns = r.netns;
+  return w;
+}
+
 inline cnf::result<void> put_workload_endpoint(const cnf::any_datastore& ds, const workload_endpoint_record& r) {
-  boost::json::object spec;
-  spec["orchestrator"] = r.pod.k8s() ? "k8s" : "cni";
-  spec["node"] = r.node;
-  spec["containerID"] = r.container_id;
-  if (r.pod.k8s()) spec["pod"] = r.pod.name;
-  spec["endpoint"] = r.pod_ifname;
-  spec["interfaceName"] = r.host_ifname;
-  boost::json::array nets;
-  for (auto& a : r.addresses) nets.emplace_back(a.to_string());
-  spec["ipNetworks"] = std::move(nets);
-  spec["mac"] = r.mac.to_string();
-  if (r.pod.k8s()) spec["profiles"] = boost::json::array{boost::json::string("kns." + r.pod.ns)};
-  spec["network"] = r.network;
-  spec["ipamHandle"] = r.handle;
-  spec["netns"] = r.netns;
-  cnf::resource res;
-  res.kind = std::string(cnf::kinds::workload_endpoint);
-  res.ns = workload_endpoint_ns(r.pod);
-  res.name = workload_endpoint_name(r.node, r.pod, r.container_id, r.pod_ifname);
-  res.labels = {{"projectcalico.org/orchestrator", r.pod.k8s() ? "k8s" : "cni"}};
-  if (r.pod.k8s()) res.labels["projectcalico.org/namespace"] = r.pod.ns;
-  res.spec = boost::json::serialize(spec);
+  cnf::resource res = cnf::model::to_resource(to_model(r));
   auto made = ds.create(res);
   if (made || made.error().code != cnf::errc::already_exists) return made ? cnf::result<void>{} : cnf::result<void>(made.error());
   // A retried ADD for the same attachment: replace the record.
@@ -121,34 +115,23 @@ inline cnf::result<void> put_workload_endpoint(const cnf::any_datastore& ds, con
 }
 
 inline cnf::result<workload_endpoint_record> parse_workload_endpoint(const cnf::resource& r) {
-  boost::system::error_code ec;
-  auto v = boost::json::parse(r.spec, ec);
-  if (ec || !v.is_object()) return cnf::error(cnf::errc::invalid, "workload endpoint " + r.key().to_string() + ": spec is not a JSON object");
-  auto& o = v.as_object();
-  auto str = [&](const char* k) -> std::string {
-    auto* p = o.if_contains(k);
-    return p && p->is_string() ? std::string(p->as_string()) : std::string();
-  };
+  auto m = cnf::model::parse_workload_endpoint(r);
+  if (!m) return m.error();
   workload_endpoint_record w;
-  w.node = str("node");
-  w.container_id = str("containerID");
-  w.pod.name = str("pod");
+  w.node = m->node;
+  w.container_id = m->container_id;
+  w.pod.name = m->pod;
   w.pod.ns = w.pod.name.empty() ? "" : r.ns;
-  w.pod_ifname = str("endpoint");
-  w.host_ifname = str("interfaceName");
-  w.network = str("network");
-  w.handle = str("ipamHandle");
-  w.netns = str("netns");
-  if (auto* nets = o.if_contains("ipNetworks"); nets && nets->is_array())
-    for (auto& n : nets->as_array())
-      if (n.is_string())
-        if (auto p = cnf::ip_prefix::parse(std::string(n.as_string()), true)) w.addresses.push_back(*p);
-  if (auto m = cnf::mac_address::parse(str("mac"))) w.mac = *m;
+  w.pod_ifname = m->endpoint;
+  w.host_ifname = m->interface_name;
+  w.network = m->network;
+  w.handle = m->ipam_handle;
+  w.netns = m->netns;
+  w.addresses = m->ip_networks;
+  if (m->mac) w.mac = *m->mac;
   w.ns = r.ns;
   w.name = r.name;
   w.revision = r.revision;
-  if (w.node.empty() || w.container_id.empty())
-    return cnf::error(cnf::errc::invalid, "workload endpoint " + r.key().to_string() + ": spec.node or spec.containerID missing");
   return w;
 }
 

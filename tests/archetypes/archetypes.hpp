@@ -40,16 +40,28 @@ struct routing_archetype {
 };
 
 struct encapsulation_archetype {
-  cnf::tunnel_info setup(const cnf::node_info&) { return {"tun0", std::nullopt, std::nullopt, 1450}; }
-  void sync(std::span<const cnf::remote_node>) {}
-  void teardown() {}
+  cnf::tunnel_info start(const cnf::node_info&, cnf::encap_sink&) { return {"tun0", std::nullopt, std::nullopt, 1450}; }
+  void set_node(const cnf::node_info&) {}
+  void upsert_node(const cnf::remote_node&) {}
+  void remove_node(std::string_view) {}
+  void apply() {}
   cnf::encap_status status() { return {}; }
+  void stop() {}
 };
 
 struct policy_archetype {
-  void sync(std::span<const cnf::workload_endpoint>, std::span<const cnf::resource>) {}
+  void upsert_endpoint(const cnf::workload_endpoint&) {}
+  void remove_endpoint(std::string_view) {}
+  void upsert_policy(const cnf::network_policy&) {}
+  void remove_policy(std::string_view) {}
+  void upsert_profile(const cnf::policy_profile&) {}
+  void remove_profile(std::string_view) {}
+  void add_ip_set_members(std::string_view, std::span<const cnf::ip_prefix>) {}
+  void remove_ip_set_members(std::string_view, std::span<const cnf::ip_prefix>) {}
+  void remove_ip_set(std::string_view) {}
+  void apply() {}
   cnf::policy_status status() { return {}; }
-  void teardown() {}
+  void stop() {}
 };
 
 }  // namespace cnf_test

@@ -1579,8 +1579,10 @@ class agent_process {
       ::execv(a[0], a.data());
       ::_exit(127);
     }
-    // Listening once it says so (a stale socket file of a killed agent exists before).
-    const std::string ready = " cnf[" + std::to_string(pid_) + "] agent: serving CNI calls on " + socket;
+    // Listening once it says so (a stale socket file of a killed agent exists before):
+    // always at @cnf-agent, and at `socket` when the profile names one (else "").
+    const std::string ready = " cnf[" + std::to_string(pid_) + "] agent: serving CNI calls on @cnf-agent" +
+                              (socket.empty() ? std::string(" (") : " and " + socket + " (");
     for (int waited = 0; read_file(log).find(ready) == std::string::npos; waited += 10) {
       if (int st = 0; ::waitpid(pid_, &st, WNOHANG) == pid_) {
         pid_ = -1;
@@ -1700,11 +1702,12 @@ TEST_CASE("cnf agent serves the plugin's calls; without an agent the plugin does
     require_cni_error(L.cnf(env, bj::serialize(L.config())), 4, {"CNI_IFNAME"});
   }
 
-  // A second agent on the same socket refuses to start.
+  // A second agent in the same network namespace refuses to start, naming the first.
   {
     agent_process second(L.node, L.profile, sock, agent_log + ".2");  // returns when it exits
     CHECK(second.wait_exit(10000) == 1);
-    CHECK_THAT(read_file(agent_log + ".2"), Contains("another agent is serving " + sock));
+    CHECK_THAT(read_file(agent_log + ".2"), Contains("another cnf agent (pid " + std::to_string(agent->pid()) +
+                                                     ") already serves CNI calls at @cnf-agent in this network namespace"));
   }
 
   // A call that names another profile file (the same settings, another path) is declined
@@ -1865,10 +1868,10 @@ TEST_CASE("cnf-shim hands calls to the agent and runs cnf when no agent serves t
   const std::string shim = cnf_bin.substr(0, cnf_bin.rfind('/') + 1) + "cnf-shim";
   REQUIRE(::access(shim.c_str(), X_OK) == 0);
   lab L;
-  const std::string sock = (L.dir.path / "run" / "cni.sock").string();
   const std::string log = (L.dir.path / "cni.log").string();
   const std::string agent_log = (L.dir.path / "agent.out").string();
-  L.profile = L.write_profile("profile.toml", {.log_file = log, .agent_socket = sock});
+  // No agent_socket: the shim finds the agent at @cnf-agent in the node's namespace.
+  L.profile = L.write_profile("profile.toml", {.log_file = log});
   pod A("c-shim-a", "shim-a"), B("c-shim-b", "shim-b"), C("c-shim-c", "shim-c");
   auto cfg = [&](const std::string& profile = {}) {
     auto c = L.config("1.1.0", profile);
@@ -1889,10 +1892,9 @@ TEST_CASE("cnf-shim hands calls to the agent and runs cnf when no agent serves t
     CHECK(v.json.at("supportedVersions").as_array().size() == 5);
   }
 
-  // No agent: cnf does the call (it logs why), with the plugin name the runtime used.
+  // No agent: cnf does the call, with the plugin name the runtime used.
   auto a = shim_call(A, "ADD");
   require_ok(a);
-  CHECK_THAT(read_file(log), Contains("no agent: connect " + sock));
   CHECK(L.node_links() == std::set<std::string>{A.host_veth()});
   // A bad input: the same error as cnf's own.
   {
@@ -1903,7 +1905,7 @@ TEST_CASE("cnf-shim hands calls to the agent and runs cnf when no agent serves t
   }
 
   // With the agent: it does the call; the results are cnf's.
-  auto agent = std::make_unique<agent_process>(L.node, L.profile, sock, agent_log);
+  auto agent = std::make_unique<agent_process>(L.node, L.profile, "", agent_log);
   REQUIRE(agent->running());
   auto b = shim_call(B, "ADD");
   require_ok(b);
@@ -1921,11 +1923,33 @@ TEST_CASE("cnf-shim hands calls to the agent and runs cnf when no agent serves t
   require_cni_error(run_plugin(L.node, shim, B.env("ADD"), R"({"cniVersion":"1.0.0","name":"x","type":"cnf-shim")"), 6);
 
   // A call naming another profile: declined by the agent, done by cnf.
-  const std::string other = L.write_profile("other.toml", {.log_file = log, .agent_socket = sock});
+  const std::string other = L.write_profile("other.toml", {.log_file = log});
+  const std::string declined = "ADD declined: this agent serves " + L.profile;
   auto c = shim_call(C, "ADD", other);
   require_ok(c);
-  CHECK_THAT(read_file(log), Contains("declined the call (this agent serves " + L.profile));
+  CHECK(any_line_has(log_lines_of(log, agent->pid()), declined, other));
   require_ok(shim_call(C, "DEL", other));
+  // A config with no "profile" names the caller's $CNF_PROFILE (else /etc/cnf/profile.toml):
+  // another profile there is declined too, the agent's own is served.
+  {
+    auto cfg_env = L.config("1.1.0");
+    cfg_env["type"] = "cnf-shim";
+    cfg_env.erase("profile");
+    pod E("c-shim-e", "shim-e"), F("c-shim-f", "shim-f");
+    auto env_of = [](const pod& p, const std::string& cmd, const std::string& prof) {
+      auto e = p.env(cmd);
+      e.push_back({"CNF_PROFILE", prof});
+      return e;
+    };
+    require_ok(run_plugin(L.node, shim, env_of(E, "ADD", other), bj::serialize(cfg_env)));
+    CHECK(any_line_has(log_lines_of(log, agent->pid()), declined, other));
+    CHECK_FALSE(any_line_has(log_lines_of(log, agent->pid()), "ADD " + E.cid + ":"));
+    require_ok(run_plugin(L.node, shim, env_of(E, "DEL", other), bj::serialize(cfg_env)));
+    auto f = run_plugin(L.node, shim, env_of(F, "ADD", L.profile), bj::serialize(cfg_env));
+    require_ok(f);
+    CHECK(any_line_has(log_lines_of(log, agent->pid()), "ADD " + F.cid, result_ip(f)));
+    require_ok(run_plugin(L.node, shim, env_of(F, "DEL", L.profile), bj::serialize(cfg_env)));
+  }
 
   // An agent killed after reading the call: 11, from the shim itself.
   {
@@ -1936,78 +1960,53 @@ TEST_CASE("cnf-shim hands calls to the agent and runs cnf when no agent serves t
     require_ok(shim_call(D, "DEL"));  // no agent now: cnf cleans up what the dead agent began
   }
 
-  // DELs without an agent (a stale socket now): cnf does them.
+  // DELs without an agent: cnf does them.
   require_ok(shim_call(B, "DEL"));
   require_ok(shim_call(A, "DEL"));
   CHECK(L.node_links().empty());
   CHECK(L.store().empty());
 }
 
-TEST_CASE("cnf-shim reads the plain profile forms itself and leaves every other form to cnf", "[integration][cni][agent][shim]") {
-  // cnf-shim reads the config and the profile's [cni] agent_socket without the C++
-  // libraries (examples/cnf-shim/main.c says why). A copy with no cnf beside it shows which
-  // calls it handed to the agent itself (they succeed) and which it left to cnf (error 5:
-  // it cannot run cnf there). The same profile forms through the installed shim succeed.
+TEST_CASE("cnf-shim reads no config and no profile: the agent judges every call", "[integration][cni][agent][shim]") {
+  // A copy of cnf-shim with no cnf beside it shows which calls the agent served (they
+  // succeed) and which it declined (error 5: the shim cannot run cnf there).
   const std::string shim = cnf_bin.substr(0, cnf_bin.rfind('/') + 1) + "cnf-shim";
   lab L;
-  const std::string sock = (L.dir.path / "run" / "cni.sock").string();
   const std::string log = (L.dir.path / "cni.log").string();
   const std::string agent_log = (L.dir.path / "agent.out").string();
-  profile_options o{.log_file = log};
-  const std::string base = profile_text(L.dir, o);  // [cni] comes last, with no agent_socket
-  L.profile = L.write_profile("profile.toml", {.log_file = log, .agent_socket = sock});
+  // A profile in a TOML form the old shim could not read (a quoted table name and key).
+  std::string text = profile_text(L.dir, {.log_file = log});
+  text.replace(text.find("[cni]\nmtu"), 9, "[ \"cni\" ]\n\"mtu\"");
+  L.profile = L.write_profile("profile.toml", {});
+  write_file(L.profile, text);
   const auto lone = L.dir.path / "lone";
   fs::create_directories(lone);
   fs::copy_file(shim, lone / "cnf-shim");
   const std::string lone_shim = (lone / "cnf-shim").string();
-  agent_process agent(L.node, L.profile, sock, agent_log);
+  agent_process agent(L.node, L.profile, "", agent_log);
+  INFO(read_file(agent_log));
   REQUIRE(agent.running());
-  auto cfg = [&] {
-    auto c = L.config("1.1.0");
+  auto cfg = [&](const std::string& profile = {}) {
+    auto c = L.config("1.1.0", profile);
     c["type"] = "cnf-shim";
     return bj::serialize(c);
   };
-  auto with_profile = [&](const std::string& text) { write_file(L.profile, text); };
   auto served = [&](const pod& p) { return any_line_has(log_lines_of(log, agent.pid()), "ADD " + p.cid); };
 
-  // The generated profile: `agent_socket = "<path>"` in [cni].
   pod A("c-lone-a", "lone-a");
   require_ok(run_plugin(L.node, lone_shim, A.env("ADD"), cfg()));
   CHECK(served(A));
-  // A literal string, a comment after it, blanks in the header and before the key.
-  {
-    auto text = base;
-    text.replace(text.find("[cni]\n"), 6, "[ cni ]  # the CNI side\n");
-    with_profile(text + "  agent_socket = '" + sock + "'   # the agent\n");
-    pod B("c-lone-b", "lone-b");
-    require_ok(run_plugin(L.node, lone_shim, B.env("ADD"), cfg()));
-    CHECK(served(B));
-    require_ok(run_plugin(L.node, lone_shim, B.env("DEL"), cfg()));
-  }
-  // Forms it does not follow, or that are not its table's: left to cnf (absent here).
-  for (const std::string& variant : {
-           base + "\"agent_socket\" = \"" + sock + "\"\n",                  // a quoted key
-           base + "agent_socket = \"\"\"" + sock + "\"\"\"\n",              // a multi-line string
-           base + "agent_socket = \"" + sock + "\"\nagent_socket = \"" + sock + "\"\n",  // twice: invalid TOML
-           "[other]\nagent_socket = \"" + sock + "\"\n" + base,            // another table's key
-       }) {
-    INFO(variant);
-    with_profile(variant);
-    pod C("c-lone-c", "lone-c");
-    require_cni_error(run_plugin(L.node, lone_shim, C.env("ADD"), cfg()), 5, {"cannot run", "installed next to cnf-shim"});
-    CHECK_FALSE(served(C));
-  }
-  // The quoted key through the installed shim: cnf reads it and hands the call over.
-  with_profile(base + "\"agent_socket\" = \"" + sock + "\"\n");
-  pod D("c-lone-d", "lone-d");
-  auto d = run_plugin(L.node, shim, D.env("ADD"), cfg());
-  require_ok(d);
-  CHECK(served(D));
-  require_ok(run_plugin(L.node, shim, D.env("DEL"), cfg()));
+  // A config that is not JSON: the agent's answer is cnf's error (6: cannot decode).
+  pod B("c-lone-b", "lone-b");
+  require_cni_error(run_plugin(L.node, lone_shim, B.env("ADD"), "{\"cniVersion\": "), 6);
+  // Another profile: declined, left to cnf (absent next to this copy).
+  const std::string other = L.write_profile("other.toml", {.log_file = log});
+  pod C("c-lone-c", "lone-c");
+  require_cni_error(run_plugin(L.node, lone_shim, C.env("ADD"), cfg(other)), 5, {"cannot run", "installed next to cnf-shim"});
+  CHECK_FALSE(served(C));
 
   // As another plugin's IPAM ("ipam.type" names it, "ipam.profile" the profile): the
   // agent assigns, and nothing is plumbed.
-  with_profile(base + "agent_socket = \"" + sock + "\"\n");
   {
     auto c = L.config("1.1.0");
     c["type"] = "ptp";

@@ -39,6 +39,7 @@ static_assert(!cnf::ipam<ipam_without_gc>);
 static_assert(!cnf::datastore<datastore_with_wrong_return>);
 static_assert(!cnf::routing<ipam_archetype>);
 static_assert(!cnf::policy<routing_archetype>);
+static_assert(!cnf::encapsulation<routing_archetype>);
 // The wrappers model their concepts too, so generic code takes either.
 static_assert(cnf::datastore<cnf::any_datastore> && cnf::ipam<cnf::any_ipam> && cnf::routing<cnf::any_routing> &&
               cnf::encapsulation<cnf::any_encapsulation> && cnf::policy<cnf::any_policy>);
@@ -80,8 +81,15 @@ TEST_CASE("any_ wrappers share their object and run generic code", "[unit][conce
   cnf::any_routing r = routing_archetype{};
   CHECK(r.start({}, sink));
   CHECK(r.status()->plugin == "archetype");
+  struct null_encap_sink final : cnf::encap_sink {
+    void route_wanted(const cnf::route_entry&) noexcept override {}
+    void route_unwanted(const cnf::ip_prefix&) noexcept override {}
+    void tunnel_changed(const cnf::tunnel_info&) noexcept override {}
+  } esink;
   cnf::any_encapsulation e = encapsulation_archetype{};
-  CHECK(e.setup({})->device == "tun0");
+  CHECK(e.start({}, esink)->device == "tun0");
+  CHECK(e.apply());
   cnf::any_policy p = policy_archetype{};
-  CHECK(p.sync({}, {}));
+  CHECK(p.upsert_endpoint({}));
+  CHECK(p.apply());
 }

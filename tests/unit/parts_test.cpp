@@ -42,13 +42,11 @@ TEST_CASE("routing and policy wrappers report errors from the part", "[unit][rou
   REQUIRE_FALSE(a);
   CHECK(a.error().message == "no session for 10.0.0.0/26");
   struct failing_policy : cnf_test::policy_archetype {
-    void sync(std::span<const cnf::workload_endpoint> e, std::span<const cnf::resource>) {
-      if (!e.empty()) throw cnf::error_exception(cnf::errc::io, "iptables-restore failed");
-    }
+    void apply() { throw cnf::error_exception(cnf::errc::io, "iptables-restore failed"); }
   };
   cnf::any_policy p = failing_policy{};
-  std::vector<cnf::workload_endpoint> eps(1);
-  auto s = p.sync(eps, {});
+  CHECK(p.upsert_endpoint({}));
+  auto s = p.apply();
   REQUIRE_FALSE(s);
   CHECK(s.error().code == cnf::errc::io);
 }

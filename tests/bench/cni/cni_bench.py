@@ -21,10 +21,15 @@ Contenders (each in its own subnet; the key selects it with --only):
               the plugin process hands the call to the agent, which keeps the parts loaded
   cnf-ipam-agent  cnf-ipam, served by an agent of its own the same way
   cnf-shim    cnf-agent with `cnf-shim` as the plugin binary: the thin plugin that only
-              hands the call to the agent (it runs cnf when no agent serves the call)
+              hands the call to the agent at @cnf-agent, the abstract socket of its network
+              namespace (it runs cnf when no agent serves the call)
   cnf-ipam-shim   cnf-ipam-agent with `cnf-shim` as the IPAM binary
+  There is one agent per network namespace (it owns @cnf-agent there), so cnf-agent and
+  cnf-shim share one agent and one profile in the node namespace, and cnf-ipam-agent and
+  cnf-ipam-shim share another in a namespace of their own (<tag>-ipamagent; they plumb
+  nothing, and the driver switches its own namespace there, untimed, around their calls).
   (the agents' CPU time is read from /proc before and after each phase, and its mean per
-  call is added to their contenders' cpu column)
+  call of the contenders it serves is added to their cpu column)
   floor       the kernel floor: the same link/address/route operations as cnf by iproute2,
               one `ip -batch` for the node side and one `ip -n <pod> -batch` for the pod
               side (iproute2 cannot switch namespace inside a batch), the node-side sysctls
@@ -46,6 +51,7 @@ Everything (namespaces, temp dir) is removed on every exit path; the host namesp
 never changed.
 """
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -64,6 +70,21 @@ NODE_ADDR, UPLINK_ADDR = "192.0.2.1", "192.0.2.254"
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
 # Contenders that make no pod interface (IPAM alone, the spawn and durable-write floors).
 NO_POD_NS = ("hl-only", "cnf-ipam", "cnf-ipam-agent", "cnf-ipam-shim", "cnf-ipam-shim-before", "true", "durable")
+
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def setns(path):
+    """Moves this (single-threaded) process into the network namespace at path."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"setns {path}: {os.strerror(e)}")
+    finally:
+        os.close(fd)
 
 
 def log(msg):
@@ -108,6 +129,7 @@ class lab:
         self.tag = f"{PREFIX}{os.getpid()}"
         self.node = f"{self.tag}-node"
         self.uplink = f"{self.tag}-up"
+        self.agent_ns = f"{self.tag}-ipamagent"  # the IPAM-only contenders' agent (one per namespace)
         self.made = []
         self.tmp = None
         self.pods = {c: [f"{self.tag}-{c}-{i}" for i in range(pods_per_contender)] for c in contenders_with_ns}
@@ -115,7 +137,7 @@ class lab:
     def setup(self):
         self.tmp = tempfile.mkdtemp(prefix=self.tag + "-")
         os.chmod(self.tmp, 0o700)
-        all_ns = [self.node, self.uplink] + [p for ps in self.pods.values() for p in ps]
+        all_ns = [self.node, self.uplink, self.agent_ns] + [p for ps in self.pods.values() for p in ps]
         # Remember the names before creating them, so a failure half-way still cleans up.
         self.made = list(all_ns)
         ip_batch([f"netns add {n}" for n in all_ns])
@@ -179,8 +201,10 @@ def write_sysctl(key, value):
 class contender:
     def __init__(self, key, label, binary=None, config=None, kind="cni", agent=None):
         self.key, self.label, self.binary, self.config, self.kind = key, label, binary, config, kind
-        self.agent = agent                    # {"profile": ..., "socket": ...} or None
+        self.agent = agent                    # {"profile": ..., "socket": ..., "netns": ...} or None
+        self.netns = agent and agent.get("netns")  # where its calls and agent run (None: the node's)
         self.agent_proc = None
+        self.agent_share = 1                  # contenders its agent serves
         self.agent_cpu = {}                   # phase -> CPU ms of the agent over the phase
         self.add, self.dele = [], []          # wall milliseconds
         self.add_cpu, self.del_cpu = [], []   # CPU milliseconds of the process(es)
@@ -193,11 +217,17 @@ def proc_cpu_ms(pid):
     return (int(fields[11]) + int(fields[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
 
 
-def start_agent(c, tmp):
-    """`cnf agent` for contender c, in this (the node's) namespace; waits for its socket."""
+def start_agent(c, tmp, home):
+    """`cnf agent` for contender c, in its namespace (home: the node's); waits for its socket."""
     logf = open(os.path.join(tmp, c.key + "-agent.log"), "w")
-    c.agent_proc = subprocess.Popen([c.agent.get("binary", c.binary), "agent", "--profile", c.agent["profile"]], stdin=subprocess.DEVNULL,
-                                    stdout=logf, stderr=logf)
+    if c.netns:
+        setns(c.netns)
+    try:
+        c.agent_proc = subprocess.Popen([c.agent.get("binary", c.binary), "agent", "--profile", c.agent["profile"]],
+                                        stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+    finally:
+        if c.netns:
+            setns(home)
     logf.close()
     deadline = time.time() + 15
     while not os.path.exists(c.agent["socket"]):
@@ -303,7 +333,13 @@ def inner(plan_path):
         env.update({"CNI_COMMAND": command, "CNI_CONTAINERID": f"{plan['tag']}-{c.key}-{i:05d}",
                     "CNI_NETNS": f"/run/netns/{ns}", "CNI_IFNAME": "eth0", "CNI_PATH": REF_DIR,
                     "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={c.key}-{i}"})
-        st, dt, cpu = spawn(c.binary, [], env, json.dumps(c.config).encode())
+        if c.netns:
+            setns(c.netns)
+        try:
+            st, dt, cpu = spawn(c.binary, [], env, json.dumps(c.config).encode())
+        finally:
+            if c.netns:
+                setns(home)
         if st != 0:
             raise RuntimeError(f"{c.label} {command} pod {i}: exit {st}: {read_fd(out_fd).strip()} {read_fd(err_fd).strip()[-2000:]}")
         if command == "ADD":
@@ -320,10 +356,20 @@ def inner(plan_path):
     # every time, and what the previous call left behind (a veth delete's RCU callbacks,
     # dirty pages) then favours or hurts some contenders systematically.
     rng = random.Random(plan.get("seed", 1))
-    agents = [c for c in cs if c.agent]
+    home = "/run/netns/" + plan["node"]
+    # One agent per profile: contenders that name the same profile share the first one's.
+    agents, by_profile = [], {}
+    for c in cs:
+        if c.agent:
+            first = by_profile.setdefault(c.agent["profile"], c)
+            if first is c:
+                agents.append(c)
+            else:
+                first.agent_share += 1
+    sharing = {c.key: by_profile[c.agent["profile"]] for c in cs if c.agent}
     try:
         for c in agents:
-            start_agent(c, tmp)
+            start_agent(c, tmp, home)
         for phase in ("ADD", "DEL"):
             cpu0 = {c.key: proc_cpu_ms(c.agent_proc.pid) for c in agents}
             for i in range(total):
@@ -336,8 +382,9 @@ def inner(plan_path):
                         (c.add_cpu if phase == "ADD" else c.del_cpu).append(cpu / 1e6)
                 if (i + 1) % 50 == 0:
                     log(f"  {phase} {i + 1}/{total} pods per contender")
-            for c in agents:
-                c.agent_cpu[phase] = (proc_cpu_ms(c.agent_proc.pid) - cpu0[c.key]) / total
+            for k, a in sharing.items():
+                next(c for c in cs if c.key == k).agent_cpu[phase] = \
+                    (proc_cpu_ms(a.agent_proc.pid) - cpu0[a.key]) / (total * a.agent_share)
             loads.append(os.getloadavg())
     finally:
         for c in agents:
@@ -428,7 +475,7 @@ def main():
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     rc = 0
     try:
-        log(f"cni_bench: creating {2 + total * len(with_ns)} namespaces ({L.tag}-*)")
+        log(f"cni_bench: creating {3 + total * len(with_ns)} namespaces ({L.tag}-*)")
         L.setup()
         tmp = L.tmp
         hl = lambda net, name: {"type": "host-local", "ranges": [[{"subnet": f"10.{net}.0.0/16"}]],
@@ -450,7 +497,13 @@ def main():
                 f.write(f'[node]\nname = "bench-node"\n\n{cni}[datastore]\nplugin = "local"\n'
                         f'dir = "{os.path.join(tmp, "ds-" + key)}"\n\n{ipam}')
             profiles[key] = p
-        agent = lambda key, binary=cnf: {"profile": profiles[key], "socket": os.path.join(tmp, key + ".sock"), "binary": binary}
+        # One agent per network namespace: the shim contenders share the agent (and profile)
+        # of their cnf counterparts, cnf-ipam-* theirs in the namespace of their own.
+        profiles["cnf-shim"], profiles["cnf-ipam-shim"] = profiles["cnf-agent"], profiles["cnf-ipam-agent"]
+        sock_of = {"cnf-shim": "cnf-agent", "cnf-ipam-shim": "cnf-ipam-agent"}
+        ipam_ns = "/run/netns/" + L.agent_ns
+        agent = lambda key, binary=cnf: {"profile": profiles[key], "socket": os.path.join(tmp, sock_of.get(key, key) + ".sock"),
+                                         "binary": binary, "netns": ipam_ns if key in ("cnf-ipam-agent", "cnf-ipam-shim") else None}
         table = {
             "cnf-hl": dict(label="cnf (host-local)", binary=cnf,
                            config={"cniVersion": "1.0.0", "name": "bench", "type": "cnf", "profile": profiles["cnf-hl"]}),
@@ -512,7 +565,7 @@ def main():
         if a.agent_log:
             os.makedirs(a.agent_log, exist_ok=True)
             for c in plan["contenders"]:
-                if c.get("agent"):
+                if c.get("agent") and os.path.exists(os.path.join(tmp, c["key"] + "-agent.log")):  # shared: the first's
                     shutil.copy(os.path.join(tmp, c["key"] + "-agent.log"), a.agent_log)
         if a.json:
             with open(a.json, "w") as f:
