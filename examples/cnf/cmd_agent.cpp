@@ -1,18 +1,25 @@
-// cnf agent: serves the CNI plugin's calls over a Unix socket (the profile's
-// [cni] agent_socket), with the profile read and the parts composed once, not per call.
+// cnf agent: the node agent (with a [routing] section in the profile) and the CNI server
+// (with [cni] agent_socket), on one event loop.
 //
-// A CNI call run by the process the runtime exec'd pays for the process, the profile, the
-// parts and the datastore's opening every time; handed to the agent it pays for a small
-// process and one round trip. The work itself (IPAM, netlink, the durable writes) is the
-// same code (run_cni_call). Calls are served one at a time, in the order they arrive.
-// When no agent listens, the plugin does its calls itself, so starting and stopping the
-// agent never breaks pod networking.
+// The node agent (agent/node_agent.cpp) registers this node as a Calico v3 Node, mirrors
+// the datastore (Node, IPAMBlock, BlockAffinity, IPPool), blackholes this node's blocks,
+// feeds the routing part the other nodes and puts its routes in the route table, the one
+// owner of cnf's kernel routes. Nothing is programmed before the first complete sync.
+// Health, metrics and status are served on 127.0.0.1 ([agent] health_port).
+//
+// The CNI server: a CNI call run by the process the runtime exec'd pays for the process,
+// the profile, the parts and the datastore's opening every time; handed to the agent it
+// pays for a small process and one round trip. The work itself (IPAM, netlink, the durable
+// writes) is the same code (run_cni_call). Calls are served one at a time, in the order
+// they arrive. When no agent listens, the plugin does its calls itself, so starting and
+// stopping the agent never breaks pod networking.
 #include "agent_client.hpp"
 #include "app.hpp"
 #include "cni_call.hpp"
 #include "cni_log.hpp"
+#include "agent/node_agent.hpp"
 
-#include <cnf/executor.hpp>
+#include <cnf/event_loop.hpp>
 
 #include <boost/json.hpp>
 #include <fmt/format.h>
@@ -52,41 +59,6 @@ bool changed(const struct stat& a, const struct stat& b) {
   return a.st_dev != b.st_dev || a.st_ino != b.st_ino || a.st_size != b.st_size || a.st_mtim.tv_sec != b.st_mtim.tv_sec ||
          a.st_mtim.tv_nsec != b.st_mtim.tv_nsec || a.st_ctim.tv_sec != b.st_ctim.tv_sec || a.st_ctim.tv_nsec != b.st_ctim.tv_nsec;
 }
-
-/// The agent's executor for its parts: what they post runs on the agent's thread between
-/// two calls, after the answer to the last one is sent (the local datastore writes the
-/// files of a call's records there; they are durable and visible before the answer).
-class between_calls final : public cnf::executor {
- public:
-  using clock = std::chrono::steady_clock;
-  void post(std::function<void()> f) override { post_at(clock::now(), std::move(f)); }
-  void post_after(std::chrono::milliseconds d, std::function<void()> f) override { post_at(clock::now() + d, std::move(f)); }
-  /// Runs what is due; returns poll()'s timeout until the next (ms), -1 when none.
-  int run_due() {
-    for (;;) {
-      std::function<void()> f;
-      {
-        std::lock_guard l(mu_);
-        if (due_.empty()) return -1;
-        auto now = clock::now();
-        if (due_.begin()->first > now)  // poll() again within a minute at most (a far timer)
-          return static_cast<int>(std::min<std::chrono::milliseconds::rep>(
-              std::chrono::ceil<std::chrono::milliseconds>(due_.begin()->first - now).count(), 60000));
-        f = std::move(due_.begin()->second);
-        due_.erase(due_.begin());
-      }
-      f();
-    }
-  }
-
- private:
-  void post_at(clock::time_point t, std::function<void()> f) {
-    std::lock_guard l(mu_);
-    due_.emplace(t, std::move(f));
-  }
-  std::mutex mu_;
-  std::multimap<clock::time_point, std::function<void()>> due_;
-};
 
 /// Reads the profile and composes the parts a CNI call needs (datastore; IPAM when the
 /// profile has one). Their writes wait for the flush at the end of each call.
@@ -192,65 +164,27 @@ std::string command_of(const cni_call& call) {
   return "?";
 }
 
-int run_agent(const std::string& profile_arg) {
-  const std::string path = profile_arg.empty() ? default_profile_path() : profile_arg;
-  cni_logger log;
-  log.set_prefix("agent");
-  between_calls exec;  // before the parts, which keep a pointer to it
-  auto s = serve(path, log, exec);
-  if (!s) {
-    std::cerr << "cnf agent: " << s.error().message << "\n";
-    return 2;
-  }
-  log.configure(s->prof.cni.level, s->prof.cni.log_file);
-  const std::string sock = s->prof.cni.agent_socket;
-
-  // SIGTERM, SIGINT, SIGHUP end the agent between two calls (never in the middle of one).
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  for (int sg : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&sigs, sg);
-  ::pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  fd_guard sfd{::signalfd(-1, &sigs, SFD_CLOEXEC)};
-  if (sfd.fd < 0) {
-    std::cerr << "cnf agent: signalfd: " << std::strerror(errno) << "\n";
-    return 1;
-  }
-  auto l = listen_on(sock);
-  if (!l) {
-    std::cerr << "cnf agent: " << l.error().message << "\n";
-    return 1;
-  }
-  fd_guard lfd{*l};
-  struct stat mine {};
-  ::stat(sock.c_str(), &mine);
-  log.info(fmt::format("serving CNI calls on {} (profile {}, pid {})", sock, path, ::getpid()));
-
+/// The CNI server on the loop: one call per connection, served to the end before the next
+/// (as before the loop: calls are answered in arrival order, one at a time).
+struct cni_server {
+  cnf::event_loop& loop;
+  cni_logger& log;
+  const std::string& path;
+  served_parts& s;
+  std::string sock;
+  node_agent* node = nullptr;
   int status = 0;
   std::uint64_t served_calls = 0;
-  for (;;) {
-    const int timeout = exec.run_due();  // the last call is answered: the parts' deferred work
-    pollfd p[2] = {{lfd.fd, POLLIN, 0}, {sfd.fd, POLLIN, 0}};
-    if (::poll(p, 2, timeout) < 0) {
-      if (errno == EINTR) continue;
-      log.error(std::string("poll: ") + std::strerror(errno));
-      status = 1;
-      break;
-    }
-    if (p[1].revents & POLLIN) {
-      signalfd_siginfo si{};
-      (void)!::read(sfd.fd, &si, sizeof si);
-      log.info(fmt::format("signal {}: stopping after {} call(s)", si.ssi_signo, served_calls));
-      break;
-    }
-    if (!(p[0].revents & POLLIN)) continue;
-    fd_guard cfd{::accept4(lfd.fd, nullptr, nullptr, SOCK_CLOEXEC)};
-    if (cfd.fd < 0) continue;
+
+  void serve_one(int lfd) {
+    fd_guard cfd{::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC)};
+    if (cfd.fd < 0) return;
     // Only callers of the agent's own user (root on a node) may have their calls run.
     ucred cred{};
     socklen_t clen = sizeof cred;
     if (::getsockopt(cfd.fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 || cred.uid != ::geteuid()) {
       log.warn(fmt::format("refused a caller of uid {} (pid {})", cred.uid, cred.pid));
-      continue;
+      return;
     }
     timeval tv{5, 0};  // a caller that never finishes its request does not hold the agent
     ::setsockopt(cfd.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -260,7 +194,7 @@ int run_agent(const std::string& profile_arg) {
       boost::json::object r;
       r["declined"] = call.error().message;
       write_all(cfd.fd, boost::json::serialize(r));
-      continue;
+      return;
     }
     const auto t0 = std::chrono::steady_clock::now();
     // The profile changed since it was read: read it and compose the parts again. When
@@ -270,19 +204,18 @@ int run_agent(const std::string& profile_arg) {
     struct stat now {};
     if (::stat(path.c_str(), &now) != 0) {
       declined = "the agent's profile " + path + " is gone: " + std::strerror(errno);
-    } else if (changed(now, s->id)) {
-      if (auto n = serve(path, log, exec); !n) {
+    } else if (changed(now, s.id)) {
+      if (auto n = serve(path, log, loop); !n) {
         declined = "the agent's profile " + path + " changed and cannot be used: " + n.error().message;
       } else if (n->prof.cni.agent_socket != sock) {
         // The plugin now looks for the agent elsewhere: this agent stops (after answering).
         declined = "the agent's profile " + path + " now names another agent_socket (" + n->prof.cni.agent_socket + "); this agent stops";
         status = 1;
       } else {
-        (void)s->parts.datastore.sync();
-        exec.run_due();  // what the old parts left to do, before they go
-        *s = std::move(*n);
-        log.configure(s->prof.cni.level, s->prof.cni.log_file);
-        log.info("profile changed: parts composed again");
+        (void)s.parts.datastore.sync();  // the old parts' posted work runs on the loop before they go
+        s = std::move(*n);
+        log.configure(s.prof.cni.level, s.prof.cni.log_file);
+        log.info("profile changed: CNI parts composed again (the node's routing keeps the profile it started with)");
       }
     }
     boost::json::object r;
@@ -291,7 +224,7 @@ int run_agent(const std::string& profile_arg) {
       r["declined"] = declined;
     } else {
       std::string out;
-      int st = run_cni_call(*call, out, &*s);
+      int st = run_cni_call(*call, out, &s);
       const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
       if (st == not_served) {
         r["declined"] = out;
@@ -300,17 +233,133 @@ int run_agent(const std::string& profile_arg) {
         r["exit"] = st;
         r["stdout"] = out;
         ++served_calls;
+        if (node) node->count_cni_call();
         log.debug(fmt::format("pid {}: {} served in {} us (exit {})", cred.pid, command_of(*call), us, st));
       }
     }
     write_all(cfd.fd, boost::json::serialize(r));
-    if (status != 0) break;
+    if (status != 0) loop.stop();
   }
-  // The socket goes with the agent (unless another agent has replaced it meanwhile).
-  struct stat cur {};
-  if (::stat(sock.c_str(), &cur) == 0 && cur.st_dev == mine.st_dev && cur.st_ino == mine.st_ino) ::unlink(sock.c_str());
-  if (auto f = s->parts.datastore.sync(); !f) log.warn("datastore: " + f.error().message);
-  exec.run_due();
+};
+
+int run_agent(const std::string& profile_arg) {
+  const std::string path = profile_arg.empty() ? default_profile_path() : profile_arg;
+  cni_logger log;
+  log.set_prefix("agent");
+  auto prof = cnf::load_profile(path);
+  if (!prof) {
+    std::cerr << "cnf agent: " << prof.error().message << "\n";
+    return 2;
+  }
+  // With [routing] the agent is the node agent too; with an agent_socket it serves CNI calls.
+  const bool node_mode = prof->routing.has_value();
+  const bool cni_mode = !prof->cni.agent_socket.empty() || !node_mode;
+  log.configure(prof->cni.level, prof->cni.log_file);
+  cnf::event_loop loop;  // before the parts, which keep a pointer to it
+
+  std::optional<served_parts> s;
+  if (cni_mode) {
+    auto r = serve(path, log, loop);
+    if (!r) {
+      std::cerr << "cnf agent: " << r.error().message << "\n";
+      return 2;
+    }
+    s = std::move(*r);
+    log.configure(s->prof.cni.level, s->prof.cni.log_file);
+  }
+
+  // SIGTERM, SIGINT, SIGHUP end the agent between two handlers of the loop: a CNI call or a
+  // route table apply in progress finishes first.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  for (int sg : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&sigs, sg);
+  ::pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  fd_guard sfd{::signalfd(-1, &sigs, SFD_CLOEXEC)};
+  if (sfd.fd < 0) {
+    std::cerr << "cnf agent: signalfd: " << std::strerror(errno) << "\n";
+    return 1;
+  }
+
+  // The node: registration, syncer, route table, routing part.
+  cnf::composition node_parts;
+  std::unique_ptr<node_agent> node;
+  if (node_mode) {
+    cnf::plugin_loader loader(plugin_search_path(&*prof));
+    cnf::plugin_context ctx;
+    ctx.node_name = prof->node_name();
+    ctx.log = &log;
+    ctx.exec = &loop;
+    auto parts = compose_parts(*prof, loader, {cnf::part::datastore, cnf::part::routing}, ctx, /*fail_fast=*/false);
+    if (!parts) {
+      std::cerr << "cnf agent: " << parts.error().message << "\n";
+      return 2;
+    }
+    node_parts = std::move(*parts);
+    node = std::make_unique<node_agent>(loop, log, *prof, node_parts.datastore, node_parts.routing);
+    if (auto r = node->start(); !r) {
+      std::cerr << "cnf agent: " << r.error().message << "\n";
+      return 2;
+    }
+  }
+
+  std::optional<cni_server> cni;
+  fd_guard lfd;
+  struct stat mine {};
+  if (cni_mode) {
+    auto l = listen_on(s->prof.cni.agent_socket);
+    if (!l) {
+      std::cerr << "cnf agent: " << l.error().message << "\n";
+      return 1;
+    }
+    lfd.fd = *l;
+    cni.emplace(cni_server{loop, log, path, *s, s->prof.cni.agent_socket, node.get()});
+    ::stat(cni->sock.c_str(), &mine);
+    loop.watch_readable(lfd.fd, [&] { cni->serve_one(lfd.fd); });
+    log.info(fmt::format("serving CNI calls on {} (profile {}, pid {})", cni->sock, path, ::getpid()));
+  }
+
+  health_server health(loop, log, [&](std::string_view p) -> health_server::reply {
+    const bool ready = !node || node->ready();
+    if (p == "/livez" || p == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
+    if (p == "/readyz") return {ready ? 200 : 503, "text/plain; charset=utf-8", ready ? "ready\n" : "not ready: not in sync with the datastore\n"};
+    if (p == "/metrics")
+      return {200, "text/plain; version=0.0.4; charset=utf-8",
+              node ? node->metrics()
+                   : fmt::format("# HELP cnf_agent_cni_calls_total CNI calls served\n# TYPE cnf_agent_cni_calls_total counter\n"
+                                 "cnf_agent_cni_calls_total {}\n", cni ? cni->served_calls : 0)};
+    if (p == "/status")
+      return {200, "application/json", node ? node->status_json()
+                                            : fmt::format("{{\"pid\":{},\"ready\":true,\"routing\":{{\"plugin\":\"none\",\"peers\":[],\"notes\":[]}}}}\n",
+                                                          ::getpid())};
+    return {404, "text/plain; charset=utf-8", "not found; try /livez, /readyz, /metrics, /status\n"};
+  });
+  if (prof->agent.health_port != 0) {
+    if (auto h = health.listen(prof->agent.health_port); !h) log.warn(h.error().message + " (the agent runs without it)");
+    else log.info(fmt::format("health, metrics and status on http://127.0.0.1:{}/", prof->agent.health_port));
+  }
+
+  int signo = 0;
+  loop.watch_readable(sfd.fd, [&] {
+    signalfd_siginfo si{};
+    (void)!::read(sfd.fd, &si, sizeof si);
+    signo = static_cast<int>(si.ssi_signo);
+    loop.stop();
+  });
+  loop.run();
+  if (signo)
+    log.info(fmt::format("signal {}: stopping after {} CNI call(s); what was being applied is complete", signo, cni ? cni->served_calls : 0));
+
+  if (node) node->stop();  // the kernel keeps its routes: a restarted agent takes them over unchanged
+  int status = cni ? cni->status : 0;
+  if (cni) {
+    // The socket goes with the agent (unless another agent has replaced it meanwhile).
+    struct stat cur {};
+    if (::stat(cni->sock.c_str(), &cur) == 0 && cur.st_dev == mine.st_dev && cur.st_ino == mine.st_ino) ::unlink(cni->sock.c_str());
+    if (auto f = s->parts.datastore.sync(); !f) log.warn("datastore: " + f.error().message);
+  }
+  loop.post([&] { loop.stop(); });  // what the parts posted (the local datastore's files) runs first
+  loop.run();
+  log.info("stopped");
   return status;
 }
 
@@ -320,10 +369,12 @@ void add_agent_command(CLI::App& app) {
   static std::string profile;
   auto* a = app.add_subcommand(
       "agent",
-      "Serve the CNI plugin's calls on the profile's [cni] agent_socket, with the parts loaded once instead of per call.\n"
-      "Runs in the foreground, one call at a time, until SIGTERM/SIGINT/SIGHUP (it finishes the call in progress and\n"
-      "removes its socket). While no agent listens there, the plugin does every call itself; a changed profile is\n"
-      "read again before the next call. Start it in the node's network namespace.");
+      "The node agent: registers this node, watches the datastore and programs routes to the other nodes' pod blocks\n"
+      "with the profile's [routing] plugin (blackholes for this node's own blocks); health, metrics and status on\n"
+      "127.0.0.1:[agent] health_port. With [cni] agent_socket it also serves the CNI plugin's calls there, with the\n"
+      "parts loaded once instead of per call (one at a time; a changed profile is read again before the next call).\n"
+      "Runs in the foreground until SIGTERM/SIGINT/SIGHUP (it finishes the call or apply in progress, leaves the\n"
+      "kernel's routes for the next agent and removes its socket). Start it in the node's network namespace.");
   a->add_option("--profile", profile, "Profile to serve (default: $CNF_PROFILE, else /etc/cnf/profile.toml)");
   a->callback([] { exit_code() = run_agent(profile); });
 }

@@ -31,14 +31,6 @@ inline constexpr std::string_view to_string(encap_mode m) noexcept {
   return "?";
 }
 
-struct remote_node {
-  std::string name;
-  ip_address address;                         ///< the node's underlay address
-  std::vector<ip_prefix> pod_cidrs;           ///< blocks affine to it
-  std::optional<ip_address> tunnel_address;   ///< its tunnel device address
-  std::optional<mac_address> tunnel_mac;      ///< its VXLAN device MAC
-};
-
 struct tunnel_info {
   std::string device;
   std::optional<ip_address> address;

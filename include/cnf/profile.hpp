@@ -4,7 +4,10 @@
 //   [cni]            mtu = 1450   veth_prefix = "cali"   log_level = "info"   log_file = "..."
 //                    assign_ipv4 = true   assign_ipv6 = false
 //                    agent_socket = "/run/cnf/cni.sock"   (optional: `cnf agent` serves CNI calls there)
-//   [node]           name = "node-1"
+//   [node]           name = "node-1"   ipv4_address = "autodetect" | "192.168.1.10/24" | "none"
+//                    ipv6_address = "none" | "autodetect" | "fd00::10/64"   as_number = 64512
+//                    labels = { rack = "r1" }      (what `cnf agent` registers as this node's Node)
+//   [agent]          health_port = 9099   (127.0.0.1: /livez, /readyz, /metrics, /status; 0: off)
 //   [datastore]      plugin = "local"       dir = "/var/lib/cnf"
 //   [ipam]           plugin = "host-local"  ...
 //   [routing]        plugin = "bgp"         ...   (optional)
@@ -27,6 +30,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -62,7 +66,18 @@ struct profile {
 
   struct node_section {
     std::string name;  ///< empty: $NODENAME, then the host name
+    /// "autodetect" (the address of the interface holding the default route, else the first
+    /// global one), "none", or an address with its subnet length ("192.168.1.10/24").
+    std::string ipv4_address = "autodetect";
+    std::string ipv6_address = "none";
+    std::uint32_t as_number = 0;  ///< 0: none (the cluster's default)
+    std::map<std::string, std::string> labels;
   } node;
+
+  struct agent_section {
+    /// `cnf agent`'s health, metrics and status endpoint on 127.0.0.1 (0: none).
+    unsigned health_port = 9099;
+  } agent;
 
   std::optional<part_choice> datastore, ipam, routing, encapsulation, policy;
 
@@ -111,7 +126,7 @@ inline result<profile> parse_profile(std::string text, std::string file) {
 
   // Top level: plugin_path and the known sections.
   {
-    std::set<std::string> sections = {"cni", "node"};
+    std::set<std::string> sections = {"cni", "node", "agent"};
     for (auto prt : all_parts) sections.insert(std::string(to_string(prt)));
     settings top(&doc, file, "", sections);
     if (auto v = top.get_optional<std::vector<std::string>>("plugin_path")) {
@@ -168,6 +183,38 @@ inline result<profile> parse_profile(std::string text, std::string file) {
   {
     settings s(&doc, file, "node", {});
     p.node.name = s.get<std::string>("name", "");
+    auto address = [&](const char* key, std::string& out, bool v4) {
+      out = s.get<std::string>(key, out);
+      if (out == "autodetect" || out == "none") return;
+      const char* fam = v4 ? "IPv4" : "IPv6";
+      auto pr = ip_prefix::parse(out, /*allow_host_bits=*/true);
+      if (out.find('/') == std::string::npos || !pr || (pr->family() == ip_family::v4) != v4)
+        s.fail(key, std::string("must be \"autodetect\", \"none\" or an ") + fam + " address with its subnet length (got '" + out + "')");
+    };
+    address("ipv4_address", p.node.ipv4_address, true);
+    address("ipv6_address", p.node.ipv6_address, false);
+    if (auto as = s.get_optional<std::int64_t>("as_number")) {
+      if (*as < 1 || *as > 4294967295) s.fail("as_number", "must be between 1 and 4294967295 (got " + std::to_string(*as) + ")");
+      else p.node.as_number = static_cast<std::uint32_t>(*as);
+    }
+    if (auto* l = s.node("labels")) {
+      if (auto* t = l->as_table()) {
+        for (auto& [k, v] : *t) {
+          if (auto* str = v.as_string()) p.node.labels[std::string(k.str())] = str->get();
+          else s.fail_at(v, "labels." + std::string(k.str()), "expected a string");
+        }
+      } else {
+        s.fail("labels", "expected a table (labels = { key = \"value\" })");
+      }
+    }
+    take(s);
+  }
+  {
+    settings s(&doc, file, "agent", {});
+    if (auto port = s.get_optional<std::int64_t>("health_port")) {
+      if (*port < 0 || *port > 65535) s.fail("health_port", "must be between 0 (off) and 65535 (got " + std::to_string(*port) + ")");
+      else p.agent.health_port = static_cast<unsigned>(*port);
+    }
     take(s);
   }
   for (auto prt : all_parts) {

@@ -1,58 +1,121 @@
-// cnf/routing.hpp — the Routing part: tells other nodes which pod prefixes live here
-// and installs the routes to theirs.
+// cnf/routing.hpp — the Routing part: tells other nodes which pod prefixes live here and
+// learns where theirs live.
 //
-//   routing.start(node);                                   // sessions come up on the executor
+// Event-driven and incremental. The host (the node agent) tells the part what changed:
+// this node's configuration, another node appearing, changing or going, a configured
+// peer, a prefix to advertise or withdraw. The part answers through the routing_sink the
+// host gave it to start(): routes it learned (or withdraws), peers whose state changed.
+// A part never writes kernel routes: the host puts learned routes into its route table
+// (cnf/route_table.hpp), the one owner of cnf's kernel routes, which also lets the
+// encapsulation part pick the device of a next hop.
+//
+//   struct my_sink : cnf::routing_sink { ... };               // the host's
+//   routing.start(self, sink);                                // sessions come up on the executor
+//   routing.upsert_node(remote);                              // a Node or its blocks changed
 //   routing.advertise(cnf::ip_prefix::parse("10.244.1.0/26").value());
-//   for (auto& p : routing.peers().value()) std::cout << p.address.to_string() << ' ' << p.state;
+//   routing.status().value().peers;                           // for `cnf node status`
+//   routing.stop();                                           // no sink call after it returns
 //
-// Implementations: bgp (a speaker of cnf's own, interoperating with BIRD, GoBGP, FRR),
-// direct (host-gw style: routes to other nodes' blocks through their node address).
+// Threading: every operation is called on the host's executor thread (plugin_context::exec),
+// and the part calls the sink only on that thread (a part with threads of its own posts to
+// the executor first). A learned route replaces the one the part learned before for the same
+// prefix; peers are named, and a peer_changed replaces the previous state of that name.
+//
+// Implementations: direct (host-gw: each remote node's blocks via its address when that
+// address is on a subnet this node is connected to), bgp (a speaker of cnf's own).
 #pragma once
 #include <cnf/detail/erasure.hpp>
 #include <cnf/node.hpp>
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 CNF_BEGIN_NAMESPACE
 
+/// A route the part learned: `prefix` via `next_hops` (several: one multipath route).
 struct learned_route {
   ip_prefix prefix;
   std::vector<ip_address> next_hops;
-  std::string peer;  ///< peer or node it came from
+  std::string device;  ///< optional: the device the next hops are on
+  std::string peer;    ///< the peer or node it came from
+  friend bool operator==(const learned_route&, const learned_route&) = default;
 };
 
+/// A configured peer (Calico's BGPPeer): not one of the cluster's nodes.
+struct peer_config {
+  std::string name;
+  ip_address address;
+  std::uint32_t asn = 0;
+  std::string type = "global";  ///< "global", "node specific"
+  friend bool operator==(const peer_config&, const peer_config&) = default;
+};
+
+/// A peer as `cnf node status` shows it (calicoctl's columns). For direct routing the
+/// peers are the other nodes, with state "Reachable" or "Unreachable".
 struct peer_status {
   std::string name;
   ip_address address;
   std::uint32_t asn = 0;
-  std::string type;   ///< "node-to-node mesh", "global", "node specific"
-  std::string state;  ///< "Established", "Active", "Connect", ...
+  std::string type;   ///< "node-to-node mesh", "global", "node specific", "direct"
+  std::string state;  ///< "Established", "Active", "Connect", ..., "Reachable", "Unreachable"
   std::string since;
   std::string info;
+  friend bool operator==(const peer_status&, const peer_status&) = default;
+};
+
+struct routing_status {
+  std::string plugin;               ///< "direct", "bgp"
+  std::vector<peer_status> peers;
+  std::vector<std::string> notes;   ///< one line each, e.g. the nodes that cannot be reached directly
+};
+
+/// What a routing part reports, implemented by the host. Called on the host's executor
+/// thread only; it must not throw (it is called from inside the part).
+class routing_sink {
+ public:
+  virtual void route_learned(const learned_route& r) noexcept = 0;
+  virtual void route_withdrawn(const ip_prefix& prefix) noexcept = 0;
+  virtual void peer_changed(const peer_status& p) noexcept = 0;
+  virtual void peer_removed(std::string_view name) noexcept = 0;
+
+ protected:
+  ~routing_sink() = default;  // the host owns it; parts never delete it
 };
 
 namespace detail {
-template <class T> concept rt_start = requires(T& t, const node_info& n) { { t.start(n) } -> returns<void>; };
+template <class T> concept rt_start = requires(T& t, const node_info& n, routing_sink& s) { { t.start(n, s) } -> returns<void>; };
+template <class T> concept rt_set_node = requires(T& t, const node_info& n) { { t.set_node(n) } -> returns<void>; };
+template <class T> concept rt_upsert_node = requires(T& t, const remote_node& r) { { t.upsert_node(r) } -> returns<void>; };
+template <class T> concept rt_remove_node = requires(T& t, std::string_view n) { { t.remove_node(n) } -> returns<void>; };
+template <class T> concept rt_upsert_peer = requires(T& t, const peer_config& p) { { t.upsert_peer(p) } -> returns<void>; };
+template <class T> concept rt_remove_peer = requires(T& t, std::string_view n) { { t.remove_peer(n) } -> returns<void>; };
 template <class T> concept rt_advertise = requires(T& t, const ip_prefix& p) { { t.advertise(p) } -> returns<void>; };
 template <class T> concept rt_withdraw = requires(T& t, const ip_prefix& p) { { t.withdraw(p) } -> returns<void>; };
-template <class T> concept rt_routes = requires(T& t) { { t.routes() } -> returns<std::vector<learned_route>>; };
-template <class T> concept rt_peers = requires(T& t) { { t.peers() } -> returns<std::vector<peer_status>>; };
+template <class T> concept rt_status = requires(T& t) { { t.status() } -> returns<routing_status>; };
 template <class T> concept rt_stop = requires(T& t) { { t.stop() } -> returns<void>; };
 }  // namespace detail
 
+/// A routing part: start(self, sink), set_node(self), upsert_node(remote), remove_node(name),
+/// upsert_peer(peer), remove_peer(name), advertise(prefix), withdraw(prefix), status(), stop().
 template <class T>
-concept routing = detail::rt_start<T> && detail::rt_advertise<T> && detail::rt_withdraw<T> && detail::rt_routes<T> &&
-                  detail::rt_peers<T> && detail::rt_stop<T>;
+concept routing = detail::rt_start<T> && detail::rt_set_node<T> && detail::rt_upsert_node<T> && detail::rt_remove_node<T> &&
+                  detail::rt_upsert_peer<T> && detail::rt_remove_peer<T> && detail::rt_advertise<T> && detail::rt_withdraw<T> &&
+                  detail::rt_status<T> && detail::rt_stop<T>;
 
 template <class T>
 consteval bool check_routing() {
-  static_assert(detail::rt_start<T>, "cnf::routing needs: start(const node_info&) -> void or result<void>");
+  static_assert(detail::rt_start<T>, "cnf::routing needs: start(const node_info&, routing_sink&) -> void or result<void>");
+  static_assert(detail::rt_set_node<T>, "cnf::routing needs: set_node(const node_info&) -> void or result<void>");
+  static_assert(detail::rt_upsert_node<T>, "cnf::routing needs: upsert_node(const remote_node&) -> void or result<void>");
+  static_assert(detail::rt_remove_node<T>, "cnf::routing needs: remove_node(std::string_view name) -> void or result<void>");
+  static_assert(detail::rt_upsert_peer<T>, "cnf::routing needs: upsert_peer(const peer_config&) -> void or result<void>");
+  static_assert(detail::rt_remove_peer<T>, "cnf::routing needs: remove_peer(std::string_view name) -> void or result<void>");
   static_assert(detail::rt_advertise<T>, "cnf::routing needs: advertise(const ip_prefix&) -> void or result<void>");
   static_assert(detail::rt_withdraw<T>, "cnf::routing needs: withdraw(const ip_prefix&) -> void or result<void>");
-  static_assert(detail::rt_routes<T>, "cnf::routing needs: routes() -> std::vector<learned_route> or result<...>");
-  static_assert(detail::rt_peers<T>, "cnf::routing needs: peers() -> std::vector<peer_status> or result<...>");
+  static_assert(detail::rt_status<T>, "cnf::routing needs: status() -> routing_status or result<routing_status>");
   static_assert(detail::rt_stop<T>, "cnf::routing needs: stop() -> void or result<void>");
   return routing<T>;
 }
@@ -60,11 +123,15 @@ consteval bool check_routing() {
 namespace detail {
 struct routing_iface {
   virtual ~routing_iface() = default;
-  virtual result<void> start(const node_info& n) noexcept = 0;
+  virtual result<void> start(const node_info& n, routing_sink& s) noexcept = 0;
+  virtual result<void> set_node(const node_info& n) noexcept = 0;
+  virtual result<void> upsert_node(const remote_node& r) noexcept = 0;
+  virtual result<void> remove_node(std::string_view name) noexcept = 0;
+  virtual result<void> upsert_peer(const peer_config& p) noexcept = 0;
+  virtual result<void> remove_peer(std::string_view name) noexcept = 0;
   virtual result<void> advertise(const ip_prefix& p) noexcept = 0;
   virtual result<void> withdraw(const ip_prefix& p) noexcept = 0;
-  virtual result<std::vector<learned_route>> routes() noexcept = 0;
-  virtual result<std::vector<peer_status>> peers() noexcept = 0;
+  virtual result<routing_status> status() noexcept = 0;
   virtual result<void> stop() noexcept = 0;
 };
 
@@ -72,11 +139,15 @@ template <class T>
 struct routing_model final : routing_iface {
   template <class... A>
   explicit routing_model(A&&... a) : impl(std::forward<A>(a)...) {}
-  result<void> start(const node_info& n) noexcept override { return call<void>([&] { return impl.start(n); }); }
+  result<void> start(const node_info& n, routing_sink& s) noexcept override { return call<void>([&] { return impl.start(n, s); }); }
+  result<void> set_node(const node_info& n) noexcept override { return call<void>([&] { return impl.set_node(n); }); }
+  result<void> upsert_node(const remote_node& r) noexcept override { return call<void>([&] { return impl.upsert_node(r); }); }
+  result<void> remove_node(std::string_view n) noexcept override { return call<void>([&] { return impl.remove_node(n); }); }
+  result<void> upsert_peer(const peer_config& p) noexcept override { return call<void>([&] { return impl.upsert_peer(p); }); }
+  result<void> remove_peer(std::string_view n) noexcept override { return call<void>([&] { return impl.remove_peer(n); }); }
   result<void> advertise(const ip_prefix& p) noexcept override { return call<void>([&] { return impl.advertise(p); }); }
   result<void> withdraw(const ip_prefix& p) noexcept override { return call<void>([&] { return impl.withdraw(p); }); }
-  result<std::vector<learned_route>> routes() noexcept override { return call<std::vector<learned_route>>([&] { return impl.routes(); }); }
-  result<std::vector<peer_status>> peers() noexcept override { return call<std::vector<peer_status>>([&] { return impl.peers(); }); }
+  result<routing_status> status() noexcept override { return call<routing_status>([&] { return impl.status(); }); }
   result<void> stop() noexcept override { return call<void>([&] { return impl.stop(); }); }
   T impl;
 };
@@ -91,11 +162,15 @@ class any_routing {
   explicit any_routing(std::shared_ptr<detail::routing_iface> p) : p_(std::move(p)) {}
   explicit operator bool() const noexcept { return p_ != nullptr; }
 
-  result<void> start(const node_info& n) const { return p_->start(n); }
+  result<void> start(const node_info& n, routing_sink& s) const { return p_->start(n, s); }
+  result<void> set_node(const node_info& n) const { return p_->set_node(n); }
+  result<void> upsert_node(const remote_node& r) const { return p_->upsert_node(r); }
+  result<void> remove_node(std::string_view name) const { return p_->remove_node(name); }
+  result<void> upsert_peer(const peer_config& p) const { return p_->upsert_peer(p); }
+  result<void> remove_peer(std::string_view name) const { return p_->remove_peer(name); }
   result<void> advertise(const ip_prefix& p) const { return p_->advertise(p); }
   result<void> withdraw(const ip_prefix& p) const { return p_->withdraw(p); }
-  result<std::vector<learned_route>> routes() const { return p_->routes(); }
-  result<std::vector<peer_status>> peers() const { return p_->peers(); }
+  result<routing_status> status() const { return p_->status(); }
   result<void> stop() const { return p_->stop(); }
   const std::shared_ptr<detail::routing_iface>& interface() const noexcept { return p_; }
 

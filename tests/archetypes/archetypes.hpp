@@ -27,11 +27,15 @@ struct ipam_archetype {
 };
 
 struct routing_archetype {
-  void start(const cnf::node_info&) {}
+  void start(const cnf::node_info&, cnf::routing_sink&) {}
+  void set_node(const cnf::node_info&) {}
+  void upsert_node(const cnf::remote_node&) {}
+  void remove_node(std::string_view) {}
+  void upsert_peer(const cnf::peer_config&) {}
+  void remove_peer(std::string_view) {}
   void advertise(const cnf::ip_prefix&) {}
   void withdraw(const cnf::ip_prefix&) {}
-  std::vector<cnf::learned_route> routes() { return {}; }
-  std::vector<cnf::peer_status> peers() { return {}; }
+  cnf::routing_status status() { return {"archetype", {}, {}}; }
   void stop() {}
 };
 

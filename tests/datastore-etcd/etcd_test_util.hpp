@@ -113,12 +113,14 @@ class thread_executor final : public cnf::executor {
     }
     cv_.notify_all();
   }
-  void post_after(std::chrono::milliseconds d, std::function<void()> f) override {
+  timer_id post_after(std::chrono::milliseconds d, std::function<void()> f) override {
     std::thread([this, d, f = std::move(f)]() mutable {
       std::this_thread::sleep_for(d);
       post(std::move(f));
     }).detach();
+    return 0;  // these timers cannot be cancelled
   }
+  bool cancel(timer_id) override { return false; }
   std::thread::id id() const { return t_.get_id(); }
 
  private:

@@ -669,7 +669,11 @@ TEST_CASE("watch events run on the host's executor when it gives one", "[kuberne
       q.push_back(std::move(f));
       cv.notify_all();
     }
-    void post_after(std::chrono::milliseconds, std::function<void()> f) override { post(std::move(f)); }
+    timer_id post_after(std::chrono::milliseconds, std::function<void()> f) override {
+      post(std::move(f));
+      return 0;  // posted at once: nothing left to cancel
+    }
+    bool cancel(timer_id) override { return false; }
     ~loop() override {
       {
         std::lock_guard lk(m);

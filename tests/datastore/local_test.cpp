@@ -74,10 +74,12 @@ class pool_executor final : public cnf::executor {
     }
     cv_.notify_one();
   }
-  void post_after(std::chrono::milliseconds d, std::function<void()> f) override {
+  timer_id post_after(std::chrono::milliseconds d, std::function<void()> f) override {
     std::this_thread::sleep_for(d);
     post(std::move(f));
+    return 0;  // already posted: nothing left to cancel
   }
+  bool cancel(timer_id) override { return false; }
 
  private:
   void run() {
@@ -629,7 +631,11 @@ TEST_CASE("local datastore: deferred sync: own writes visible at once, others' a
 class manual_executor final : public cnf::executor {
  public:
   void post(std::function<void()> f) override { q_.push_back(std::move(f)); }
-  void post_after(std::chrono::milliseconds, std::function<void()> f) override { q_.push_back(std::move(f)); }
+  timer_id post_after(std::chrono::milliseconds, std::function<void()> f) override {
+    q_.push_back(std::move(f));
+    return 0;  // runs with the posted work; not cancellable
+  }
+  bool cancel(timer_id) override { return false; }
   std::size_t run() {
     auto q = std::move(q_);
     q_.clear();

@@ -71,8 +71,15 @@ TEST_CASE("any_ wrappers share their object and run generic code", "[unit][conce
   datastore_archetype raw;
   CHECK(generic(raw)->revision == "1");
   CHECK(generic(a)->revision == "1");
+  struct null_sink final : cnf::routing_sink {
+    void route_learned(const cnf::learned_route&) noexcept override {}
+    void route_withdrawn(const cnf::ip_prefix&) noexcept override {}
+    void peer_changed(const cnf::peer_status&) noexcept override {}
+    void peer_removed(std::string_view) noexcept override {}
+  } sink;
   cnf::any_routing r = routing_archetype{};
-  CHECK(r.start({}));
+  CHECK(r.start({}, sink));
+  CHECK(r.status()->plugin == "archetype");
   cnf::any_encapsulation e = encapsulation_archetype{};
   CHECK(e.setup({})->device == "tun0");
   cnf::any_policy p = policy_archetype{};

@@ -26,10 +26,15 @@ TEST_CASE("an executor is a small interface hosts implement", "[unit][executor]"
   struct inline_executor : cnf::executor {
     int posted = 0;
     void post(std::function<void()> f) override { ++posted; f(); }
-    void post_after(std::chrono::milliseconds, std::function<void()> f) override { post(std::move(f)); }
+    timer_id post_after(std::chrono::milliseconds, std::function<void()> f) override {
+      post(std::move(f));
+      return 0;  // ran already: nothing to cancel
+    }
+    bool cancel(timer_id) override { return false; }
   } ex;
   int ran = 0;
-  ex.post_after(std::chrono::milliseconds(5), [&] { ++ran; });
+  CHECK(ex.post_after(std::chrono::milliseconds(5), [&] { ++ran; }) == 0);
   CHECK(ran == 1);
+  CHECK_FALSE(ex.cancel(0));
   CHECK(ex.posted == 1);
 }

@@ -119,7 +119,11 @@ class pool_executor final : public cnf::executor {
     }
     cv_.notify_one();
   }
-  void post_after(std::chrono::milliseconds, std::function<void()> f) override { post(std::move(f)); }
+  timer_id post_after(std::chrono::milliseconds, std::function<void()> f) override {
+    post(std::move(f));
+    return 0;  // posted at once: nothing left to cancel
+  }
+  bool cancel(timer_id) override { return false; }
   std::set<std::thread::id> ids() const {
     std::set<std::thread::id> s;
     for (auto& t : workers_) s.insert(t.get_id());

@@ -39,7 +39,7 @@ TEST_CASE("factory thunk: configure, finish, create", "[unit][plugin]") {
   cnf::detail::factory_thunk<cnf::part::routing, configure, create>(ctx, {ok_text, "p.toml", "routing"}, good);
   REQUIRE(good.ok);
   cnf::any_routing r(std::static_pointer_cast<cnf::detail::routing_iface>(good.object));
-  CHECK(r.peers());
+  CHECK(r.status());
 
   cnf::factory_output v;
   std::string typo = "[routing]\nplugin='x'\nm = 2\n";

@@ -1,0 +1,466 @@
+#include "node_agent.hpp"
+
+#include <cnf/netlink/sysctl.hpp>
+
+#include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace cnf_app {
+namespace {
+
+constexpr const char* owner_blackhole = "blackhole";
+constexpr const char* owner_routing = "routing";
+
+/// The interface of the IPv4 default route (/proc/net/route of this namespace).
+std::string default_route_interface() {
+  std::ifstream in("/proc/net/route");
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::string ifname, dst, gw, flags, refcnt, use, metric, mask;
+    if (ls >> ifname >> dst >> gw >> flags >> refcnt >> use >> metric >> mask && dst == "00000000" && mask == "00000000") return ifname;
+  }
+  return {};
+}
+
+std::optional<cnf::ip_prefix> autodetect(cnf::ip_family fam) {
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return std::nullopt;
+  const std::string def = fam == cnf::ip_family::v4 ? default_route_interface() : std::string();
+  std::optional<cnf::ip_prefix> first, on_default;
+  for (auto* i = list; i; i = i->ifa_next) {
+    if (!i->ifa_addr || !i->ifa_netmask || (i->ifa_flags & IFF_LOOPBACK) || !(i->ifa_flags & IFF_UP)) continue;
+    const int af = i->ifa_addr->sa_family;
+    if ((fam == cnf::ip_family::v4 && af != AF_INET) || (fam == cnf::ip_family::v6 && af != AF_INET6)) continue;
+    const void* a = af == AF_INET ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr)
+                                  : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(i->ifa_addr)->sin6_addr);
+    const void* m = af == AF_INET ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(i->ifa_netmask)->sin_addr)
+                                  : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(i->ifa_netmask)->sin6_addr);
+    auto addr = cnf::ip_address::from_bytes(fam, a);
+    if (fam == cnf::ip_family::v6 && (addr.data()[0] == 0xfe && (addr.data()[1] & 0xc0) == 0x80)) continue;  // link-local
+    unsigned len = 0;
+    for (std::size_t b = 0; b < addr.size(); ++b) len += static_cast<unsigned>(__builtin_popcount(static_cast<const unsigned char*>(m)[b]));
+    cnf::ip_prefix p(addr, len);
+    if (!first) first = p;
+    if (!on_default && !def.empty() && def == i->ifa_name) on_default = p;
+  }
+  ::freeifaddrs(list);
+  return on_default ? on_default : first;
+}
+
+std::string now_hms() {
+  auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  ::localtime_r(&t, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+  return buf;
+}
+
+struct block_view {
+  cnf::ip_prefix cidr;
+  std::string node;  // of affinity "host:<node>"
+};
+
+/// The two fields of an IPAMBlock the routes need; nullopt (and why) when it does not parse.
+std::optional<block_view> parse_block(const cnf::resource& r, std::string& why) {
+  boost::system::error_code ec;
+  auto v = boost::json::parse(r.spec, ec);
+  if (ec || !v.is_object()) {
+    why = "IPAMBlock/" + r.name + ": spec: not a JSON object";
+    return std::nullopt;
+  }
+  const auto& o = v.get_object();
+  const auto* c = o.if_contains("cidr");
+  if (!c || !c->is_string()) {
+    why = "IPAMBlock/" + r.name + ": spec.cidr: expected a string";
+    return std::nullopt;
+  }
+  auto p = cnf::ip_prefix::parse(std::string_view(c->get_string()));
+  if (!p) {
+    why = "IPAMBlock/" + r.name + ": spec.cidr: " + p.error().message;
+    return std::nullopt;
+  }
+  if (const auto* d = o.if_contains("deleted"); d && ((d->is_bool() && d->get_bool()) || (d->is_string() && d->get_string() == "true")))
+    return std::nullopt;
+  block_view b{*p, {}};
+  if (const auto* a = o.if_contains("affinity"); a && a->is_string()) {
+    std::string_view s(a->get_string());
+    if (s.rfind("host:", 0) == 0) b.node = std::string(s.substr(5));
+  }
+  return b;
+}
+
+}  // namespace
+
+cnf::result<std::vector<cnf::ip_prefix>> node_addresses(const cnf::profile& prof) {
+  std::vector<cnf::ip_prefix> out;
+  for (auto fam : {cnf::ip_family::v4, cnf::ip_family::v6}) {
+    const std::string& v = fam == cnf::ip_family::v4 ? prof.node.ipv4_address : prof.node.ipv6_address;
+    const char* key = fam == cnf::ip_family::v4 ? "node.ipv4_address" : "node.ipv6_address";
+    if (v == "none") continue;
+    if (v == "autodetect") {
+      auto a = autodetect(fam);
+      if (!a) {
+        if (fam == cnf::ip_family::v6) return cnf::error(cnf::errc::not_found, std::string(key) + ": no global IPv6 address to autodetect");
+        return cnf::error(cnf::errc::not_found, std::string(key) + ": no global IPv4 address to autodetect in this network namespace; "
+                                                                   "set [node] ipv4_address = \"A.B.C.D/N\"");
+      }
+      out.push_back(*a);
+      continue;
+    }
+    auto p = cnf::ip_prefix::parse(v, true);  // validated with the profile
+    if (!p) return cnf::error(cnf::errc::invalid, std::string(key) + ": " + p.error().message);
+    out.push_back(*p);
+  }
+  return out;
+}
+
+node_agent::node_agent(cnf::event_loop& loop, cnf::logger& log, const cnf::profile& prof, cnf::any_datastore ds, cnf::any_routing routing)
+    : loop_(loop), log_(log), prof_(prof), ds_(std::move(ds)), routing_(std::move(routing)), name_(prof.node_name()) {}
+
+node_agent::~node_agent() { stop(); }
+
+cnf::result<void> node_agent::start() {
+  auto addrs = node_addresses(prof_);
+  if (!addrs) return std::move(addrs).error();
+  self_.name = name_;
+  self_.addresses = *addrs;
+  self_.asn = prof_.node.as_number;
+  self_.labels = prof_.node.labels;
+  for (auto& a : self_.addresses)
+    if (a.family() == cnf::ip_family::v4) self_.router_id = a.address().to_string();
+
+  // Pods are routed through this node: forwarding in the agent's (the node's) namespace.
+  cnf::netlink::node_sysctls sys;
+  if (auto r = sys.write("net/ipv4/ip_forward", "1"); !r) return cnf::error(r.error().code, "node sysctl: " + r.error().message);
+  if (prof_.cni.assign_ipv6)
+    if (auto r = sys.write("net/ipv6/conf/all/forwarding", "1"); !r) return cnf::error(r.error().code, "node sysctl: " + r.error().message);
+
+  cnf::route_table::options ro;
+  ro.log = &log_;
+  rt_ = std::make_unique<cnf::route_table>(loop_, ro);
+  rt_->set_owner_priority(owner_blackhole, 20);  // this node's blocks are never routed elsewhere
+  rt_->set_owner_priority(owner_routing, 10);
+
+  std::string addr_text;
+  for (auto& a : self_.addresses) addr_text += (addr_text.empty() ? "" : ", ") + a.to_string();
+  log_.info(fmt::format("node {}: addresses {}{}", name_, addr_text.empty() ? "none" : addr_text,
+                        self_.asn ? fmt::format(", AS {}", self_.asn) : std::string()));
+  register_node();
+
+  cnf::syncer::options so;
+  so.kinds = {std::string(cnf::kinds::node), std::string(cnf::kinds::ipam_block), std::string(cnf::kinds::block_affinity),
+              std::string(cnf::kinds::ip_pool)};
+  so.log = &log_;
+  sync_ = std::make_unique<cnf::syncer>(ds_, loop_, so);
+  sync_->on_update([this](const cnf::sync_update& u) { on_update(u); });
+  sync_->on_status([this](cnf::sync_status s) { on_status(s); });
+  sync_->start();
+  return {};
+}
+
+void node_agent::stop() {
+  if (register_timer_) loop_.cancel(std::exchange(register_timer_, 0));
+  if (sync_) sync_->stop();
+  // The route table goes first, leaving the kernel as it is: what the routing part withdraws
+  // as it stops must not reach the kernel (the next agent takes the routes over unchanged).
+  rt_.reset();
+  if (routing_ && routing_started_) {
+    routing_started_ = false;
+    if (auto r = routing_.stop(); !r) log_.warn("routing: stop: " + r.error().message);
+  }
+  sync_.reset();
+}
+
+// The Node resource: this agent's fields (addresses, AS number, labels) written over whatever
+// is there, everything else kept (tunnel addresses written by others). Compare-and-swap;
+// retried every 2 s while the datastore does not answer.
+void node_agent::register_node() {
+  register_timer_ = 0;
+  auto retry = [this](const std::string& why) {
+    log_.warn("node registration: " + why + "; trying again in 2 s");
+    register_timer_ = loop_.post_after(std::chrono::seconds(2), [this] { register_node(); });
+  };
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto cur = ds_.get({std::string(cnf::kinds::node), "", name_});
+    if (!cur && cur.error().code != cnf::errc::not_found) return retry(cur.error().message);
+    cnf::model::node n;
+    n.name = name_;
+    if (cur) {
+      if (auto parsed = cnf::model::parse_node(*cur)) n = *parsed;
+      else log_.warn(parsed.error().message + "; this agent writes its Node again");
+      n.revision = cur->revision;
+    }
+    auto want = n;
+    if (!want.bgp) want.bgp.emplace();
+    want.bgp->ipv4_address.reset();
+    want.bgp->ipv6_address.reset();
+    for (auto& a : self_.addresses) (a.family() == cnf::ip_family::v4 ? want.bgp->ipv4_address : want.bgp->ipv6_address) = a;
+    if (self_.asn) want.bgp->as_number = self_.asn;
+    for (auto& [k, v] : self_.labels) want.labels[k] = v;
+    if (cur && want == n && cur->spec == cnf::model::to_spec_json(want)) {
+      registered_ = true;
+      return;
+    }
+    auto res = cnf::model::to_resource(want);
+    auto w = cur ? ds_.update(res) : ds_.create(res);
+    if (w) {
+      registered_ = true;
+      log_.info(fmt::format("registered Node/{} (revision {})", name_, w->revision));
+      return;
+    }
+    if (w.error().code != cnf::errc::conflict && w.error().code != cnf::errc::already_exists) return retry(w.error().message);
+  }
+  retry("the Node kept changing under this agent");
+}
+
+void node_agent::on_update(const cnf::sync_update& u) {
+  if (u.object.kind == cnf::kinds::node) {
+    const std::string& name = u.object.name;
+    if (u.kind == cnf::sync_update::type::deleted) {
+      nodes_.erase(name);
+      invalid_.erase(name);
+    } else if (auto n = cnf::model::parse_node(u.object)) {
+      if (invalid_.erase(name)) log_.info("Node/" + name + " is valid again");
+      nodes_[name] = std::move(*n);
+    } else {
+      ++invalid_seen_;
+      const bool had = nodes_.count(name);
+      invalid_[name] = n.error().message;
+      log_.warn(n.error().message + (had ? "; keeping the node's last valid state" : "; the node is left out"));
+    }
+  }
+  schedule();
+}
+
+void node_agent::on_status(cnf::sync_status s) {
+  if (s == cnf::sync_status::in_sync && !synced_once_) {
+    synced_once_ = true;
+    log_.info("datastore in sync: programming routes from now on");
+    recalculate();
+    rt_->set_ready(true);
+  } else if (s == cnf::sync_status::datastore_down) {
+    log_.warn("datastore down: not ready; the kernel keeps its routes until it is back");
+  } else if (s == cnf::sync_status::in_sync) {
+    log_.info("datastore in sync again");
+  }
+}
+
+void node_agent::schedule() {
+  if (!synced_once_ || pending_) return;
+  pending_ = true;
+  loop_.post([this] {
+    pending_ = false;
+    recalculate();
+  });
+}
+
+void node_agent::recalculate() {
+  if (!sync_ || !rt_) return;
+  ++recalculations_;
+  // Blocks by node, from each IPAMBlock's affinity.
+  std::map<std::string, std::vector<cnf::ip_prefix>> blocks;
+  for (auto& [key, r] : sync_->cache(cnf::kinds::ipam_block)) {
+    std::string why;
+    auto b = parse_block(r, why);
+    if (!b) {
+      if (!why.empty()) log_.debug(why);
+      continue;
+    }
+    if (!b->node.empty()) blocks[b->node].push_back(b->cidr);
+  }
+  // This node's blocks: blackholes (pods get /32 routes to their veths, which win).
+  std::set<cnf::ip_prefix> own(blocks[name_].begin(), blocks[name_].end());
+  for (auto& p : own_blocks_)
+    if (!own.count(p)) rt_->remove(owner_blackhole, p);
+  for (auto& p : own)
+    if (!own_blocks_.count(p)) {
+      cnf::route_entry e;
+      e.dst = p;
+      e.kind = cnf::route_entry::type::blackhole;
+      rt_->set(owner_blackhole, e);
+    }
+  if (routing_) {
+    if (!routing_started_) {
+      if (auto r = routing_.start(self_, *this); !r) log_.error("routing: start: " + r.error().message);
+      routing_started_ = true;
+    }
+    for (auto& p : own_blocks_)
+      if (!own.count(p))
+        if (auto r = routing_.withdraw(p); !r) log_.warn("routing: withdraw " + p.to_string() + ": " + r.error().message);
+    for (auto& p : own)
+      if (!own_blocks_.count(p))
+        if (auto r = routing_.advertise(p); !r) log_.warn("routing: advertise " + p.to_string() + ": " + r.error().message);
+    // The other nodes: only those that changed reach the part.
+    std::map<std::string, cnf::remote_node> now;
+    for (auto& [name, n] : nodes_) {
+      if (name == name_) continue;
+      auto b = blocks.count(name) ? blocks[name] : std::vector<cnf::ip_prefix>{};
+      std::sort(b.begin(), b.end());
+      now.emplace(name, cnf::model::to_remote_node(n, std::move(b)));
+    }
+    for (auto& [name, _] : told_)
+      if (!now.count(name))
+        if (auto r = routing_.remove_node(name); !r) log_.warn("routing: remove_node " + name + ": " + r.error().message);
+    for (auto& [name, r] : now) {
+      auto it = told_.find(name);
+      if (it != told_.end() && it->second == r) continue;
+      if (auto x = routing_.upsert_node(r); !x) log_.warn("routing: upsert_node " + name + ": " + x.error().message);
+    }
+    told_ = std::move(now);
+  }
+  own_blocks_ = std::move(own);
+}
+
+void node_agent::route_learned(const cnf::learned_route& r) noexcept {
+  if (!rt_) return;
+  try {
+    cnf::route_entry e;
+    e.dst = r.prefix;
+    for (auto& h : r.next_hops) e.next_hops.push_back({h, r.device, false});
+    rt_->set(owner_routing, e);
+  } catch (const std::exception& ex) {
+    log_.error(std::string("route ") + r.prefix.to_string() + ": " + ex.what());
+  }
+}
+
+void node_agent::route_withdrawn(const cnf::ip_prefix& p) noexcept {
+  if (!rt_) return;
+  try {
+    rt_->remove(owner_routing, p);
+  } catch (const std::exception& ex) {
+    log_.error(std::string("route ") + p.to_string() + ": " + ex.what());
+  }
+}
+
+void node_agent::peer_changed(const cnf::peer_status& p) noexcept {
+  try {
+    auto it = peers_.find(p.name);
+    if (it == peers_.end() || it->second.first.state != p.state) {
+      if (p.state != "Reachable" && p.state != "Established")
+        log_.warn(fmt::format("peer {} ({}): {}: {}", p.name, p.address.to_string(), p.state, p.info));
+      else
+        log_.info(fmt::format("peer {} ({}): {}", p.name, p.address.to_string(), p.state));
+      peers_[p.name] = {p, std::chrono::system_clock::now()};
+      peers_[p.name].first.since = p.since.empty() ? now_hms() : p.since;
+    } else {
+      auto since = it->second.first.since;
+      it->second.first = p;
+      if (p.since.empty()) it->second.first.since = since;
+    }
+  } catch (...) {
+  }
+}
+
+void node_agent::peer_removed(std::string_view name) noexcept {
+  try {
+    peers_.erase(std::string(name));
+  } catch (...) {
+  }
+}
+
+bool node_agent::ready() const { return sync_ && synced_once_ && sync_->status() == cnf::sync_status::in_sync; }
+
+std::string node_agent::status_json() const {
+  namespace json = boost::json;
+  json::object o;
+  o["pid"] = ::getpid();
+  o["ready"] = ready();
+  o["sync"] = sync_ ? std::string(cnf::to_string(sync_->status())) : std::string("stopped");
+  o["registered"] = registered_;
+  json::object self;
+  self["name"] = name_;
+  json::array addrs;
+  for (auto& a : self_.addresses) addrs.push_back(json::string(a.to_string()));
+  self["addresses"] = std::move(addrs);
+  if (self_.asn) self["asNumber"] = self_.asn;
+  o["node"] = std::move(self);
+  json::array own;
+  for (auto& p : own_blocks_) own.push_back(json::string(p.to_string()));
+  o["blocks"] = std::move(own);
+  json::object routing;
+  routing["plugin"] = "none";
+  json::array peers, notes;
+  if (routing_) {
+    if (auto st = routing_.status()) {
+      routing["plugin"] = st->plugin;
+      for (auto& n : st->notes) notes.push_back(json::string(n));
+      for (auto& p : st->peers) {
+        json::object po;
+        po["name"] = p.name;
+        po["address"] = p.address.to_string();
+        po["asNumber"] = p.asn;
+        po["type"] = p.type;
+        po["state"] = p.state;
+        auto it = peers_.find(p.name);
+        po["since"] = !p.since.empty() ? p.since : it != peers_.end() ? it->second.first.since : std::string();
+        po["info"] = p.info;
+        peers.push_back(std::move(po));
+      }
+    } else {
+      notes.push_back(json::string("routing status: " + st.error().message));
+    }
+  }
+  routing["peers"] = std::move(peers);
+  routing["notes"] = std::move(notes);
+  o["routing"] = std::move(routing);
+  json::array invalid;
+  for (auto& [_, why] : invalid_) invalid.push_back(json::string(why));
+  o["invalid"] = std::move(invalid);
+  json::array routes, conflicts;
+  if (rt_) {
+    for (auto& r : rt_->desired()) routes.push_back(json::string(r.to_string()));
+    for (auto& c : rt_->conflicts()) conflicts.push_back(json::string(c));
+  }
+  o["routes"] = std::move(routes);
+  o["conflicts"] = std::move(conflicts);
+  o["cniCalls"] = cni_calls_;
+  return json::serialize(o) + "\n";
+}
+
+std::string node_agent::metrics() const {
+  std::string m;
+  auto gauge = [&](const char* name, const char* help, const std::string& labels, double v) {
+    m += fmt::format("# HELP {} {}\n# TYPE {} gauge\n{}{} {}\n", name, help, name, name, labels, v);
+  };
+  auto counter = [&](const char* name, const char* help, std::uint64_t v) {
+    m += fmt::format("# HELP {} {}\n# TYPE {} counter\n{} {}\n", name, help, name, name, v);
+  };
+  gauge("cnf_agent_ready", "1 when the agent is in sync with the datastore", "", ready() ? 1 : 0);
+  m += "# HELP cnf_agent_sync_status The syncer's state (1 for the current one)\n# TYPE cnf_agent_sync_status gauge\n";
+  for (auto s : {cnf::sync_status::starting, cnf::sync_status::in_sync, cnf::sync_status::resyncing, cnf::sync_status::datastore_down})
+    m += fmt::format("cnf_agent_sync_status{{status=\"{}\"}} {}\n", cnf::to_string(s), sync_ && sync_->status() == s ? 1 : 0);
+  gauge("cnf_agent_remote_nodes", "Other nodes known from the datastore", "", static_cast<double>(told_.size()));
+  gauge("cnf_agent_own_blocks", "IPAM blocks affine to this node (blackholed)", "", static_cast<double>(own_blocks_.size()));
+  gauge("cnf_agent_invalid_nodes", "Node resources that do not parse", "", static_cast<double>(invalid_.size()));
+  std::size_t reach = 0, unreach = 0;
+  for (auto& [_, p] : peers_) (p.first.state == "Reachable" || p.first.state == "Established" ? reach : unreach)++;
+  m += "# HELP cnf_routing_peers Peers (for direct routing: other nodes) by state\n# TYPE cnf_routing_peers gauge\n";
+  m += fmt::format("cnf_routing_peers{{state=\"up\"}} {}\ncnf_routing_peers{{state=\"down\"}} {}\n", reach, unreach);
+  if (rt_) {
+    gauge("cnf_route_table_routes", "Routes cnf wants in the kernel", "", static_cast<double>(rt_->desired().size()));
+    gauge("cnf_route_table_conflicts", "Routes left out because a route of another protocol holds the destination", "",
+          static_cast<double>(rt_->conflicts().size()));
+    auto t = rt_->totals();
+    counter("cnf_route_table_added_total", "Routes added to the kernel", t.added);
+    counter("cnf_route_table_replaced_total", "Routes replaced in the kernel", t.replaced);
+    counter("cnf_route_table_deleted_total", "Routes deleted from the kernel", t.deleted);
+    counter("cnf_route_table_batches_total", "Netlink batches sent", t.batches);
+  }
+  counter("cnf_agent_recalculations_total", "Recalculations of the node's routes", recalculations_);
+  counter("cnf_agent_invalid_resources_total", "Invalid resources seen", invalid_seen_);
+  counter("cnf_agent_cni_calls_total", "CNI calls served", cni_calls_);
+  return m;
+}
+
+}  // namespace cnf_app

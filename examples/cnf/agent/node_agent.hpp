@@ -1,0 +1,107 @@
+// The node side of `cnf agent` (Calico's felix + confd for routes): this node registered as
+// a Calico v3 Node, the datastore mirrored by a syncer, the routing part fed with the other
+// nodes and their blocks, blackholes for this node's own blocks, and every route handed to
+// the route table. Everything runs on one event loop.
+//
+// Felix's rule: nothing reaches the kernel before the first complete sync. After it, each
+// datastore change marks the calculation dirty; one recalculation (posted, so a burst of
+// changes costs one) diffs the remote nodes against what the routing part was last told and
+// tells it only what changed; the route table applies the result in one netlink batch.
+#pragma once
+#include <cnf/event_loop.hpp>
+#include <cnf/model/node.hpp>
+#include <cnf/profile.hpp>
+#include <cnf/route_table.hpp>
+#include <cnf/routing.hpp>
+#include <cnf/syncer.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+
+namespace cnf_app {
+
+/// This node's addresses from the profile's [node] section, autodetected where it says so:
+/// the IPv4 address of the interface holding the default route, else the first global one.
+cnf::result<std::vector<cnf::ip_prefix>> node_addresses(const cnf::profile& prof);
+
+class node_agent final : private cnf::routing_sink {
+ public:
+  node_agent(cnf::event_loop& loop, cnf::logger& log, const cnf::profile& prof, cnf::any_datastore ds, cnf::any_routing routing);
+  ~node_agent();
+
+  /// Sysctls, the route table, registration (retried while the datastore is down), the syncer.
+  cnf::result<void> start();
+  /// Stops the syncer and the routing part; the kernel stays as it is (a restarted agent
+  /// takes its routes over unchanged).
+  void stop();
+
+  bool ready() const;
+  std::string status_json() const;
+  std::string metrics() const;
+  void count_cni_call() { ++cni_calls_; }
+
+ private:
+  // routing_sink: the routing part's reports, on the loop.
+  void route_learned(const cnf::learned_route& r) noexcept override;
+  void route_withdrawn(const cnf::ip_prefix& p) noexcept override;
+  void peer_changed(const cnf::peer_status& p) noexcept override;
+  void peer_removed(std::string_view name) noexcept override;
+
+  void register_node();
+  void on_update(const cnf::sync_update& u);
+  void on_status(cnf::sync_status s);
+  void schedule();
+  void recalculate();
+
+  cnf::event_loop& loop_;
+  cnf::logger& log_;
+  const cnf::profile& prof_;
+  cnf::any_datastore ds_;
+  cnf::any_routing routing_;
+  std::string name_;
+  cnf::node_info self_;
+  std::unique_ptr<cnf::route_table> rt_;
+  std::unique_ptr<cnf::syncer> sync_;
+
+  bool synced_once_ = false;
+  bool routing_started_ = false;
+  bool pending_ = false;
+  bool registered_ = false;
+  cnf::executor::timer_id register_timer_ = 0;
+  std::map<std::string, cnf::model::node> nodes_;           // valid Nodes (the last good one of a Node gone bad)
+  std::map<std::string, std::string> invalid_;              // Node name -> why it is ignored
+  std::map<std::string, cnf::remote_node> told_;            // what the routing part was last told
+  std::set<cnf::ip_prefix> own_blocks_;                     // blackholed
+  std::map<std::string, std::pair<cnf::peer_status, std::chrono::system_clock::time_point>> peers_;
+  std::uint64_t cni_calls_ = 0, recalculations_ = 0, invalid_seen_ = 0;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+};
+
+/// A tiny HTTP/1.0 responder on the loop, on 127.0.0.1:port: GET path -> (status, content type, body).
+class health_server {
+ public:
+  struct reply {
+    int status = 200;
+    std::string content_type = "text/plain; charset=utf-8";
+    std::string body;
+  };
+  using handler = std::function<reply(std::string_view path)>;
+  health_server(cnf::event_loop& loop, cnf::logger& log, handler h) : loop_(loop), log_(log), h_(std::move(h)) {}
+  ~health_server();
+  cnf::result<void> listen(unsigned port);
+
+ private:
+  void accept_one();
+  cnf::event_loop& loop_;
+  cnf::logger& log_;
+  handler h_;
+  int fd_ = -1;
+  cnf::event_loop::watch_id watch_ = 0;
+};
+
+}  // namespace cnf_app
