@@ -57,6 +57,11 @@ void add_lab_command(CLI::App& app) {
                 "local: a local-datastore directory in the lab's state directory; etcd: an etcd the lab starts in the router\n"
                 "namespace (127.0.0.1:2379 there, and the router's address on each subnet for the nodes). Default: the profile's")
       ->check(CLI::IsMember({"local", "etcd"}));
+  u->add_flag("--static-neighbours", up.static_neighbours,
+              "Pin each pod's gateway (in the pod) and its address (in the node) as permanent neighbours, for this and every later\n"
+              "pod. One kernel keeps every namespace's ARP entries under one limit (net.ipv4.neigh.default.gc_thresh3, 1024 by\n"
+              "default, which the lab leaves alone); past ~500 pods dynamic entries overflow it and packets are dropped. The\n"
+              "fabric's own neighbours (nodes, router) are always pinned");
   u->add_option("--jobs", up.jobs, "CNI ADDs in flight while adding the pods (default 8)")->check(CLI::Range(1, 256));
   u->callback(guarded("up", [](const std::filesystem::path& d) {
     if (nodes > 0) up.nodes = nodes;

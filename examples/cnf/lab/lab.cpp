@@ -16,6 +16,7 @@
 #include <fmt/ranges.h>
 
 #include <arpa/inet.h>
+#include <linux/neighbour.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -242,10 +243,28 @@ void check_plugins(const template_profile& tp, const std::string& datastore) {
 
 // ---- the fabric (netlink, inside the lab's namespaces) -----------------------------------
 
-nl::message new_bridge_msg(const std::string& name) {
+// Fixed MACs for the fabric (locally administered): the router's bridge of subnet k, and
+// node i's eth0. The lab pins them as permanent neighbours (pin_fabric).
+cnf::mac_address fabric_mac(std::uint8_t kind, std::uint32_t i) {
+  return *cnf::mac_address::parse(fmt::format("02:cf:{:02x}:{:02x}:{:02x}:{:02x}", kind, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff));
+}
+
+nl::message neigh_msg(int ifindex, const std::string& addr, const cnf::mac_address& mac) {
+  nl::message m(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE);
+  auto& nd = m.header<ndmsg>();
+  nd.ndm_family = AF_INET;
+  nd.ndm_ifindex = ifindex;
+  nd.ndm_state = NUD_PERMANENT;
+  m.put_addr(NDA_DST, *cnf::ip_address::parse(addr));
+  m.put(NDA_LLADDR, mac.bytes.data(), 6);
+  return m;
+}
+
+nl::message new_bridge_msg(const std::string& name, const cnf::mac_address& mac) {
   nl::message m(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
   m.header<ifinfomsg>().ifi_family = AF_UNSPEC;
   m.put_str(IFLA_IFNAME, name);
+  m.put(IFLA_ADDRESS, mac.bytes.data(), 6);
   auto* li = m.begin_nest(IFLA_LINKINFO);
   m.put_str(IFLA_INFO_KIND, "bridge");
   m.end_nest(li);
@@ -260,8 +279,9 @@ void build_router(const lab_state& s) {
                 auto sock = nl::rtnl_socket::open("netns " + s.router_netns);
                 if (!sock) return std::move(sock).error();
                 nl::request_batch b;
-                for (auto& sn : s.subnets) {
-                  b.add(new_bridge_msg(sn.bridge), "create bridge " + sn.bridge);
+                for (std::size_t k = 0; k < s.subnets.size(); ++k) {
+                  const auto& sn = s.subnets[k];
+                  b.add(new_bridge_msg(sn.bridge, fabric_mac(0x1a, static_cast<std::uint32_t>(k))), "create bridge " + sn.bridge);
                   b.add(nl::set_link_up_msg(std::string_view(sn.bridge)), "set " + sn.bridge + " up");
                 }
                 if (auto r = sock->execute(b); !r) return r;
@@ -300,6 +320,7 @@ void build_node_links(const lab_state& s, std::size_t first) {
                   v.name = n.router_link;
                   v.peer_name = "eth0";
                   v.peer_netns_fd = node_fds[i - first].get();
+                  v.peer_mac = fabric_mac(0x1b, static_cast<std::uint32_t>(i));
                   auto m = nl::new_veth_msg(v);
                   m.put_u32(IFLA_MASTER, static_cast<std::uint32_t>(bridge_index[s.subnets[static_cast<std::size_t>(n.subnet)].bridge]));
                   b.add(m, "veth " + n.router_link + " <-> " + n.name + "/eth0");
@@ -329,6 +350,81 @@ void build_node_links(const lab_state& s, std::size_t first) {
                 }),
                 "node " + n.name);
   }
+}
+
+/// The fabric's neighbours, permanent: every node's for the router and the other nodes of
+/// its subnet, the router's for every node. Why: one kernel holds the ARP entries of every
+/// namespace under one limit (net.ipv4.neigh.default.gc_thresh3, 1024 by default, a host
+/// setting the lab leaves alone); 100 nodes that ARP for each other overflow it, and the
+/// kernel then drops packets. Permanent entries are exempt from that limit.
+void pin_fabric(const lab_state& s) {
+  auto rns = ok_or_throw(nl::open_netns(netns_path(s.router_netns)), "router namespace");
+  ok_or_throw(nl::with_netns(rns, [&]() -> cnf::result<void> {
+                auto sock = nl::rtnl_socket::open("netns " + s.router_netns);
+                if (!sock) return std::move(sock).error();
+                nl::request_batch b;
+                std::map<int, int> bridge;
+                for (std::size_t k = 0; k < s.subnets.size(); ++k) {
+                  auto l = nl::get_link(*sock, s.subnets[k].bridge);
+                  if (!l) return std::move(l).error();
+                  bridge[static_cast<int>(k)] = l->index;
+                }
+                for (std::size_t i = 0; i < s.nodes.size(); ++i)
+                  b.add(neigh_msg(bridge[s.nodes[i].subnet], s.nodes[i].address, fabric_mac(0x1b, static_cast<std::uint32_t>(i))),
+                        "neighbour " + s.nodes[i].address);
+                return sock->execute(b);
+              }),
+              "router " + s.router_netns);
+  for (std::size_t i = 0; i < s.nodes.size(); ++i) {
+    const auto& n = s.nodes[i];
+    auto ns = ok_or_throw(nl::open_netns(netns_path(n.netns)), "node " + n.name);
+    ok_or_throw(nl::with_netns(ns, [&]() -> cnf::result<void> {
+                  auto sock = nl::rtnl_socket::open("netns " + n.netns);
+                  if (!sock) return std::move(sock).error();
+                  auto l = nl::get_link(*sock, "eth0");
+                  if (!l) return std::move(l).error();
+                  nl::request_batch b;
+                  const auto& sn = s.subnets[static_cast<std::size_t>(n.subnet)];
+                  b.add(neigh_msg(l->index, sn.gateway, fabric_mac(0x1a, static_cast<std::uint32_t>(n.subnet))), "neighbour " + sn.gateway);
+                  for (std::size_t j = 0; j < s.nodes.size(); ++j)
+                    if (j != i && s.nodes[j].subnet == n.subnet)
+                      b.add(neigh_msg(l->index, s.nodes[j].address, fabric_mac(0x1b, static_cast<std::uint32_t>(j))), "neighbour " + s.nodes[j].address);
+                  return sock->execute(b);
+                }),
+                "node " + n.name);
+  }
+}
+
+/// --static-neighbours: the pod's gateway in the pod, the pod's address in the node, both
+/// permanent (see pin_fabric for why); from the ADD result's interfaces and gateway.
+void pin_pod(const pod_state& p, const node_state& n, const bj::object& result) {
+  const auto* ifs = result.if_contains("interfaces");
+  const auto* ips = result.if_contains("ips");
+  if (!ifs || !ifs->is_array() || ifs->as_array().size() < 2 || !ips || !ips->is_array() || ips->as_array().empty()) return;
+  auto str = [](const bj::value& v, const char* k) {
+    auto* x = v.as_object().if_contains(k);
+    return x && x->is_string() ? std::string(x->as_string()) : std::string();
+  };
+  const std::string host_if = str(ifs->as_array()[0], "name");
+  auto host_mac = cnf::mac_address::parse(str(ifs->as_array()[0], "mac"));
+  auto pod_mac = cnf::mac_address::parse(str(ifs->as_array()[1], "mac"));
+  const std::string gw = str(ips->as_array()[0], "gateway");
+  if (!host_mac || !pod_mac || gw.empty() || p.ip.empty() || gw.find(':') != std::string::npos) return;
+  auto in = [&](const std::string& netns, const std::string& dev, const std::string& addr, const cnf::mac_address& mac) {
+    auto ns = ok_or_throw(nl::open_netns(netns_path(netns)), netns);
+    ok_or_throw(nl::with_netns(ns, [&]() -> cnf::result<void> {
+                  auto sock = nl::rtnl_socket::open("netns " + netns);
+                  if (!sock) return std::move(sock).error();
+                  auto l = nl::get_link(*sock, dev);
+                  if (!l) return std::move(l).error();
+                  nl::request_batch b;
+                  b.add(neigh_msg(l->index, addr, mac), "neighbour " + addr);
+                  return sock->execute(b);
+                }),
+                "pod " + p.key() + ": static neighbour");
+  };
+  in(n.netns, host_if, p.ip, *pod_mac);
+  in(p.netns, "eth0", gw, *host_mac);
 }
 
 // ---- etcd ------------------------------------------------------------------------------
@@ -466,7 +562,7 @@ std::string cni_failure(const run_result& r) {
 
 /// Makes the pod's namespace and runs the CNI ADD in its node's namespace. On failure,
 /// nothing of the pod is left (the plugin undoes its own ADD).
-void network_pod(pod_state& p, const node_state& n) {
+void network_pod(pod_state& p, const node_state& n, bool pin) {
   create_netns(p.netns);
   try {
     auto r = run_in_netns(n.netns, {self_exe()}, cni_env("ADD", p), cni_config(n), std::chrono::seconds(60));
@@ -482,6 +578,7 @@ void network_pod(pod_state& p, const node_state& n) {
           p.ips.push_back(addr);
           if (p.ip.empty() && addr.find(':') == std::string::npos) p.ip = addr;
         }
+    if (pin) pin_pod(p, n, v.as_object());
   } catch (...) {
     delete_netns(p.netns);
     throw;
@@ -515,7 +612,7 @@ void add_pods(lab_state& s, std::vector<pod_state> pods, int jobs) {
           std::lock_guard l(mu);
           n = *s.find_node(p.node);
         }
-        network_pod(p, n);
+        network_pod(p, n, s.static_neighbours);
         std::lock_guard l(mu);
         s.pods.push_back(p);
       } catch (const std::exception& e) {
@@ -625,6 +722,7 @@ int up(const fs::path& dir, const up_options& o) {
   s.id = lab_id(dir);
   s.phase = "building";
   s.datastore = datastore;
+  s.static_neighbours = o.static_neighbours;
   if (!list_netns(netns_prefix(s.id)).empty())
     throw lab_error("network namespaces " + netns_prefix(s.id) + "* of an earlier lab in " + dir.string() + " are still there; run `cnf lab down` first");
   s.router_netns = netns_prefix(s.id) + "router";
@@ -665,6 +763,7 @@ int up(const fs::path& dir, const up_options& o) {
     for (auto& n : s.nodes) create_netns(n.netns);
     build_router(s);
     build_node_links(s, 0);
+    pin_fabric(s);
     fmt::print("fabric: {} node(s) on {} subnet(s) behind router {} ({:.1f} s)\n", s.nodes.size(), s.subnets.size(), s.router_netns, since());
     if (datastore == "etcd") {
       start_etcd(s);
@@ -738,7 +837,7 @@ int pod_add(const fs::path& dir, const std::string& key, const std::string& node
   auto p = new_pod(s, ns, name, where);
   p.labels = std::move(l);
   save_state(s);  // the counter: a failed ADD never reuses a name
-  network_pod(p, *n);
+  network_pod(p, *n, s.static_neighbours);
   s.pods.push_back(p);
   save_state(s);
   fmt::print("pod {} on {}: {}\n", key, where, p.ips.empty() ? "(no address)" : fmt::format("{}", fmt::join(p.ips, ", ")));

@@ -75,6 +75,7 @@ struct lab_state {
   std::vector<node_state> nodes;
   std::vector<pod_state> pods;
   std::uint64_t next_pod = 0;
+  bool static_neighbours = false;  ///< pods' neighbours pinned (up --static-neighbours)
 
   node_state* find_node(const std::string& name);
   pod_state* find_pod(const std::string& key);
@@ -142,6 +143,7 @@ struct up_options {
   std::string profile;    ///< "" = the built-in lab profile (examples/profiles/lab.toml)
   std::string datastore;  ///< "" = the profile's; "local" or "etcd"
   int jobs = 8;           ///< CNI ADDs in flight
+  bool static_neighbours = false;
 };
 
 int up(const std::filesystem::path& dir, const up_options& o);

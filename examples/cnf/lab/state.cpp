@@ -101,6 +101,7 @@ void save_state(const lab_state& s) {
                {"etcd", to_json(s.etcd)},
                {"router_netns", s.router_netns},
                {"next_pod", s.next_pod},
+               {"static_neighbours", s.static_neighbours},
                {"subnets", subnets},
                {"nodes", nodes},
                {"pods", pods}};
@@ -134,6 +135,7 @@ std::optional<lab_state> load_state(const fs::path& dir) {
   if (auto* e = o.if_contains("etcd")) s.etcd = process_of(*e);
   s.router_netns = str(o, "router_netns");
   s.next_pod = static_cast<std::uint64_t>(num(o, "next_pod"));
+  if (auto* x = o.if_contains("static_neighbours"); x && x->is_bool()) s.static_neighbours = x->as_bool();
   if (auto* a = o.if_contains("subnets"); a && a->is_array())
     for (auto& x : a->as_array()) {
       auto& xo = x.as_object();
