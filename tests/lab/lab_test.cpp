@@ -190,6 +190,15 @@ TEST_CASE("cnf lab: up, pods, ping, status, exec, a crashed agent, down leaves n
   CHECK_THAT(lab(d, {"status"}).out, !Contains("web/extra"));
   CHECK(lab(d, {"pod", "del", "web/extra"}).status == 1);
 
+  // Each node routes to its own pods over their host veths (the CNI's /32 routes, which the
+  // node's agent must leave in place).
+  for (auto& p : st.at("pods").as_array()) {
+    auto& po = p.as_object();
+    const std::string node = std::string(po.at("node").as_string()), ip = std::string(po.at("ip").as_string());
+    INFO("node " << node << " -> its pod " << std::string(po.at("name").as_string()) << " " << ip);
+    CHECK_THAT(sh("ip -n " + pre + node + " route get " + ip), Contains("dev cali"));
+  }
+
   // Ping: every pair when the agents route, else the pairs on one node and pod -> node.
   const bool routed = have_direct_routing();
   if (!routed) std::printf("note: no routing plugin \"direct\" built: ping --same-node instead of the full matrix\n");

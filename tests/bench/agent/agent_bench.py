@@ -96,7 +96,7 @@ def big(cnf, nodes, pods, idle):
         while True:
             tries += 1
             last = lab(cnf, d, "ping", "--sample", "1000", "--timeout-ms", "3000", check=False)
-            if last.returncode == 0 or time.monotonic() - t0 > 300:
+            if last.returncode == 0 or time.monotonic() - t0 > t_up + 60:
                 break
         t_ping = time.monotonic() - t0
         st = json.load(open(os.path.join(d, "lab.json")))
