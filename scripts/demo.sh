@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# The demo: install what is needed, build, install cnf to ./_install, then on a node
-# namespace with three pod namespaces run real CNI ADDs through the installed binary
-# (embedded datastore + host-local IPAM), show the results and pings, DEL, clean up.
-# Everything happens in namespaces this script makes; the host is not touched.
+# The demo: install what is needed, build, install cnf to ./_install, then a cluster in a
+# box with the installed binary:
+#   cnf lab up      four nodes (k8s-m, k8s-w1, k8s-w2, k8s-w0), each a network namespace
+#                   with its own `cnf agent`, joined by a fabric behind a router namespace,
+#                   one shared datastore, two pods per node added through the real CNI binary
+#   cnf lab status  nodes, agents, pods and their addresses
+#   cnf lab ping    every ordered pod pair, real ICMP from inside each pod, in parallel
+#   cnf lab down    nothing left: namespaces, processes, files
+# Everything happens in namespaces the lab makes; the host's network is not touched.
+# Runs as root (no sudo needed).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bash "$here/scripts/install-deps.sh"
@@ -13,59 +19,28 @@ cmake --build "$build" -j2
 cmake --install "$build" --prefix "$prefix" > /dev/null
 cnf=$prefix/bin/cnf
 
-tag=cnfdemo$$
-node=$tag-node up=$tag-up
-work=$(mktemp -d /tmp/cnf-demo.XXXXXX)
-pods=(web-0 web-1 db-0)
-cleanup() {
-  for p in "${pods[@]}"; do ip netns del "$tag-$p" 2>/dev/null || true; done
-  ip netns del "$node" 2>/dev/null || true
-  ip netns del "$up" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# The lab's state in a directory of its own (its path gives the lab's id and namespace names).
+export CNF_LAB_DIR
+CNF_LAB_DIR=$(mktemp -d /tmp/cnf-demo.XXXXXX)
+trap '"$cnf" lab down > /dev/null 2>&1 || true; rm -rf "$CNF_LAB_DIR"' EXIT
 
-# The profile: examples/profiles/minimal.toml with its state in a temp dir.
-sed -e "s|^dir = .*|dir = \"$work/state\"|" -e 's|^# name = .*|name = "demo-node"|' \
-  "$here/examples/profiles/minimal.toml" > "$work/profile.toml"
-echo "== cnf profile check"
-"$cnf" profile check "$work/profile.toml"
-
-# A node namespace with an uplink (a node has a default route; proxy ARP needs one).
-ip netns add "$node"; ip netns add "$up"
-ip -n "$node" link add uplink type veth peer name downlink netns "$up"
-ip -n "$node" addr add 192.0.2.1/24 dev uplink
-ip -n "$up" addr add 192.0.2.2/24 dev downlink
-ip -n "$node" link set lo up; ip -n "$node" link set uplink up; ip -n "$up" link set downlink up
-ip -n "$node" route add default via 192.0.2.2
-ip netns exec "$node" sysctl -qw net.ipv4.ip_forward=1
-
-conf='{"cniVersion":"1.1.0","name":"demo-net","type":"cnf","profile":"'$work/profile.toml'"}'
-cni() {  # cni COMMAND POD
-  ip netns exec "$node" env CNI_COMMAND="$1" CNI_CONTAINERID="ctr-$2" CNI_NETNS="/var/run/netns/$tag-$2" \
-    CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni "CNI_ARGS=K8S_POD_NAMESPACE=default;K8S_POD_NAME=$2" \
-    "$cnf" <<< "$conf"
-}
-declare -A ip
-for p in "${pods[@]}"; do
-  ip netns add "$tag-$p"
-  echo "== CNI ADD default/$p"
-  out=$(cni ADD "$p" 2>/dev/null)
-  echo "$out"
-  ip[$p]=$(sed -E 's/.*"address":"([0-9.]+)\/32".*/\1/' <<< "$out")
-done
-echo "== node routes (protocol 80 = cnf)"
-ip -n "$node" route show proto 80
-echo "== pings"
-for pair in "web-0 web-1" "web-1 db-0" "db-0 web-0"; do
-  set -- $pair
-  ip netns exec "$tag-$1" ping -c1 -W2 "${ip[$2]}" > /dev/null && echo "$1 -> $2 (${ip[$2]}): ok" || { echo "$1 -> $2: FAILED"; exit 1; }
-done
-for p in "${pods[@]}"; do
-  ip netns exec "$tag-$p" ping -c1 -W2 192.0.2.1 > /dev/null && echo "$p -> node (192.0.2.1): ok" || { echo "$p -> node: FAILED"; exit 1; }
-done
-echo "== CNI DEL"
-for p in "${pods[@]}"; do cni DEL "$p" 2>/dev/null && echo "DEL default/$p: ok"; done
-left=$(ip -n "$node" -o link show | grep -c cali || true)
-echo "host veths left on the node: $left"
+# The classic Calico lab's four nodes, on one subnet: the direct (host-gw) routing plugin
+# routes between nodes of one subnet; across subnets is the encapsulation plugins' job.
+echo "== cnf lab up --subnets 1"
+"$cnf" lab up --subnets 1
+echo "== cnf lab status"
+"$cnf" lab status
+echo "== cnf lab exec k8s-m -- ip route   (the node's routes; protocol 80 = cnf)"
+"$cnf" lab exec k8s-m -- ip route
+if "$cnf" plugins 2> /dev/null | grep -Eq '^routing +direct '; then
+  echo "== cnf lab ping"
+  "$cnf" lab ping
+else
+  echo "== cnf lab ping --same-node   (this build has no routing plugin \"direct\": pods reach only their own node's)"
+  "$cnf" lab ping --same-node
+fi
+echo "== cnf lab down"
+"$cnf" lab down
+trap - EXIT
+rm -rf "$CNF_LAB_DIR"
 echo "demo complete"

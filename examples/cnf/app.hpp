@@ -37,6 +37,8 @@ void add_resource_commands(CLI::App& app);
 void add_agent_command(CLI::App& app);
 /// cnf node status (cmd_node.cpp): the running agent's view, like calicoctl node status.
 void add_node_commands(CLI::App& app);
+/// cnf lab up|down|pod|exec|ping|status (cmd_lab.cpp, lab/): a cluster in a box.
+void add_lab_command(CLI::App& app);
 
 /// CNI mode: stdin config, CNI_* environment, result or error JSON on stdout.
 int run_cni(int argc, char** argv);

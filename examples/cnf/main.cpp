@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   cnf_app::add_resource_commands(app);
   cnf_app::add_agent_command(app);
   cnf_app::add_node_commands(app);
+  cnf_app::add_lab_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
