@@ -227,6 +227,16 @@ result<std::vector<ip_prefix>> state::affine_blocks(const std::string& n, bool r
 result<std::vector<ip_prefix>> state::settle(const std::string& n) {
   auto held = lock(n);
   if (!held) return held.error();
+  // A write that finds the affinity changed since it was listed (the claimer that held the
+  // lock before finished it, or this process's list was older than the store) lists again.
+  for (int attempt = 1;; ++attempt) {
+    auto r = settle_locked(n);
+    if (r || r.error().code != errc::conflict || attempt == 5) return r;
+    log->debug("calico-ipam: settling node " + n + ": " + r.error().message + "; listing again");
+  }
+}
+
+result<std::vector<ip_prefix>> state::settle_locked(const std::string& n) {
   list_options lo;
   lo.kind = std::string(kinds::block_affinity);
   if (is_plain(n)) lo.name_prefix = n + "-";

@@ -196,6 +196,7 @@ struct state {
   /// confirmed, the others (and confirmed ones whose block is gone or someone else's)
   /// removed. Returns the CIDRs of the node's affinities left.
   result<std::vector<ip_prefix>> settle(const std::string& node);
+  result<std::vector<ip_prefix>> settle_locked(const std::string& node);  ///< one pass of settle, the lock held
   result<node_lock> lock(const std::string& node);
   void forget_affine(const std::string& node);
   result<std::vector<listed_block>> list_blocks();
