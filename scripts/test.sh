@@ -14,7 +14,7 @@ cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCNF_WE
 cmake --build "$build" -j"$jobs"
 
 echo "== tests"
-(cd "$build" && ctest -j"$jobs" --output-on-failure --timeout 900)
+(cd "$build" && ctest --output-on-failure --timeout 900)
 
 echo "== unit tests under ASan+UBSan"
 cmake -S "$here" -B "$asan" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCNF_WERROR=ON -DCNF_SANITIZE=ON > /dev/null
@@ -23,5 +23,5 @@ targets=$(cd "$asan" && ctest -N -L unit | sed -n 's/^ *Test *#[0-9]*: \(.*\)$/\
 known=$(cd "$asan" && ninja -t targets all | cut -d: -f1)
 build_targets=$(for t in $targets; do grep -qx "$t" <<< "$known" && echo "$t"; done)
 cmake --build "$asan" -j"$jobs" --target cnf-all-plugins $build_targets
-(cd "$asan" && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest -j"$jobs" --output-on-failure -L unit -E '^(compile_fail_|static_composition)')
+(cd "$asan" && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -L unit -E '^(compile_fail_|static_composition)')
 echo "== all tests passed"
