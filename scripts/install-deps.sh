@@ -10,6 +10,9 @@ pkgs=(
   iproute2 iputils-ping procps util-linux
   containernetworking-plugins etcd-server etcd-client curl openssl python3
   containerd runc busybox-static
+  bird2 gobgpd iperf3 tcpdump
+  iptables ipset nftables libnftables-dev
+  clang llvm libbpf-dev bpftool
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -17,14 +20,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# bird2 and gobgpd are the BGP peers of the interop tests and benchmarks; iperf3 and tcpdump
+# measure and watch pod traffic in the lab; iptables, ipset, nftables and libnftables are
+# the policy plugins' backends; clang, llvm, libbpf and bpftool build and load eBPF programs.
+# Debian's bird2 and gobgpd packages start system daemons: when this script installed them,
+# leave none running or enabled (tests start their own, inside namespaces).
 # musl-tools builds cnf-shim against musl (examples/cnf-shim/CMakeLists.txt says why).
 # containerd and runc are for tests/integration/containerd_test.cpp, which starts its own
 # containerd inside namespaces. Debian's package enables (and, under systemd, starts) a
 # system containerd: when this script installed it, leave none running or enabled.
-if printf '%s\n' "${missing[@]}" | grep -qx containerd; then
+for svc in containerd bird2:bird gobgpd; do
+  pkg=${svc%%:*} unit=${svc##*:}
+  printf '%s\n' "${missing[@]}" | grep -qx "$pkg" || continue
   if [ -d /run/systemd/system ]; then
-    systemctl disable --now containerd.service
+    systemctl disable --now "$unit.service" 2>/dev/null || true
   else
-    rm -f /etc/systemd/system/multi-user.target.wants/containerd.service
+    rm -f "/etc/systemd/system/multi-user.target.wants/$unit.service"
   fi
-fi
+done
