@@ -6,6 +6,8 @@
 //   addresses = ["10.9.0.10/24", "10.9.0.11/24"]
 #include <cnf/cnf.hpp>
 
+#include <algorithm>
+
 namespace {
 
 struct fixed_config {
@@ -25,7 +27,7 @@ fixed_config configure(cnf::settings& s) {
 
 class fixed_ipam {
  public:
-  fixed_ipam(cnf::any_datastore ds, fixed_config c) : ds_(std::move(ds)), c_(std::move(c)) {}
+  fixed_ipam(cnf::any_datastore ds, fixed_config c, std::string node) : ds_(std::move(ds)), c_(std::move(c)), node_(std::move(node)) {}
 
   cnf::result<std::vector<cnf::assigned_address>> assign(const cnf::assign_request& r) {
     for (auto& a : c_.addresses) {
@@ -50,15 +52,39 @@ class fixed_ipam {
   cnf::ipam_usage usage() { return {}; }
   std::vector<cnf::allocation> allocations() { return {}; }
   cnf::gc_report gc(std::string_view, const std::set<std::string>&) { return {}; }
+  cnf::result<std::vector<cnf::ip_address>> addresses_of(std::string_view h) {
+    auto all = ds_.list_all({.kind = "FixedClaim"});
+    if (!all) return all.error();
+    std::vector<cnf::ip_address> out;
+    for (auto& r : all->items)
+      if (r.labels["handle"] == h)
+        if (auto a = cnf::ip_address::parse(r.name)) out.push_back(*a);
+    return out;
+  }
+  // The node's tunnel address: one of the list, held under the node's tunnel handle.
+  cnf::result<cnf::assigned_address> assign_tunnel_address(cnf::tunnel_kind k, cnf::ip_family f) {
+    const auto h = cnf::tunnel_handle(k, node_);
+    auto held = addresses_of(h);
+    if (!held) return held.error();
+    for (auto& a : c_.addresses)
+      if (a.family() == f && std::find(held->begin(), held->end(), a.address()) != held->end()) return cnf::assigned_address{a, std::nullopt, "fixed"};
+    cnf::assign_request r;
+    r.handle = h;
+    auto got = assign(r);
+    if (!got) return got.error();
+    return got->front();
+  }
+  cnf::result<void> release_tunnel_address(cnf::tunnel_kind k) { return release_handle(cnf::tunnel_handle(k, node_)); }
 
  private:
   cnf::any_datastore ds_;
   fixed_config c_;
+  std::string node_;
 };
 
 cnf::result<fixed_ipam> create(const cnf::plugin_context& ctx, fixed_config c) {
   if (!ctx.datastore) return cnf::error(cnf::errc::invalid, "fixed: needs a datastore");
-  return fixed_ipam(ctx.datastore, std::move(c));
+  return fixed_ipam(ctx.datastore, std::move(c), ctx.node_name);
 }
 
 }  // namespace

@@ -10,7 +10,14 @@
 //   req.attributes = {{"namespace", "default"}, {"pod", "web-0"}};
 //   req.num_v4 = 1;  req.num_v6 = 1;
 //   auto ips = ipam.assign(req);              // result<std::vector<cnf::assigned_address>>
+//   ipam.addresses_of(req.handle);            // what the handle holds (CNI CHECK, ADD retries)
 //   ipam.release_handle(req.handle);
+//
+// A node's tunnel device (IP-in-IP, VXLAN) gets its address from the IPAM too, under a
+// handle of its own ("vxlan-tunnel-addr-<node>", as Calico names it). Assigning it again
+// returns the address the handle already holds:
+//
+//   auto tun = ipam.assign_tunnel_address(cnf::tunnel_kind::vxlan, cnf::ip_family::v4);
 //
 // Implementations: calico-ipam (blocks with node affinity), host-local (ranges).
 #pragma once
@@ -54,6 +61,18 @@ struct allocation {
   std::map<std::string, std::string> attributes;
 };
 
+/// The tunnel devices a node's address can be for.
+enum class tunnel_kind { ipip, vxlan };
+
+/// "ipip-tunnel-addr-<node>" / "vxlan-tunnel-addr-<node>": the handle of a node's tunnel
+/// address (Calico's names, so cluster state reads the same to both).
+inline std::string tunnel_handle(tunnel_kind k, std::string_view node) {
+  return std::string(k == tunnel_kind::ipip ? "ipip-tunnel-addr-" : "vxlan-tunnel-addr-") + std::string(node);
+}
+inline bool is_tunnel_handle(std::string_view h) noexcept {
+  return h.starts_with("ipip-tunnel-addr-") || h.starts_with("vxlan-tunnel-addr-") || h.starts_with("wireguard-tunnel-addr-");
+}
+
 struct block_usage {
   ip_prefix cidr;
   std::string affinity;  ///< "host:<node>" or empty
@@ -86,15 +105,23 @@ template <class T> concept ipam_release_addresses = requires(T& t, std::span<con
 template <class T> concept ipam_usage_ = requires(T& t) { { t.usage() } -> returns<ipam_usage>; };
 template <class T> concept ipam_allocations = requires(T& t) { { t.allocations() } -> returns<std::vector<allocation>>; };
 template <class T> concept ipam_gc = requires(T& t, std::string_view prefix, const std::set<std::string>& valid) { { t.gc(prefix, valid) } -> returns<gc_report>; };
+template <class T> concept ipam_addresses_of = requires(T& t, std::string_view h) { { t.addresses_of(h) } -> returns<std::vector<ip_address>>; };
+template <class T> concept ipam_tunnel = requires(T& t, tunnel_kind k, ip_family f) {
+  { t.assign_tunnel_address(k, f) } -> returns<assigned_address>;
+  { t.release_tunnel_address(k) } -> returns<void>;
+};
 }  // namespace detail
 
 /// An IPAM: assign(request), release_handle(handle), release_addresses(addresses),
 /// usage() (pools, blocks, counts), allocations() (every address in use with its handle),
 /// gc(handle_prefix, valid_handles) (release every handle starting with handle_prefix
-/// that is not in valid_handles).
+/// that is not in valid_handles), addresses_of(handle) (what a handle holds, sorted; empty
+/// when nothing), assign_tunnel_address(kind, family) (this node's tunnel address, the
+/// same one on every call until released) and release_tunnel_address(kind).
 template <class T>
 concept ipam = detail::ipam_assign<T> && detail::ipam_release_handle<T> && detail::ipam_release_addresses<T> &&
-               detail::ipam_usage_<T> && detail::ipam_allocations<T> && detail::ipam_gc<T>;
+               detail::ipam_usage_<T> && detail::ipam_allocations<T> && detail::ipam_gc<T> && detail::ipam_addresses_of<T> &&
+               detail::ipam_tunnel<T>;
 
 template <class T>
 consteval bool check_ipam() {
@@ -104,6 +131,9 @@ consteval bool check_ipam() {
   static_assert(detail::ipam_usage_<T>, "cnf::ipam needs: usage() -> ipam_usage or result<ipam_usage>");
   static_assert(detail::ipam_allocations<T>, "cnf::ipam needs: allocations() -> std::vector<allocation> or result<...>");
   static_assert(detail::ipam_gc<T>, "cnf::ipam needs: gc(std::string_view handle_prefix, const std::set<std::string>& valid) -> gc_report or result<gc_report>");
+  static_assert(detail::ipam_addresses_of<T>, "cnf::ipam needs: addresses_of(std::string_view handle) -> std::vector<ip_address> or result<...>");
+  static_assert(detail::ipam_tunnel<T>, "cnf::ipam needs: assign_tunnel_address(tunnel_kind, ip_family) -> assigned_address or result<...>, "
+                                        "and release_tunnel_address(tunnel_kind) -> void or result<void>");
   return ipam<T>;
 }
 
@@ -116,6 +146,9 @@ struct ipam_iface {
   virtual result<ipam_usage> usage() noexcept = 0;
   virtual result<std::vector<allocation>> allocations() noexcept = 0;
   virtual result<gc_report> gc(std::string_view prefix, const std::set<std::string>& valid) noexcept = 0;
+  virtual result<std::vector<ip_address>> addresses_of(std::string_view h) noexcept = 0;
+  virtual result<assigned_address> assign_tunnel_address(tunnel_kind k, ip_family f) noexcept = 0;
+  virtual result<void> release_tunnel_address(tunnel_kind k) noexcept = 0;
 };
 
 template <class T>
@@ -134,6 +167,13 @@ struct ipam_model final : ipam_iface {
   result<gc_report> gc(std::string_view prefix, const std::set<std::string>& valid) noexcept override {
     return call<gc_report>([&] { return impl.gc(prefix, valid); });
   }
+  result<std::vector<ip_address>> addresses_of(std::string_view h) noexcept override {
+    return call<std::vector<ip_address>>([&] { return impl.addresses_of(h); });
+  }
+  result<assigned_address> assign_tunnel_address(tunnel_kind k, ip_family f) noexcept override {
+    return call<assigned_address>([&] { return impl.assign_tunnel_address(k, f); });
+  }
+  result<void> release_tunnel_address(tunnel_kind k) noexcept override { return call<void>([&] { return impl.release_tunnel_address(k); }); }
   T impl;
 };
 }  // namespace detail
@@ -153,6 +193,9 @@ class any_ipam {
   result<ipam_usage> usage() const { return p_->usage(); }
   result<std::vector<allocation>> allocations() const { return p_->allocations(); }
   result<gc_report> gc(std::string_view prefix, const std::set<std::string>& valid) const { return p_->gc(prefix, valid); }
+  result<std::vector<ip_address>> addresses_of(std::string_view h) const { return p_->addresses_of(h); }
+  result<assigned_address> assign_tunnel_address(tunnel_kind k, ip_family f) const { return p_->assign_tunnel_address(k, f); }
+  result<void> release_tunnel_address(tunnel_kind k) const { return p_->release_tunnel_address(k); }
 
   const std::shared_ptr<detail::ipam_iface>& interface() const noexcept { return p_; }
 

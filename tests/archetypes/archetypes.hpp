@@ -24,6 +24,11 @@ struct ipam_archetype {
   cnf::ipam_usage usage() { return {}; }
   std::vector<cnf::allocation> allocations() { return {}; }
   cnf::gc_report gc(std::string_view, const std::set<std::string>&) { return {}; }
+  std::vector<cnf::ip_address> addresses_of(std::string_view) { return {}; }
+  cnf::assigned_address assign_tunnel_address(cnf::tunnel_kind, cnf::ip_family) {
+    return {cnf::ip_prefix::parse("10.0.0.2/32", true).value(), std::nullopt, "10.0.0.0/24"};
+  }
+  void release_tunnel_address(cnf::tunnel_kind) {}
 };
 
 struct routing_archetype {

@@ -643,7 +643,7 @@ TEST_CASE("check: leaks against workload endpoints, missing nodes, handles witho
   wep.kind = "WorkloadEndpoint";
   wep.ns = "default";
   wep.name = "node--1-k8s-pod--a-eth0";
-  wep.spec = R"({"node":"node-1","ipNetworks":[")" + a->front().address.to_string() + R"(","10.130.0.200/32"]})";
+  wep.spec = R"({"node":"node-1","containerID":"c-a","ipNetworks":[")" + a->front().address.to_string() + R"(","10.130.0.200/32"]})";
   REQUIRE(ds.create(wep));
   cnf::resource n2;
   n2.kind = "Node";

@@ -540,3 +540,39 @@ HL_CASE("through any_ipam, as the CNI plugin holds it") {
   REQUIRE(any.release_handle("net.any"));
   CHECK(any.allocations().value().empty());
 }
+
+HL_CASE("addresses_of lists what a handle holds; nothing for an unknown or released handle") {
+  auto ds = new_store();
+  cnf::host_local_ipam ipam(ds, cfg(R"(ranges = [[{ subnet = "10.1.0.0/24" }], [{ subnet = "fd00:1::/120" }]])"), "node-1");
+  auto a = ipam.assign(req("net.c1", 1, 1)).value();
+  REQUIRE(a.size() == 2);
+  CHECK(ipam.addresses_of("net.c1").value() == std::vector<cnf::ip_address>{ip("10.1.0.2"), ip("fd00:1::2")});
+  CHECK(ipam.addresses_of("net.c2").value().empty());
+  CHECK_FALSE(ipam.addresses_of(""));
+  REQUIRE(ipam.release_handle("net.c1"));
+  CHECK(ipam.addresses_of("net.c1").value().empty());
+}
+
+HL_CASE("the tunnel address: one per node and kind, the same on every call, released by kind") {
+  auto ds = new_store();
+  cnf::host_local_ipam ipam(ds, cfg(R"(ranges = [[{ subnet = "10.1.0.0/24" }]])"), "node-1");
+  cnf::any_ipam any(ipam);
+  auto t = any.assign_tunnel_address(cnf::tunnel_kind::vxlan, cnf::ip_family::v4).value();
+  CHECK(t.address == cnf::ip_prefix(ip("10.1.0.2"), 24));
+  CHECK(any.assign_tunnel_address(cnf::tunnel_kind::vxlan, cnf::ip_family::v4).value() == t);
+  CHECK(any.addresses_of("vxlan-tunnel-addr-node-1").value() == std::vector<cnf::ip_address>{ip("10.1.0.2")});
+  auto all = any.allocations().value();
+  REQUIRE(all.size() == 1);
+  CHECK(all[0].attributes["type"] == "vxlanTunnelAddress");
+  // Another kind is another handle; a family with no range is an error that says so.
+  CHECK(any.assign_tunnel_address(cnf::tunnel_kind::ipip, cnf::ip_family::v4).value().address.address() == ip("10.1.0.3"));
+  CHECK_FALSE(any.assign_tunnel_address(cnf::tunnel_kind::vxlan, cnf::ip_family::v6));
+  REQUIRE(any.release_tunnel_address(cnf::tunnel_kind::vxlan));
+  CHECK(any.addresses_of("vxlan-tunnel-addr-node-1").value().empty());
+  CHECK(any.addresses_of("ipip-tunnel-addr-node-1").value().size() == 1);
+  // Without a node name there is no handle to name.
+  cnf::host_local_ipam nameless(ds, cfg(R"(ranges = [[{ subnet = "10.1.0.0/24" }]])"));
+  auto e = nameless.assign_tunnel_address(cnf::tunnel_kind::vxlan, cnf::ip_family::v4);
+  REQUIRE_FALSE(e);
+  CHECK(e.error().message.find("node") != std::string::npos);
+}

@@ -212,14 +212,6 @@ std::string handle_name(std::string_view handle_id) {
   return sanitized(handle_id, 200);
 }
 
-std::string tunnel_handle(tunnel_kind k, std::string_view node) {
-  return std::string(k == tunnel_kind::ipip ? "ipip-tunnel-addr-" : "vxlan-tunnel-addr-") + std::string(node);
-}
-
-bool is_tunnel_handle(std::string_view h) {
-  return h.starts_with("ipip-tunnel-addr-") || h.starts_with("vxlan-tunnel-addr-") || h.starts_with("wireguard-tunnel-addr-");
-}
-
 // ---- JSON field readers (each error names resource and field) --------------------------------
 
 namespace {

@@ -1,6 +1,8 @@
 // calico-ipam functions for the `cnf ipam` tool: usage, lookup, check, release, configure.
 #include "internal.hpp"
 
+#include <cnf/model/workload_endpoint.hpp>
+
 #include <algorithm>
 
 CNF_BEGIN_NAMESPACE
@@ -401,26 +403,17 @@ result<check_report> check(const any_datastore& ds, const check_options& opt) {
     }
     std::map<ip_address, std::string> owned;  // address -> endpoint
     for (auto& e : eps) {
-      auto o = spec_object(e);
-      if (!o) {
-        add(problem::kind::invalid_resource, where(e), o.error().message);
+      auto w = model::parse_workload_endpoint(e);  // the framework's one WorkloadEndpoint model
+      if (!w) {
+        add(problem::kind::invalid_resource, where(e), w.error().message);
         continue;
       }
-      auto* nets = o->if_contains("ipNetworks");
-      if (!nets || !nets->is_array()) continue;
-      for (auto& n : nets->as_array()) {
-        if (!n.is_string()) continue;
-        std::string s(n.as_string());
-        auto p = ip_prefix::parse(s, true);
-        auto addr = p ? result<ip_address>(p->address()) : ip_address::parse(s);
-        if (!addr) {
-          add(problem::kind::invalid_resource, where(e), where(e) + ": spec.ipNetworks: '" + s + "' is not an address");
-          continue;
-        }
-        owned[*addr] = where(e);
-        bool pooled = std::any_of(all_pools.begin(), all_pools.end(), [&](const pool& p) { return p.cidr.contains(*addr); });
-        if (pooled && !in_use.count(*addr))
-          add(problem::kind::endpoint_without_allocation, where(e), where(e) + ": " + addr->to_string() + " is not allocated in IPAM", *addr);
+      for (auto& net : w->ip_networks) {
+        const ip_address addr = net.address();
+        owned[addr] = where(e);
+        bool pooled = std::any_of(all_pools.begin(), all_pools.end(), [&](const pool& p) { return p.cidr.contains(addr); });
+        if (pooled && !in_use.count(addr))
+          add(problem::kind::endpoint_without_allocation, where(e), where(e) + ": " + addr.to_string() + " is not allocated in IPAM", addr);
       }
     }
     for (auto& [a, h] : in_use) {

@@ -658,6 +658,62 @@ result<std::vector<allocation>> host_local_ipam::allocations() const {
   return out;
 }
 
+result<std::vector<ip_address>> host_local_ipam::addresses_of(std::string_view handle) const {
+  if (handle.empty()) return error(errc::invalid, "addresses_of: the handle is empty");
+  const auto& st = *s_;
+  resource_key hk{std::string(host_local::handle_kind), "", host_local::handle_name(st.cfg.scope, handle)};
+  auto cur = st.ds.get(hk);
+  if (!cur) {
+    if (cur.error().code == errc::not_found) return std::vector<ip_address>{};
+    return with_context(cur.error(), "addresses of " + std::string(handle) + ": reading " + hk.to_string());
+  }
+  auto rec = read_handle(*cur);
+  if (!rec) return rec.error();
+  // The handle lists what it was given; an entry whose allocation is gone or changed hands
+  // (a crash between the two writes of a release) is not the handle's any more.
+  std::vector<ip_address> out;
+  for (auto& e : rec->entries) {
+    resource_key ak{std::string(host_local::allocation_kind), "", host_local::allocation_name(st.cfg.scope, e.address)};
+    auto a = st.ds.get(ak);
+    if (!a) {
+      if (a.error().code == errc::not_found) continue;
+      return with_context(a.error(), "addresses of " + std::string(handle) + ": reading " + ak.to_string());
+    }
+    auto o = parse_spec(*a);
+    if (o && get_string(*o, "handle") == handle) out.push_back(e.address);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+result<assigned_address> host_local_ipam::assign_tunnel_address(tunnel_kind k, ip_family f) const {
+  if (s_->node.empty()) return error(errc::invalid, "host-local: a tunnel address needs the node's name (the plugin was made without one)");
+  const std::string h = tunnel_handle(k, s_->node);
+  auto held = addresses_of(h);
+  if (!held) return held.error();
+  for (auto& a : *held)
+    if (a.family() == f)
+      for (auto& set : s_->cfg.ranges)
+        for (auto& rg : set.ranges)
+          if (rg.contains(a)) return assigned_address{ip_prefix(a, rg.subnet.length()), rg.gateway, rg.subnet.to_string()};
+  if (!held->empty())
+    return error(errc::already_exists, "host-local: handle " + h + " holds " + held->front().to_string() + ", not an address of the asked family");
+  assign_request r;
+  r.handle = h;
+  r.attributes = {{"node", s_->node}, {"type", k == tunnel_kind::ipip ? "ipipTunnelAddress" : "vxlanTunnelAddress"}};
+  r.num_v4 = f == ip_family::v4 ? 1 : 0;
+  r.num_v6 = f == ip_family::v6 ? 1 : 0;
+  auto got = assign(r);
+  if (!got) return with_context(got.error(), "tunnel address for " + s_->node);
+  if (got->empty()) return error(errc::exhausted, "host-local: no range of that family for the tunnel address of " + s_->node);
+  return got->front();
+}
+
+result<void> host_local_ipam::release_tunnel_address(tunnel_kind k) const {
+  if (s_->node.empty()) return error(errc::invalid, "host-local: a tunnel address needs the node's name (the plugin was made without one)");
+  return release_handle(tunnel_handle(k, s_->node));
+}
+
 result<ipam_usage> host_local_ipam::usage() const {
   const auto& st = *s_;
   auto items = list_kind(st, host_local::allocation_kind);

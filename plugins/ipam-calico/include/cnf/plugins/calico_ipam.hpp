@@ -186,11 +186,10 @@ std::string affinity_name(std::string_view node, const ip_prefix& cidr);  ///< "
 std::string handle_name(std::string_view handle_id);               ///< lower-case, [a-z0-9.-], hashed when altered
 inline constexpr std::string_view config_name = "default";
 
-enum class tunnel_kind { ipip, vxlan };
-/// "ipip-tunnel-addr-<node>" / "vxlan-tunnel-addr-<node>": handles reserved for the
-/// address of a node's tunnel device.
-std::string tunnel_handle(tunnel_kind k, std::string_view node);
-bool is_tunnel_handle(std::string_view handle);
+// The handles of tunnel addresses (cnf/ipam.hpp).
+using cnf::is_tunnel_handle;
+using cnf::tunnel_handle;
+using cnf::tunnel_kind;
 
 // ---- the IPAM part -------------------------------------------------------------------
 

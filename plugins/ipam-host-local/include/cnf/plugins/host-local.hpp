@@ -186,6 +186,13 @@ class host_local_ipam {
   /// handle is valid: younger ones may belong to an assign still in flight.
   result<gc_report> gc(std::string_view prefix, const std::set<std::string>& valid) const;
 
+  /// The addresses the handle holds, sorted (empty when it holds none).
+  result<std::vector<ip_address>> addresses_of(std::string_view handle) const;
+  /// The node's tunnel address under handle tunnel_handle(k, node): the one it holds, else
+  /// a new one from the first range set of that family. Needs the node's name.
+  result<assigned_address> assign_tunnel_address(tunnel_kind k, ip_family f) const;
+  result<void> release_tunnel_address(tunnel_kind k) const;
+
   const host_local::config& configuration() const noexcept;
   /// Whether independent writes go out at once (config.parallel_writes, resolved).
   bool writes_in_parallel() const noexcept;
