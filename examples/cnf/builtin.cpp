@@ -12,7 +12,7 @@
 // plugin directory: the profile's plugin_path or $CNF_PLUGIN_PATH. Everything else (other
 // names, other parts) is loaded from the plugin directory as before.
 #include "app.hpp"
-#include "fail_fast.hpp"
+#include "cni/fail_fast.hpp"
 
 #if CNF_CNI_BUILTIN
 #include <cnf/plugin.hpp>
@@ -117,30 +117,14 @@ std::vector<std::string> builtin_plugin_names() {
   return out;
 }
 
+// One composition function (cnf::compose); the program only adds its built-in parts and,
+// for the CNI plugin, the fail-fast datastore.
 cnf::result<cnf::composition> compose_parts(const cnf::profile& prof, const cnf::plugin_loader& loader, const std::set<cnf::part>& which,
                                             cnf::plugin_context ctx, bool fail_fast) {
-  cnf::composition c;
-  if (ctx.node_name.empty()) ctx.node_name = prof.node_name();
-  auto build = [&]<cnf::part P>(typename cnf::part_traits<P>::any& out) -> cnf::result<void> {
-    if (!which.count(P) || !prof.choice(P)) return {};
-    const std::string& name = prof.choice(P)->plugin;
-    auto made = [&]() -> cnf::result<typename cnf::part_traits<P>::any> {
-      if (auto lp = builtin_for(P, name, loader)) return cnf::plugin_loader::make<P>(*lp, ctx, prof.config_for(P));
-      return loader.make<P>(name, ctx, prof.config_for(P));
-    }();
-    if (!made) return cnf::detail::at_choice(prof, P, made.error());
-    out = std::move(*made);
-    return {};
-  };
-  // The datastore first: it goes into the context of the others (as cnf::compose does).
-  if (auto r = build.template operator()<cnf::part::datastore>(c.datastore); !r) return r.error();
-  if (fail_fast && c.datastore) c.datastore = fail_fast_datastore(std::move(c.datastore));
-  ctx.datastore = c.datastore;
-  if (auto r = build.template operator()<cnf::part::ipam>(c.ipam); !r) return r.error();
-  if (auto r = build.template operator()<cnf::part::routing>(c.routing); !r) return r.error();
-  if (auto r = build.template operator()<cnf::part::encapsulation>(c.encapsulation); !r) return r.error();
-  if (auto r = build.template operator()<cnf::part::policy>(c.policy); !r) return r.error();
-  return c;
+  cnf::compose_hooks hooks;
+  hooks.resolve = [&](cnf::part p, const std::string& name) { return builtin_for(p, name, loader); };
+  if (fail_fast) hooks.wrap_datastore = [](cnf::any_datastore d) { return fail_fast_datastore(std::move(d)); };
+  return cnf::compose(prof, loader, which, std::move(ctx), hooks);
 }
 
 }  // namespace cnf_app

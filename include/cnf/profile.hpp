@@ -30,6 +30,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -279,19 +280,35 @@ inline error at_choice(const profile& p, part prt, const error& e) {
 }
 }  // namespace detail
 
+/// How a host adapts composition, for hosts that need it (the cnf program links some parts
+/// in, and wraps the CNI plugin's datastore so that it fails fast). Both are optional.
+struct compose_hooks {
+  /// A plugin to use instead of loading `name` for `part` (nullopt: load it as usual).
+  std::function<std::optional<loaded_plugin>(part, const std::string& name)> resolve;
+  /// Applied to the datastore before it goes into the other parts' context.
+  std::function<any_datastore(any_datastore)> wrap_datastore;
+};
+
 /// Loads and builds the parts in `which` (the datastore first: it goes into the
-/// context of the others).
-inline result<composition> compose(const profile& p, const plugin_loader& loader, std::set<part> which, plugin_context ctx) {
+/// context of the others). Errors point at the profile's line of the part's choice.
+inline result<composition> compose(const profile& p, const plugin_loader& loader, std::set<part> which, plugin_context ctx,
+                                   const compose_hooks& hooks = {}) {
   composition c;
   if (ctx.node_name.empty()) ctx.node_name = p.node_name();
   auto build = [&]<part P>(typename part_traits<P>::any& out) -> result<void> {
     if (!which.count(P) || !p.choice(P)) return {};
-    auto made = loader.make<P>(p.choice(P)->plugin, ctx, p.config_for(P));
+    const std::string& name = p.choice(P)->plugin;
+    auto made = [&]() -> result<typename part_traits<P>::any> {
+      if (hooks.resolve)
+        if (auto lp = hooks.resolve(P, name)) return plugin_loader::make<P>(*lp, ctx, p.config_for(P));
+      return loader.make<P>(name, ctx, p.config_for(P));
+    }();
     if (!made) return detail::at_choice(p, P, made.error());
     out = std::move(*made);
     return {};
   };
   if (auto r = build.template operator()<part::datastore>(c.datastore); !r) return r.error();
+  if (hooks.wrap_datastore && c.datastore) c.datastore = hooks.wrap_datastore(std::move(c.datastore));
   ctx.datastore = c.datastore;
   if (auto r = build.template operator()<part::ipam>(c.ipam); !r) return r.error();
   if (auto r = build.template operator()<part::routing>(c.routing); !r) return r.error();
