@@ -29,15 +29,15 @@ inline int& exit_code() {
 }
 
 void add_core_commands(CLI::App& app);
-/// cnf ipam show|check|release|configure (cmd_ipam.cpp); cnf apply|get|delete
-/// (cmd_resources.cpp). Both register nothing when built without calico-ipam or yaml-cpp.
+/// cnf ipam show|check|release|configure (cli/cmd_ipam.cpp); cnf apply|get|delete
+/// (cli/cmd_resources.cpp). Both register nothing when built without calico-ipam or yaml-cpp.
 void add_ipam_commands(CLI::App& app);
 void add_resource_commands(CLI::App& app);
-/// cnf agent (cmd_agent.cpp): serves the CNI plugin's calls over the profile's agent_socket.
+/// cnf agent (agent/cmd_agent.cpp): serves the CNI plugin's calls over the profile's agent_socket.
 void add_agent_command(CLI::App& app);
-/// cnf node status (cmd_node.cpp): the running agent's view, like calicoctl node status.
+/// cnf node status (cli/cmd_node.cpp): the running agent's view, like calicoctl node status.
 void add_node_commands(CLI::App& app);
-/// cnf lab up|down|pod|exec|ping|status (cmd_lab.cpp, lab/): a cluster in a box.
+/// cnf lab up|down|pod|exec|ping|status (cli/cmd_lab.cpp, lab/): a cluster in a box.
 void add_lab_command(CLI::App& app);
 
 /// CNI mode: stdin config, CNI_* environment, result or error JSON on stdout.
@@ -45,7 +45,7 @@ int run_cni(int argc, char** argv);
 
 /// cnf::compose, except that the parts linked into this program (builtin.cpp; CMake
 /// option CNF_CNI_BUILTIN_PLUGINS) are made without loading their plugin library.
-/// fail_fast: the datastore is wrapped in fail_fast_datastore (fail_fast.hpp) before the
+/// fail_fast: the datastore is wrapped in fail_fast_datastore (cni/fail_fast.hpp) before the
 /// other parts get it: for a CNI call, which must fail within one datastore timeout.
 cnf::result<cnf::composition> compose_parts(const cnf::profile& prof, const cnf::plugin_loader& loader, const std::set<cnf::part>& which,
                                             cnf::plugin_context ctx, bool fail_fast = false);

@@ -14,7 +14,7 @@
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
 
-#include "../../examples/cnf/agent_client.hpp"
+#include "../../examples/cnf/cni/agent_client.hpp"
 #include "../support/process.hpp"
 
 #include <boost/json.hpp>

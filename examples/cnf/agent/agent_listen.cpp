@@ -1,4 +1,4 @@
-#include "agent_listen.hpp"
+#include "agent/agent_listen.hpp"
 
 #include <sys/epoll.h>
 #include <sys/un.h>

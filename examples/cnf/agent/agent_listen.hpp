@@ -12,8 +12,8 @@
 // own user id (SO_PEERCRED) and closes the others' connections unread (the caller then does
 // its call itself). One pollable fd stands for both addresses, so an event loop watches one.
 #pragma once
-#include "agent_client.hpp"
-#include "cni_call.hpp"
+#include "cni/agent_client.hpp"
+#include "cni/cni_call.hpp"
 
 #include <cnf/error.hpp>
 

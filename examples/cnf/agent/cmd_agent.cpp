@@ -14,11 +14,11 @@
 // writes) is the same code (run_cni_call). Calls are served one at a time, in the order
 // they arrive. When no agent listens, the plugin does its calls itself, so starting and
 // stopping the agent never breaks pod networking.
-#include "agent_client.hpp"
-#include "agent_listen.hpp"
+#include "cni/agent_client.hpp"
+#include "agent/agent_listen.hpp"
 #include "app.hpp"
-#include "cni_call.hpp"
-#include "cni_log.hpp"
+#include "cni/cni_call.hpp"
+#include "cni/cni_log.hpp"
 #include "agent/node_agent.hpp"
 
 #include <cnf/event_loop.hpp>

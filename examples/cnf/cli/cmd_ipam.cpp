@@ -1,9 +1,9 @@
 // cnf ipam show | check | release | configure — calicoctl's `ipam` commands over
 // calico-ipam's state in the profile's datastore (calico_ipam.hpp does the work).
-#include "tool.hpp"
+#include "cli/tool.hpp"
 
 #if CNF_TOOL_CALICO
-#include "workload.hpp"
+#include "cni/workload.hpp"
 
 #include <cnf/plugins/calico_ipam.hpp>
 

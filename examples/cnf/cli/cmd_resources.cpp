@@ -5,7 +5,7 @@
 // apply validates every document, and the whole set against what the datastore holds
 // (overlapping pools, changed CIDRs, reservations outside every pool), before it writes
 // the first one: a bad file writes nothing.
-#include "tool.hpp"
+#include "cli/tool.hpp"
 
 #if CNF_TOOL_CALICO
 #include <cnf/plugins/calico_ipam.hpp>

@@ -1,4 +1,4 @@
-#include "tool.hpp"
+#include "cli/tool.hpp"
 
 #include <cmath>
 #include <fstream>

@@ -14,8 +14,8 @@
 // Addresses: "@<name>" is a name in the abstract namespace (agent_address.h), anything else
 // a socket file's path.
 #pragma once
-#include "../cnf-shim/agent_address.h"
-#include "cni_call.hpp"
+#include "../../cnf-shim/agent_address.h"
+#include "cni/cni_call.hpp"
 
 #include <cnf/error.hpp>
 

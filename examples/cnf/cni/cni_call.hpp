@@ -1,5 +1,5 @@
 // One CNI call as data, so that it can be run by the process the runtime exec'd or handed
-// to `cnf agent` and run there (cmd_agent.cpp). The wire between the plugin and the agent
+// to `cnf agent` and run there (agent/cmd_agent.cpp). The wire between the plugin and the agent
 // is agent_client.hpp's; where the agent listens, agent_listen.hpp's.
 #pragma once
 #include <cnf/profile.hpp>

@@ -3,11 +3,11 @@
 // stdin: network config; environment: CNI_*; stdout: only the result or the error JSON;
 // logs: stderr and, when the profile names one, a log file. Only the parts a command
 // needs are loaded (datastore and IPAM), never routing or policy.
-#include "agent_client.hpp"
+#include "cni/agent_client.hpp"
 #include "app.hpp"
-#include "cni_call.hpp"
-#include "cni_log.hpp"
-#include "workload.hpp"
+#include "cni/cni_call.hpp"
+#include "cni/cni_log.hpp"
+#include "cni/workload.hpp"
 
 #include <cnf/cni/config.hpp>
 #include <cnf/cni/env.hpp>

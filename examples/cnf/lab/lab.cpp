@@ -4,6 +4,7 @@
 #include "app.hpp"
 
 #include <cnf/loader.hpp>
+#include <cnf/model/workload_endpoint.hpp>
 #include <cnf/netlink/address.hpp>
 #include <cnf/netlink/link.hpp>
 #include <cnf/netlink/netns.hpp>
@@ -560,8 +561,44 @@ std::string cni_failure(const run_result& r) {
   return "exit " + std::to_string(r.status) + (r.out.empty() ? "" : ": " + r.out) + (r.err.empty() ? "" : " " + r.err);
 }
 
+/// Writes the pod's --labels on its WorkloadEndpoint, next to the labels the CNI plugin put
+/// there (projectcalico.org/*): the lab is the orchestrator, and policy selects pods by
+/// these labels on every datastore. Runs in a thread inside the node's namespace, where the
+/// node's datastore is reachable (the lab's etcd listens in the router namespace).
+void label_pod(const pod_state& p, const node_state& n) {
+  std::string failure;
+  std::thread t([&] {
+    try {
+      nl::unique_fd fd(::open(netns_path(n.netns).c_str(), O_RDONLY | O_CLOEXEC));
+      if (fd.get() < 0 || ::setns(fd.get(), CLONE_NEWNET) != 0) throw lab_error("entering " + n.netns + ": " + std::strerror(errno));
+      auto prof = cnf::load_profile(n.profile);
+      if (!prof) throw lab_error(prof.error().message);
+      cnf::plugin_loader loader(plugin_search_path(&*prof));
+      cnf::plugin_context ctx;
+      ctx.node_name = n.name;
+      auto parts = compose_parts(*prof, loader, {cnf::part::datastore}, ctx);
+      if (!parts) throw lab_error(parts.error().message);
+      const cnf::resource_key key{std::string(cnf::kinds::workload_endpoint), p.ns, cnf::model::workload_endpoint_name(n.name, true, p.name, "eth0")};
+      for (int attempt = 0;; ++attempt) {
+        auto cur = parts->datastore.get(key);
+        if (!cur) throw lab_error("reading " + key.to_string() + ": " + cur.error().message);
+        auto next = *cur;
+        for (auto& [k, v] : p.labels) next.labels[k] = v;
+        auto u = parts->datastore.update(next);
+        if (u) return;
+        if (u.error().code != cnf::errc::conflict || attempt >= 10) throw lab_error("writing " + key.to_string() + ": " + u.error().message);
+      }
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  });
+  t.join();
+  if (!failure.empty()) throw lab_error("pod " + p.key() + ": labels: " + failure);
+}
+
 /// Makes the pod's namespace and runs the CNI ADD in its node's namespace. On failure,
-/// nothing of the pod is left (the plugin undoes its own ADD).
+/// nothing of the pod is left (the plugin undoes its own ADD; a pod whose labels
+/// cannot be written is DELeted).
 void network_pod(pod_state& p, const node_state& n, bool pin) {
   create_netns(p.netns);
   try {
@@ -579,6 +616,15 @@ void network_pod(pod_state& p, const node_state& n, bool pin) {
           if (p.ip.empty() && addr.find(':') == std::string::npos) p.ip = addr;
         }
     if (pin) pin_pod(p, n, v.as_object());
+    if (!p.labels.empty()) {
+      try {
+        label_pod(p, n);
+      } catch (...) {
+        // No half-made pod: take back what the ADD did.
+        (void)run_in_netns(n.netns, {self_exe()}, cni_env("DEL", p), cni_config(n), std::chrono::seconds(60));
+        throw;
+      }
+    }
   } catch (...) {
     delete_netns(p.netns);
     throw;
