@@ -175,6 +175,10 @@ TEST_CASE("cnf lab: up, pods, ping, status, exec, a crashed agent, down leaves n
   CHECK(status.status == 0);
   CHECK_THAT(status.out, Contains("web/extra"));
   CHECK_THAT(status.out, Contains("app=web,tier=front"));
+  // The labels are on the pod's WorkloadEndpoint in the lab's (local) datastore, beside the
+  // CNI's own, where policy selectors find them.
+  CHECK_THAT(sh("grep -rah 'k8s--w1-k8s-extra-eth0' " + (d.path / "datastore").string() + " | tail -n 1"),
+             Contains("\"tier\":\"front\"") && Contains("\"projectcalico.org/namespace\":\"web\""));
   CHECK(namespaces_of(id).size() == 14);
   auto again = lab(d, {"pod", "add", "web/extra"});
   CHECK(again.status == 1);
