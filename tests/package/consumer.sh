@@ -17,6 +17,8 @@ echo "$ver" | grep -q '"supportedVersions":\["0.3.0","0.3.1","0.4.0","1.0.0","1.
 test -f "$prefix/lib/cmake/cnf/cnfConfig.cmake"
 test -f "$prefix/lib/cmake/cnf/cnfConfigVersion.cmake"
 test -f "$prefix/include/cnf/cnf.hpp"
+test -f "$prefix/lib/libcnf_runtime.a"
+grep -q "cnf::runtime" "$prefix/lib/cmake/cnf/cnfTargets.cmake" || { echo "FAIL: cnf::runtime is not exported"; exit 1; }
 
 build() {  # $1 = build dir, $2... = extra cmake args
   local b=$1; shift
