@@ -14,7 +14,8 @@ cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCNF_WE
 cmake --build "$build" -j"$jobs"
 
 echo "== tests"
-(cd "$build" && ctest --output-on-failure --timeout 900)
+# Two at a time: tests that must not share the machine say so (RUN_SERIAL, RESOURCE_LOCK).
+(cd "$build" && ctest --output-on-failure --timeout 900 -j"$jobs")
 
 echo "== unit tests under ASan+UBSan"
 cmake -S "$here" -B "$asan" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCNF_WERROR=ON -DCNF_SANITIZE=ON > /dev/null

@@ -45,7 +45,7 @@ struct store {
 
   explicit store(const std::string& node = "node-1") {
     write_file(profile, "[node]\nname = \"" + node + "\"\n\n[datastore]\nplugin = \"local\"\ndir = \"" + state +
-                            "\"\nfsync = false\n\n[ipam]\nplugin = \"calico-ipam\"\n");
+                            "\"\nfsync = false\n\n[ipam]\nplugin = \"calico-ipam\"\nlock_dir = \"" + (dir.path / "locks").string() + "\"\n");
   }
   std::string file(const std::string& name, const std::string& text) const {
     auto p = (dir.path / name).string();

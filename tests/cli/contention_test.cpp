@@ -726,7 +726,8 @@ class run {
     for (std::size_t n = 0; n < node_count; ++n) {
       auto path = C.dir() / ("profile-" + id_ + "-" + node_name(n) + ".toml");
       write_file(path, "[node]\nname = \"" + node_name(n) + "\"\n\n[cni]\nlog_file = \"" + (C.dir() / ("cnf-" + id_ + ".log")).string() +
-                           "\"\n\n" + ds + "\n[ipam]\nplugin = \"calico-ipam\"\n");
+                           "\"\n\n" + ds + "\n[ipam]\nplugin = \"calico-ipam\"\nlock_dir = \"" +
+                           (C.dir() / ("locks-" + id_)).string() + "\"\n");  // per cluster: not /run/cnf, shared with other tests
       profiles.push_back(path.string());
     }
     std::string tag = std::to_string(::getpid());
