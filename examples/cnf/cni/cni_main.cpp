@@ -450,11 +450,10 @@ cni::add_result attachment_result(const context& c, const std::string& host_if, 
 /// requested address held by another pod), and the caller reports that.
 std::optional<cni::result<cni::add_result>> repeated_add(context& c, const std::string& handle, const std::string& host_if,
                                                          const std::vector<cnf::ip_address>& requested) {
-  auto allocs = c.parts.ipam.allocations();
-  if (!allocs) return std::nullopt;
+  auto addrs = c.parts.ipam.addresses_of(handle);
+  if (!addrs) return std::nullopt;
   std::vector<cnf::ip_prefix> held;
-  for (auto& a : *allocs)
-    if (a.handle == handle) held.emplace_back(a.address, a.address.bits());
+  for (auto& a : *addrs) held.emplace_back(a, a.bits());
   if (held.empty()) return std::nullopt;
   const std::string what = fmt::format("container {} already holds {} on network {}", c.env.container_id, join_prefixes(held), c.cfg.name);
 
@@ -646,11 +645,9 @@ cni::result<void> cmd_check(context& c) {
     // The delegate checks its own allocation (the spec: CHECK is passed on to delegates).
     if (auto r = delegate_ipam(c.env, c.vars, c.cfg, "CHECK"); !r) problems.push_back(r.error().msg);
   } else {
-    auto allocs = c.parts.ipam.allocations();
-    if (!allocs) return from_part(allocs.error(), "ipam: allocations");
-    std::set<cnf::ip_address> held;
-    for (auto& a : *allocs)
-      if (a.handle == handle_for(c)) held.insert(a.address);
+    auto addrs = c.parts.ipam.addresses_of(handle_for(c));
+    if (!addrs) return from_part(addrs.error(), "ipam: addresses of " + handle_for(c));
+    const std::set<cnf::ip_address> held(addrs->begin(), addrs->end());
     for (auto& a : pr.addresses)
       if (!held.count(a.address())) problems.push_back("ipam: " + a.address().to_string() + " is not allocated to " + handle_for(c));
   }
@@ -735,15 +732,9 @@ bool ipam_invocation(const cni::net_config& cfg, std::string_view self) {
   return cfg.ipam && cfg.ipam->type == self && cfg.type != self;
 }
 
-/// The addresses `handle` holds (bare addresses: allocations carry no prefix).
-cnf::result<std::vector<cnf::ip_address>> held_by(context& c, const std::string& handle) {
-  auto allocs = c.parts.ipam.allocations();
-  if (!allocs) return std::move(allocs).error();
-  std::vector<cnf::ip_address> held;
-  for (auto& a : *allocs)
-    if (a.handle == handle) held.push_back(a.address);
-  return held;
-}
+/// The addresses `handle` holds (bare addresses: allocations carry no prefix). The IPAM
+/// finds them by the handle, not by listing every allocation.
+cnf::result<std::vector<cnf::ip_address>> held_by(context& c, const std::string& handle) { return c.parts.ipam.addresses_of(handle); }
 
 cni::result<cni::add_result> ipam_add(context& c) {
   const std::string handle = handle_for(c);
