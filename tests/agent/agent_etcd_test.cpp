@@ -60,17 +60,8 @@ TEST_CASE("an agent on etcd: not ready before its first sync, keeps the kernel w
   auto agent_a = start_agent(na);
 
   // A pod on A: B routes its block.
-  const std::string conf = R"({"cniVersion":"1.0.0","name":"k8s-pod-network","type":"cnf","profile":")" + na.profile + "\"}";
-  auto add = cnf_test::run_process({ip_binary(), "netns", "exec", a.name(), cnf_bin},
-                                   {"CNI_COMMAND=ADD", "CNI_CONTAINERID=agent-etcd-1", "CNI_NETNS=" + pod.path(), "CNI_IFNAME=eth0",
-                                    "CNI_PATH=" + std::string(CNF_TEST_BIN_DIR), "PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
-                                   conf);
-  INFO(add.describe());
-  REQUIRE(add.status == 0);
-  auto res = boost::json::parse(add.out).as_object();
-  std::string pod_ip(res.at("ips").as_array().at(0).as_object().at("address").as_string());
-  pod_ip = pod_ip.substr(0, pod_ip.find('/'));
-  const auto block = cnf::ip_prefix(cnf::ip_address::parse(pod_ip).value(), 26).canonical().to_string();
+  const std::string pod_ip = add_pod(a, na.profile, pod, "agent-etcd-1");
+  const auto block = block_of(pod_ip);
   INFO("B's cnf routes:\n" << cnf_routes(b));
   REQUIRE(wait_for([&] { return cnf_routes(b).find(block + " via 192.168.78.1 dev eth0") != std::string::npos; }));
 

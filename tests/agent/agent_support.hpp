@@ -187,4 +187,23 @@ inline cnf::resource ipam_block(const std::string& cidr, const std::string& name
   return r;
 }
 
+/// A pod ADD on `node` through the CNI binary run in the node's namespace, as a runtime
+/// does; returns the pod's first address (without prefix length). Throws when the ADD fails.
+inline std::string add_pod(const test_netns& node, const std::string& profile, const test_netns& pod, const std::string& container_id) {
+  const std::string conf = R"({"cniVersion":"1.0.0","name":"k8s-pod-network","type":"cnf","profile":")" + profile + "\"}";
+  auto add = cnf_test::run_process({ip_binary(), "netns", "exec", node.name(), cnf_bin},
+                                   {"CNI_COMMAND=ADD", "CNI_CONTAINERID=" + container_id, "CNI_NETNS=" + pod.path(), "CNI_IFNAME=eth0",
+                                    "CNI_PATH=" + std::string(CNF_TEST_BIN_DIR), "PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+                                   conf);
+  if (add.status != 0) throw std::runtime_error("CNI ADD failed: " + add.describe());
+  auto res = boost::json::parse(add.out).as_object();
+  std::string ip(res.at("ips").as_array().at(0).as_object().at("address").as_string());
+  return ip.substr(0, ip.find('/'));
+}
+
+/// The /26 block an address is in (calico-ipam's block size in these tests).
+inline std::string block_of(const std::string& ip) {
+  return cnf::ip_prefix(cnf::ip_address::parse(ip).value(), 26).canonical().to_string();
+}
+
 }  // namespace agent_test

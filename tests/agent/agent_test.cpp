@@ -62,17 +62,8 @@ TEST_CASE("agents with direct routing: blocks routed via node addresses, restart
   CHECK(node_a->labels.at("zone") == "z1");
 
   // A pod ADD on node A, through the CNI binary run in A's namespace.
-  const std::string conf = R"({"cniVersion":"1.0.0","name":"k8s-pod-network","type":"cnf","profile":")" + na.profile + "\"}";
-  auto add = cnf_test::run_process({ip_binary(), "netns", "exec", a.name(), cnf_bin},
-                                   {"CNI_COMMAND=ADD", "CNI_CONTAINERID=agent-test-1", "CNI_NETNS=" + pod.path(), "CNI_IFNAME=eth0",
-                                    "CNI_PATH=" + std::string(CNF_TEST_BIN_DIR), "PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
-                                   conf);
-  INFO(add.describe());
-  REQUIRE(add.status == 0);
-  auto res = boost::json::parse(add.out).as_object();
-  std::string pod_ip(res.at("ips").as_array().at(0).as_object().at("address").as_string());
-  pod_ip = pod_ip.substr(0, pod_ip.find('/'));
-  auto block = cnf::ip_prefix(cnf::ip_address::parse(pod_ip).value(), 26).canonical().to_string();
+  const std::string pod_ip = add_pod(a, na.profile, pod, "agent-test-1");
+  const auto block = block_of(pod_ip);
 
   // B routes A's block via A's address; A blackholes it. Checked in each kernel.
   INFO("B's cnf routes:\n" << cnf_routes(b) << "A's cnf routes:\n" << cnf_routes(a));
