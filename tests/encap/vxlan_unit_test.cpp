@@ -1,5 +1,6 @@
 // The vxlan part without a kernel: CrossSubnet, the MAC derivation, the per-node plan and its
 // kernel diff, and the netlink requests it builds (decoded back).
+#include <cnf/loader.hpp>
 #include <cnf/netlink/vxlan.hpp>
 #include <cnf/plugins/vxlan.hpp>
 
@@ -191,4 +192,23 @@ TEST_CASE("vxlan: without a kernel start, changes only wait for apply", "[unit][
   CHECK(st.mode == cnf::encap_mode::never);  // no pool, no override
   e.set_pools({{"p", pfx("10.244.0.0/16"), cnf::encap_mode::cross_subnet}});
   CHECK(e.status().mode == cnf::encap_mode::cross_subnet);
+}
+
+TEST_CASE("vxlan plugin: the [encapsulation] section, and bad values named by key", "[unit][vxlan][plugin]") {
+  cnf::plugin_loader loader({CNF_TEST_PLUGIN_DIR});
+  auto lp = loader.find(cnf::part::encapsulation, "vxlan");
+  if (!lp) {
+    WARN("plugin not built: " << lp.error().message);
+    return;
+  }
+  const std::string good = "[encapsulation]\nplugin = 'vxlan'\nvni = 4097\nport = 8472\nmtu = 1400\nmode = 'CrossSubnet'\n";
+  CHECK(cnf::plugin_loader::validate(*lp, {good, "p.toml", "encapsulation"}));
+  const std::string bad = "[encapsulation]\nplugin = 'vxlan'\nvni = 0\nport = 70000\nmode = 'crosssubnet'\nmtuu = 1400\n";
+  auto r = cnf::plugin_loader::validate(*lp, {bad, "p.toml", "encapsulation"});
+  REQUIRE_FALSE(r);
+  const auto& m = r.error().message;
+  CHECK_THAT(m, Catch::Contains("p.toml:3:7: encapsulation.vni: must be between 1 and 16777215"));
+  CHECK_THAT(m, Catch::Contains("encapsulation.port: must be a UDP port"));
+  CHECK_THAT(m, Catch::Contains("encapsulation.mode: 'crosssubnet' is not a mode; expected Always, CrossSubnet or Never"));
+  CHECK_THAT(m, Catch::Contains("encapsulation.mtuu: unknown key") && Catch::Contains("mtu"));
 }
