@@ -48,6 +48,15 @@ inline constexpr std::string_view to_string(encap_mode m) noexcept {
   return "?";
 }
 
+/// An IP pool as encapsulation sees it: its CIDR and its mode (IPPool spec.vxlanMode for
+/// vxlan, spec.ipipMode for ipip). A block takes the mode of the pool that contains it.
+struct encap_pool {
+  std::string name;
+  ip_prefix cidr;
+  encap_mode mode = encap_mode::never;
+  friend bool operator==(const encap_pool&, const encap_pool&) = default;
+};
+
 struct tunnel_info {
   std::string device;
   std::optional<ip_address> address;
@@ -118,6 +127,11 @@ struct encap_iface {
   virtual result<void> apply() noexcept = 0;
   virtual result<encap_status> status() noexcept = 0;
   virtual result<void> stop() noexcept = 0;
+  /// Optional (not part of the concept): the pools and their modes; a part without
+  /// set_pools(const std::vector<encap_pool>&) answers errc::unsupported.
+  virtual result<void> set_pools(const std::vector<encap_pool>&) noexcept {
+    return error(errc::unsupported, "this encapsulation part takes no per-pool modes");
+  }
 };
 
 template <class T>
@@ -131,6 +145,10 @@ struct encap_model final : encap_iface {
   result<void> apply() noexcept override { return call<void>([&] { return impl.apply(); }); }
   result<encap_status> status() noexcept override { return call<encap_status>([&] { return impl.status(); }); }
   result<void> stop() noexcept override { return call<void>([&] { return impl.stop(); }); }
+  result<void> set_pools(const std::vector<encap_pool>& p) noexcept override {
+    if constexpr (requires { impl.set_pools(p); }) return call<void>([&] { return impl.set_pools(p); });
+    else return encap_iface::set_pools(p);
+  }
   T impl;
 };
 }  // namespace detail
@@ -151,6 +169,8 @@ class any_encapsulation {
   result<void> apply() const { return p_->apply(); }
   result<encap_status> status() const { return p_->status(); }
   result<void> stop() const { return p_->stop(); }
+  /// The pools' modes (optional for a part: errc::unsupported when it has none).
+  result<void> set_pools(const std::vector<encap_pool>& p) const { return p_->set_pools(p); }
   const std::shared_ptr<detail::encap_iface>& interface() const noexcept { return p_; }
 
  private:

@@ -20,6 +20,11 @@ struct node_info {
   std::uint32_t asn = 0;             ///< BGP AS number, 0 when not routing with BGP
   std::string router_id;
   std::map<std::string, std::string> labels;
+  /// This node's tunnel endpoints once the host has them (assigned through IPAM, written on
+  /// its Node): spec.ipv4VXLANTunnelAddr, spec.vxlanTunnelMACAddr, spec.bgp.ipv4IPIPTunnelAddr.
+  std::optional<ip_address> vxlan_tunnel_address;
+  std::optional<mac_address> vxlan_tunnel_mac;
+  std::optional<ip_address> ipip_tunnel_address;
   friend bool operator==(const node_info&, const node_info&) = default;
 };
 

@@ -169,7 +169,7 @@ int run_agent(const std::string& profile_arg) {
     return 2;
   }
   // With [routing] the agent is the node agent too; it always serves CNI calls at @cnf-agent.
-  const bool node_mode = prof->routing.has_value();
+  const bool node_mode = prof->routing.has_value() || prof->encapsulation.has_value();
   log.configure(prof->cni.level, prof->cni.log_file);
   cnf::event_loop loop;  // before the parts, which keep a pointer to it
 
@@ -205,13 +205,19 @@ int run_agent(const std::string& profile_arg) {
     ctx.node_name = prof->node_name();
     ctx.log = &log;
     ctx.exec = &loop;
-    auto parts = compose_parts(*prof, loader, {cnf::part::datastore, cnf::part::routing}, ctx, /*fail_fast=*/false);
+    std::set<cnf::part> which{cnf::part::datastore, cnf::part::routing};
+    if (prof->encapsulation) {
+      which.insert(cnf::part::encapsulation);
+      if (prof->ipam) which.insert(cnf::part::ipam);  // this node's tunnel address
+    }
+    auto parts = compose_parts(*prof, loader, which, ctx, /*fail_fast=*/false);
     if (!parts) {
       std::cerr << "cnf agent: " << parts.error().message << "\n";
       return 2;
     }
     node_parts = std::move(*parts);
     node = std::make_unique<node_agent>(loop, log, *prof, node_parts.datastore, node_parts.routing);
+    if (node_parts.encapsulation) node->set_encapsulation(node_parts.encapsulation, node_parts.ipam);
     if (auto r = node->start(); !r) {
       std::cerr << "cnf agent: " << r.error().message << "\n";
       return 2;

@@ -18,6 +18,7 @@ namespace {
 
 constexpr const char* owner_blackhole = "blackhole";
 constexpr const char* owner_routing = "routing";
+constexpr const char* owner_vxlan = "vxlan";
 
 // The node agent's routes (blackholes, routes to other nodes' blocks) carry a protocol of
 // their own, next to cnf's 80: the CNI plugin writes each pod's host route with 80, and the
@@ -158,6 +159,7 @@ cnf::result<void> node_agent::start() {
   rt_ = std::make_unique<cnf::route_table>(loop_, ro);
   rt_->set_owner_priority(owner_blackhole, 20);  // this node's blocks are never routed elsewhere
   rt_->set_owner_priority(owner_routing, 10);
+  rt_->set_owner_priority(owner_vxlan, 15);  // Always: the tunnel wins over a direct route
 
   std::string addr_text;
   for (auto& a : self_.addresses) addr_text += (addr_text.empty() ? "" : ", ") + a.to_string();
@@ -178,6 +180,7 @@ cnf::result<void> node_agent::start() {
 
 void node_agent::stop() {
   if (register_timer_) loop_.cancel(std::exchange(register_timer_, 0));
+  if (encap_retry_) loop_.cancel(std::exchange(encap_retry_, 0));
   if (sync_) sync_->stop();
   // The route table goes first, leaving the kernel as it is: what the routing part withdraws
   // as it stops must not reach the kernel (the next agent takes the routes over unchanged).
@@ -297,6 +300,14 @@ void node_agent::recalculate() {
       e.kind = cnf::route_entry::type::blackhole;
       rt_->set(owner_blackhole, e);
     }
+  // The other nodes, as the parts see them: only those that changed reach a part.
+  std::map<std::string, cnf::remote_node> now;
+  for (auto& [name, n] : nodes_) {
+    if (name == name_) continue;
+    auto b = blocks.count(name) ? blocks[name] : std::vector<cnf::ip_prefix>{};
+    std::sort(b.begin(), b.end());
+    now.emplace(name, cnf::model::to_remote_node(n, std::move(b)));
+  }
   if (routing_) {
     if (!routing_started_) {
       if (auto r = routing_.start(self_, *this); !r) log_.error("routing: start: " + r.error().message);
@@ -308,14 +319,6 @@ void node_agent::recalculate() {
     for (auto& p : own)
       if (!own_blocks_.count(p))
         if (auto r = routing_.advertise(p); !r) log_.warn("routing: advertise " + p.to_string() + ": " + r.error().message);
-    // The other nodes: only those that changed reach the part.
-    std::map<std::string, cnf::remote_node> now;
-    for (auto& [name, n] : nodes_) {
-      if (name == name_) continue;
-      auto b = blocks.count(name) ? blocks[name] : std::vector<cnf::ip_prefix>{};
-      std::sort(b.begin(), b.end());
-      now.emplace(name, cnf::model::to_remote_node(n, std::move(b)));
-    }
     for (auto& [name, _] : told_)
       if (!now.count(name))
         if (auto r = routing_.remove_node(name); !r) log_.warn("routing: remove_node " + name + ": " + r.error().message);
@@ -324,8 +327,9 @@ void node_agent::recalculate() {
       if (it != told_.end() && it->second == r) continue;
       if (auto x = routing_.upsert_node(r); !x) log_.warn("routing: upsert_node " + name + ": " + x.error().message);
     }
-    told_ = std::move(now);
+    told_ = now;
   }
+  if (encap_) recalculate_encap(now);
   own_blocks_ = std::move(own);
 }
 
@@ -376,6 +380,189 @@ void node_agent::peer_removed(std::string_view name) noexcept {
   }
 }
 
+// ---- encapsulation ------------------------------------------------------------------------
+
+void node_agent::set_encapsulation(cnf::any_encapsulation encap, cnf::any_ipam ipam) {
+  encap_ = std::move(encap);
+  ipam_ = std::move(ipam);
+}
+
+// The IPv4 pools and their spec.vxlanMode (absent: Never, as in Calico). A pool whose mode
+// does not parse keeps the mode it had (the node keeps its working state) and is reported.
+std::vector<cnf::encap_pool> node_agent::read_pools() {
+  std::vector<cnf::encap_pool> out;
+  for (auto& [key, r] : sync_->cache(cnf::kinds::ip_pool)) {
+    const std::string what = "IPPool/" + r.name;
+    boost::system::error_code ec;
+    auto v = boost::json::parse(r.spec, ec);
+    if (ec || !v.is_object()) continue;  // the IPAM reports pools it cannot read
+    const auto& o = v.get_object();
+    const auto* c = o.if_contains("cidr");
+    if (!c || !c->is_string()) continue;
+    auto cidr = cnf::ip_prefix::parse(std::string_view(c->get_string()), true);
+    if (!cidr || cidr->family() != cnf::ip_family::v4) continue;
+    cnf::encap_pool p{r.name, cidr->canonical(), cnf::encap_mode::never};
+    std::string why;
+    if (const auto* m = o.if_contains("vxlanMode"); m && !m->is_null()) {
+      const std::string text = m->is_string() ? std::string(m->get_string()) : boost::json::serialize(*m);
+      if (text == "Always") p.mode = cnf::encap_mode::always;
+      else if (text == "CrossSubnet") p.mode = cnf::encap_mode::cross_subnet;
+      else if (text == "Never" || text.empty()) p.mode = cnf::encap_mode::never;
+      else why = what + ": spec.vxlanMode: '" + text + "' is not a mode; expected Always, CrossSubnet or Never";
+    }
+    if (!why.empty()) {
+      if (!invalid_.count(what)) {
+        ++invalid_seen_;
+        log_.warn(why + "; the pool keeps its previous mode");
+      }
+      invalid_[what] = why;
+      auto prev = std::find_if(pools_.begin(), pools_.end(), [&](auto& q) { return q.name == r.name; });
+      if (prev == pools_.end()) continue;
+      p.mode = prev->mode;
+    } else if (invalid_.erase(what)) {
+      log_.info(what + " is valid again");
+    }
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+// This node's VXLAN tunnel address, as Calico assigns it: from a VXLAN pool through the
+// IPAM, on handle vxlan-tunnel-addr-<node>; an address the handle already holds is reused
+// (a restarted agent keeps its address).
+bool node_agent::ensure_tunnel_address(const std::vector<cnf::encap_pool>& pools) {
+  if (self_.vxlan_tunnel_address) return true;
+  if (!ipam_) {
+    encap_failed("no IPAM in the profile to assign this node's VXLAN tunnel address");
+    return false;
+  }
+  const std::string handle = "vxlan-tunnel-addr-" + name_;
+  auto all = ipam_.allocations();
+  if (!all) {
+    encap_failed("tunnel address: " + all.error().message);
+    return false;
+  }
+  for (auto& a : *all)
+    if (a.handle == handle && a.address.is_v4()) {
+      self_.vxlan_tunnel_address = a.address;
+      log_.info("vxlan: this node's tunnel address " + a.address.to_string() + " (held by " + handle + ")");
+      return true;
+    }
+  cnf::assign_request req;
+  req.handle = handle;
+  req.node = name_;
+  req.attributes = {{"type", "vxlanTunnelAddress"}, {"node", name_}};
+  req.num_v4 = 1;
+  for (auto& p : pools)
+    if (p.mode != cnf::encap_mode::never) req.pools_v4.push_back(p.cidr);
+  auto got = ipam_.assign(req);
+  if (!got || got->empty()) {
+    encap_failed("tunnel address: " + (got ? std::string("the IPAM assigned none") : got.error().message));
+    return false;
+  }
+  self_.vxlan_tunnel_address = got->front().address.address();
+  log_.info("vxlan: assigned this node's tunnel address " + self_.vxlan_tunnel_address->to_string() + " (" + handle + ")");
+  return true;
+}
+
+void node_agent::encap_failed(const std::string& what) {
+  if (what != encap_error_) log_.error("encapsulation: " + what + "; trying again every 5 s");
+  encap_error_ = what;
+  if (!encap_retry_)
+    encap_retry_ = loop_.post_after(std::chrono::seconds(5), [this] {
+      encap_retry_ = 0;
+      recalculate();
+    });
+}
+
+void node_agent::recalculate_encap(const std::map<std::string, cnf::remote_node>& now) {
+  auto pools = read_pools();
+  if (pools != pools_ || !encap_started_) {
+    if (auto r = encap_.set_pools(pools); !r && r.error().code != cnf::errc::unsupported) log_.warn("encapsulation: pools: " + r.error().message);
+    pools_ = pools;
+  }
+  auto st = encap_.status();
+  const bool wanted = st && st->mode != cnf::encap_mode::never;
+  // This node's tunnel endpoint: the MAC its Node names, if any; the address through IPAM.
+  if (auto it = nodes_.find(name_); it != nodes_.end() && it->second.vxlan_tunnel_mac_addr)
+    self_.vxlan_tunnel_mac = it->second.vxlan_tunnel_mac_addr;
+  if (wanted && !ensure_tunnel_address(pools)) return;
+  if (!encap_started_) {
+    auto t = encap_.start(self_, *this);
+    if (!t) return encap_failed("start: " + t.error().message);
+    encap_started_ = true;
+    tunnel_ = *t;
+  } else if (auto r = encap_.set_node(self_); !r) {
+    log_.warn("encapsulation: set_node: " + r.error().message);
+  }
+  for (auto& [name, _] : encap_told_)
+    if (!now.count(name))
+      if (auto r = encap_.remove_node(name); !r) log_.warn("encapsulation: remove_node " + name + ": " + r.error().message);
+  for (auto& [name, r] : now) {
+    auto it = encap_told_.find(name);
+    if (it != encap_told_.end() && it->second == r) continue;
+    if (auto x = encap_.upsert_node(r); !x) log_.warn("encapsulation: upsert_node " + name + ": " + x.error().message);
+  }
+  encap_told_ = now;
+  if (auto r = encap_.apply(); !r) return encap_failed(r.error().message);
+  if (!encap_error_.empty()) log_.info("encapsulation: working again");
+  encap_error_.clear();
+  write_tunnel_fields();
+}
+
+// spec.ipv4VXLANTunnelAddr and spec.vxlanTunnelMACAddr of this node's Node, as the device has
+// them; compare-and-swap, every other field kept.
+void node_agent::write_tunnel_fields() {
+  if (!tunnel_.address) return;
+  auto have = nodes_.find(name_);
+  if (have != nodes_.end() && have->second.ipv4_vxlan_tunnel_addr == tunnel_.address &&
+      (!tunnel_.mac || have->second.vxlan_tunnel_mac_addr == tunnel_.mac))
+    return;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto cur = ds_.get({std::string(cnf::kinds::node), "", name_});
+    if (!cur) return encap_failed("write Node/" + name_ + " tunnel fields: " + cur.error().message);
+    auto n = cnf::model::parse_node(*cur);
+    if (!n) return encap_failed(n.error().message);
+    n->revision = cur->revision;
+    if (n->ipv4_vxlan_tunnel_addr == tunnel_.address && (!tunnel_.mac || n->vxlan_tunnel_mac_addr == tunnel_.mac)) return;
+    n->ipv4_vxlan_tunnel_addr = tunnel_.address;
+    if (tunnel_.mac) n->vxlan_tunnel_mac_addr = tunnel_.mac;
+    auto w = ds_.update(cnf::model::to_resource(*n));
+    if (w) {
+      log_.info("Node/" + name_ + ": ipv4VXLANTunnelAddr " + tunnel_.address->to_string() +
+                (tunnel_.mac ? ", vxlanTunnelMACAddr " + tunnel_.mac->to_string() : std::string()));
+      return;
+    }
+    if (w.error().code != cnf::errc::conflict) return encap_failed("write Node/" + name_ + " tunnel fields: " + w.error().message);
+  }
+  encap_failed("Node/" + name_ + " kept changing while writing its tunnel fields");
+}
+
+void node_agent::route_wanted(const cnf::route_entry& r) noexcept {
+  if (!rt_) return;
+  try {
+    rt_->set(owner_vxlan, r);
+  } catch (const std::exception& ex) {
+    log_.error(std::string("route ") + r.dst.to_string() + ": " + ex.what());
+  }
+}
+
+void node_agent::route_unwanted(const cnf::ip_prefix& dst) noexcept {
+  if (!rt_) return;
+  try {
+    rt_->remove(owner_vxlan, dst);
+  } catch (const std::exception& ex) {
+    log_.error(std::string("route ") + dst.to_string() + ": " + ex.what());
+  }
+}
+
+void node_agent::tunnel_changed(const cnf::tunnel_info& t) noexcept {
+  try {
+    tunnel_ = t;
+  } catch (...) {
+  }
+}
+
 bool node_agent::ready() const { return sync_ && synced_once_ && sync_->status() == cnf::sync_status::in_sync; }
 
 std::string node_agent::status_json() const {
@@ -421,6 +608,26 @@ std::string node_agent::status_json() const {
   routing["peers"] = std::move(peers);
   routing["notes"] = std::move(notes);
   o["routing"] = std::move(routing);
+  if (encap_) {
+    json::object en;
+    json::array enotes;
+    if (auto st = encap_.status()) {
+      en["mode"] = std::string(cnf::to_string(st->mode));
+      en["device"] = st->tunnel.device;
+      en["address"] = st->tunnel.address ? st->tunnel.address->to_string() : std::string();
+      en["mac"] = st->tunnel.mac ? st->tunnel.mac->to_string() : std::string();
+      en["mtu"] = st->tunnel.mtu;
+      en["remoteNodes"] = st->remote_nodes;
+      en["routes"] = st->routes;
+      en["pending"] = st->pending;
+      for (auto& n : st->notes) enotes.push_back(json::string(n));
+    } else {
+      enotes.push_back(json::string("encapsulation status: " + st.error().message));
+    }
+    if (!encap_error_.empty()) enotes.push_back(json::string("error: " + encap_error_));
+    en["notes"] = std::move(enotes);
+    o["encapsulation"] = std::move(en);
+  }
   json::array invalid;
   for (auto& [_, why] : invalid_) invalid.push_back(json::string(why));
   o["invalid"] = std::move(invalid);

@@ -8,7 +8,9 @@
 // changes costs one) diffs the remote nodes against what the routing part was last told and
 // tells it only what changed; the route table applies the result in one netlink batch.
 #pragma once
+#include <cnf/encap.hpp>
 #include <cnf/event_loop.hpp>
+#include <cnf/ipam.hpp>
 #include <cnf/model/node.hpp>
 #include <cnf/profile.hpp>
 #include <cnf/route_table.hpp>
@@ -29,10 +31,14 @@ namespace cnf_app {
 /// the IPv4 address of the interface holding the default route, else the first global one.
 cnf::result<std::vector<cnf::ip_prefix>> node_addresses(const cnf::profile& prof);
 
-class node_agent final : private cnf::routing_sink {
+class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
  public:
   node_agent(cnf::event_loop& loop, cnf::logger& log, const cnf::profile& prof, cnf::any_datastore ds, cnf::any_routing routing);
   ~node_agent();
+
+  /// The encapsulation part, and the IPAM that assigns this node's tunnel address (call
+  /// before start()). It starts after the first sync, once this node has a tunnel address.
+  void set_encapsulation(cnf::any_encapsulation encap, cnf::any_ipam ipam);
 
   /// Sysctls, the route table, registration (retried while the datastore is down), the syncer.
   cnf::result<void> start();
@@ -51,6 +57,16 @@ class node_agent final : private cnf::routing_sink {
   void route_withdrawn(const cnf::ip_prefix& p) noexcept override;
   void peer_changed(const cnf::peer_status& p) noexcept override;
   void peer_removed(std::string_view name) noexcept override;
+
+  // encap_sink: the encapsulation part's reports, on the loop.
+  void route_wanted(const cnf::route_entry& r) noexcept override;
+  void route_unwanted(const cnf::ip_prefix& dst) noexcept override;
+  void tunnel_changed(const cnf::tunnel_info& t) noexcept override;
+  void recalculate_encap(const std::map<std::string, cnf::remote_node>& now);
+  std::vector<cnf::encap_pool> read_pools();
+  bool ensure_tunnel_address(const std::vector<cnf::encap_pool>& pools);
+  void write_tunnel_fields();
+  void encap_failed(const std::string& what);
 
   void register_node();
   void on_update(const cnf::sync_update& u);
@@ -78,6 +94,14 @@ class node_agent final : private cnf::routing_sink {
   std::map<std::string, cnf::remote_node> told_;            // what the routing part was last told
   std::set<cnf::ip_prefix> own_blocks_;                     // blackholed
   std::map<std::string, std::pair<cnf::peer_status, std::chrono::system_clock::time_point>> peers_;
+  cnf::any_encapsulation encap_;
+  cnf::any_ipam ipam_;
+  bool encap_started_ = false;
+  std::map<std::string, cnf::remote_node> encap_told_;     // what the encapsulation part was last told
+  std::vector<cnf::encap_pool> pools_;                      // the last valid pools (IPPool spec.vxlanMode)
+  cnf::tunnel_info tunnel_;
+  std::string encap_error_;
+  cnf::executor::timer_id encap_retry_ = 0;
   std::uint64_t cni_calls_ = 0, recalculations_ = 0, invalid_seen_ = 0;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };

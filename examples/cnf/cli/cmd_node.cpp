@@ -114,12 +114,13 @@ int node_status(const std::string& profile_arg, const std::string& output) {
   std::cout << "cnf agent is running (pid " << str(o, "pid") << ", " << (ready ? "in sync" : "not ready: " + str(o, "sync")) << ").\n";
   const boost::json::object* routing = o.if_contains("routing") ? o.at("routing").if_object() : nullptr;
   const std::string plugin = routing ? str(*routing, "plugin") : "none";
-  if (plugin == "none") {
+  if (plugin == "none" && !o.if_contains("encapsulation")) {
     std::cout << "\nNo routing part: this agent only serves CNI calls.\n";
     return 0;
   }
   const std::string title = plugin == "direct" ? "direct routing" : plugin == "bgp" ? "BGP" : plugin;
   for (const char* fam : {"IPv4", "IPv6"}) {
+    if (plugin == "none") break;  // encapsulation only
     std::vector<std::vector<std::string>> rows{{"PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"}};
     if (plugin == "direct") rows[0].insert(rows[0].begin(), "NODE");
     if (const auto* peers = routing->if_contains("peers"); peers && peers->is_array())
@@ -137,10 +138,19 @@ int node_status(const std::string& profile_arg, const std::string& output) {
     if (rows.size() == 1) std::cout << "No " << fam << " peers found.\n";
     else print_table(rows);
   }
-  if (const auto* notes = routing->if_contains("notes"); notes && notes->is_array() && !notes->get_array().empty()) {
+  if (const auto* notes = routing ? routing->if_contains("notes") : nullptr; notes && notes->is_array() && !notes->get_array().empty()) {
     std::cout << "\n";
     for (auto& n : notes->get_array())
       if (n.is_string()) std::cout << n.get_string() << "\n";
+  }
+  if (const auto* en = o.if_contains("encapsulation"); en && en->is_object()) {
+    const auto& e = en->get_object();
+    std::cout << "\nEncapsulation (" << str(e, "device") << ")\n";
+    print_table({{"MODE", "DEVICE", "ADDRESS", "MAC", "MTU", "NODES VIA TUNNEL", "ROUTES"},
+                 {str(e, "mode"), str(e, "device"), str(e, "address"), str(e, "mac"), str(e, "mtu"), str(e, "remoteNodes"), str(e, "routes")}});
+    if (const auto* notes = e.if_contains("notes"); notes && notes->is_array())
+      for (auto& n : notes->get_array())
+        if (n.is_string()) std::cout << n.get_string() << "\n";
   }
   if (const auto* inv = o.if_contains("invalid"); inv && inv->is_array() && !inv->get_array().empty()) {
     std::cout << "\nIgnored resources:\n";
