@@ -1,0 +1,23 @@
+// The iptables policy part as a cnf plugin:
+//   [policy] plugin = "iptables"   backend = "nft" | "legacy"   interface_prefix = "cali"
+#include <cnf/plugin.hpp>
+#include <cnf/plugins/policy_iptables.hpp>
+
+namespace {
+
+cnf::iptables_policy::options configure(cnf::settings& s) {
+  cnf::iptables_policy::options o;
+  o.backend = s.get("backend", "nft");
+  if (o.backend != "nft" && o.backend != "legacy") s.fail("backend", "'" + o.backend + "' is neither \"nft\" nor \"legacy\"");
+  o.interface_prefix = s.get("interface_prefix", "cali");
+  if (o.interface_prefix.empty() || o.interface_prefix.size() > 14) s.fail("interface_prefix", "needs 1 to 14 characters");
+  return o;
+}
+
+cnf::iptables_policy::dataplane create(const cnf::plugin_context&, cnf::iptables_policy::options o) {
+  return cnf::iptables_policy::dataplane(std::move(o));
+}
+
+}  // namespace
+
+CNF_PLUGIN(policy, "iptables", "0.1.0", configure, create);
