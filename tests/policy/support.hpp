@@ -117,6 +117,44 @@ inline void reachability_scenario(const std::function<cnf::any_policy()>& make_p
   CHECK(connects(a, "10.65.0.2", 8080));
   CHECK_FALSE(connects(a, "10.65.0.2", 8081));
 
+  // Calico's order: a GlobalNetworkPolicy (order 10) denying 8080 from the client's network
+  // runs before the K8s policies (order 1000); one that passes hands over to the next
+  // (the K8s allow still decides).
+  auto gnp = [](std::string name, std::string spec) {
+    cnf::resource r;
+    r.kind = "GlobalNetworkPolicy";
+    r.name = std::move(name);
+    r.spec = std::move(spec);
+    return parse_calico_policy(r).value();
+  };
+  calc.upsert_policy(gnp("deny-8080", R"j({"order": 10, "selector": "app == 'server'", "ingress": [
+      {"action": "Deny", "protocol": "TCP", "source": {"nets": ["10.65.0.0/24"], "notNets": ["10.65.0.9/32"]}, "destination": {"ports": [8080]}}]})j"));
+  REQUIRE(calc.flush(plugin));
+  CHECK_FALSE(connects(a, "10.65.0.2", 8080));
+  calc.upsert_policy(gnp("deny-8080", R"j({"order": 10, "selector": "app == 'server'", "ingress": [
+      {"action": "Pass", "protocol": "TCP", "destination": {"ports": [8080]}}]})j"));
+  REQUIRE(calc.flush(plugin));
+  CHECK(connects(a, "10.65.0.2", 8080));
+  calc.remove_policy("GlobalNetworkPolicy//deny-8080");
+
+  // Egress on the client: only to an ipBlock (minus one address) on port 8081.
+  calc.upsert_policy(k8s("default", "client-out", R"j({"podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"],
+      "egress": [{"to": [{"ipBlock": {"cidr": "10.65.0.0/24", "except": ["10.65.0.3/32"]}}], "ports": [{"port": 8081}]}]})j"));
+  REQUIRE(calc.flush(plugin));
+  CHECK_FALSE(connects(a, "10.65.0.2", 8080));  // egress: port not allowed
+  CHECK_FALSE(connects(a, "10.65.0.2", 8081));  // egress allows, ingress (deny-all, allow 8080 only) does not
+  calc.upsert_policy(k8s("default", "allow-client", R"j({"podSelector": {"matchLabels": {"app": "server"}},
+      "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}], "ports": [{"port": 8080, "endPort": 8081}]}]})j"));
+  REQUIRE(calc.flush(plugin));
+  CHECK(connects(a, "10.65.0.2", 8081));  // both directions allow (port range on ingress)
+  calc.upsert_policy(k8s("default", "client-out", R"j({"podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"],
+      "egress": [{"to": [{"ipBlock": {"cidr": "10.65.0.0/24", "except": ["10.65.0.2/32"]}}], "ports": [{"port": 8081}]}]})j"));
+  REQUIRE(calc.flush(plugin));
+  CHECK_FALSE(connects(a, "10.65.0.2", 8081));  // now excepted
+  calc.remove_policy("NetworkPolicy/default/knp.default.client-out");
+  REQUIRE(calc.flush(plugin));
+  CHECK(connects(a, "10.65.0.2", 8080));
+
   // The client relabelled: it leaves the IP set, the port closes again.
   calc.upsert_endpoint(pod("default", "a", "calia0000000001", "10.65.0.1", {{"app", "other"}}));
   REQUIRE(calc.flush(plugin));
