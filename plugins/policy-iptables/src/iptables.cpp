@@ -407,15 +407,34 @@ void dataplane::render_dispatch(std::map<std::string, chain>& out) const {
   std::vector<const workload_endpoint*> eps;
   for (auto& [k, e] : eps_) eps.push_back(&e);
   std::sort(eps.begin(), eps.end(), [](auto* a, auto* b) { return a->interface_name < b->interface_name; });
-  std::vector<std::string> from, to;
+  const std::string drop = "-m comment --comment \"Unknown interface\" -j DROP";
+  // Past about 100 endpoints a flat list costs every packet a long walk: split into a tree by
+  // the character after the interface prefix, as Felix does.
+  const bool split = eps.size() > 100;
+  std::map<std::string, std::vector<const workload_endpoint*>> groups;
   for (auto* e : eps) {
-    from.push_back("-i " + e->interface_name + " -g cali-fw-" + e->interface_name);
-    to.push_back("-o " + e->interface_name + " -g cali-tw-" + e->interface_name);
+    const auto& n = e->interface_name;
+    groups[split && n.size() > opt_.interface_prefix.size() ? n.substr(opt_.interface_prefix.size(), 1) : std::string()].push_back(e);
   }
-  from.push_back("-m comment --comment \"Unknown interface\" -j DROP");
-  to.push_back("-m comment --comment \"Unknown interface\" -j DROP");
-  out["cali-from-wl-dispatch"] = render_chain("cali-from-wl-dispatch", from);
-  out["cali-to-wl-dispatch"] = render_chain("cali-to-wl-dispatch", to);
+  for (bool from : {true, false}) {
+    const std::string root = from ? "cali-from-wl-dispatch" : "cali-to-wl-dispatch";
+    const std::string dir = from ? "-i " : "-o ";
+    std::vector<std::string> top;
+    for (auto& [key, members] : groups) {
+      std::vector<std::string> leaf;
+      for (auto* e : members) leaf.push_back(dir + e->interface_name + " -g " + (from ? "cali-fw-" : "cali-tw-") + e->interface_name);
+      if (!split || key.empty()) {
+        top.insert(top.end(), leaf.begin(), leaf.end());
+        continue;
+      }
+      const std::string child = root + "-" + key;
+      leaf.push_back(drop);
+      out[child] = render_chain(child, leaf);
+      top.push_back(dir + opt_.interface_prefix + key + "+ -g " + child);
+    }
+    top.push_back(drop);
+    out[root] = render_chain(root, top);
+  }
   const std::string any = opt_.interface_prefix + "+";
   out["cali-FORWARD"] = render_chain("cali-FORWARD", {"-j MARK --set-xmark 0x0/0x30000", "-i " + any + " -j cali-from-wl-dispatch",
                                                       "-o " + any + " -j cali-to-wl-dispatch",

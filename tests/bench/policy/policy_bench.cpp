@@ -1,16 +1,21 @@
-// bench_policy [policies=10000] [endpoints=100] [rules-per-policy=10] [backend=nft]
+// bench_policy [policies=10000] [endpoints=100] [rules-per-policy=10] [backend=nft|legacy|nftables]
 //
 // Runs as root in a network namespace of its own (unshared at start, gone when it exits).
 // Times, in one run: cnf programming N policies (calculator + iptables part, one apply)
 // on a node with E endpoints; a raw iptables-restore --noflush of exactly the same rules
-// into a fresh namespace (IP sets made first, untimed); one policy changed at that scale;
+// into a fresh namespace (IP sets made first, untimed) -- or for the nftables part a raw
+// `nft -f` of the same transaction; one policy changed at that scale;
 // one pod added at that scale. Prints the figures and the ratio cnf / raw.
 #include <cnf/plugins/policy_iptables.hpp>
+#ifdef CNF_BENCH_HAVE_NFTABLES
+#include <cnf/plugins/policy_nftables.hpp>
+#endif
 #include <cnf/policy/calculator.hpp>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <fcntl.h>
 #include <sched.h>
 #include <string>
@@ -72,11 +77,24 @@ int main(int argc, char** argv) {
     std::perror("unshare");
     return 1;
   }
-  std::printf("policy bench: %d policies x %d rules, %d endpoints, iptables-%s\n", n, rules, e, backend.c_str());
+  std::printf("policy bench: %d policies x %d rules, %d endpoints, %s\n", n, rules, e, backend == "nftables" ? "nftables part" : ("iptables-" + backend).c_str());
 
-  cnf::iptables_policy::dataplane* dp = nullptr;
-  cnf::any_policy plugin{cnf::iptables_policy::dataplane({.backend = backend})};
-  dp = &static_cast<cnf::detail::policy_model<cnf::iptables_policy::dataplane>&>(*plugin.interface()).impl;
+  cnf::any_policy plugin;
+  std::function<std::string()> last_text;
+  if (backend == "nftables") {
+#ifdef CNF_BENCH_HAVE_NFTABLES
+    plugin = cnf::any_policy{cnf::nftables_policy::dataplane()};
+    auto* dp = &static_cast<cnf::detail::policy_model<cnf::nftables_policy::dataplane>&>(*plugin.interface()).impl;
+    last_text = [dp] { return dp->last_transaction(); };
+#else
+    std::puts("skipped: built without the nftables part");
+    return 77;
+#endif
+  } else {
+    plugin = cnf::any_policy{cnf::iptables_policy::dataplane({.backend = backend})};
+    auto* dp = &static_cast<cnf::detail::policy_model<cnf::iptables_policy::dataplane>&>(*plugin.interface()).impl;
+    last_text = [dp] { return dp->last_restore(); };
+  }
   calculator calc("node1");
   calc.upsert_namespace("bench", {});
   for (int i = 0; i < e; ++i) calc.upsert_endpoint(pod(i));
@@ -102,13 +120,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto st = plugin.status().value();
-  const std::string restore = dp->last_restore();
-  std::printf("cnf: calculation %.0f ms; plugin render + ipset + iptables-restore %.0f ms; %zu rules in %zu bytes\n", calc_ms, full_ms,
+  const std::string restore = last_text();
+  std::printf("cnf: calculation %.0f ms; plugin (render, sets, one restore/transaction) %.0f ms; %zu rules in %zu bytes\n", calc_ms, full_ms,
               st.rules, restore.size());
 
-  auto td = clk::now();
-  auto d = dp->desired();
-  std::printf("(render of every chain alone: %.1f ms, %zu chains)\n", ms_since(td), d.size());
   // One policy changed at this scale.
   auto t2 = clk::now();
   calc.upsert_policy(policy(n / 2, rules, 2000));
@@ -122,23 +137,29 @@ int main(int argc, char** argv) {
   double add_ms = ms_since(t3);
   std::printf("one pod added: %.1f ms (%s)\n", add_ms, r3 ? "ok" : r3.error().message.c_str());
 
-  // Raw: the same restore text into a fresh namespace, the IP sets made first (untimed).
-  std::string sets = "/tmp/cnf-policy-bench-" + std::to_string(::getpid());
-  sh("ipset save > " + sets + ".ipset");
+  // Raw: the same text into a fresh namespace.
+  std::string tmp = "/tmp/cnf-policy-bench-" + std::to_string(::getpid());
+  if (backend != "nftables") sh("ipset save > " + tmp + ".ipset");
   if (::unshare(CLONE_NEWNET) != 0) {
     std::perror("unshare");
     return 1;
   }
-  FILE* f = std::fopen((sets + ".rules").c_str(), "w");
+  FILE* f = std::fopen((tmp + ".rules").c_str(), "w");
   std::fwrite(restore.data(), 1, restore.size(), f);
   std::fclose(f);
-  sh("ipset restore < " + sets + ".ipset");
+  std::string raw_cmd;
+  if (backend == "nftables") {
+    raw_cmd = "nft -f " + tmp + ".rules";
+  } else {
+    sh("ipset restore < " + tmp + ".ipset");  // untimed: the sets the rules refer to
+    raw_cmd = "iptables-" + backend + "-restore --noflush < " + tmp + ".rules";
+  }
   auto t4 = clk::now();
-  int rc = sh("iptables-" + backend + "-restore --noflush < " + sets + ".rules");
+  int rc = sh(raw_cmd);
   double raw_ms = ms_since(t4);
-  std::remove((sets + ".ipset").c_str());
-  std::remove((sets + ".rules").c_str());
-  std::printf("raw iptables-%s-restore of the same rules: %.0f ms (exit %d)\n", backend.c_str(), raw_ms, rc);
+  std::remove((tmp + ".ipset").c_str());
+  std::remove((tmp + ".rules").c_str());
+  std::printf("raw %s of the same rules: %.0f ms (exit %d)\n", backend == "nftables" ? "nft -f" : ("iptables-" + backend + "-restore").c_str(), raw_ms, rc);
   std::printf("ratio cnf (plugin) / raw: %.2f; cnf (calculation + plugin) / raw: %.2f\n", full_ms / raw_ms, (calc_ms + full_ms) / raw_ms);
   return 0;
 }
