@@ -278,7 +278,10 @@ result<void> dataplane::upsert_policy(const network_policy& p) {
   const auto key = p.key();
   if (auto it = pols_.find(key); it != pols_.end() && it->second == p) return {};
   if (auto it = chains_of_.find(key); it != chains_of_.end())
-    for (auto& c : it->second) policy_chains_.erase(c);
+    for (auto& c : it->second) policy_chains_.erase(c), dirty_chains_.insert(c);
+  if (auto it = pols_.find(key); it != pols_.end())
+    for (auto& e : it->second.endpoints) pols_of_ep_[e].erase(key);
+  for (auto& e : p.endpoints) pols_of_ep_[e].insert(key);
   std::vector<std::string> names;
   std::map<std::string, std::set<ip_prefix>> net_sets;
   for (bool in : {true, false}) {
@@ -286,6 +289,7 @@ result<void> dataplane::upsert_policy(const network_policy& p) {
     if (!(in ? p.ingress_applies : p.egress_applies)) continue;
     auto c = render_chain(chain_name(in ? "cali-pi-" : "cali-po-", policy_display_name(p)), render_rules(rules, in ? "ingress" : "egress"));
     names.push_back(c.name);
+    dirty_chains_.insert(c.name);
     policy_chains_[c.name] = std::move(c);
     collect_net_sets(rules, net_sets);
     for (auto& r : rules)
@@ -306,7 +310,8 @@ result<void> dataplane::upsert_policy(const network_policy& p) {
 result<void> dataplane::remove_policy(std::string_view key) {
   auto it = pols_.find(std::string(key));
   if (it == pols_.end()) return {};
-  for (auto& c : chains_of_[it->first]) policy_chains_.erase(c);
+  for (auto& e : it->second.endpoints) pols_of_ep_[e].erase(it->first);
+  for (auto& c : chains_of_[it->first]) policy_chains_.erase(c), dirty_chains_.insert(c);
   chains_of_.erase(it->first);
   pols_.erase(it);
   ++pending_;
@@ -316,13 +321,14 @@ result<void> dataplane::remove_policy(std::string_view key) {
 result<void> dataplane::upsert_profile(const policy_profile& p) {
   if (auto it = profiles_.find(p.name); it != profiles_.end() && it->second == p) return {};
   if (auto it = chains_of_.find("profile:" + p.name); it != chains_of_.end())
-    for (auto& c : it->second) policy_chains_.erase(c);
+    for (auto& c : it->second) policy_chains_.erase(c), dirty_chains_.insert(c);
   std::vector<std::string> names;
   std::map<std::string, std::set<ip_prefix>> net_sets;
   for (bool in : {true, false}) {
     const auto& rules = in ? p.ingress : p.egress;
     auto c = render_chain(chain_name(in ? "cali-pri-" : "cali-pro-", p.name), render_rules(rules, in ? "ingress" : "egress"));
     names.push_back(c.name);
+    dirty_chains_.insert(c.name);
     policy_chains_[c.name] = std::move(c);
     collect_net_sets(rules, net_sets);
   }
@@ -339,7 +345,7 @@ result<void> dataplane::upsert_profile(const policy_profile& p) {
 result<void> dataplane::remove_profile(std::string_view name) {
   auto it = profiles_.find(std::string(name));
   if (it == profiles_.end()) return {};
-  for (auto& c : chains_of_["profile:" + it->first]) policy_chains_.erase(c);
+  for (auto& c : chains_of_["profile:" + it->first]) policy_chains_.erase(c), dirty_chains_.insert(c);
   chains_of_.erase("profile:" + it->first);
   profiles_.erase(it);
   ++pending_;
@@ -381,10 +387,9 @@ chain dataplane::endpoint_chain(const workload_endpoint& e, bool ingress) const 
                              "-j MARK --set-xmark 0x0/0x30000"};
   std::vector<const network_policy*> pols;
   const auto key = e.key();
-  for (auto& [k, p] : pols_) {
-    if (!(ingress ? p.ingress_applies : p.egress_applies)) continue;
-    if (std::find(p.endpoints.begin(), p.endpoints.end(), key) != p.endpoints.end()) pols.push_back(&p);
-  }
+  if (auto it = pols_of_ep_.find(key); it != pols_of_ep_.end())
+    for (auto& k : it->second)
+      if (auto p = pols_.find(k); p != pols_.end() && (ingress ? p->second.ingress_applies : p->second.egress_applies)) pols.push_back(&p->second);
   std::sort(pols.begin(), pols.end(), [](auto* a, auto* b) { return std::tie(a->order, a->kind, a->ns, a->name) < std::tie(b->order, b->kind, b->ns, b->name); });
   if (!pols.empty()) {
     r.push_back("-m comment --comment \"Start of policies\" -j MARK --set-xmark 0x0/0x20000");
@@ -442,8 +447,8 @@ void dataplane::render_dispatch(std::map<std::string, chain>& out) const {
                                                           " -m comment --comment \"Policy explicitly accepted packet.\" -j ACCEPT"});
 }
 
-std::map<std::string, chain> dataplane::desired() const {
-  std::map<std::string, chain> out = policy_chains_;
+std::map<std::string, chain> dataplane::dynamic_chains() const {
+  std::map<std::string, chain> out;
   for (auto& [k, e] : eps_) {
     auto tw = endpoint_chain(e, true);
     auto fw = endpoint_chain(e, false);
@@ -451,6 +456,12 @@ std::map<std::string, chain> dataplane::desired() const {
     out[fw.name] = std::move(fw);
   }
   render_dispatch(out);
+  return out;
+}
+
+std::map<std::string, chain> dataplane::desired() const {
+  auto out = dynamic_chains();
+  out.insert(policy_chains_.begin(), policy_chains_.end());
   return out;
 }
 
@@ -492,6 +503,7 @@ result<void> dataplane::read_kernel() {
   }
   for (auto& [id, s] : sets_) s.fresh = true;
   kernel_read_ = true;
+  compare_all_ = true;
   return {};
 }
 
@@ -519,17 +531,27 @@ result<void> dataplane::apply() {
     for (auto& [id, s] : sets_) s.fresh = false, s.added.clear(), s.removed.clear();
   }
   // 2. One iptables-restore of the filter table: only chains whose hashes differ.
-  auto want = desired();
+  // Policy and profile chains: those changed since the last apply (all after a read of the
+  // kernel); endpoint and dispatch chains: rendered each time, cheap.
+  auto dyn = dynamic_chains();
   std::string decl, rules, dels;
+  std::vector<const chain*> written;
   std::vector<std::string> stale;
-  for (auto& [name, c] : want) {
-    auto k = kernel_.find(name);
-    if (k != kernel_.end() && k->second == c.hashes) continue;
-    decl += ":" + name + " - [0:0]\n";
-    for (auto& r : c.rules) rules += "-A " + name + " " + r + "\n";
-  }
+  auto consider = [&](const chain& c) {
+    auto k = kernel_.find(c.name);
+    if (k != kernel_.end() && k->second == c.hashes) return;
+    decl += ":" + c.name + " - [0:0]\n";
+    for (auto& r : c.rules) rules += "-A " + c.name + " " + r + "\n";
+    written.push_back(&c);
+  };
+  if (compare_all_)
+    for (auto& [name, c] : policy_chains_) consider(c);
+  else
+    for (auto& name : dirty_chains_)
+      if (auto it = policy_chains_.find(name); it != policy_chains_.end()) consider(it->second);
+  for (auto& [name, c] : dyn) consider(c);
   for (auto& [name, h] : kernel_)
-    if (!want.contains(name)) {
+    if (!policy_chains_.contains(name) && !dyn.contains(name)) {
       decl += ":" + name + " - [0:0]\n";
       dels += "-X " + name + "\n";
       stale.push_back(name);
@@ -557,10 +579,12 @@ result<void> dataplane::apply() {
       while (!msg.empty() && msg.back() == '\n') msg.pop_back();
       return cnf::error(errc::io, "iptables-" + opt_.backend + "-restore refused the change, nothing applied: " + msg);
     }
-    for (auto& [name, c] : want) kernel_[name] = c.hashes;
+    for (auto* c : written) kernel_[c->name] = c->hashes;
     for (auto& n : stale) kernel_.erase(n);
     forward_hooked_ = true;
   }
+  dirty_chains_.clear();
+  compare_all_ = false;
   // 3. Sets no rule refers to any more.
   if (!sets_to_destroy_.empty()) {
     std::string d;
@@ -591,7 +615,8 @@ result<policy_status> dataplane::status() {
   s.policies = pols_.size();
   s.profiles = profiles_.size();
   s.ip_sets = sets_.size();
-  for (auto& [n, c] : desired()) s.rules += c.rules.size();
+  for (auto& [n, c] : policy_chains_) s.rules += c.rules.size();
+  for (auto& [n, c] : dynamic_chains()) s.rules += c.rules.size();
   s.pending = pending_;
   s.dataplane = "iptables-" + opt_.backend;
   return s;

@@ -160,13 +160,17 @@ result<void> dataplane::remove_endpoint(std::string_view key) {
 result<void> dataplane::upsert_policy(const network_policy& p) {
   const auto key = p.key();
   if (auto it = pols_.find(key); it != pols_.end() && it->second == p) return {};
-  for (auto& c : chains_of_[key]) policy_chains_.erase(c);
+  for (auto& c : chains_of_[key]) policy_chains_.erase(c), dirty_chains_.insert(c);
+  if (auto it = pols_.find(key); it != pols_.end())
+    for (auto& e : it->second.endpoints) pols_of_ep_[e].erase(key);
+  for (auto& e : p.endpoints) pols_of_ep_[e].insert(key);
   std::vector<std::string> names;
   for (bool in : {true, false}) {
     if (!(in ? p.ingress_applies : p.egress_applies)) continue;
     const auto& rules = in ? p.ingress : p.egress;
     auto c = render_chain(chain_name(in ? "cali-pi-" : "cali-po-", display_name(p)), render_rules(rules));
     names.push_back(c.name);
+    dirty_chains_.insert(c.name);
     policy_chains_[c.name] = std::move(c);
     for (auto& r : rules)
       for (auto* ids : {&r.source_ip_sets, &r.destination_ip_sets, &r.not_source_ip_sets, &r.not_destination_ip_sets})
@@ -181,7 +185,8 @@ result<void> dataplane::upsert_policy(const network_policy& p) {
 result<void> dataplane::remove_policy(std::string_view key) {
   auto it = pols_.find(std::string(key));
   if (it == pols_.end()) return {};
-  for (auto& c : chains_of_[it->first]) policy_chains_.erase(c);
+  for (auto& e : it->second.endpoints) pols_of_ep_[e].erase(it->first);
+  for (auto& c : chains_of_[it->first]) policy_chains_.erase(c), dirty_chains_.insert(c);
   chains_of_.erase(it->first);
   pols_.erase(it);
   ++pending_;
@@ -191,11 +196,12 @@ result<void> dataplane::remove_policy(std::string_view key) {
 result<void> dataplane::upsert_profile(const policy_profile& p) {
   if (auto it = profiles_.find(p.name); it != profiles_.end() && it->second == p) return {};
   const auto key = "profile:" + p.name;
-  for (auto& c : chains_of_[key]) policy_chains_.erase(c);
+  for (auto& c : chains_of_[key]) policy_chains_.erase(c), dirty_chains_.insert(c);
   std::vector<std::string> names;
   for (bool in : {true, false}) {
     auto c = render_chain(chain_name(in ? "cali-pri-" : "cali-pro-", p.name), render_rules(in ? p.ingress : p.egress));
     names.push_back(c.name);
+    dirty_chains_.insert(c.name);
     policy_chains_[c.name] = std::move(c);
   }
   chains_of_[key] = std::move(names);
@@ -207,7 +213,7 @@ result<void> dataplane::upsert_profile(const policy_profile& p) {
 result<void> dataplane::remove_profile(std::string_view name) {
   auto it = profiles_.find(std::string(name));
   if (it == profiles_.end()) return {};
-  for (auto& c : chains_of_["profile:" + it->first]) policy_chains_.erase(c);
+  for (auto& c : chains_of_["profile:" + it->first]) policy_chains_.erase(c), dirty_chains_.insert(c);
   chains_of_.erase("profile:" + it->first);
   profiles_.erase(it);
   ++pending_;
@@ -242,9 +248,9 @@ chain dataplane::endpoint_chain(const workload_endpoint& e, bool ingress) const 
   std::vector<std::string> r{"ct state established,related accept", "ct state invalid drop", "meta mark set meta mark & 0xfffcffff"};
   std::vector<const network_policy*> pols;
   const auto key = e.key();
-  for (auto& [k, p] : pols_)
-    if ((ingress ? p.ingress_applies : p.egress_applies) && std::find(p.endpoints.begin(), p.endpoints.end(), key) != p.endpoints.end())
-      pols.push_back(&p);
+  if (auto it = pols_of_ep_.find(key); it != pols_of_ep_.end())
+    for (auto& k : it->second)
+      if (auto p = pols_.find(k); p != pols_.end() && (ingress ? p->second.ingress_applies : p->second.egress_applies)) pols.push_back(&p->second);
   std::sort(pols.begin(), pols.end(), [](auto* a, auto* b) { return std::tie(a->order, a->kind, a->ns, a->name) < std::tie(b->order, b->kind, b->ns, b->name); });
   if (!pols.empty()) {
     r.push_back("meta mark set meta mark & 0xfffdffff");
@@ -264,7 +270,13 @@ chain dataplane::endpoint_chain(const workload_endpoint& e, bool ingress) const 
 }
 
 std::map<std::string, chain> dataplane::desired() const {
-  std::map<std::string, chain> out = policy_chains_;
+  auto out = dynamic_chains();
+  out.insert(policy_chains_.begin(), policy_chains_.end());
+  return out;
+}
+
+std::map<std::string, chain> dataplane::dynamic_chains() const {
+  std::map<std::string, chain> out;
   for (auto& [k, e] : eps_) {
     auto tw = endpoint_chain(e, true), fw = endpoint_chain(e, false);
     out[tw.name] = std::move(tw);
@@ -305,18 +317,26 @@ result<void> dataplane::apply() {
       if (!s.added.empty()) tx += "add element " + t + " " + n + " { " + joined(s.added) + " }\n";
     }
   }
-  auto want = desired();
+  auto dyn = dynamic_chains();
   std::string decl, fill, dels;
+  std::vector<const chain*> written;
   std::vector<std::string> stale;
-  for (auto& [name, c] : want) {
-    auto k = kernel_.find(name);
-    if (k != kernel_.end() && k->second == c.hashes) continue;
+  auto consider = [&](const chain& c) {
+    auto k = kernel_.find(c.name);
+    if (k != kernel_.end() && k->second == c.hashes) return;
     if (k == kernel_.end())
-      decl += "add chain " + t + " " + name + (name == "cali-FORWARD" ? " { type filter hook forward priority filter; policy accept; }" : "") + "\n";
+      decl += "add chain " + t + " " + c.name + (c.name == "cali-FORWARD" ? " { type filter hook forward priority filter; policy accept; }" : "") + "\n";
     else
-      fill += "flush chain " + t + " " + name + "\n";
-    for (auto& r : c.rules) fill += "add rule " + t + " " + name + " " + r + "\n";
-  }
+      fill += "flush chain " + t + " " + c.name + "\n";
+    for (auto& r : c.rules) fill += "add rule " + t + " " + c.name + " " + r + "\n";
+    written.push_back(&c);
+  };
+  if (compare_all_ || !table_made_)
+    for (auto& [name, c] : policy_chains_) consider(c);
+  else
+    for (auto& name : dirty_chains_)
+      if (auto it = policy_chains_.find(name); it != policy_chains_.end()) consider(it->second);
+  for (auto& [name, c] : dyn) consider(c);
   // Dispatch maps: interface -> goto the endpoint's chain.
   std::string maps;
   for (int dir = 0; dir < 2; ++dir) {
@@ -330,7 +350,7 @@ result<void> dataplane::apply() {
         maps += "add element " + t + " " + map + " { \"" + ifc + "\" : goto " + ch + " }\n";
   }
   for (auto& [name, h] : kernel_)
-    if (!want.contains(name)) {
+    if (!policy_chains_.contains(name) && !dyn.contains(name)) {
       fill += "flush chain " + t + " " + name + "\n";
       dels += "delete chain " + t + " " + name + "\n";
       stale.push_back(name);
@@ -340,11 +360,17 @@ result<void> dataplane::apply() {
   // Order: sets and chains exist before rules and map elements refer to them; what goes
   // goes after the last reference to it.
   tx += decl + maps + fill + dels + (table_made_ ? sets_gone : "");
-  if (tx.empty()) return {};
+  if (tx.empty()) {
+    dirty_chains_.clear();
+    compare_all_ = false;
+    return {};
+  }
   last_ = tx;
   if (auto r = run(tx); !r) return r.error();
   table_made_ = true;
-  for (auto& [name, c] : want) kernel_[name] = c.hashes;
+  for (auto* c : written) kernel_[c->name] = c->hashes;
+  dirty_chains_.clear();
+  compare_all_ = false;
   for (auto& n : stale) kernel_.erase(n);
   for (int dir = 0; dir < 2; ++dir) {
     kernel_maps_[dir].clear();
@@ -387,8 +413,10 @@ result<std::size_t> dataplane::check_drift() {
       if (it == seen.end()) kernel_.erase(name);
       else kernel_[name] = it->second;
     }
-  if (differ)
+  if (differ) {
+    compare_all_ = true;
     if (auto r = apply(); !r) return r.error();
+  }
   return differ;
 }
 
@@ -398,7 +426,8 @@ result<policy_status> dataplane::status() {
   s.policies = pols_.size();
   s.profiles = profiles_.size();
   s.ip_sets = sets_.size();
-  for (auto& [n, c] : desired()) s.rules += c.rules.size();
+  for (auto& [n, c] : policy_chains_) s.rules += c.rules.size();
+  for (auto& [n, c] : dynamic_chains()) s.rules += c.rules.size();
   s.pending = pending_;
   s.dataplane = "nftables";
   return s;

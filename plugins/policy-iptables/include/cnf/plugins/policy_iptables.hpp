@@ -99,6 +99,10 @@ class dataplane {
   std::map<std::string, set_state> sets_;
   std::set<std::string> sets_to_destroy_;
   std::map<std::string, chain> policy_chains_;  // rendered at upsert: cali-pi/po/pri/pro
+  std::set<std::string> dirty_chains_;          // of those, changed since the last apply
+  std::map<std::string, std::set<std::string>> pols_of_ep_;  // endpoint key -> policy keys
+  bool compare_all_ = true;                     // the kernel's state was (re)read
+  std::map<std::string, chain> dynamic_chains() const;  // endpoint and dispatch chains  // rendered at upsert: cali-pi/po/pri/pro
   std::map<std::string, std::vector<std::string>> chains_of_;  // policy key / profile name -> its chain names
   std::map<std::string, std::vector<std::string>> kernel_;     // chain -> hashes programmed
   bool kernel_read_ = false;

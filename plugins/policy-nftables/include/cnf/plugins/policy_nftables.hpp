@@ -77,7 +77,11 @@ class dataplane {
   std::map<std::string, policy_profile> profiles_;
   std::map<std::string, set_state> sets_;
   std::set<std::string> sets_to_delete_;
-  std::map<std::string, chain> policy_chains_;
+  std::map<std::string, chain> policy_chains_;  // rendered at upsert: cali-pi/po/pri/pro
+  std::set<std::string> dirty_chains_;          // of those, changed since the last apply
+  std::map<std::string, std::set<std::string>> pols_of_ep_;  // endpoint key -> policy keys
+  bool compare_all_ = true;                     // the kernel's state was (re)read
+  std::map<std::string, chain> dynamic_chains() const;  // endpoint and dispatch chains
   std::map<std::string, std::vector<std::string>> chains_of_;
   std::map<std::string, std::vector<std::string>> kernel_;  // chain -> hashes programmed
   std::map<std::string, std::string> kernel_maps_[2];       // iface -> chain, from / to
