@@ -397,7 +397,20 @@ std::vector<policy_update> calculator::take_updates() {
     out_profiles_ = std::move(want);
   }
 
-  // Policies touched since the last call.
+  // Policies touched since the last call. The IP sets programmed policies use are reference
+  // counted by selector text: a set comes when its first user does and goes with its last.
+  std::set<std::string> fresh_sets, gone_sets;
+  auto recount = [&](const std::string& key, const pol* p) {
+    auto& held = out_pol_sets_[key];
+    std::vector<std::string> now;
+    if (p) now.assign(p->sels.begin() + 1, p->sels.end());  // [0] is the policy's own selector
+    for (auto& t : now)
+      if (set_refs_[t]++ == 0) fresh_sets.insert(t), gone_sets.erase(t);
+    for (auto& t : held)
+      if (--set_refs_[t] == 0) set_refs_.erase(t), gone_sets.insert(t), fresh_sets.erase(t);
+    if (p) held = std::move(now);
+    else out_pol_sets_.erase(key);
+  };
   for (auto& key : dirty_pols_) {
     auto it = pols_.find(key);
     std::optional<network_policy> np;
@@ -408,31 +421,30 @@ std::vector<policy_update> calculator::take_updates() {
     auto out = out_pols_.find(key);
     if (np) {
       if (out == out_pols_.end() || !(out->second == *np)) {
+        recount(key, &it->second);
         pol_up.push_back(update::policy_upsert{*np});
         out_pols_[key] = std::move(*np);
       }
     } else if (out != out_pols_.end()) {
+      recount(key, nullptr);
       pol_rm.push_back(update::policy_removal{key});
       out_pols_.erase(out);
     }
   }
   dirty_pols_.clear();
 
-  // IP sets the programmed policies use: new ones in full, changed ones by difference.
-  std::map<std::string, std::string> needed;  // id -> selector text
-  for (auto& [key, np] : out_pols_) {
-    auto it = pols_.find(key);
-    if (it == pols_.end()) continue;
-    for (std::size_t i = 1; i < it->second.sels.size(); ++i) {  // [0] is the policy's own selector
-      const auto& t = it->second.sels[i];
-      auto& id = set_ids_[t];
-      if (id.empty()) id = ip_set_id(parse_selector(t).value());
-      needed[id] = t;
-    }
-  }
-  for (auto& [id, text] : needed) {
+  // IP sets: new ones in full, changed ones by difference, unused ones removed.
+  auto id_of = [&](const std::string& t) -> const std::string& {
+    auto& id = set_ids_[t];
+    if (id.empty()) id = ip_set_id(parse_selector(t).value());
+    return id;
+  };
+  std::set<std::string> examine = fresh_sets;
+  for (auto& t : dirty_sets_)
+    if (set_refs_.contains(t)) examine.insert(t);
+  for (auto& text : examine) {
+    const auto id = id_of(text);
     auto out = out_sets_.find(id);
-    if (out != out_sets_.end() && !dirty_sets_.contains(text)) continue;
     auto want_v = index_.addresses(text);
     std::set<ip_prefix> want(want_v.begin(), want_v.end());
     update::ip_set_members d{id, {}, {}};
@@ -444,13 +456,10 @@ std::vector<policy_update> calculator::take_updates() {
     if (!d.added.empty() || !d.removed.empty() || out == out_sets_.end()) head.push_back(std::move(d));
     have = std::move(want);
   }
-  for (auto it = out_sets_.begin(); it != out_sets_.end();) {
-    if (!needed.contains(it->first)) {
-      set_rm.push_back(update::ip_set_removal{it->first});
-      it = out_sets_.erase(it);
-    } else {
-      ++it;
-    }
+  for (auto& text : gone_sets) {
+    const auto id = id_of(text);
+    if (out_sets_.erase(id)) set_rm.push_back(update::ip_set_removal{id});
+    set_ids_.erase(text);
   }
   dirty_sets_.clear();
 

@@ -158,6 +158,8 @@ class calculator {
   std::map<std::string, policy_profile> out_profiles_;
   std::map<std::string, std::set<ip_prefix>> out_sets_;  // id -> members
   std::map<std::string, std::string> set_ids_;  // selector text -> id (ip sets in use)
+  std::map<std::string, int> set_refs_;         // selector text -> programmed policies using it
+  std::map<std::string, std::vector<std::string>> out_pol_sets_;  // policy key -> the texts it counts
 };
 
 }  // namespace netpol
