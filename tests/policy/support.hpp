@@ -118,8 +118,8 @@ inline void reachability_scenario(const std::function<cnf::any_policy()>& make_p
   CHECK_FALSE(connects(a, "10.65.0.2", 8081));
 
   // Calico's order: a GlobalNetworkPolicy (order 10) denying 8080 from the client's network
-  // runs before the K8s policies (order 1000); one that passes hands over to the next
-  // (the K8s allow still decides).
+  // runs before the K8s policies (order 1000); one that passes skips the other policies and
+  // hands over to the profiles (Calico's next tier; kns.default allows).
   auto gnp = [](std::string name, std::string spec) {
     cnf::resource r;
     r.kind = "GlobalNetworkPolicy";
