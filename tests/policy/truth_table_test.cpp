@@ -1,7 +1,7 @@
 // The Kubernetes network policy suite's model, on one node: namespaces x, y, z with pods a, b,
-// c each, servers on TCP 80 and 81 in every pod; for each case the full 9 x 9 matrix per port
-// is probed (every connect at once, one timeout) and compared with the matrix the case expects,
-// on every policy plugin.
+// c each, servers on TCP and UDP 80 and 81 in every pod; for each case the full 9 x 9 matrix per
+// port and protocol is probed (every connect or datagram at once, one timeout) and compared with
+// the matrix the case expects, on every policy plugin.
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
 
@@ -27,6 +27,7 @@ struct pod_t {
   std::string ns, name, ip, iface;
   std::unique_ptr<test_netns> net;
   int listeners[2] = {-1, -1};
+  int udp[2] = {-1, -1};
 };
 
 struct cluster {
@@ -51,13 +52,51 @@ struct cluster {
         p.listeners[0] = policy_test::listen_in(*p.net, p.ip, 80);
         p.listeners[1] = policy_test::listen_in(*p.net, p.ip, 81);
         for (int fd : p.listeners) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+        for (int k = 0; k < 2; ++k) p.udp[k] = udp_in(*p.net, p.ip, 80 + k);
         pods.push_back(std::move(p));
       }
   }
   ~cluster() {
     for (auto& p : pods)
-      for (int fd : p.listeners)
+      for (int fd : {p.listeners[0], p.listeners[1], p.udp[0], p.udp[1]})
         if (fd >= 0) ::close(fd);
+  }
+  static int udp_in(const test_netns& ns, const std::string& ip, int port) {
+    cnf_test::enter_netns in(ns);
+    int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    ::inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
+    if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("udp bind " + ip);
+    return s;
+  }
+  /// matrix[from][to]: a UDP datagram to `port` arrived within 400 ms. All 81 sent at once.
+  std::vector<std::vector<bool>> probe_udp(int port) {
+    const std::size_t n = pods.size();
+    std::vector<std::vector<bool>> m(n, std::vector<bool>(n, false));
+    for (std::size_t i = 0; i < n; ++i) {
+      cnf_test::enter_netns in(*pods[i].net);
+      int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      for (std::size_t j = 0; j < n; ++j) {
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(static_cast<std::uint16_t>(port));
+        ::inet_pton(AF_INET, pods[j].ip.c_str(), &a.sin_addr);
+        const std::string msg = std::to_string(i);
+        ::sendto(s, msg.data(), msg.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof a);
+      }
+      ::close(s);
+    }
+    ::usleep(400 * 1000);  // a datagram crosses two veths in microseconds
+    for (std::size_t j = 0; j < n; ++j) {
+      char buf[16];
+      for (ssize_t got; (got = ::recv(pods[j].udp[port - 80], buf, sizeof buf, 0)) > 0;) {
+        auto from = static_cast<std::size_t>(std::atoi(std::string(buf, static_cast<std::size_t>(got)).c_str()));
+        if (from < n) m[from][j] = true;
+      }
+    }
+    return m;
   }
   /// matrix[from][to]: a TCP connect to `port` completed within 700 ms. All 81 at once.
   std::vector<std::vector<bool>> probe(int port) {
@@ -120,7 +159,7 @@ std::string render(const cluster& c, const std::vector<std::vector<bool>>& m) {
   return s;
 }
 
-using expect_fn = std::function<bool(const pod_t& from, const pod_t& to, int port)>;
+using expect_fn = std::function<bool(const pod_t& from, const pod_t& to, const std::string& proto, int port)>;
 
 struct test_case {
   std::string name;
@@ -139,30 +178,30 @@ policy_def gnp(std::string name, std::string spec) {
 
 std::vector<test_case> cases() {
   return {
-      {"no policies: everything reaches everything", {}, [](auto&, auto&, int) { return true; }},
+      {"no policies: everything reaches everything", {}, [](auto&, auto&, auto&, int) { return true; }},
       {"default deny ingress in x",
        {knp("x", "deny", R"j({"podSelector": {}, "policyTypes": ["Ingress"]})j")},
-       [](auto&, auto& to, int) { return to.ns != "x"; }},
+       [](auto&, auto& to, auto&, int) { return to.ns != "x"; }},
       {"x/a: allow from namespace y only",
        {knp("x", "from-y", R"j({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]})j")},
-       [](auto& from, auto& to, int) { return !(to.ns == "x" && to.name == "a") || from.ns == "y"; }},
+       [](auto& from, auto& to, auto&, int) { return !(to.ns == "x" && to.name == "a") || from.ns == "y"; }},
       {"x/a: allow from pods b in any namespace, port 81 only",
        {knp("x", "b-81", R"j({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"pod": "b"}}}], "ports": [{"port": 81}]}]})j")},
-       [](auto& from, auto& to, int port) { return !(to.ns == "x" && to.name == "a") || (from.name == "b" && port == 81); }},
+       [](auto& from, auto& to, auto& proto, int port) { return !(to.ns == "x" && to.name == "a") || (from.name == "b" && proto == "TCP" && port == 81); }},
       {"x/a: allow from an ipBlock with an except (y/b's address)",
        {knp("x", "ipblock", R"j({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.66.0.0/24", "except": ["10.66.0.5/32"]}}]}]})j")},
-       [](auto& from, auto& to, int) { return !(to.ns == "x" && to.name == "a") || !(from.ns == "y" && from.name == "b"); }},
+       [](auto& from, auto& to, auto&, int) { return !(to.ns == "x" && to.name == "a") || !(from.ns == "y" && from.name == "b"); }},
       {"egress from y: only to namespace z, port 80 to 80 (endPort)",
        {knp("y", "egress", R"j({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "z"}}}], "ports": [{"port": 80, "endPort": 80}]}]})j")},
-       [](auto& from, auto& to, int port) { return from.ns != "y" || (to.ns == "z" && port == 80); }},
+       [](auto& from, auto& to, auto& proto, int port) { return from.ns != "y" || (to.ns == "z" && proto == "TCP" && port == 80); }},
       {"two policies on x/c add up (from x/a, and from z)",
        {knp("x", "c-from-a", R"j({"podSelector": {"matchLabels": {"pod": "c"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}]}]})j"),
         knp("x", "c-from-z", R"j({"podSelector": {"matchLabels": {"pod": "c"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "z"}}}]}]})j")},
-       [](auto& from, auto& to, int) { return !(to.ns == "x" && to.name == "c") || (from.ns == "x" && from.name == "a") || from.ns == "z"; }},
+       [](auto& from, auto& to, auto&, int) { return !(to.ns == "x" && to.name == "c") || (from.ns == "x" && from.name == "a") || from.ns == "z"; }},
       {"Calico: a GlobalNetworkPolicy (order 1) denies port 81 to every pod c before a K8s allow",
        {gnp("deny-81-c", R"j({"order": 1, "selector": "pod == 'c'", "ingress": [{"action": "Deny", "protocol": "TCP", "destination": {"ports": [81]}}, {"action": "Pass"}]})j"),
         knp("z", "allow-all", R"j({"podSelector": {}, "ingress": [{}]})j")},
-       [](auto&, auto& to, int port) { return !(to.name == "c" && port == 81); }},
+       [](auto&, auto& to, auto& proto, int port) { return !(to.name == "c" && proto == "TCP" && port == 81); }},
   };
 }
 
@@ -182,12 +221,12 @@ void run_cases(cluster& c, const std::function<cnf::any_policy()>& make) {
       live.push_back(p.key());
     }
     REQUIRE(calc.flush(plugin));
-    for (int port : {80, 81}) {
-      auto got = c.probe(port);
+    for (auto [proto, port] : {std::pair{std::string("TCP"), 80}, std::pair{std::string("TCP"), 81}, std::pair{std::string("UDP"), 80}, std::pair{std::string("UDP"), 81}}) {
+      auto got = proto == "TCP" ? c.probe(port) : c.probe_udp(port);
       std::vector<std::vector<bool>> want(c.pods.size(), std::vector<bool>(c.pods.size()));
       for (std::size_t i = 0; i < c.pods.size(); ++i)
-        for (std::size_t j = 0; j < c.pods.size(); ++j) want[i][j] = i == j || tc.allowed(c.pods[i], c.pods[j], port);  // to itself: never leaves the pod
-      INFO(tc.name << ", TCP " << port << "\nexpected:\n" << render(c, want) << "probed:\n" << render(c, got));
+        for (std::size_t j = 0; j < c.pods.size(); ++j) want[i][j] = i == j || tc.allowed(c.pods[i], c.pods[j], proto, port);  // to itself: never leaves the pod
+      INFO(tc.name << ", " << proto << " " << port << "\nexpected:\n" << render(c, want) << "probed:\n" << render(c, got));
       CHECK(got == want);
     }
   }
