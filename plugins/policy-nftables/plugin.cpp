@@ -10,6 +10,9 @@ cnf::nftables_policy::options configure(cnf::settings& s) {
   o.table = s.get("table", "calico");
   o.interface_prefix = s.get("interface_prefix", "cali");
   if (o.interface_prefix.empty() || o.interface_prefix.size() > 14) s.fail("interface_prefix", "needs 1 to 14 characters");
+  o.endpoint_to_host_action = s.get("endpoint_to_host_action", "accept");
+  if (o.endpoint_to_host_action != "accept" && o.endpoint_to_host_action != "drop" && o.endpoint_to_host_action != "return")
+    s.fail("endpoint_to_host_action", "'" + o.endpoint_to_host_action + "' is not one of \"accept\", \"drop\", \"return\"");
   return o;
 }
 

@@ -95,6 +95,8 @@ inline void reachability_scenario(const std::function<cnf::any_policy()>& make_p
     p->exec_or_throw(std::string("ip addr add ") + ip + "/32 dev eth0 && ip route add 169.254.1.1 dev eth0 scope link && ip route add default via 169.254.1.1");
   }
   int s80 = listen_in(b, "10.65.0.2", 8080), s81 = listen_in(b, "10.65.0.2", 8081);
+  node.exec_or_throw("ip addr add 10.99.0.1/32 dev up0");
+  int host = listen_in(node, "10.99.0.1", 9000);  // a service of the host itself
   REQUIRE(connects(a, "10.65.0.2", 8080));  // no policy programmed yet: plain forwarding
 
   cnf_test::enter_netns in(node);
@@ -105,6 +107,7 @@ inline void reachability_scenario(const std::function<cnf::any_policy()>& make_p
   calc.upsert_endpoint(pod("default", "b", "calib0000000002", "10.65.0.2", {{"app", "server"}}));
   REQUIRE(calc.flush(plugin));
   CHECK(connects(a, "10.65.0.2", 8080));  // profiles: kns.default allows
+  CHECK(connects(a, "10.99.0.1", 9000));  // to the host: egress allows, then the endpoint-to-host action
 
   calc.upsert_policy(k8s("default", "deny-all", R"j({"podSelector": {"matchLabels": {"app": "server"}}, "policyTypes": ["Ingress"]})j"));
   REQUIRE(calc.flush(plugin));
@@ -142,6 +145,8 @@ inline void reachability_scenario(const std::function<cnf::any_policy()>& make_p
       "egress": [{"to": [{"ipBlock": {"cidr": "10.65.0.0/24", "except": ["10.65.0.3/32"]}}], "ports": [{"port": 8081}]}]})j"));
   REQUIRE(calc.flush(plugin));
   CHECK_FALSE(connects(a, "10.65.0.2", 8080));  // egress: port not allowed
+  CHECK_FALSE(connects(a, "10.99.0.1", 9000));  // egress policy applies to the host too
+  CHECK(connects(b, "10.99.0.1", 9000));        // not to other pods' traffic
   CHECK_FALSE(connects(a, "10.65.0.2", 8081));  // egress allows, ingress (deny-all, allow 8080 only) does not
   calc.upsert_policy(k8s("default", "allow-client", R"j({"podSelector": {"matchLabels": {"app": "server"}},
       "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}], "ports": [{"port": 8080, "endPort": 8081}]}]})j"));
@@ -165,6 +170,7 @@ inline void reachability_scenario(const std::function<cnf::any_policy()>& make_p
   CHECK(connects(a, "10.65.0.2", 8081));
   ::close(s80);
   ::close(s81);
+  ::close(host);
 }
 
 }  // namespace policy_test

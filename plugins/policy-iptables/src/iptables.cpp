@@ -441,6 +441,10 @@ void dataplane::render_dispatch(std::map<std::string, chain>& out) const {
     out[root] = render_chain(root, top);
   }
   const std::string any = opt_.interface_prefix + "+";
+  out["cali-INPUT"] = render_chain("cali-INPUT", {"-i " + any + " -g cali-wl-to-host"});
+  const std::string to_host = opt_.endpoint_to_host_action == "drop" ? "DROP" : opt_.endpoint_to_host_action == "return" ? "RETURN" : "ACCEPT";
+  out["cali-wl-to-host"] = render_chain("cali-wl-to-host", {"-j cali-from-wl-dispatch",
+                                                            "-m comment --comment \"Configured DefaultEndpointToHostAction\" -j " + to_host});
   out["cali-FORWARD"] = render_chain("cali-FORWARD", {"-j MARK --set-xmark 0x0/0x30000", "-i " + any + " -j cali-from-wl-dispatch",
                                                       "-o " + any + " -j cali-to-wl-dispatch",
                                                       std::string("-m mark --mark ") + accept_mark +
@@ -470,7 +474,7 @@ result<void> dataplane::read_kernel() {
   if (!r) return r.error();
   if (r->status != 0) return cnf::error(errc::io, "iptables-" + opt_.backend + "-save -t filter: " + r->err);
   kernel_.clear();
-  forward_hooked_ = false;
+  forward_hooked_ = input_hooked_ = false;
   std::istringstream in(r->out);
   std::string line;
   while (std::getline(in, line)) {
@@ -480,6 +484,7 @@ result<void> dataplane::read_kernel() {
       auto sp = line.find(' ', 3);
       auto name = line.substr(3, sp - 3);
       if (name == "FORWARD" && line.find("-j cali-FORWARD") != std::string::npos) forward_hooked_ = true;
+      if (name == "INPUT" && line.find("-j cali-INPUT") != std::string::npos) input_hooked_ = true;
       if (!name.starts_with("cali-")) continue;
       auto c = line.find("cali:");
       std::string h;
@@ -557,7 +562,8 @@ result<void> dataplane::apply() {
       stale.push_back(name);
     }
   if (!forward_hooked_) rules += "-I FORWARD 1 -m comment --comment \"cali:" + short_hash("FORWARD\n\n-j cali-FORWARD", 16) + "\" -j cali-FORWARD\n";
-  if (!decl.empty() || !forward_hooked_) {
+  if (!input_hooked_) rules += "-I INPUT 1 -m comment --comment \"cali:" + short_hash("INPUT\n\n-j cali-INPUT", 16) + "\" -j cali-INPUT\n";
+  if (!decl.empty() || !forward_hooked_ || !input_hooked_) {
     last_restore_ = "*filter\n" + decl + rules + dels + "COMMIT\n";
     auto r = run({"iptables-" + opt_.backend + "-restore", "--noflush", "--wait"}, last_restore_);
     if (!r) return r.error();
@@ -581,7 +587,7 @@ result<void> dataplane::apply() {
     }
     for (auto* c : written) kernel_[c->name] = c->hashes;
     for (auto& n : stale) kernel_.erase(n);
-    forward_hooked_ = true;
+    forward_hooked_ = input_hooked_ = true;
   }
   dirty_chains_.clear();
   compare_all_ = false;

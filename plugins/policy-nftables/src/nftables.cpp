@@ -285,6 +285,8 @@ std::map<std::string, chain> dataplane::dynamic_chains() const {
   out["cali-from-wl-dispatch"] = render_chain("cali-from-wl-dispatch", {"iifname vmap @cali-from-wl-map", "drop"});
   out["cali-to-wl-dispatch"] = render_chain("cali-to-wl-dispatch", {"oifname vmap @cali-to-wl-map", "drop"});
   const std::string any = "\"" + opt_.interface_prefix + "*\"";
+  out["cali-INPUT"] = render_chain("cali-INPUT", {"iifname " + any + " goto cali-wl-to-host"});
+  out["cali-wl-to-host"] = render_chain("cali-wl-to-host", {"jump cali-from-wl-dispatch", opt_.endpoint_to_host_action});
   out["cali-FORWARD"] = render_chain("cali-FORWARD", {"meta mark set meta mark & 0xfffcffff", "iifname " + any + " jump cali-from-wl-dispatch",
                                                       "oifname " + any + " jump cali-to-wl-dispatch", "meta mark & 0x10000 == 0x10000 accept"});
   return out;
@@ -325,7 +327,9 @@ result<void> dataplane::apply() {
     auto k = kernel_.find(c.name);
     if (k != kernel_.end() && k->second == c.hashes) return;
     if (k == kernel_.end())
-      decl += "add chain " + t + " " + c.name + (c.name == "cali-FORWARD" ? " { type filter hook forward priority filter; policy accept; }" : "") + "\n";
+      decl += "add chain " + t + " " + c.name + (c.name == "cali-FORWARD"  ? " { type filter hook forward priority filter; policy accept; }"
+                                        : c.name == "cali-INPUT" ? " { type filter hook input priority filter; policy accept; }"
+                                                                 : "") + "\n";
     else
       fill += "flush chain " + t + " " + c.name + "\n";
     for (auto& r : c.rules) fill += "add rule " + t + " " + c.name + " " + r + "\n";

@@ -2,6 +2,9 @@
 //
 // filter table:
 //   FORWARD             -> cali-FORWARD (inserted first, once)
+//   INPUT               -> cali-INPUT: from <prefix>+ to cali-wl-to-host, which runs the
+//                       endpoint's egress (cali-from-wl-dispatch), then the configured
+//                       endpoint-to-host action
 //   cali-FORWARD        clears the policy marks, sends traffic from and to workload interfaces
 //                       (<prefix>+) to the dispatch chains, accepts what policy accepted
 //   cali-from-wl-dispatch / cali-to-wl-dispatch   -i/-o <iface> -g cali-fw-<iface> / cali-tw-<iface>
@@ -40,6 +43,9 @@ struct options {
   std::string backend = "nft";           ///< "nft" (iptables-nft-restore) or "legacy"
   std::string interface_prefix = "cali";  ///< workload interfaces: <prefix>+
   std::string ipset = "ipset";
+  /// What happens to traffic from a workload to this host once its egress policy let it
+  /// through (Felix's DefaultEndpointToHostAction): "accept", "drop" or "return" (to INPUT).
+  std::string endpoint_to_host_action = "accept";
 };
 
 /// One chain as wanted: rules as iptables-restore lines without "-A <chain> ", and their hashes.
@@ -106,7 +112,7 @@ class dataplane {
   std::map<std::string, std::vector<std::string>> chains_of_;  // policy key / profile name -> its chain names
   std::map<std::string, std::vector<std::string>> kernel_;     // chain -> hashes programmed
   bool kernel_read_ = false;
-  bool forward_hooked_ = false;
+  bool forward_hooked_ = false, input_hooked_ = false;
   std::size_t pending_ = 0;
   std::string last_restore_;
 };

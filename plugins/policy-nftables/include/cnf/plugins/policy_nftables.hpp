@@ -3,6 +3,8 @@
 // table ip calico:
 //   chain cali-FORWARD      (hook forward, priority filter) clears the policy marks, jumps to
 //                           the dispatch chains for <prefix>* interfaces, accepts what policy accepted
+//   chain cali-INPUT        (hook input) from <prefix>* to cali-wl-to-host: the endpoint's egress,
+//                           then the configured endpoint-to-host action
 //   chain cali-from-wl-dispatch / cali-to-wl-dispatch   one verdict-map lookup on the interface
 //       (maps cali-from-wl-map / cali-to-wl-map: "<iface>" : goto cali-fw-/cali-tw-<iface>),
 //       then "Unknown interface" drop
@@ -29,6 +31,7 @@ namespace nftables_policy {
 struct options {
   std::string table = "calico";
   std::string interface_prefix = "cali";
+  std::string endpoint_to_host_action = "accept";  ///< "accept", "drop" or "return"
 };
 
 struct chain {
