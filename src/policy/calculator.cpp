@@ -99,7 +99,11 @@ std::string ep_member(std::string_view key) { return "ep:" + std::string(key); }
 calculator::calculator(std::string node) : node_(std::move(node)) {
   index_.on_change = [this](const std::string& text) {
     dirty_sets_.insert(text);
-    if (auto it = users_.find(text); it != users_.end()) dirty_pols_.insert(it->second.begin(), it->second.end());
+    // A policy changes with the members of its own selector (its endpoints) or, with named
+    // ports, of any; for its rules' selectors only the IP sets change.
+    if (auto it = users_.find(text); it != users_.end())
+      for (auto& k : it->second)
+        if (auto p = pols_.find(k); p != pols_.end() && (p->second.named_ports || p->second.sels.front() == text)) dirty_pols_.insert(k);
   };
 }
 
