@@ -117,6 +117,7 @@ label_map calculator::endpoint_labels(std::string_view key) const {
   if (auto n = namespaces_.find(w.ns); n != namespaces_.end())
     for (auto& [k, v] : n->second) l["pcns." + k] = v;
   l["pcns.projectcalico.org/name"] = w.ns;
+  l["pcns.kubernetes.io/metadata.name"] = w.ns;  // set by the API server; here on every datastore
   if (!w.service_account_name.empty()) {
     l[sa_label] = w.service_account_name;
     if (auto s = service_accounts_.find(w.ns + "/" + w.service_account_name); s != service_accounts_.end())
@@ -203,6 +204,7 @@ void calculator::upsert_network_set(const network_set& n) {
     if (auto it = namespaces_.find(n.ns); it != namespaces_.end())
       for (auto& [k, v] : it->second) l["pcns." + k] = v;
     l["pcns.projectcalico.org/name"] = n.ns;
+    l["pcns.kubernetes.io/metadata.name"] = n.ns;
   }
   index_.set_member("ns:" + key, l, n.nets);
 }

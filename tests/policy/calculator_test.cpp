@@ -84,6 +84,7 @@ TEST_CASE("endpoint labels carry namespace and service account labels", "[unit]"
   CHECK(l.at("pod") == "a");
   CHECK(l.at("pcns.team") == "a");
   CHECK(l.at("pcns.projectcalico.org/name") == "x");
+  CHECK(l.at("pcns.kubernetes.io/metadata.name") == "x");  // namespaceSelector by name works on every datastore
   CHECK(l.at("projectcalico.org/serviceaccount") == "default");
   c.upsert_namespace("x", {{"team", "b"}});
   CHECK(c.endpoint_labels("x/n1-k8s-a-eth0").at("pcns.team") == "b");

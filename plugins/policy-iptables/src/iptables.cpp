@@ -294,7 +294,7 @@ result<void> dataplane::upsert_policy(const network_policy& p) {
     collect_net_sets(rules, net_sets);
     for (auto& r : rules)
       for (auto* ids : {&r.source_ip_sets, &r.destination_ip_sets, &r.not_source_ip_sets, &r.not_destination_ip_sets})
-        for (auto& id : *ids) sets_.try_emplace(id);
+        for (auto& id : *ids) sets_.try_emplace(id), sets_to_destroy_.erase(id);
   }
   for (auto& [id, members] : net_sets) {
     auto [it, fresh] = sets_.try_emplace(id);
