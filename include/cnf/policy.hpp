@@ -53,6 +53,15 @@ struct policy_rule {
   std::vector<ip_prefix> source_nets, destination_nets;
   std::vector<std::string> source_ip_sets, destination_ip_sets;  ///< ids of IP sets the host keeps
   std::vector<port_range> source_ports, destination_ports;
+  // The rest of Calico's rule (filled by the calculator, cnf/policy/calculator.hpp). Within one
+  // list: any entry matches (nets, ports); the ip_sets lists: every set must hold the address;
+  // the not_ lists: no entry may match. Empty: no condition.
+  std::optional<std::uint8_t> not_protocol;
+  std::optional<std::uint8_t> icmp_type, icmp_code, not_icmp_type, not_icmp_code;
+  std::optional<ip_family> family;  ///< ipVersion: the rule only applies to this family
+  std::vector<ip_prefix> not_source_nets, not_destination_nets;
+  std::vector<std::string> not_source_ip_sets, not_destination_ip_sets;
+  std::vector<port_range> not_source_ports, not_destination_ports;
   friend bool operator==(const policy_rule&, const policy_rule&) = default;
 };
 

@@ -1,0 +1,27 @@
+// The iptables policy part as a cnf plugin:
+//   [policy] plugin = "iptables"   backend = "nft" | "legacy"   interface_prefix = "cali"
+//            endpoint_to_host_action = "accept" | "drop" | "return"
+#include <cnf/plugin.hpp>
+#include <cnf/plugins/policy_iptables.hpp>
+
+namespace {
+
+cnf::iptables_policy::options configure(cnf::settings& s) {
+  cnf::iptables_policy::options o;
+  o.backend = s.get("backend", "nft");
+  if (o.backend != "nft" && o.backend != "legacy") s.fail("backend", "'" + o.backend + "' is neither \"nft\" nor \"legacy\"");
+  o.interface_prefix = s.get("interface_prefix", "cali");
+  if (o.interface_prefix.empty() || o.interface_prefix.size() > 14) s.fail("interface_prefix", "needs 1 to 14 characters");
+  o.endpoint_to_host_action = s.get("endpoint_to_host_action", "accept");
+  if (o.endpoint_to_host_action != "accept" && o.endpoint_to_host_action != "drop" && o.endpoint_to_host_action != "return")
+    s.fail("endpoint_to_host_action", "'" + o.endpoint_to_host_action + "' is not one of \"accept\", \"drop\", \"return\"");
+  return o;
+}
+
+cnf::iptables_policy::dataplane create(const cnf::plugin_context&, cnf::iptables_policy::options o) {
+  return cnf::iptables_policy::dataplane(std::move(o));
+}
+
+}  // namespace
+
+CNF_PLUGIN(policy, "iptables", "0.1.0", configure, create);

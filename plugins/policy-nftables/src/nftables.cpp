@@ -1,0 +1,443 @@
+#include <cnf/netlink/sha1.hpp>
+#include <cnf/plugins/policy_nftables.hpp>
+
+#include <nftables/libnftables.h>
+
+#include <algorithm>
+#include <sstream>
+#include <tuple>
+
+CNF_BEGIN_NAMESPACE
+namespace nftables_policy {
+
+namespace {
+
+std::string short_hash(std::string_view data, std::size_t n) {
+  static constexpr char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  auto h = netlink::detail::sha1(data);
+  std::string out;
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (auto b : h) {
+    acc = (acc << 8) | b;
+    bits += 8;
+    while (bits >= 6 && out.size() < n) {
+      out += abc[(acc >> (bits - 6)) & 63];
+      bits -= 6;
+    }
+  }
+  return out;
+}
+
+std::string chain_name(std::string_view prefix, std::string_view name) {
+  bool clean = std::all_of(name.begin(), name.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_'; });
+  if (prefix.size() + name.size() <= 28 && clean && !name.starts_with("_")) return std::string(prefix) + std::string(name);
+  return std::string(prefix) + "_" + short_hash(name, 28 - prefix.size() - 1);
+}
+
+std::string set_name(std::string_view id) { return "cali40" + std::string(id.substr(0, 1)) + "-" + std::string(id.substr(2)); }
+
+std::string display_name(const network_policy& p) { return p.ns.empty() ? p.name : p.ns + "." + p.name; }
+
+chain render_chain(std::string name, const std::vector<std::string>& bodies) {
+  chain c;
+  c.name = std::move(name);
+  std::string prev;
+  for (auto& b : bodies) {
+    auto h = short_hash(c.name + "\n" + prev + "\n" + b, 16);
+    c.hashes.push_back(h);
+    c.rules.push_back(b + (b.empty() ? "" : " ") + "comment \"cali:" + h + "\"");
+    prev = h;
+  }
+  return c;
+}
+
+std::string proto(std::uint8_t p) {
+  switch (p) {
+    case 1: return "icmp";
+    case 6: return "tcp";
+    case 17: return "udp";
+    case 58: return "ipv6-icmp";
+    case 132: return "sctp";
+    case 136: return "udplite";
+  }
+  return std::to_string(p);
+}
+
+std::string anon(const std::vector<std::string>& items) {
+  if (items.size() == 1) return items[0];
+  std::string s = "{ ";
+  for (std::size_t i = 0; i < items.size(); ++i) s += (i ? ", " : "") + items[i];
+  return s + " }";
+}
+
+std::vector<std::string> v4(const std::vector<ip_prefix>& nets) {
+  std::vector<std::string> o;
+  for (auto& n : nets)
+    if (n.family() == ip_family::v4) o.push_back(n.length() == 32 ? n.address().to_string() : n.to_string());
+  return o;
+}
+
+std::vector<std::string> ports(const std::vector<port_range>& ps) {
+  std::vector<std::string> o;
+  for (auto& p : ps) o.push_back(p.first == p.last ? std::to_string(p.first) : std::to_string(p.first) + "-" + std::to_string(p.last));
+  return o;
+}
+
+}  // namespace
+
+dataplane::dataplane(options o) : opt_(std::move(o)) {}
+dataplane::~dataplane() = default;
+dataplane::dataplane(dataplane&&) noexcept = default;
+dataplane& dataplane::operator=(dataplane&&) noexcept = default;
+
+result<std::string> dataplane::run(const std::string& cmds, bool want_output) {
+  // A context per call: its netlink socket opens in the calling thread's network namespace.
+  std::unique_ptr<nft_ctx, void (*)(nft_ctx*)> ctx(nft_ctx_new(NFT_CTX_DEFAULT), nft_ctx_free);
+  if (!ctx) return cnf::error(errc::io, "nftables: nft_ctx_new failed");
+  nft_ctx_buffer_output(ctx.get());
+  nft_ctx_buffer_error(ctx.get());
+  if (nft_run_cmd_from_buffer(ctx.get(), cmds.c_str()) != 0) {
+    std::string err = nft_ctx_get_error_buffer(ctx.get());
+    while (!err.empty() && err.back() == '\n') err.pop_back();
+    return cnf::error(errc::io, "nftables refused the change, nothing applied: " + err);
+  }
+  return want_output ? std::string(nft_ctx_get_output_buffer(ctx.get())) : std::string();
+}
+
+std::vector<std::string> dataplane::render_rules(const std::vector<policy_rule>& rules) const {
+  std::vector<std::string> out;
+  for (const auto& r : rules) {
+    if (r.family == ip_family::v6) continue;
+    std::string m;
+    if (r.protocol) {
+      if (r.not_protocol == r.protocol) continue;
+      m += " meta l4proto " + proto(*r.protocol);
+    } else if (r.not_protocol) {
+      m += " meta l4proto != " + proto(*r.not_protocol);
+    }
+    auto src = v4(r.source_nets), dst = v4(r.destination_nets);
+    if ((!r.source_nets.empty() && src.empty()) || (!r.destination_nets.empty() && dst.empty())) continue;
+    if (!src.empty()) m += " ip saddr " + anon(src);
+    if (auto n = v4(r.not_source_nets); !n.empty()) m += " ip saddr != " + anon(n);
+    if (!dst.empty()) m += " ip daddr " + anon(dst);
+    if (auto n = v4(r.not_destination_nets); !n.empty()) m += " ip daddr != " + anon(n);
+    for (auto& id : r.source_ip_sets) m += " ip saddr @" + set_name(id);
+    for (auto& id : r.not_source_ip_sets) m += " ip saddr != @" + set_name(id);
+    for (auto& id : r.destination_ip_sets) m += " ip daddr @" + set_name(id);
+    for (auto& id : r.not_destination_ip_sets) m += " ip daddr != @" + set_name(id);
+    if (!r.source_ports.empty()) m += " th sport " + anon(ports(r.source_ports));
+    if (!r.not_source_ports.empty()) m += " th sport != " + anon(ports(r.not_source_ports));
+    if (!r.destination_ports.empty()) m += " th dport " + anon(ports(r.destination_ports));
+    if (!r.not_destination_ports.empty()) m += " th dport != " + anon(ports(r.not_destination_ports));
+    if (r.icmp_type) m += " icmp type " + std::to_string(*r.icmp_type) + (r.icmp_code ? " icmp code " + std::to_string(*r.icmp_code) : "");
+    if (r.not_icmp_type) m += " icmp type != " + std::to_string(*r.not_icmp_type);
+    switch (r.action) {
+      case policy_rule::action_type::allow: m += " meta mark set meta mark | 0x10000 return"; break;
+      case policy_rule::action_type::pass: m += " meta mark set meta mark | 0x20000 return"; break;
+      case policy_rule::action_type::deny: m += " drop"; break;
+      case policy_rule::action_type::log: m += " log prefix \"calico-packet: \" level notice"; break;
+    }
+    out.push_back(m.substr(1));
+  }
+  return out;
+}
+
+result<void> dataplane::upsert_endpoint(const workload_endpoint& e) {
+  if (e.interface_name.empty()) return cnf::error(errc::invalid, "WorkloadEndpoint/" + e.key() + ": spec.interfaceName: missing (the policy chains are per interface)");
+  auto& slot = eps_[e.key()];
+  if (slot == e) return {};
+  slot = e;
+  ++pending_;
+  return {};
+}
+
+result<void> dataplane::remove_endpoint(std::string_view key) {
+  if (eps_.erase(std::string(key))) ++pending_;
+  return {};
+}
+
+result<void> dataplane::upsert_policy(const network_policy& p) {
+  const auto key = p.key();
+  if (auto it = pols_.find(key); it != pols_.end() && it->second == p) return {};
+  for (auto& c : chains_of_[key]) policy_chains_.erase(c), dirty_chains_.insert(c);
+  if (auto it = pols_.find(key); it != pols_.end())
+    for (auto& e : it->second.endpoints) pols_of_ep_[e].erase(key);
+  for (auto& e : p.endpoints) pols_of_ep_[e].insert(key);
+  std::vector<std::string> names;
+  for (bool in : {true, false}) {
+    if (!(in ? p.ingress_applies : p.egress_applies)) continue;
+    const auto& rules = in ? p.ingress : p.egress;
+    auto c = render_chain(chain_name(in ? "cali-pi-" : "cali-po-", display_name(p)), render_rules(rules));
+    names.push_back(c.name);
+    dirty_chains_.insert(c.name);
+    policy_chains_[c.name] = std::move(c);
+    for (auto& r : rules)
+      for (auto* ids : {&r.source_ip_sets, &r.destination_ip_sets, &r.not_source_ip_sets, &r.not_destination_ip_sets})
+        for (auto& id : *ids) sets_.try_emplace(id), sets_to_delete_.erase(id);
+  }
+  chains_of_[key] = std::move(names);
+  pols_[key] = p;
+  ++pending_;
+  return {};
+}
+
+result<void> dataplane::remove_policy(std::string_view key) {
+  auto it = pols_.find(std::string(key));
+  if (it == pols_.end()) return {};
+  for (auto& e : it->second.endpoints) pols_of_ep_[e].erase(it->first);
+  for (auto& c : chains_of_[it->first]) policy_chains_.erase(c), dirty_chains_.insert(c);
+  chains_of_.erase(it->first);
+  pols_.erase(it);
+  ++pending_;
+  return {};
+}
+
+result<void> dataplane::upsert_profile(const policy_profile& p) {
+  if (auto it = profiles_.find(p.name); it != profiles_.end() && it->second == p) return {};
+  const auto key = "profile:" + p.name;
+  for (auto& c : chains_of_[key]) policy_chains_.erase(c), dirty_chains_.insert(c);
+  std::vector<std::string> names;
+  for (bool in : {true, false}) {
+    auto c = render_chain(chain_name(in ? "cali-pri-" : "cali-pro-", p.name), render_rules(in ? p.ingress : p.egress));
+    names.push_back(c.name);
+    dirty_chains_.insert(c.name);
+    policy_chains_[c.name] = std::move(c);
+  }
+  chains_of_[key] = std::move(names);
+  profiles_[p.name] = p;
+  ++pending_;
+  return {};
+}
+
+result<void> dataplane::remove_profile(std::string_view name) {
+  auto it = profiles_.find(std::string(name));
+  if (it == profiles_.end()) return {};
+  for (auto& c : chains_of_["profile:" + it->first]) policy_chains_.erase(c), dirty_chains_.insert(c);
+  chains_of_.erase("profile:" + it->first);
+  profiles_.erase(it);
+  ++pending_;
+  return {};
+}
+
+result<void> dataplane::add_ip_set_members(std::string_view id, std::span<const ip_prefix> m) {
+  auto& s = sets_[std::string(id)];
+  sets_to_delete_.erase(std::string(id));
+  for (auto& a : m)
+    if (a.family() == ip_family::v4 && s.members.insert(a).second && !s.removed.erase(a)) s.added.insert(a);
+  ++pending_;
+  return {};
+}
+
+result<void> dataplane::remove_ip_set_members(std::string_view id, std::span<const ip_prefix> m) {
+  auto it = sets_.find(std::string(id));
+  if (it == sets_.end()) return {};
+  for (auto& a : m)
+    if (it->second.members.erase(a) && !it->second.added.erase(a)) it->second.removed.insert(a);
+  ++pending_;
+  return {};
+}
+
+result<void> dataplane::remove_ip_set(std::string_view id) {
+  if (sets_.erase(std::string(id))) sets_to_delete_.insert(std::string(id));
+  ++pending_;
+  return {};
+}
+
+chain dataplane::endpoint_chain(const workload_endpoint& e, bool ingress) const {
+  std::vector<std::string> r{"ct state established,related accept", "ct state invalid drop", "meta mark set meta mark & 0xfffcffff"};
+  std::vector<const network_policy*> pols;
+  const auto key = e.key();
+  if (auto it = pols_of_ep_.find(key); it != pols_of_ep_.end())
+    for (auto& k : it->second)
+      if (auto p = pols_.find(k); p != pols_.end() && (ingress ? p->second.ingress_applies : p->second.egress_applies)) pols.push_back(&p->second);
+  std::sort(pols.begin(), pols.end(), [](auto* a, auto* b) { return std::tie(a->order, a->kind, a->ns, a->name) < std::tie(b->order, b->kind, b->ns, b->name); });
+  if (!pols.empty()) {
+    r.push_back("meta mark set meta mark & 0xfffdffff");
+    for (auto* p : pols) {
+      r.push_back("meta mark & 0x20000 == 0 jump " + chain_name(ingress ? "cali-pi-" : "cali-po-", display_name(*p)));
+      r.push_back("meta mark & 0x10000 == 0x10000 return");
+    }
+    r.push_back("meta mark & 0x20000 == 0 drop");
+  }
+  for (auto& prof : e.profiles) {
+    if (!profiles_.contains(prof)) continue;
+    r.push_back("jump " + chain_name(ingress ? "cali-pri-" : "cali-pro-", prof));
+    r.push_back("meta mark & 0x10000 == 0x10000 return");
+  }
+  r.push_back("drop");
+  return render_chain((ingress ? "cali-tw-" : "cali-fw-") + e.interface_name, r);
+}
+
+std::map<std::string, chain> dataplane::desired() const {
+  auto out = dynamic_chains();
+  out.insert(policy_chains_.begin(), policy_chains_.end());
+  return out;
+}
+
+std::map<std::string, chain> dataplane::dynamic_chains() const {
+  std::map<std::string, chain> out;
+  for (auto& [k, e] : eps_) {
+    auto tw = endpoint_chain(e, true), fw = endpoint_chain(e, false);
+    out[tw.name] = std::move(tw);
+    out[fw.name] = std::move(fw);
+  }
+  out["cali-from-wl-dispatch"] = render_chain("cali-from-wl-dispatch", {"iifname vmap @cali-from-wl-map", "drop"});
+  out["cali-to-wl-dispatch"] = render_chain("cali-to-wl-dispatch", {"oifname vmap @cali-to-wl-map", "drop"});
+  const std::string any = "\"" + opt_.interface_prefix + "*\"";
+  out["cali-INPUT"] = render_chain("cali-INPUT", {"iifname " + any + " goto cali-wl-to-host"});
+  out["cali-wl-to-host"] = render_chain("cali-wl-to-host", {"jump cali-from-wl-dispatch", opt_.endpoint_to_host_action});
+  out["cali-FORWARD"] = render_chain("cali-FORWARD", {"meta mark set meta mark & 0xfffcffff", "iifname " + any + " jump cali-from-wl-dispatch",
+                                                      "oifname " + any + " jump cali-to-wl-dispatch", "meta mark & 0x10000 == 0x10000 accept"});
+  return out;
+}
+
+result<void> dataplane::apply() {
+  const std::string t = "ip " + opt_.table;
+  std::string tx;
+  if (!table_made_) {
+    // The first apply replaces whatever a previous run left, in the same transaction.
+    tx += "add table " + t + "\ndelete table " + t + "\nadd table " + t + "\n";
+    tx += "add map " + t + " cali-from-wl-map { type ifname : verdict; }\nadd map " + t + " cali-to-wl-map { type ifname : verdict; }\n";
+    kernel_.clear();
+    kernel_maps_[0].clear();
+    kernel_maps_[1].clear();
+    for (auto& [id, s] : sets_) s.fresh = true;
+  }
+  auto joined = [](const std::set<ip_prefix>& m) {
+    std::string x;
+    for (auto& a : m) x += (x.empty() ? "" : ", ") + (a.length() == 32 ? a.address().to_string() : a.to_string());
+    return x;
+  };
+  for (auto& [id, s] : sets_) {
+    const auto n = set_name(id);
+    if (s.fresh) {
+      tx += "add set " + t + " " + n + " { type ipv4_addr; flags interval; }\nflush set " + t + " " + n + "\n";
+      if (!s.members.empty()) tx += "add element " + t + " " + n + " { " + joined(s.members) + " }\n";
+    } else {
+      if (!s.removed.empty()) tx += "delete element " + t + " " + n + " { " + joined(s.removed) + " }\n";
+      if (!s.added.empty()) tx += "add element " + t + " " + n + " { " + joined(s.added) + " }\n";
+    }
+  }
+  auto dyn = dynamic_chains();
+  std::string decl, fill, dels;
+  std::vector<const chain*> written;
+  std::vector<std::string> stale;
+  auto consider = [&](const chain& c) {
+    auto k = kernel_.find(c.name);
+    if (k != kernel_.end() && k->second == c.hashes) return;
+    if (k == kernel_.end())
+      decl += "add chain " + t + " " + c.name + (c.name == "cali-FORWARD"  ? " { type filter hook forward priority filter; policy accept; }"
+                                        : c.name == "cali-INPUT" ? " { type filter hook input priority filter; policy accept; }"
+                                                                 : "") + "\n";
+    else
+      fill += "flush chain " + t + " " + c.name + "\n";
+    for (auto& r : c.rules) fill += "add rule " + t + " " + c.name + " " + r + "\n";
+    written.push_back(&c);
+  };
+  if (compare_all_ || !table_made_)
+    for (auto& [name, c] : policy_chains_) consider(c);
+  else
+    for (auto& name : dirty_chains_)
+      if (auto it = policy_chains_.find(name); it != policy_chains_.end()) consider(it->second);
+  for (auto& [name, c] : dyn) consider(c);
+  // Dispatch maps: interface -> goto the endpoint's chain.
+  std::string maps;
+  for (int dir = 0; dir < 2; ++dir) {
+    std::map<std::string, std::string> m;
+    for (auto& [k, e] : eps_) m[e.interface_name] = (dir == 0 ? "cali-fw-" : "cali-tw-") + e.interface_name;
+    const char* map = dir == 0 ? "cali-from-wl-map" : "cali-to-wl-map";
+    for (auto& [ifc, ch] : kernel_maps_[dir])
+      if (!m.contains(ifc) || m[ifc] != ch) maps += "delete element " + t + " " + map + " { \"" + ifc + "\" }\n";
+    for (auto& [ifc, ch] : m)
+      if (auto it = kernel_maps_[dir].find(ifc); it == kernel_maps_[dir].end() || it->second != ch)
+        maps += "add element " + t + " " + map + " { \"" + ifc + "\" : goto " + ch + " }\n";
+  }
+  for (auto& [name, h] : kernel_)
+    if (!policy_chains_.contains(name) && !dyn.contains(name)) {
+      fill += "flush chain " + t + " " + name + "\n";
+      dels += "delete chain " + t + " " + name + "\n";
+      stale.push_back(name);
+    }
+  std::string sets_gone;
+  for (auto& id : sets_to_delete_) sets_gone += "delete set " + t + " " + set_name(id) + "\n";
+  // Order: sets and chains exist before rules and map elements refer to them; what goes
+  // goes after the last reference to it.
+  tx += decl + maps + fill + dels + (table_made_ ? sets_gone : "");
+  if (tx.empty()) {
+    dirty_chains_.clear();
+    compare_all_ = false;
+    return {};
+  }
+  last_ = tx;
+  if (auto r = run(tx); !r) return r.error();
+  table_made_ = true;
+  for (auto* c : written) kernel_[c->name] = c->hashes;
+  dirty_chains_.clear();
+  compare_all_ = false;
+  for (auto& n : stale) kernel_.erase(n);
+  for (int dir = 0; dir < 2; ++dir) {
+    kernel_maps_[dir].clear();
+    for (auto& [k, e] : eps_) kernel_maps_[dir][e.interface_name] = (dir == 0 ? "cali-fw-" : "cali-tw-") + e.interface_name;
+  }
+  for (auto& [id, s] : sets_) s.fresh = false, s.added.clear(), s.removed.clear();
+  sets_to_delete_.clear();
+  pending_ = 0;
+  return {};
+}
+
+result<std::size_t> dataplane::check_drift() {
+  if (!table_made_) {
+    if (auto r = apply(); !r) return r.error();
+    return std::size_t{0};
+  }
+  auto listing = run("list table ip " + opt_.table, true);
+  if (!listing) return listing.error();
+  std::map<std::string, std::vector<std::string>> seen;
+  std::istringstream in(*listing);
+  std::string line, cur;
+  while (std::getline(in, line)) {
+    auto p = line.find_first_not_of(" \t");
+    if (p == std::string::npos) continue;
+    std::string_view l(line.c_str() + p);
+    if (l.starts_with("chain ")) {
+      cur = std::string(l.substr(6, l.find(' ', 6) - 6));
+      seen[cur];
+    } else if (l == "}") {
+      cur.clear();
+    } else if (!cur.empty()) {
+      if (auto c = l.find("comment \"cali:"); c != std::string_view::npos) seen[cur].push_back(std::string(l.substr(c + 14, 16)));
+      else if (!l.starts_with("type ")) seen[cur].push_back("?");
+    }
+  }
+  std::size_t differ = 0;
+  for (auto& [name, c] : desired())
+    if (auto it = seen.find(name); it == seen.end() || it->second != c.hashes) {
+      ++differ;
+      if (it == seen.end()) kernel_.erase(name);
+      else kernel_[name] = it->second;
+    }
+  if (differ) {
+    compare_all_ = true;
+    if (auto r = apply(); !r) return r.error();
+  }
+  return differ;
+}
+
+result<policy_status> dataplane::status() {
+  policy_status s;
+  s.endpoints = eps_.size();
+  s.policies = pols_.size();
+  s.profiles = profiles_.size();
+  s.ip_sets = sets_.size();
+  for (auto& [n, c] : policy_chains_) s.rules += c.rules.size();
+  for (auto& [n, c] : dynamic_chains()) s.rules += c.rules.size();
+  s.pending = pending_;
+  s.dataplane = "nftables";
+  return s;
+}
+
+result<void> dataplane::stop() { return {}; }
+
+}  // namespace nftables_policy
+CNF_END_NAMESPACE

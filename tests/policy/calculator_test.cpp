@@ -1,0 +1,207 @@
+#include <cnf/policy/calculator.hpp>
+
+#include <catch2/catch.hpp>
+#include <netinet/in.h>
+
+using namespace cnf::netpol;
+
+namespace {
+cnf::workload_endpoint pod(std::string ns, std::string name, std::string ip, label_map labels, std::string node = "n1") {
+  cnf::workload_endpoint w;
+  w.ns = ns;
+  w.name = node + "-k8s-" + name + "-eth0";
+  w.pod = name;
+  w.orchestrator = "k8s";
+  w.node = node;
+  w.endpoint = "eth0";
+  w.interface_name = "cali" + name;
+  w.ip_networks = {cnf::ip_prefix::parse(ip + "/32").value()};
+  w.labels = std::move(labels);
+  w.labels["projectcalico.org/namespace"] = ns;
+  w.profiles = {"kns." + ns, "ksa." + ns + ".default"};
+  w.service_account_name = "default";
+  return w;
+}
+cnf::ip_prefix pfx(std::string s) { return cnf::ip_prefix::parse(s).value(); }
+policy_def k8s(std::string ns, std::string name, std::string spec) {
+  cnf::resource r;
+  r.kind = "NetworkPolicy";
+  r.ns = std::move(ns);
+  r.name = std::move(name);
+  r.spec = std::move(spec);
+  return parse_k8s_network_policy(r).value();
+}
+template <class T>
+std::vector<T> of(const std::vector<policy_update>& u) {
+  std::vector<T> out;
+  for (auto& x : u)
+    if (auto* p = std::get_if<T>(&x)) out.push_back(*p);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("the label index follows members and labels incrementally", "[unit]") {
+  label_index idx;
+  std::vector<std::string> changed;
+  idx.on_change = [&](const std::string& t) { changed.push_back(t); };
+  auto web = parse_selector("app == 'web'").value();
+  idx.add_selector(web);
+  idx.set_member("a", {{"app", "web"}}, {pfx("10.0.0.1/32")});
+  idx.set_member("b", {{"app", "db"}}, {pfx("10.0.0.2/32")});
+  CHECK(idx.members(web.to_string()) == std::set<std::string>{"a"});
+  CHECK(idx.addresses(web.to_string()) == std::vector{pfx("10.0.0.1/32")});
+  CHECK(changed == std::vector<std::string>{web.to_string()});
+  changed.clear();
+  idx.set_member("b", {{"app", "web"}}, {pfx("10.0.0.2/32")});  // relabelled: joins
+  CHECK(idx.members(web.to_string()) == std::set<std::string>{"a", "b"});
+  CHECK(changed.size() == 1);
+  changed.clear();
+  idx.set_member("b", {{"app", "web"}}, {pfx("10.0.0.2/32")});  // no change: no callback
+  CHECK(changed.empty());
+  idx.set_member("b", {{"app", "web"}}, {pfx("10.0.0.3/32")});  // address moved
+  CHECK(idx.addresses(web.to_string()) == std::vector{pfx("10.0.0.1/32"), pfx("10.0.0.3/32")});
+  idx.set_member("c", {{"app", "web"}}, {pfx("10.0.0.1/32")});  // same address twice: counted
+  idx.remove_member("a");
+  CHECK(idx.addresses(web.to_string()) == std::vector{pfx("10.0.0.1/32"), pfx("10.0.0.3/32")});
+  idx.remove_member("c");
+  CHECK(idx.addresses(web.to_string()) == std::vector{pfx("10.0.0.3/32")});
+  // A selector added later sees existing members; the last release drops it.
+  auto has = parse_selector("has(app)").value();
+  idx.add_selector(has);
+  idx.add_selector(has);
+  CHECK(idx.members(has.to_string()) == std::set<std::string>{"b"});
+  idx.release_selector(has.to_string());
+  CHECK(idx.has_selector(has.to_string()));
+  idx.release_selector(has.to_string());
+  CHECK_FALSE(idx.has_selector(has.to_string()));
+}
+
+TEST_CASE("endpoint labels carry namespace and service account labels", "[unit]") {
+  calculator c("n1");
+  c.upsert_namespace("x", {{"team", "a"}});
+  c.upsert_endpoint(pod("x", "a", "10.0.0.1", {{"pod", "a"}}));
+  auto l = c.endpoint_labels("x/n1-k8s-a-eth0");
+  CHECK(l.at("pod") == "a");
+  CHECK(l.at("pcns.team") == "a");
+  CHECK(l.at("pcns.projectcalico.org/name") == "x");
+  CHECK(l.at("pcns.kubernetes.io/metadata.name") == "x");  // namespaceSelector by name works on every datastore
+  CHECK(l.at("projectcalico.org/serviceaccount") == "default");
+  c.upsert_namespace("x", {{"team", "b"}});
+  CHECK(c.endpoint_labels("x/n1-k8s-a-eth0").at("pcns.team") == "b");
+}
+
+TEST_CASE("a K8s policy becomes a policy, its IP sets and incremental membership changes", "[unit]") {
+  calculator c("n1");
+  c.upsert_namespace("x", {{"ns", "x"}});
+  c.upsert_namespace("y", {{"ns", "y"}});
+  c.upsert_endpoint(pod("x", "a", "10.0.0.1", {{"pod", "a"}}));
+  c.upsert_endpoint(pod("x", "b", "10.0.0.2", {{"pod", "b"}}, "n2"));  // another node
+  c.upsert_endpoint(pod("y", "b", "10.0.1.2", {{"pod", "b"}}, "n2"));
+  auto first = c.take_updates();
+  CHECK(of<update::endpoint_upsert>(first).size() == 1);  // only this node's
+  auto profiles = of<update::profile_upsert>(first);
+  REQUIRE(profiles.size() == 3);  // kns.x, kns.y, ksa.x.default
+  CHECK(profiles[0].profile.name == "kns.x");
+  CHECK(profiles[0].profile.ingress.size() == 1);
+  CHECK(profiles[2].profile.name == "ksa.x.default");
+  CHECK(profiles[2].profile.ingress.empty());
+  CHECK(c.take_updates().empty());  // nothing changed: nothing to do
+
+  // x/a accepts TCP 80 from pods b in its own namespace.
+  c.upsert_policy(k8s("x", "allow-b", R"j({"podSelector": {"matchLabels": {"pod": "a"}},
+      "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}], "ports": [{"port": 80}]}]})j"));
+  auto u = c.take_updates();
+  auto sets = of<update::ip_set_members>(u);
+  auto pols = of<update::policy_upsert>(u);
+  REQUIRE(sets.size() == 1);
+  REQUIRE(pols.size() == 1);
+  CHECK(std::holds_alternative<update::ip_set_members>(u.front()));  // members before the policy
+  CHECK(sets[0].added == std::vector{pfx("10.0.0.2/32")});           // x/b, not y/b
+  const auto& np = pols[0].policy;
+  CHECK(np.key() == "NetworkPolicy/x/knp.default.allow-b");
+  CHECK(np.endpoints == std::vector<std::string>{"x/n1-k8s-a-eth0"});
+  REQUIRE(np.ingress.size() == 1);
+  CHECK(np.ingress[0].protocol == IPPROTO_TCP);
+  CHECK(np.ingress[0].source_ip_sets == std::vector{sets[0].id});
+  CHECK(np.ingress[0].destination_ports == std::vector{cnf::port_range{80, 80}});
+  CHECK(sets[0].id.size() == 24);
+
+  // A new pod b in x joins the set: one membership change, the policy stays.
+  c.upsert_endpoint(pod("x", "b2", "10.0.0.3", {{"pod", "b"}}, "n3"));
+  u = c.take_updates();
+  REQUIRE(u.size() == 1);
+  CHECK(std::get<update::ip_set_members>(u[0]).added == std::vector{pfx("10.0.0.3/32")});
+  // Relabelled: leaves the set.
+  c.upsert_endpoint(pod("x", "b2", "10.0.0.3", {{"pod", "c"}}, "n3"));
+  u = c.take_updates();
+  REQUIRE(u.size() == 1);
+  CHECK(std::get<update::ip_set_members>(u[0]).removed == std::vector{pfx("10.0.0.3/32")});
+  // The selected local pod loses its label: the policy is no longer active here, its set goes.
+  c.upsert_endpoint(pod("x", "a", "10.0.0.1", {{"pod", "z"}}));
+  u = c.take_updates();
+  CHECK(of<update::policy_removal>(u).size() == 1);
+  CHECK(of<update::ip_set_removal>(u).size() == 1);
+  CHECK(of<update::endpoint_upsert>(u).size() == 1);
+  CHECK(std::holds_alternative<update::ip_set_removal>(u.back()));  // the set after the policy
+}
+
+TEST_CASE("namespaceSelector, network sets, named ports, GlobalNetworkPolicy", "[unit]") {
+  calculator c("n1");
+  c.upsert_namespace("x", {{"ns", "x"}});
+  c.upsert_namespace("y", {{"ns", "y"}});
+  c.upsert_endpoint(pod("x", "a", "10.0.0.1", {{"pod", "a"}}), {{"serve-80", IPPROTO_TCP, 80}, {"serve-81", IPPROTO_UDP, 81}});
+  c.upsert_endpoint(pod("y", "b", "10.0.1.2", {{"pod", "b"}}, "n2"));
+  c.take_updates();
+  c.upsert_policy(k8s("x", "from-y", R"j({"podSelector": {},
+      "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}], "ports": [{"port": "serve-80"}, {"port": "serve-81", "protocol": "UDP"}]}]})j"));
+  auto u = c.take_updates();
+  auto pols = of<update::policy_upsert>(u);
+  REQUIRE(pols.size() == 1);
+  REQUIRE(pols[0].policy.ingress.size() == 2);
+  CHECK(pols[0].policy.ingress[0].destination_ports == std::vector{cnf::port_range{80, 80}});
+  CHECK(pols[0].policy.ingress[1].destination_ports == std::vector{cnf::port_range{81, 81}});
+  CHECK(of<update::ip_set_members>(u).at(0).added == std::vector{pfx("10.0.1.2/32")});
+  // Namespace y relabelled: its pod leaves the set.
+  c.upsert_namespace("y", {{"ns", "other"}});
+  u = c.take_updates();
+  auto m = of<update::ip_set_members>(u);
+  REQUIRE(m.size() == 1);
+  CHECK(m[0].removed == std::vector{pfx("10.0.1.2/32")});
+
+  // A named port no pod has: the rule matches nothing and is left out.
+  c.upsert_policy(k8s("x", "from-y", R"j({"podSelector": {}, "ingress": [{"ports": [{"port": "nope"}]}]})j"));
+  pols = of<update::policy_upsert>(c.take_updates());
+  REQUIRE(pols.size() == 1);
+  CHECK(pols[0].policy.ingress.empty());
+
+  // A GlobalNetworkPolicy denying egress to a GlobalNetworkSet by label.
+  network_set ext;
+  ext.name = "ext";
+  ext.labels = {{"role", "ext"}};
+  ext.nets = {pfx("1.2.3.0/24")};
+  c.upsert_network_set(ext);
+  cnf::resource g;
+  g.kind = "GlobalNetworkPolicy";
+  g.name = "deny-ext";
+  g.spec = R"j({"order": 10, "selector": "all()", "types": ["Egress"], "egress": [{"action": "Deny", "destination": {"selector": "role == 'ext'"}}]})j";
+  c.upsert_policy(parse_calico_policy(g).value());
+  u = c.take_updates();
+  pols = of<update::policy_upsert>(u);
+  REQUIRE(pols.size() == 1);
+  CHECK(pols[0].policy.order == 10.0);
+  CHECK(pols[0].policy.egress[0].action == cnf::policy_rule::action_type::deny);
+  CHECK(of<update::ip_set_members>(u).at(0).added == std::vector{pfx("1.2.3.0/24")});
+  ext.nets.push_back(pfx("5.6.0.0/16"));
+  c.upsert_network_set(ext);
+  u = c.take_updates();
+  REQUIRE(u.size() == 1);
+  CHECK(std::get<update::ip_set_members>(u[0]).added == std::vector{pfx("5.6.0.0/16")});
+  c.remove_policy("GlobalNetworkPolicy//deny-ext");
+  u = c.take_updates();
+  CHECK(of<update::policy_removal>(u).size() == 1);
+  CHECK(of<update::ip_set_removal>(u).size() == 1);
+  c.remove_endpoint("x/n1-k8s-a-eth0");
+  u = c.take_updates();
+  CHECK(of<update::endpoint_removal>(u).size() == 1);
+  CHECK(of<update::policy_removal>(u).size() == 1);
+}
