@@ -291,7 +291,7 @@ std::optional<decode_error> parse_attribute(std::uint8_t flags, std::uint8_t typ
       if (v.size() != 4) return length_error("4");
       auto nh = ip_address::from_bytes(ip_family::v4, v.data());
       const std::uint8_t first = v[0];
-      if (nh.v4_host_order() == 0 || first >= 224 || first == 127 || first == 0)
+      if (first == 0 || first >= 224)  // 0.0.0.0/8, multicast, class E
         return fail(err::update, err::invalid_next_hop, field, nh.to_string() + " is not a unicast address", whole());
       a.next_hop = nh;
       return std::nullopt;

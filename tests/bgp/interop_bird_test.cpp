@@ -1,4 +1,4 @@
-// cnf's BGP part against a real BIRD 2, each in its own network namespace joined by a veth
+// cnf's BGP part against real BIRD 2 and GoBGP, each in its own network namespace joined by a veth
 // (root). The cnf side runs as in the agent: the part on an event loop, its learned routes
 // put into a route_table that programs the kernel of its namespace. Checks: the session
 // comes up, prefixes go both ways and into both kernels, cnf's withdraw reaches BIRD,
@@ -142,6 +142,85 @@ std::string bird_conf(std::uint32_t cnf_as) {
          "  hold time 9; connect retry time 1; connect delay time 0; error wait time 1, 2; }\n";
 }
 
+// GoBGP in a namespace, stopped by its PID on every exit path.
+struct gobgp {
+  const test_netns& ns;
+  std::filesystem::path dir;
+  pid_t pid = 0;
+  explicit gobgp(const test_netns& n, std::filesystem::path d) : ns(n), dir(std::move(d)) {}
+  ~gobgp() { stop(); }
+  void start(const std::string& conf) {
+    cnf_test::write_file(dir / "gobgpd.toml", conf);
+    auto out = ns.exec_or_throw("gobgpd -f " + (dir / "gobgpd.toml").string() + " --api-hosts 127.0.0.1:50051 --pprof-disable -p > " +
+                                (dir / "gobgpd.log").string() + " 2>&1 & echo $!");
+    pid = static_cast<pid_t>(std::stol(out));
+    if (!wait_for([&] { return c("global").find("AS") != std::string::npos; }, 10s)) throw std::runtime_error("gobgpd does not answer: " + log());
+  }
+  std::string log() const {
+    std::ifstream f(dir / "gobgpd.log");
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  }
+  void stop() {
+    if (pid <= 0) return;
+    ::kill(pid, SIGTERM);
+    for (int i = 0; i < 100 && ::kill(pid, 0) == 0; ++i) std::this_thread::sleep_for(20ms);
+    if (::kill(pid, 0) == 0) ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, WNOHANG);
+    pid = 0;
+  }
+  std::string c(const std::string& cmd) const { return ns.exec("gobgp -u 127.0.0.1 -p 50051 " + cmd).output; }
+};
+
+std::string gobgp_conf() {
+  return "[global.config]\n  as = 64512\n  router-id = \"10.98.0.1\"\n  port = 179\n  local-address-list = [\"10.98.0.1\"]\n"
+         "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"10.98.0.2\"\n    peer-as = 64512\n"
+         "  [neighbors.transport.config]\n    local-address = \"10.98.0.1\"\n"
+         "  [neighbors.timers.config]\n    connect-retry = 1\n    hold-time = 9\n"
+         "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n";
+}
+
+// cnf's side: the part and a route table on an event loop in the calling thread's namespace.
+struct cnf_side {
+  capture_log log;
+  cnf::event_loop loop;
+  std::thread t;
+  std::unique_ptr<cnf::route_table> rt;
+  std::unique_ptr<table_sink> sink;
+  std::unique_ptr<cnf::bgp::routing> part;
+  std::string start_error = "not started";
+  cnf_side() { t = std::thread([this] { loop.run(); }); }
+  ~cnf_side() {
+    on_loop([&] { if (part) part->stop(); part.reset(); sink.reset(); rt.reset(); });
+    loop.stop();
+    t.join();
+  }
+  void on_loop(std::function<void()> f) {
+    std::promise<void> done;
+    loop.post([&] { f(); done.set_value(); });
+    done.get_future().wait();
+  }
+  void start(std::vector<const char*> addrs, std::vector<cnf::peer_config> peers) {
+    on_loop([&] {
+      cnf::route_table::options ro;
+      ro.protocol = 81;
+      rt = std::make_unique<cnf::route_table>(loop, ro);
+      rt->set_ready(true);
+      sink = std::make_unique<table_sink>(*rt);
+      cnf::bgp::routing_settings s;
+      s.as_number = 64512;
+      s.hold_time = 9;
+      s.connect_retry = 1000ms;
+      part = std::make_unique<cnf::bgp::routing>(s, &loop, &log);
+      cnf::node_info self;
+      self.name = "cnf-node";
+      for (auto* a : addrs) self.addresses.push_back(cnf::ip_prefix::parse(a, true).value());
+      start_error = "";
+      if (auto r = part->start(self, *sink); !r) start_error = r.error().message;
+      for (auto& p : peers) part->upsert_peer(p);
+    });
+  }
+};
+
 }  // namespace
 CATCH_REGISTER_LISTENER(gate)
 
@@ -236,4 +315,58 @@ TEST_CASE("bgp interop: cnf and BIRD 2 in two namespaces (iBGP)", "[integration]
   on_loop([&] { part->stop(); });
   CHECK(wait_for([&] { return b.c("show protocols all cnf").find("Administrative shutdown") != std::string::npos; }, 5s));
   INFO(b.c("show protocols all cnf"));
+}
+
+TEST_CASE("bgp interop: cnf with GoBGP, and one ECMP route from BIRD and GoBGP", "[integration][bgp]") {
+  if (cnf_test::run("command -v gobgpd && command -v gobgp").status != 0) {
+    WARN("skipped: GoBGP is not installed (apt-get install gobgpd)");
+    return;
+  }
+  test_netns ns_cnf, ns_bird, ns_gobgp;
+  cnf_test::veth_between(ns_cnf, "c0", ns_bird, "b0");
+  cnf_test::veth_between(ns_cnf, "c1", ns_gobgp, "g0");
+  ns_cnf.exec_or_throw("ip addr add 10.99.0.2/24 dev c0 && ip addr add 10.98.0.2/24 dev c1");
+  ns_bird.exec_or_throw("ip addr add 10.99.0.1/24 dev b0");
+  ns_gobgp.exec_or_throw("ip addr add 10.98.0.1/24 dev g0 && ip link set lo up");
+  cnf_test::temp_dir dir("/tmp/cnf-bgp-gobgp-test-");
+  bird b(ns_bird, dir.path);
+  b.start(bird_conf(64512));
+  gobgp g(ns_gobgp, dir.path);
+  g.start(gobgp_conf());
+
+  enter_netns in(ns_cnf);
+  cnf_side cnf;
+  cnf.start({"10.99.0.2/24", "10.98.0.2/24"}, {{"bird", cnf::ip_address::parse("10.99.0.1").value(), 64512, "global"},
+                                               {"gobgp", cnf::ip_address::parse("10.98.0.1").value(), 64512, "global"}});
+  REQUIRE(cnf.start_error == "");
+  INFO(cnf.log.all());
+  auto kernel = [&](const char* dst) { return ns_cnf.exec("ip route show " + std::string(dst)).output; };
+  REQUIRE(wait_for([&] { return cnf.sink->peer("gobgp").state == "Established" && cnf.sink->peer("bird").state == "Established"; }));
+
+  // GoBGP injects a prefix: it reaches cnf's kernel via GoBGP's address
+  g.c("global rib add -a ipv4 10.201.1.0/24");
+  REQUIRE(wait_for([&] { return kernel("10.201.1.0/24").find("via 10.98.0.1 dev c1") != std::string::npos; }));
+  // cnf's prefix reaches GoBGP with cnf's address as next hop
+  cnf.on_loop([&] { cnf.part->advertise(cnf::ip_prefix::parse("10.244.7.0/26").value()); });
+  CHECK(wait_for([&] {
+    auto r = g.c("global rib -a ipv4 10.244.7.0/26");
+    return r.find("10.244.7.0/26") != std::string::npos && r.find("10.98.0.2") != std::string::npos;
+  }));
+  // iBGP split horizon: GoBGP's prefix is not passed on to BIRD
+  std::this_thread::sleep_for(300ms);
+  CHECK(b.c("show route 10.201.1.0/24").find("10.201.1.0/24") == std::string::npos);
+
+  // The same prefix from BIRD and GoBGP, equal attributes: one route, two next hops
+  g.c("global rib add -a ipv4 10.200.1.0/24 origin igp");
+  CHECK(wait_for([&] {
+    auto r = kernel("10.200.1.0/24");
+    return r.find("nexthop via 10.99.0.1") != std::string::npos && r.find("nexthop via 10.98.0.1") != std::string::npos;
+  }));
+  INFO(kernel("10.200.1.0/24"));
+
+  // GoBGP withdraws, then stops: its next hop and its prefix go
+  g.c("global rib del -a ipv4 10.200.1.0/24");
+  CHECK(wait_for([&] { auto r = kernel("10.200.1.0/24"); return r.find("via 10.99.0.1") != std::string::npos && r.find("10.98.0.1") == std::string::npos; }));
+  g.stop();
+  CHECK(wait_for([&] { return kernel("10.201.1.0/24").empty(); }, 5s));
 }

@@ -46,7 +46,7 @@ struct fabric {
   bool hold_connects = false;
   bool trace = false;
 
-  node& add(const char* address, std::uint32_t asn, std::optional<std::uint32_t> cluster = {}) {
+  node& add(const char* address, std::uint32_t asn, std::optional<std::uint32_t> cluster = {}, const char* v6 = nullptr) {
     bgp::speaker_config c;
     c.asn = asn;
     c.router_id = ip(address).v4_host_order();
@@ -54,6 +54,10 @@ struct fabric {
     c.cluster_id = cluster;
     c.local_addresses = {ip(address)};
     c.families = {bgp::ipv4_unicast};
+    if (v6) {
+      c.local_addresses.push_back(ip(v6));
+      c.families.push_back(bgp::ipv6_unicast);
+    }
     nodes.push_back(std::make_unique<node>(std::move(c), ip(address)));
     return *nodes.back();
   }
@@ -432,4 +436,55 @@ TEST_CASE("bgp decision: each step in order", "[unit][bgp]") {
   // multipath: equal through the eBGP step, whatever the router id
   CHECK(bgp::multipath_equal(base, mk([](auto& p, auto&) { p.peer_router_id = 1; p.from = 2; })));
   CHECK(!bgp::multipath_equal(base, mk([](auto&, auto& a) { a.med = 5; })));
+}
+
+TEST_CASE("bgp speaker: IPv6 prefixes over an IPv4 session (MP_REACH_NLRI, next-hop self of the v6 address)", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512, {}, "fd00::1");
+  auto& b = f.add("10.0.0.2", 64512, {}, "fd00::2");
+  auto& c = f.add("10.0.0.3", 64512);  // IPv4 only: negotiates no IPv6
+  f.mesh({&a, &b, &c});
+  a.sp.originate(pfx("fd00:244:1::/64"));
+  a.sp.originate(pfx("10.244.1.0/26"));
+  f.run();
+  CHECK(b.routes[pfx("fd00:244:1::/64")] == std::vector{ip("fd00::1")});
+  CHECK(b.routes[pfx("10.244.1.0/26")] == std::vector{a.addr});
+  CHECK(c.routes.count(pfx("fd00:244:1::/64")) == 0);
+  CHECK(c.routes[pfx("10.244.1.0/26")] == std::vector{a.addr});
+  bool mp = false;
+  for (auto& m : a.sent)
+    if (auto* u = std::get_if<bgp::update_message>(&m))
+      if (u->reach && u->reach->nlri == std::vector{pfx("fd00:244:1::/64")}) mp = u->reach->next_hops == std::vector{ip("fd00::1")};
+  CHECK(mp);
+  a.sp.withdraw(pfx("fd00:244:1::/64"));
+  f.run();
+  CHECK(b.routes.count(pfx("fd00:244:1::/64")) == 0);
+}
+
+TEST_CASE("bgp speaker: route refresh resends the Adj-RIB-Out; End-of-RIB after the initial table", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  a.sp.originate(pfx("10.244.1.0/26"));
+  f.mesh({&a, &b});
+  CHECK(b.routes.count(pfx("10.244.1.0/26")) == 1);
+  auto updates_with = [&](const node& n) {
+    int k = 0;
+    for (auto& m : n.sent)
+      if (auto* u = std::get_if<bgp::update_message>(&m))
+        if (u->nlri == std::vector{pfx("10.244.1.0/26")}) ++k;
+    return k;
+  };
+  bool eor = false;
+  for (auto& m : a.sent)
+    if (auto* u = std::get_if<bgp::update_message>(&m)) eor |= u->end_of_rib() == bgp::ipv4_unicast;
+  CHECK(eor);
+  CHECK(updates_with(a) == 1);
+  for (auto& [k, v] : f.wires)
+    if (f.nodes[k.first].get() == &a) {
+      a.sp.received(k.second, bgp::encode(bgp::route_refresh_message{bgp::ipv4_unicast}));
+      break;
+    }
+  f.run();
+  CHECK(updates_with(a) == 2);
 }
