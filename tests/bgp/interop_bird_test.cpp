@@ -131,14 +131,14 @@ struct bird {
   std::string c(const std::string& cmd) const { return cnf_test::run("birdc -s " + sock() + " " + cmd).output; }
 };
 
-std::string bird_conf(std::uint32_t cnf_as) {
+std::string bird_conf(std::uint32_t cnf_as, const std::string& password = {}) {
   return "router id 10.99.0.1;\n"
          "protocol device { scan time 10; }\n"
          "protocol kernel { ipv4 { import none; export where source = RTS_BGP; }; learn off; }\n"
          "protocol static { ipv4; route 10.200.1.0/24 blackhole; route 10.200.2.0/24 blackhole; }\n"
          "protocol bgp cnf { local 10.99.0.1 as 64512; neighbor 10.99.0.2 as " + std::to_string(cnf_as) + ";\n"
          "  ipv4 { import all; export where source = RTS_STATIC; next hop self; };\n"
-         "  direct;\n"
+         "  direct;\n" + (password.empty() ? std::string() : "  password \"" + password + "\";\n") +
          "  hold time 9; connect retry time 1; connect delay time 0; error wait time 1, 2; }\n";
 }
 
@@ -199,7 +199,7 @@ struct cnf_side {
     loop.post([&] { f(); done.set_value(); });
     done.get_future().wait();
   }
-  void start(std::vector<const char*> addrs, std::vector<cnf::peer_config> peers) {
+  void start(std::vector<const char*> addrs, std::vector<cnf::peer_config> peers, std::string password = {}) {
     on_loop([&] {
       cnf::route_table::options ro;
       ro.protocol = 81;
@@ -210,6 +210,7 @@ struct cnf_side {
       s.as_number = 64512;
       s.hold_time = 9;
       s.connect_retry = 1000ms;
+      s.password = password;
       part = std::make_unique<cnf::bgp::routing>(s, &loop, &log);
       cnf::node_info self;
       self.name = "cnf-node";
@@ -369,4 +370,38 @@ TEST_CASE("bgp interop: cnf with GoBGP, and one ECMP route from BIRD and GoBGP",
   CHECK(wait_for([&] { auto r = kernel("10.200.1.0/24"); return r.find("via 10.99.0.1") != std::string::npos && r.find("10.98.0.1") == std::string::npos; }));
   g.stop();
   CHECK(wait_for([&] { return kernel("10.201.1.0/24").empty(); }, 5s));
+}
+
+TEST_CASE("bgp interop: TCP MD5 (RFC 2385) with BIRD: the right password peers, a wrong one never does", "[integration][bgp]") {
+  test_netns ns_cnf, ns_bird;
+  cnf_test::veth_between(ns_cnf, "c0", ns_bird, "b0");
+  ns_cnf.exec_or_throw("ip addr add 10.99.0.2/24 dev c0");
+  ns_bird.exec_or_throw("ip addr add 10.99.0.1/24 dev b0");
+  cnf_test::temp_dir dir("/tmp/cnf-bgp-md5-test-");
+  bird b(ns_bird, dir.path);
+  b.start(bird_conf(64512, "s3cret"));
+  enter_netns in(ns_cnf);
+  const cnf::peer_config peer{"bird", cnf::ip_address::parse("10.99.0.1").value(), 64512, "global"};
+  {
+    cnf_side cnf;
+    cnf.start({"10.99.0.2/24"}, {peer}, "s3cret");
+    REQUIRE(cnf.start_error == "");
+    INFO(cnf.log.all());
+    CHECK(wait_for([&] { return cnf.sink->peer("bird").state == "Established"; }));
+    CHECK(wait_for([&] { return ns_cnf.exec("ip route show 10.200.1.0/24").output.find("via 10.99.0.1") != std::string::npos; }));
+  }
+  {
+    cnf_side cnf;
+    cnf.start({"10.99.0.2/24"}, {peer}, "wrong");
+    REQUIRE(cnf.start_error == "");
+    std::this_thread::sleep_for(3s);
+    CHECK(cnf.sink->peer("bird").state != "Established");
+    CHECK(b.c("show protocols cnf").find("Established") == std::string::npos);
+  }
+  {
+    cnf_side cnf;  // and none at all
+    cnf.start({"10.99.0.2/24"}, {peer});
+    std::this_thread::sleep_for(2s);
+    CHECK(cnf.sink->peer("bird").state != "Established");
+  }
 }
