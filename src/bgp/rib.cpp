@@ -116,6 +116,32 @@ std::vector<ip_prefix> rib::drop_peer(peer_id from) {
   return changed;
 }
 
+void rib::mark_stale(peer_id from) {
+  for (auto& [_, e] : table_)
+    for (auto& x : e.paths)
+      if (x.from == from) x.stale = true;
+}
+
+std::vector<ip_prefix> rib::drop_stale(peer_id from, std::optional<ip_family> family) {
+  std::vector<ip_prefix> changed, affected;
+  for (auto& [p, e] : table_) {
+    if (family && p.family() != *family) continue;
+    for (auto& x : e.paths)
+      if (x.from == from && x.stale) { affected.push_back(p); break; }
+  }
+  for (auto& p : affected)
+    if (withdraw(p, from)) changed.push_back(p);
+  return changed;
+}
+
+std::size_t rib::stale_of(peer_id from) const {
+  std::size_t n = 0;
+  for (auto& [_, e] : table_)
+    for (auto& x : e.paths)
+      if (x.from == from && x.stale) ++n;
+  return n;
+}
+
 std::span<const path> rib::best(const ip_prefix& prefix) const {
   auto t = table_.find(prefix);
   if (t == table_.end()) return {};

@@ -78,6 +78,7 @@ void session::stop(std::uint8_t cease_subcode, std::string why) {
 void session::tcp_connected() {
   if (state_ == session_state::open_sent || state_ == session_state::open_confirm || state_ == session_state::established) return;
   connected_ = true;
+  lost_ = false;
   buf_.clear();
   peer_open_.reset();
   neg_ = {};
@@ -106,6 +107,7 @@ void session::tcp_closed() {
     to(session_state::active, last_error_);
     return;
   }
+  lost_ = true;
   drop("connection closed by the peer");
 }
 

@@ -19,6 +19,7 @@ struct speaker::peer {
   slot slots[2];  // 0: the peer's session; 1: an incoming connection while 0 is opening (collision)
   bool established = false;
   bool send_eor = false;
+  std::uint64_t restart_uid = 0;  // the graceful-restart timer while its routes are stale
   std::string info;
   std::map<ip_prefix, std::shared_ptr<const path_attributes>> adj_out;
   std::set<ip_prefix> pending;
@@ -64,6 +65,12 @@ void speaker::start_session(peer& p, int which, bool outgoing) {
   sc.families = cfg_.families;
   sc.passive = p.cfg.passive || which == 1;
   sc.auto_restart = which == 0;
+  if (cfg_.restart_time) {
+    graceful_restart g;
+    g.restart_time = static_cast<std::uint16_t>(std::min<unsigned>(cfg_.restart_time, 4095));
+    for (auto& f : cfg_.families) g.families.push_back({f, false});
+    sc.restart = std::move(g);
+  }
   sl.s = std::make_unique<session>(std::move(sc), outgoing);
   sl.uid = next_uid_++;
   sl.local.reset();
@@ -103,6 +110,8 @@ void speaker::remove_peer(std::string_view name) {
       run(p, i);
     }
   if (p.established) on_down(p);
+  end_restart(p);
+  for (auto& pfx : rib_.drop_peer(p.id)) changed(pfx);
   for (auto& sl : p.slots) {
     if (sl.conn) conns_.erase(sl.conn);
     if (sl.uid) sessions_.erase(sl.uid);
@@ -227,6 +236,16 @@ void speaker::closed(conn_id c) {
 }
 
 void speaker::timer_fired(timer_id t) {
+  if (auto g = restart_timers_.find(t / 4); g != restart_timers_.end()) {
+    peer& p = *g->second;
+    restart_timers_.erase(g);
+    p.restart_uid = 0;
+    const auto n = rib_.stale_of(p.id);
+    for (auto& pfx : rib_.drop_stale(p.id)) changed(pfx);
+    out_.push_back(out::log{true, "peer " + p.cfg.name + ": graceful restart time over, " + std::to_string(n) + " stale path(s) removed"});
+    flush();
+    return;
+  }
   auto it = sessions_.find(t / 4);
   if (it == sessions_.end()) return;
   auto [p, which] = it->second;
@@ -341,6 +360,10 @@ void speaker::resolve_collision(peer& p) {
 
 void speaker::on_established(peer& p) {
   p.established = true;
+  if (p.restart_uid && !p.slots[0].s->agreed().peer_restart) {  // it came back without the capability
+    end_restart(p);
+    for (auto& pfx : rib_.drop_stale(p.id)) changed(pfx);
+  }
   p.send_eor = true;
   p.adj_out.clear();
   p.pending.clear();
@@ -353,10 +376,40 @@ void speaker::on_down(peer& p) {
   p.send_eor = false;
   p.adj_out.clear();
   p.pending.clear();
+  const session* s = p.slots[0].s.get();
+  const auto& gr = s ? s->agreed().peer_restart : std::nullopt;
+  if (cfg_.restart_time && !stopped_ && s && s->connection_lost() && gr && gr->restart_time > 0) {
+    // RFC 4724 §4.2: the peer may be restarting; its routes stay (stale) for its restart time.
+    if (p.restart_uid) restart_timers_.erase(p.restart_uid);  // a second loss: the stale ones go now
+    for (auto& pfx : rib_.drop_stale(p.id)) changed(pfx);
+    rib_.mark_stale(p.id);
+    p.restart_uid = next_uid_++;
+    restart_timers_[p.restart_uid] = &p;
+    out_.push_back(out::start_timer{timer_of(p.restart_uid, timer_kind(3)), std::chrono::seconds(gr->restart_time)});
+    out_.push_back(out::log{false, "peer " + p.cfg.name + ": connection lost, keeping its " + std::to_string(rib_.stale_of(p.id)) +
+                                       " path(s) for its graceful restart (" + std::to_string(gr->restart_time) + " s)"});
+    return;
+  }
+  end_restart(p);
   for (auto& pfx : rib_.drop_peer(p.id)) changed(pfx);
 }
 
+void speaker::end_restart(peer& p) {
+  if (!p.restart_uid) return;
+  out_.push_back(out::stop_timer{timer_of(p.restart_uid, timer_kind(3))});
+  restart_timers_.erase(p.restart_uid);
+  p.restart_uid = 0;
+}
+
 void speaker::import(peer& p, update_message& u) {
+  if (auto eor = u.end_of_rib()) {
+    if (p.restart_uid) {
+      const ip_family f = eor->afi == 2 ? ip_family::v6 : ip_family::v4;
+      for (auto& pfx : rib_.drop_stale(p.id, f)) changed(pfx);
+      if (!rib_.stale_of(p.id)) end_restart(p);
+    }
+    return;
+  }
   if (u.withdraw_reason)
     out_.push_back(out::log{true, "peer " + p.cfg.name + ": UPDATE treated as withdraw (RFC 7606): " + u.withdraw_reason->to_string()});
   for (auto& d : u.discarded) out_.push_back(out::log{true, "peer " + p.cfg.name + ": attribute discarded (RFC 7606): " + d});
@@ -567,6 +620,7 @@ std::vector<peer_info> speaker::peers() const {
     i.info = up->info;
     i.prefixes_received = rib_.paths_of(up->id);
     i.prefixes_sent = up->adj_out.size();
+    i.stale = rib_.stale_of(up->id);
     v.push_back(std::move(i));
   }
   return v;

@@ -120,10 +120,10 @@ struct bird {
     f >> p;
     return static_cast<pid_t>(p);
   }
-  void stop() {
+  void stop(int sig = SIGTERM) {
     pid_t p = pid();
     if (p <= 0) return;
-    ::kill(p, SIGTERM);
+    ::kill(p, sig);
     for (int i = 0; i < 100 && ::kill(p, 0) == 0; ++i) std::this_thread::sleep_for(20ms);
     if (::kill(p, 0) == 0) ::kill(p, SIGKILL);
     std::filesystem::remove(dir / "bird.pid");
@@ -131,14 +131,14 @@ struct bird {
   std::string c(const std::string& cmd) const { return cnf_test::run("birdc -s " + sock() + " " + cmd).output; }
 };
 
-std::string bird_conf(std::uint32_t cnf_as, const std::string& password = {}) {
+std::string bird_conf(std::uint32_t cnf_as, const std::string& password = {}, const std::string& extra = {}) {
   return "router id 10.99.0.1;\n"
          "protocol device { scan time 10; }\n"
          "protocol kernel { ipv4 { import none; export where source = RTS_BGP; }; learn off; }\n"
          "protocol static { ipv4; route 10.200.1.0/24 blackhole; route 10.200.2.0/24 blackhole; }\n"
          "protocol bgp cnf { local 10.99.0.1 as 64512; neighbor 10.99.0.2 as " + std::to_string(cnf_as) + ";\n"
          "  ipv4 { import all; export where source = RTS_STATIC; next hop self; };\n"
-         "  direct;\n" + (password.empty() ? std::string() : "  password \"" + password + "\";\n") +
+         "  direct;\n" + (password.empty() ? std::string() : "  password \"" + password + "\";\n") + extra +
          "  hold time 9; connect retry time 1; connect delay time 0; error wait time 1, 2; }\n";
 }
 
@@ -404,4 +404,34 @@ TEST_CASE("bgp interop: TCP MD5 (RFC 2385) with BIRD: the right password peers, 
     std::this_thread::sleep_for(2s);
     CHECK(cnf.sink->peer("bird").state != "Established");
   }
+}
+
+TEST_CASE("bgp interop: graceful restart helper keeps BIRD's routes through a crash, until its End-of-RIB", "[integration][bgp]") {
+  test_netns ns_cnf, ns_bird;
+  cnf_test::veth_between(ns_cnf, "c0", ns_bird, "b0");
+  ns_cnf.exec_or_throw("ip addr add 10.99.0.2/24 dev c0");
+  ns_bird.exec_or_throw("ip addr add 10.99.0.1/24 dev b0");
+  cnf_test::temp_dir dir("/tmp/cnf-bgp-gr-test-");
+  const std::string gr = "  graceful restart on; graceful restart time 30;\n";
+  bird b(ns_bird, dir.path);
+  b.start(bird_conf(64512, {}, gr));
+  enter_netns in(ns_cnf);
+  cnf_side cnf;
+  cnf.start({"10.99.0.2/24"}, {{"bird", cnf::ip_address::parse("10.99.0.1").value(), 64512, "global"}});
+  REQUIRE(cnf.start_error == "");
+  INFO(cnf.log.all());
+  auto kernel = [&](const char* dst) { return ns_cnf.exec("ip route show " + std::string(dst)).output; };
+  REQUIRE(wait_for([&] { return kernel("10.200.2.0/24").find("via 10.99.0.1") != std::string::npos; }));
+  b.stop(SIGKILL);  // no Cease: the connection just goes
+  CHECK(wait_for([&] { return cnf.log.has("graceful restart"); }, 5s));
+  std::this_thread::sleep_for(1s);
+  CHECK(kernel("10.200.1.0/24").find("via 10.99.0.1") != std::string::npos);  // kept, stale
+  CHECK(kernel("10.200.2.0/24").find("via 10.99.0.1") != std::string::npos);
+  // BIRD comes back with one static route less: after its End-of-RIB that one is gone
+  std::string conf = bird_conf(64512, {}, gr);
+  conf.replace(conf.find(" route 10.200.2.0/24 blackhole;"), std::string(" route 10.200.2.0/24 blackhole;").size(), "");
+  b.start(conf);
+  REQUIRE(wait_for([&] { return cnf.sink->peer("bird").state == "Established"; }));
+  CHECK(wait_for([&] { return kernel("10.200.2.0/24").empty(); }, 10s));
+  CHECK(kernel("10.200.1.0/24").find("via 10.99.0.1") != std::string::npos);
 }

@@ -157,6 +157,20 @@ struct fabric {
     run();
   }
 
+  // The TCP connections of `n` break, with no NOTIFICATION either way.
+  void cut(node& n) {
+    std::vector<std::pair<std::pair<std::size_t, bgp::conn_id>, std::pair<std::size_t, bgp::conn_id>>> ends;
+    for (auto& [k, v] : wires)
+      if (nodes[k.first].get() == &n) ends.emplace_back(k, v);
+    for (auto& [k, v] : ends) {
+      wires.erase(k);
+      wires.erase(v);
+      nodes[k.first]->sp.closed(k.second);
+      nodes[v.first]->sp.closed(v.second);
+    }
+    run();
+  }
+
   void peer(node& a, node& b, const char* type = "node-to-node mesh", bool rr_client = false) {
     bgp::neighbor n;
     n.name = "peer-" + b.addr.to_string();
@@ -487,4 +501,60 @@ TEST_CASE("bgp speaker: route refresh resends the Adj-RIB-Out; End-of-RIB after 
     }
   f.run();
   CHECK(updates_with(a) == 2);
+}
+
+TEST_CASE("bgp speaker: graceful restart helper keeps a peer's routes stale until its End-of-RIB", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  f.mesh({&a, &b});
+  b.sp.originate(pfx("10.244.2.0/26"));
+  b.sp.originate(pfx("10.244.3.0/26"));
+  f.run();
+  REQUIRE(a.routes.size() == 2);
+  f.cut(b);  // b "restarts": the connection is gone, no NOTIFICATION
+  CHECK(a.routes.size() == 2);  // kept, stale
+  CHECK(a.sp.peers().front().stale == 2);
+  CHECK(a.logged("graceful restart"));
+  CHECK(!a.timers_of(bgp::timer_kind(3)).empty());
+  // b comes back without one of its prefixes: after its End-of-RIB only the other remains
+  b.sp.withdraw(pfx("10.244.3.0/26"));
+  f.fire(a, bgp::timer_kind::connect_retry);
+  f.fire(b, bgp::timer_kind::connect_retry);
+  REQUIRE(a.peers[name(b)].state == session_state::established);
+  CHECK(a.routes.count(pfx("10.244.2.0/26")) == 1);
+  CHECK(a.routes.count(pfx("10.244.3.0/26")) == 0);
+  CHECK(a.sp.peers().front().stale == 0);
+  CHECK(a.timers_of(bgp::timer_kind(3)).empty());
+}
+
+TEST_CASE("bgp speaker: stale routes go when the peer's restart time is over", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  f.mesh({&a, &b});
+  b.sp.originate(pfx("10.244.2.0/26"));
+  f.run();
+  f.cut(b);
+  REQUIRE(a.routes.size() == 1);
+  f.fire(a, bgp::timer_kind(3));
+  CHECK(a.routes.empty());
+  CHECK(a.logged("graceful restart time over"));
+}
+
+TEST_CASE("bgp speaker: without graceful restart a lost connection drops the routes at once", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  (void)a;
+  bgp::speaker_config c = b.sp.config();
+  c.restart_time = 0;  // b does not offer graceful restart
+  f.nodes[1] = std::make_unique<node>(c, b.addr);
+  auto& b2 = *f.nodes[1];
+  f.mesh({f.nodes[0].get(), &b2});
+  b2.sp.originate(pfx("10.244.2.0/26"));
+  f.run();
+  REQUIRE(f.nodes[0]->routes.size() == 1);
+  f.cut(b2);
+  CHECK(f.nodes[0]->routes.empty());
 }

@@ -29,6 +29,7 @@ struct path {
   std::uint32_t peer_router_id = 0;
   bool ebgp = false;
   bool from_client = false;  ///< learned from a route-reflector client of this speaker
+  bool stale = false;        ///< kept through the peer's graceful restart (RFC 4724)
   std::shared_ptr<const path_attributes> attrs;
   ip_address next_hop;
 };
@@ -60,6 +61,12 @@ class rib {
   const entry* find(const ip_prefix& prefix) const;
   const std::map<ip_prefix, entry>& entries() const noexcept { return table_; }
   std::size_t paths_of(peer_id from) const;  ///< the size of one peer's Adj-RIB-In
+  /// Marks every path of `from` stale (its session went down in a graceful restart).
+  void mark_stale(peer_id from);
+  /// Removes the paths of `from` still stale, in one family or all; returns the prefixes
+  /// whose best set changed.
+  std::vector<ip_prefix> drop_stale(peer_id from, std::optional<ip_family> family = std::nullopt);
+  std::size_t stale_of(peer_id from) const;
 
   bool multipath_enabled = true;
 

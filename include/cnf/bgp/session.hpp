@@ -97,6 +97,9 @@ class session {
   const negotiated& agreed() const noexcept { return neg_; }
   const std::string& last_error() const noexcept { return last_error_; }
   std::size_t updates_received() const noexcept { return updates_in_; }
+  /// The last session ended because the TCP connection went away, with no NOTIFICATION
+  /// either way: the case in which a graceful-restart helper keeps the peer's routes.
+  bool connection_lost() const noexcept { return lost_; }
 
  private:
   void to(session_state s, std::string reason = {});
@@ -114,6 +117,7 @@ class session {
   session_state state_ = session_state::idle;
   bool connected_ = false;
   bool stopped_ = false;
+  bool lost_ = false;
   bytes buf_;
   std::optional<open_message> peer_open_;
   negotiated neg_;

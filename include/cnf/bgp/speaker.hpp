@@ -44,6 +44,10 @@ struct speaker_config {
   std::vector<ip_address> local_addresses;  ///< next-hop self, one per family
   std::vector<afi_safi> families{ipv4_unicast, ipv6_unicast};
   bool multipath = true;
+  /// Graceful restart (RFC 4724): the restart time advertised; as a helper, a peer's routes
+  /// are kept (stale) for the restart time it advertised when its connection drops without
+  /// a NOTIFICATION, until its End-of-RIB. 0: the capability is not sent, routes go at once.
+  std::uint16_t restart_time = 120;
 };
 
 struct neighbor {
@@ -76,6 +80,7 @@ struct peer_info {
   std::string info;
   std::size_t prefixes_received = 0;  ///< paths in its Adj-RIB-In
   std::size_t prefixes_sent = 0;      ///< prefixes in its Adj-RIB-Out
+  std::size_t stale = 0;              ///< paths kept through its graceful restart
 };
 
 class speaker {
@@ -121,6 +126,7 @@ class speaker {
   void run(peer& p, int which);  // drains the session's actions
   void on_established(peer& p);
   void on_down(peer& p);
+  void end_restart(peer& p);
   void import(peer& p, update_message& u);
   void changed(const ip_prefix& prefix);
   void flush();
@@ -133,6 +139,7 @@ class speaker {
   std::map<std::string, std::unique_ptr<peer>, std::less<>> peers_;
   std::map<conn_id, std::pair<peer*, int>> conns_;
   std::map<std::uint64_t, std::pair<peer*, int>> sessions_;  // session uid -> where
+  std::map<std::uint64_t, peer*> restart_timers_;             // graceful-restart timer uid -> peer
   std::set<ip_prefix> dirty_;
   std::map<ip_prefix, std::vector<ip_address>> reported_;
   std::set<ip_prefix> originated_;

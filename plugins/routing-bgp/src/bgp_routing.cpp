@@ -48,6 +48,9 @@ routing_settings read_settings(settings& s) {
     auto a = ip_address::parse(r.route_reflector_cluster_id);
     if (!a || !a->is_v4()) s.fail("route_reflector_cluster_id", "'" + r.route_reflector_cluster_id + "' is not an IPv4 address (Calico's form, e.g. \"1.1.1.1\")");
   }
+  auto gr = s.get<std::int64_t>("graceful_restart_time", 120);
+  if (gr < 0 || gr > 4095) s.fail("graceful_restart_time", "must be between 0 and 4095 seconds (got " + std::to_string(gr) + ")");
+  else r.graceful_restart_time = static_cast<std::uint16_t>(gr);
   r.password = s.get<std::string>("password", "");
   if (r.password.size() > TCP_MD5SIG_MAXKEYLEN) s.fail("password", "longer than " + std::to_string(TCP_MD5SIG_MAXKEYLEN) + " octets (the TCP MD5 key limit)");
   return r;
@@ -526,6 +529,7 @@ result<void> routing::start(const node_info& self, routing_sink& sink) {
   if (!m.set.route_reflector_cluster_id.empty()) c.cluster_id = ip_address::parse(m.set.route_reflector_cluster_id)->v4_host_order();
   for (auto& a : self.addresses) c.local_addresses.push_back(a.address());
   c.families = {ipv4_unicast, ipv6_unicast};
+  c.restart_time = m.set.graceful_restart_time;
   m.sp = std::make_unique<speaker>(std::move(c));
 
   m.epfd = ::epoll_create1(EPOLL_CLOEXEC);

@@ -11,6 +11,7 @@
 //   node_to_node_mesh = true   # an iBGP session with every other node, as Calico's mesh
 //   route_reflector_cluster_id = "1.1.1.1"   # be a route reflector; configured peers are its clients
 //   password = "..."           # TCP MD5 (RFC 2385) on every session
+//   graceful_restart_time = 120  # seconds advertised (RFC 4724, helper side); 0: off
 //
 // The speaker runs on a thread of its own that owns every socket (non-blocking, one epoll)
 // and every timer; the host's calls reach it through a queue, and what it learns reaches
@@ -45,6 +46,7 @@ struct routing_settings {
   bool node_to_node_mesh = true;
   std::string route_reflector_cluster_id;
   std::string password;
+  std::uint16_t graceful_restart_time = 120;
 };
 
 /// Reads and checks the [routing] keys above (errors name the key and the problem).
