@@ -1,0 +1,560 @@
+// Whole speakers wired to each other by a simulated network (a queue of deliveries): the
+// decision process, iBGP split horizon, next-hop self, route reflection, ECMP, loops,
+// collisions and timers. No sockets, no clock.
+#include <cnf/bgp/speaker.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <deque>
+#include <functional>
+
+namespace bgp = cnf::bgp;
+using bgp::session_state;
+
+namespace {
+cnf::ip_prefix pfx(const char* s) { return cnf::ip_prefix::parse(s).value(); }
+cnf::ip_address ip(const char* s) { return cnf::ip_address::parse(s).value(); }
+
+struct node {
+  node(bgp::speaker_config c, cnf::ip_address a) : sp(std::move(c)), addr(a) {}
+  bgp::speaker sp;
+  cnf::ip_address addr;
+  std::map<cnf::ip_prefix, std::vector<cnf::ip_address>> routes;
+  std::map<std::string, bgp::out::peer_state> peers;
+  std::vector<std::string> logs;
+  std::set<bgp::timer_id> timers;
+  std::vector<bgp::message> sent;  // every message this node sent
+
+  bool logged(std::string_view s) const {
+    for (auto& l : logs)
+      if (l.find(s) != std::string::npos) return true;
+    return false;
+  }
+  std::vector<bgp::timer_id> timers_of(bgp::timer_kind k) const {
+    std::vector<bgp::timer_id> v;
+    for (auto t : timers)
+      if (t % 4 == static_cast<bgp::timer_id>(k)) v.push_back(t);
+    return v;
+  }
+};
+
+struct fabric {
+  std::vector<std::unique_ptr<node>> nodes;
+  std::map<std::pair<std::size_t, bgp::conn_id>, std::pair<std::size_t, bgp::conn_id>> wires;
+  std::deque<std::function<void()>> q;
+  std::vector<std::tuple<std::size_t, bgp::conn_id, cnf::ip_address>> held;  // connects not yet completed
+  bool hold_connects = false;
+  bool trace = false;
+
+  node& add(const char* address, std::uint32_t asn, std::optional<std::uint32_t> cluster = {}, const char* v6 = nullptr) {
+    bgp::speaker_config c;
+    c.asn = asn;
+    c.router_id = ip(address).v4_host_order();
+    c.hold_time = 90;
+    c.cluster_id = cluster;
+    c.local_addresses = {ip(address)};
+    c.families = {bgp::ipv4_unicast};
+    if (v6) {
+      c.local_addresses.push_back(ip(v6));
+      c.families.push_back(bgp::ipv6_unicast);
+    }
+    nodes.push_back(std::make_unique<node>(std::move(c), ip(address)));
+    return *nodes.back();
+  }
+  std::size_t index(const node& n) const {
+    for (std::size_t i = 0; i < nodes.size(); ++i)
+      if (nodes[i].get() == &n) return i;
+    return nodes.size();
+  }
+  std::optional<std::size_t> at(const cnf::ip_address& a) const {
+    for (std::size_t i = 0; i < nodes.size(); ++i)
+      if (nodes[i]->addr == a) return i;
+    return std::nullopt;
+  }
+
+  void complete(std::size_t i, bgp::conn_id c) { nodes[i]->sp.connected(c, nodes[i]->addr); }
+  void accept(std::size_t i, bgp::conn_id c, const cnf::ip_address& to) {
+    auto j = at(to);
+    if (!j) { nodes[i]->sp.connect_failed(c); return; }
+    auto c2 = nodes[*j]->sp.accepted(nodes[i]->addr, to);
+    wires[{i, c}] = {*j, c2};
+    wires[{*j, c2}] = {i, c};
+  }
+
+  bool drain(std::size_t i) {
+    auto& n = *nodes[i];
+    auto acts = n.sp.take();
+    for (auto& a : acts) {
+      if (trace && std::holds_alternative<bgp::out::start_timer>(a)) std::printf("%zu timer %lu\n", i, (unsigned long)std::get<bgp::out::start_timer>(a).timer);
+      if (trace) {
+        if (auto* x = std::get_if<bgp::out::connect>(&a)) std::printf("%zu connect %lu\n", i, (unsigned long)x->conn);
+        if (auto* x = std::get_if<bgp::out::close>(&a)) std::printf("%zu close %lu\n", i, (unsigned long)x->conn);
+        if (auto* x = std::get_if<bgp::out::send>(&a)) std::printf("%zu send %lu type %d\n", i, (unsigned long)x->conn, x->data[18]);
+        if (auto* x = std::get_if<bgp::out::peer_state>(&a)) std::printf("%zu state %s %s\n", i, std::string(to_string(x->state)).c_str(), x->info.c_str());
+        if (auto* x = std::get_if<bgp::out::log>(&a)) std::printf("%zu log %s\n", i, x->message.c_str());
+      }
+      if (auto* x = std::get_if<bgp::out::connect>(&a)) {
+        if (hold_connects) {
+          held.emplace_back(i, x->conn, x->address);
+        } else if (!at(x->address)) {
+          auto c = x->conn;
+          q.push_back([this, i, c] { nodes[i]->sp.connect_failed(c); });
+        } else {
+          // the connection completes on the initiator first, then the peer accepts it
+          complete(i, x->conn);
+          accept(i, x->conn, x->address);
+        }
+      } else if (auto* s = std::get_if<bgp::out::send>(&a)) {
+        n.sent.push_back(std::get<bgp::message>(bgp::decode(s->data)));
+        q.push_back([this, i, c = s->conn, d = s->data] {
+          auto w = wires.find({i, c});
+          if (w != wires.end()) nodes[w->second.first]->sp.received(w->second.second, d);
+        });
+      } else if (auto* cl = std::get_if<bgp::out::close>(&a)) {
+        q.push_back([this, i, c = cl->conn] {
+          auto w = wires.find({i, c});
+          if (w == wires.end()) return;
+          auto other = w->second;
+          wires.erase(w);
+          wires.erase(other);
+          nodes[other.first]->sp.closed(other.second);
+        });
+      } else if (auto* t = std::get_if<bgp::out::start_timer>(&a)) {
+        n.timers.insert(t->timer);
+      } else if (auto* st = std::get_if<bgp::out::stop_timer>(&a)) {
+        n.timers.erase(st->timer);
+      } else if (auto* r = std::get_if<bgp::out::route>(&a)) {
+        if (r->next_hops.empty()) n.routes.erase(r->prefix);
+        else n.routes[r->prefix] = r->next_hops;
+      } else if (auto* p = std::get_if<bgp::out::peer_state>(&a)) {
+        n.peers[p->name] = *p;
+      } else if (auto* l = std::get_if<bgp::out::log>(&a)) {
+        n.logs.push_back(l->message);
+      }
+    }
+    return !acts.empty();
+  }
+
+  void run() {
+    for (int guard = 0; guard < 100000; ++guard) {
+      bool any = false;
+      for (std::size_t i = 0; i < nodes.size(); ++i) any |= drain(i);
+      if (any) continue;
+      if (q.empty()) return;
+      auto f = std::move(q.front());
+      q.pop_front();
+      f();
+    }
+    FAIL("the fabric did not settle");
+  }
+
+  void fire(node& n, bgp::timer_kind k) {
+    for (auto t : n.timers_of(k)) {
+      if (trace) std::printf("fire %zu %lu\n", index(n), (unsigned long)t);
+      n.timers.erase(t);
+      n.sp.timer_fired(t);
+    }
+    run();
+  }
+
+  // The TCP connections of `n` break, with no NOTIFICATION either way.
+  void cut(node& n) {
+    std::vector<std::pair<std::pair<std::size_t, bgp::conn_id>, std::pair<std::size_t, bgp::conn_id>>> ends;
+    for (auto& [k, v] : wires)
+      if (nodes[k.first].get() == &n) ends.emplace_back(k, v);
+    for (auto& [k, v] : ends) {
+      wires.erase(k);
+      wires.erase(v);
+      nodes[k.first]->sp.closed(k.second);
+      nodes[v.first]->sp.closed(v.second);
+    }
+    run();
+  }
+
+  void peer(node& a, node& b, const char* type = "node-to-node mesh", bool rr_client = false) {
+    bgp::neighbor n;
+    n.name = "peer-" + b.addr.to_string();
+    n.address = b.addr;
+    n.asn = b.sp.config().asn;
+    n.type = type;
+    n.rr_client = rr_client;
+    a.sp.add_peer(n);
+  }
+  void mesh(std::initializer_list<node*> ns) {
+    for (auto* a : ns)
+      for (auto* b : ns)
+        if (a != b) peer(*a, *b);
+    run();
+  }
+};
+
+std::string name(const node& n) { return "peer-" + n.addr.to_string(); }
+}  // namespace
+
+TEST_CASE("bgp speaker: an iBGP pair exchanges originated prefixes with next-hop self", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  f.mesh({&a, &b});
+  CHECK(a.peers[name(b)].state == session_state::established);
+  CHECK(b.peers[name(a)].state == session_state::established);
+
+  a.sp.originate(pfx("10.244.1.0/26"));
+  b.sp.originate(pfx("10.244.2.0/26"));
+  f.run();
+  CHECK(b.routes == std::map<cnf::ip_prefix, std::vector<cnf::ip_address>>{{pfx("10.244.1.0/26"), {a.addr}}});
+  CHECK(a.routes == std::map<cnf::ip_prefix, std::vector<cnf::ip_address>>{{pfx("10.244.2.0/26"), {b.addr}}});
+  auto out = a.sp.adj_rib_out(name(b));
+  REQUIRE(out.count(pfx("10.244.1.0/26")));
+  CHECK(out[pfx("10.244.1.0/26")].next_hop == a.addr);
+  CHECK(out[pfx("10.244.1.0/26")].local_pref == 100u);
+  CHECK(out[pfx("10.244.1.0/26")].as_path.empty());
+
+  a.sp.withdraw(pfx("10.244.1.0/26"));
+  f.run();
+  CHECK(b.routes.count(pfx("10.244.1.0/26")) == 0);
+
+  // A clean stop: Cease, and b drops a's routes at once (no hold timer wait).
+  a.sp.originate(pfx("10.244.1.0/26"));
+  f.run();
+  CHECK(b.routes.size() == 1);
+  a.sp.stop("node draining");
+  f.run();
+  CHECK(b.routes.empty());
+  CHECK(a.routes.empty());
+  CHECK(b.peers[name(a)].state != session_state::established);
+  CHECK_THAT(b.peers[name(a)].info, Catch::Contains("Cease / Administrative Shutdown"));
+}
+
+TEST_CASE("bgp speaker: in a full iBGP mesh routes are not passed on (split horizon)", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  auto& c = f.add("10.0.0.3", 64512);
+  f.mesh({&a, &b, &c});
+  a.sp.originate(pfx("10.244.1.0/26"));
+  f.run();
+  CHECK(c.routes[pfx("10.244.1.0/26")] == std::vector{a.addr});
+  CHECK(b.routes[pfx("10.244.1.0/26")] == std::vector{a.addr});
+  CHECK(b.sp.adj_rib_out(name(c)).empty());
+  CHECK(c.sp.adj_rib_out(name(b)).empty());
+  CHECK(b.sp.table().paths_of(1) + b.sp.table().paths_of(2) == 1);  // one Adj-RIB-In path
+}
+
+TEST_CASE("bgp speaker: a route reflector passes client routes on with ORIGINATOR_ID and CLUSTER_LIST", "[unit][bgp]") {
+  fabric f;
+  auto& rr = f.add("10.0.0.1", 64512, 0x01010101);
+  auto& c1 = f.add("10.0.0.2", 64512);
+  auto& c2 = f.add("10.0.0.3", 64512);
+  auto& nc = f.add("10.0.0.4", 64512);  // a non-client iBGP peer of the reflector
+  f.peer(rr, c1, "global", true);
+  f.peer(rr, c2, "global", true);
+  f.peer(rr, nc, "global", false);
+  f.peer(c1, rr, "global");
+  f.peer(c2, rr, "global");
+  f.peer(nc, rr, "global");
+  f.run();
+  c1.sp.originate(pfx("10.244.1.0/26"));
+  nc.sp.originate(pfx("10.244.4.0/26"));
+  f.run();
+  // client route: to the other client and to the non-client, next hop kept
+  CHECK(c2.routes[pfx("10.244.1.0/26")] == std::vector{c1.addr});
+  CHECK(nc.routes[pfx("10.244.1.0/26")] == std::vector{c1.addr});
+  auto out = rr.sp.adj_rib_out(name(c2));
+  REQUIRE(out.count(pfx("10.244.1.0/26")));
+  CHECK(out[pfx("10.244.1.0/26")].originator_id == c1.addr.v4_host_order());
+  CHECK(out[pfx("10.244.1.0/26")].cluster_list == std::vector<std::uint32_t>{0x01010101});
+  CHECK(rr.sp.adj_rib_out(name(c1)).count(pfx("10.244.1.0/26")) == 0);  // never back to the sender
+  // non-client route: to clients only
+  CHECK(c1.routes[pfx("10.244.4.0/26")] == std::vector{nc.addr});
+  CHECK(c2.routes[pfx("10.244.4.0/26")] == std::vector{nc.addr});
+  CHECK(rr.sp.adj_rib_out(name(nc)).count(pfx("10.244.4.0/26")) == 0);
+}
+
+TEST_CASE("bgp speaker: a client drops its own route reflected back (ORIGINATOR_ID)", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  f.mesh({&a, &b});
+  // b plays a broken reflector: replay to a an UPDATE whose ORIGINATOR_ID is a's router id
+  bgp::update_message u;
+  u.has_attributes = true;
+  u.attrs.next_hop = ip("10.0.0.7");
+  u.attrs.local_pref = 100;
+  u.attrs.originator_id = a.addr.v4_host_order();
+  u.nlri = {pfx("10.244.9.0/26")};
+  // find a's connection to b, and feed it as if b sent it
+  for (auto& [k, v] : f.wires)
+    if (f.nodes[k.first].get() == &a) {
+      a.sp.received(k.second, bgp::encode(u));
+      break;
+    }
+  f.run();
+  CHECK(a.routes.count(pfx("10.244.9.0/26")) == 0);
+  CHECK(a.logged("ORIGINATOR_ID is this speaker's router id"));
+}
+
+TEST_CASE("bgp speaker: eBGP, AS_PATH prepend, ECMP across equal paths, AS_PATH loop refused", "[unit][bgp]") {
+  fabric f;
+  auto& c = f.add("10.0.0.1", 64512);
+  auto& x = f.add("10.0.0.2", 65001);
+  auto& y = f.add("10.0.0.3", 65001);
+  for (auto* e : {&x, &y}) {
+    f.peer(c, *e, "global");
+    f.peer(*e, c, "global");
+  }
+  f.run();
+  x.sp.originate(pfx("192.0.2.0/24"));
+  y.sp.originate(pfx("192.0.2.0/24"));
+  c.sp.originate(pfx("10.244.1.0/26"));
+  f.run();
+  // equal LOCAL_PREF, AS_PATH, ORIGIN, MED, both eBGP: one route, two next hops
+  REQUIRE(c.routes.count(pfx("192.0.2.0/24")));
+  auto nhs = c.routes[pfx("192.0.2.0/24")];
+  std::sort(nhs.begin(), nhs.end());
+  CHECK(nhs == std::vector{x.addr, y.addr});
+  // c's prefix reaches x with c's AS prepended, next hop c
+  auto out = c.sp.adj_rib_out(name(x));
+  REQUIRE(out.count(pfx("10.244.1.0/26")));
+  CHECK(out[pfx("10.244.1.0/26")].as_path == std::vector<bgp::as_segment>{{bgp::as_segment::kind::sequence, {64512}}});
+  CHECK(!out[pfx("10.244.1.0/26")].local_pref);
+  CHECK(x.routes[pfx("10.244.1.0/26")] == std::vector{c.addr});
+  // x's path (the best: lower router id) re-advertised by c to y carries 64512 65001: y refuses the loop
+  CHECK(y.logged("AS_PATH loop"));
+  CHECK(y.routes.count(pfx("192.0.2.0/24")) == 0);  // its own prefix stays its own
+
+  y.sp.withdraw(pfx("192.0.2.0/24"));
+  f.run();
+  CHECK(c.routes[pfx("192.0.2.0/24")] == std::vector{x.addr});
+  x.sp.withdraw(pfx("192.0.2.0/24"));
+  f.run();
+  CHECK(c.routes.count(pfx("192.0.2.0/24")) == 0);
+}
+
+TEST_CASE("bgp speaker: a wrong AS is refused with a logged reason", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 65099);
+  bgp::neighbor n{.name = "b", .address = b.addr, .asn = 64513};  // configured with the wrong AS
+  a.sp.add_peer(n);
+  f.peer(b, a, "global");
+  f.run();
+  CHECK(a.peers["b"].state != session_state::established);
+  CHECK(a.logged("Bad Peer AS"));
+  CHECK(a.logged("65099"));
+  bool sent_bad_peer_as = false;
+  for (auto& m : a.sent)
+    if (auto* nm = std::get_if<bgp::notification_message>(&m)) sent_bad_peer_as |= nm->code == 2 && nm->subcode == 2;
+  CHECK(sent_bad_peer_as);
+}
+
+TEST_CASE("bgp speaker: a connection collision leaves one session, by BGP identifier", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.2", 64512);  // the higher identifier: its outgoing connection wins
+  auto& b = f.add("10.0.0.1", 64512);
+  f.hold_connects = true;
+  f.peer(a, b);
+  f.peer(b, a);
+  f.run();
+  REQUIRE(f.held.size() == 2);
+  auto held = std::move(f.held);
+  f.hold_connects = false;
+  for (auto& [i, c, to] : held) f.complete(i, c);
+  for (auto& [i, c, to] : held) f.accept(i, c, to);
+  f.run();
+  CHECK(a.peers[name(b)].state == session_state::established);
+  CHECK(b.peers[name(a)].state == session_state::established);
+  CHECK(a.logged("connection collision"));
+  CHECK(f.wires.size() == 2);  // one connection left, both ends
+  a.sp.originate(pfx("10.244.1.0/26"));
+  f.run();
+  CHECK(b.routes.count(pfx("10.244.1.0/26")) == 1);
+  // the survivor is the connection a opened: a's end of it is one a asked for
+  bool a_initiated = false;
+  for (auto& [i, c, to] : held)
+    if (f.nodes[i].get() == &a) a_initiated = f.wires.count({i, c}) == 1;
+  CHECK(a_initiated);
+}
+
+TEST_CASE("bgp speaker: hold timer expiry drops the peer's routes; connect-retry brings it back", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  f.mesh({&a, &b});
+  a.sp.originate(pfx("10.244.1.0/26"));
+  f.run();
+  REQUIRE(b.routes.size() == 1);
+  f.fire(b, bgp::timer_kind::hold);
+  CHECK(b.routes.empty());
+  CHECK(b.peers[name(a)].state == session_state::idle);
+  CHECK_THAT(b.peers[name(a)].info, Catch::Contains("Hold Timer Expired"));
+  CHECK_THAT(a.peers[name(b)].info, Catch::Contains("Hold Timer Expired"));
+  f.fire(b, bgp::timer_kind::connect_retry);
+  f.fire(a, bgp::timer_kind::connect_retry);
+  CHECK(b.peers[name(a)].state == session_state::established);
+  CHECK(a.peers[name(b)].state == session_state::established);
+  CHECK(b.routes.size() == 1);
+  CHECK(f.wires.size() == 2);  // one connection, both ends
+}
+
+TEST_CASE("bgp speaker: removing a peer sends Cease and withdraws what it taught", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  f.mesh({&a, &b});
+  b.sp.originate(pfx("10.244.2.0/26"));
+  f.run();
+  REQUIRE(a.routes.size() == 1);
+  a.sp.remove_peer(name(b));
+  f.run();
+  CHECK(a.routes.empty());
+  CHECK(a.sp.peers().empty());
+  CHECK(b.peers[name(a)].state != session_state::established);
+  CHECK_THAT(b.peers[name(a)].info, Catch::Contains("Peer De-configured"));
+}
+
+TEST_CASE("bgp decision: each step in order", "[unit][bgp]") {
+  auto mk = [](auto f) {
+    bgp::path p;
+    p.from = 1;
+    p.peer_address = ip("10.0.0.9");
+    p.peer_router_id = 9;
+    auto a = std::make_shared<bgp::path_attributes>();
+    a->local_pref = 100;
+    a->as_path = {{bgp::as_segment::kind::sequence, {65001}}};
+    f(p, *a);
+    p.attrs = a;
+    return p;
+  };
+  auto base = mk([](auto&, auto&) {});
+  bgp::decision_step s;
+  auto better = [&](const bgp::path& x) { return bgp::compare(x, base, &s) < 0; };
+  CHECK(better(mk([](auto&, auto& a) { a.local_pref = 200; })));
+  CHECK(s == bgp::decision_step::local_pref);
+  CHECK(better(mk([](auto&, auto& a) { a.as_path = {}; })));
+  CHECK(s == bgp::decision_step::as_path);
+  CHECK(!better(mk([](auto&, auto& a) { a.origin = bgp::origin_type::incomplete; })));
+  CHECK(s == bgp::decision_step::origin);
+  CHECK(!better(mk([](auto&, auto& a) { a.med = 10; })));
+  CHECK(s == bgp::decision_step::med);
+  CHECK(better(mk([](auto& p, auto&) { p.ebgp = true; })));
+  CHECK(s == bgp::decision_step::ebgp);
+  CHECK(better(mk([](auto& p, auto&) { p.peer_router_id = 1; })));
+  CHECK(s == bgp::decision_step::router_id);
+  CHECK(better(mk([](auto& p, auto&) { p.peer_address = ip("10.0.0.1"); })));
+  CHECK(s == bgp::decision_step::peer_address);
+  // MED is compared only between paths from the same neighbouring AS
+  auto other_as = mk([](auto&, auto& a) { a.med = 10; a.as_path = {{bgp::as_segment::kind::sequence, {65002}}}; });
+  bgp::compare(other_as, base, &s);
+  CHECK(s != bgp::decision_step::med);
+  // multipath: equal through the eBGP step, whatever the router id
+  CHECK(bgp::multipath_equal(base, mk([](auto& p, auto&) { p.peer_router_id = 1; p.from = 2; })));
+  CHECK(!bgp::multipath_equal(base, mk([](auto&, auto& a) { a.med = 5; })));
+}
+
+TEST_CASE("bgp speaker: IPv6 prefixes over an IPv4 session (MP_REACH_NLRI, next-hop self of the v6 address)", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512, {}, "fd00::1");
+  auto& b = f.add("10.0.0.2", 64512, {}, "fd00::2");
+  auto& c = f.add("10.0.0.3", 64512);  // IPv4 only: negotiates no IPv6
+  f.mesh({&a, &b, &c});
+  a.sp.originate(pfx("fd00:244:1::/64"));
+  a.sp.originate(pfx("10.244.1.0/26"));
+  f.run();
+  CHECK(b.routes[pfx("fd00:244:1::/64")] == std::vector{ip("fd00::1")});
+  CHECK(b.routes[pfx("10.244.1.0/26")] == std::vector{a.addr});
+  CHECK(c.routes.count(pfx("fd00:244:1::/64")) == 0);
+  CHECK(c.routes[pfx("10.244.1.0/26")] == std::vector{a.addr});
+  bool mp = false;
+  for (auto& m : a.sent)
+    if (auto* u = std::get_if<bgp::update_message>(&m))
+      if (u->reach && u->reach->nlri == std::vector{pfx("fd00:244:1::/64")}) mp = u->reach->next_hops == std::vector{ip("fd00::1")};
+  CHECK(mp);
+  a.sp.withdraw(pfx("fd00:244:1::/64"));
+  f.run();
+  CHECK(b.routes.count(pfx("fd00:244:1::/64")) == 0);
+}
+
+TEST_CASE("bgp speaker: route refresh resends the Adj-RIB-Out; End-of-RIB after the initial table", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  a.sp.originate(pfx("10.244.1.0/26"));
+  f.mesh({&a, &b});
+  CHECK(b.routes.count(pfx("10.244.1.0/26")) == 1);
+  auto updates_with = [&](const node& n) {
+    int k = 0;
+    for (auto& m : n.sent)
+      if (auto* u = std::get_if<bgp::update_message>(&m))
+        if (u->nlri == std::vector{pfx("10.244.1.0/26")}) ++k;
+    return k;
+  };
+  bool eor = false;
+  for (auto& m : a.sent)
+    if (auto* u = std::get_if<bgp::update_message>(&m)) eor |= u->end_of_rib() == bgp::ipv4_unicast;
+  CHECK(eor);
+  CHECK(updates_with(a) == 1);
+  for (auto& [k, v] : f.wires)
+    if (f.nodes[k.first].get() == &a) {
+      a.sp.received(k.second, bgp::encode(bgp::route_refresh_message{bgp::ipv4_unicast}));
+      break;
+    }
+  f.run();
+  CHECK(updates_with(a) == 2);
+}
+
+TEST_CASE("bgp speaker: graceful restart helper keeps a peer's routes stale until its End-of-RIB", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  f.mesh({&a, &b});
+  b.sp.originate(pfx("10.244.2.0/26"));
+  b.sp.originate(pfx("10.244.3.0/26"));
+  f.run();
+  REQUIRE(a.routes.size() == 2);
+  f.cut(b);  // b "restarts": the connection is gone, no NOTIFICATION
+  CHECK(a.routes.size() == 2);  // kept, stale
+  CHECK(a.sp.peers().front().stale == 2);
+  CHECK(a.logged("graceful restart"));
+  CHECK(!a.timers_of(bgp::timer_kind(3)).empty());
+  // b comes back without one of its prefixes: after its End-of-RIB only the other remains
+  b.sp.withdraw(pfx("10.244.3.0/26"));
+  f.fire(a, bgp::timer_kind::connect_retry);
+  f.fire(b, bgp::timer_kind::connect_retry);
+  REQUIRE(a.peers[name(b)].state == session_state::established);
+  CHECK(a.routes.count(pfx("10.244.2.0/26")) == 1);
+  CHECK(a.routes.count(pfx("10.244.3.0/26")) == 0);
+  CHECK(a.sp.peers().front().stale == 0);
+  CHECK(a.timers_of(bgp::timer_kind(3)).empty());
+}
+
+TEST_CASE("bgp speaker: stale routes go when the peer's restart time is over", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  f.mesh({&a, &b});
+  b.sp.originate(pfx("10.244.2.0/26"));
+  f.run();
+  f.cut(b);
+  REQUIRE(a.routes.size() == 1);
+  f.fire(a, bgp::timer_kind(3));
+  CHECK(a.routes.empty());
+  CHECK(a.logged("graceful restart time over"));
+}
+
+TEST_CASE("bgp speaker: without graceful restart a lost connection drops the routes at once", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  (void)a;
+  bgp::speaker_config c = b.sp.config();
+  c.restart_time = 0;  // b does not offer graceful restart
+  f.nodes[1] = std::make_unique<node>(c, b.addr);
+  auto& b2 = *f.nodes[1];
+  f.mesh({f.nodes[0].get(), &b2});
+  b2.sp.originate(pfx("10.244.2.0/26"));
+  f.run();
+  REQUIRE(f.nodes[0]->routes.size() == 1);
+  f.cut(b2);
+  CHECK(f.nodes[0]->routes.empty());
+}
