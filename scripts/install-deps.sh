@@ -12,7 +12,7 @@ pkgs=(
   containerd runc busybox-static
   bird2 gobgpd iperf3 tcpdump
   iptables ipset nftables libnftables-dev
-  clang llvm libbpf-dev bpftool
+  clang llvm libclang-rt-dev libbpf-dev bpftool
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -22,7 +22,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # bird2 and gobgpd are the BGP peers of the interop tests and benchmarks; iperf3 and tcpdump
 # measure and watch pod traffic in the lab; iptables, ipset, nftables and libnftables are
-# the policy plugins' backends; clang, llvm, libbpf and bpftool build and load eBPF programs.
+# the policy plugins' backends; clang, llvm, libbpf and bpftool build and load eBPF programs,
+# and clang with libclang-rt (libFuzzer) builds the fuzz targets.
 # Debian's bird2 and gobgpd packages start system daemons: when this script installed them,
 # leave none running or enabled (tests start their own, inside namespaces).
 # musl-tools builds cnf-shim against musl (examples/cnf-shim/CMakeLists.txt says why).

@@ -25,4 +25,11 @@ known=$(cd "$asan" && ninja -t targets all | cut -d: -f1)
 build_targets=$(for t in $targets; do grep -qx "$t" <<< "$known" && echo "$t"; done)
 cmake --build "$asan" -j"$jobs" --target cnf-all-plugins $build_targets
 (cd "$asan" && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -L unit -E '^(compile_fail_|static_composition)')
+
+echo "== fuzzing (clang, libFuzzer; each target for a bounded time from its seed corpus)"
+fuzz=${CNF_FUZZ_DIR:-$here/build-fuzz}
+CC=clang CXX=clang++ cmake -S "$here" -B "$fuzz" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCNF_FUZZ=ON > /dev/null
+fuzz_targets=$(cd "$fuzz" && ctest -N -L fuzz | sed -n 's/^ *Test *#[0-9]*: \(.*\)$/\1/p')
+cmake --build "$fuzz" -j"$jobs" --target $fuzz_targets
+(cd "$fuzz" && ctest --output-on-failure -L fuzz)
 echo "== all tests passed"
