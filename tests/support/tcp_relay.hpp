@@ -3,9 +3,7 @@
 // reach the server at an address of their own namespace, and no server listens anywhere
 // but on loopback. Sockets keep the namespace they were made in, so the listening socket
 // is made inside the namespace and every upstream socket outside it.
-//
-// cut() closes every relayed connection and stops accepting (the server looks gone from
-// inside the namespace); resume() accepts again on the same port.
+// The relay stops (every relayed connection closed) when it goes out of scope.
 #pragma once
 #include "../integration/netns_harness.hpp"
 
@@ -15,7 +13,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -27,10 +24,7 @@ namespace cnf_test {
 class tcp_relay {
  public:
   tcp_relay(const test_netns& ns, int upstream_port) : ns_(ns), upstream_(upstream_port) { open_listener(); }
-  ~tcp_relay() {
-    stopping_ = true;
-    cut();
-  }
+  ~tcp_relay() { cut(); }
   tcp_relay(const tcp_relay&) = delete;
   tcp_relay& operator=(const tcp_relay&) = delete;
 
@@ -38,6 +32,8 @@ class tcp_relay {
   int port() const noexcept { return port_; }
   std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
 
+
+ private:
   void cut() {
     {
       std::lock_guard<std::mutex> l(m_);
@@ -52,11 +48,7 @@ class tcp_relay {
     if (listen_fd_ >= 0) ::close(listen_fd_);
     listen_fd_ = -1;
   }
-  void resume() {
-    if (listen_fd_ < 0) open_listener();
-  }
 
- private:
   void open_listener() {
     {
       enter_netns in(ns_);
@@ -129,7 +121,6 @@ class tcp_relay {
   int upstream_;
   int port_ = 0;
   int listen_fd_ = -1;
-  std::atomic<bool> stopping_{false};
   std::mutex m_;
   std::vector<int> open_fds_;
   std::thread acceptor_;
