@@ -11,16 +11,14 @@
 // The CNI server: a CNI call run by the process the runtime exec'd pays for the process,
 // the profile, the parts and the datastore's opening every time; handed to the agent it
 // pays for a small process and one round trip. The work itself (IPAM, netlink, the durable
-// writes) is the same code (run_cni_call). Calls are served one at a time, in the order
+// writes) is the same code (cnf::cni::run_call). Calls are served one at a time, in the order
 // they arrive. When no agent listens, the plugin does its calls itself, so starting and
 // stopping the agent never breaks pod networking.
-#include "cni/agent_client.hpp"
 #include "agent/agent_listen.hpp"
 #include "app.hpp"
-#include "cni/cni_call.hpp"
-#include "cni/cni_log.hpp"
 #include "agent/node_agent.hpp"
 
+#include <cnf/cni/logger.hpp>
 #include <cnf/event_loop.hpp>
 
 #include <boost/json.hpp>
@@ -46,6 +44,10 @@
 #include <set>
 
 namespace cnf_app {
+
+using cnf::cni::call_logger;
+using cnf::cni::not_served;
+using cnf::cni::served_parts;
 namespace {
 
 struct fd_guard {
@@ -62,7 +64,7 @@ bool changed(const struct stat& a, const struct stat& b) {
 
 /// Reads the profile and composes the parts a CNI call needs (datastore; IPAM when the
 /// profile has one). Their writes wait for the flush at the end of each call.
-cnf::result<served_parts> serve(const std::string& path, cni_logger& log, cnf::executor& exec) {
+cnf::result<served_parts> serve(const std::string& path, call_logger& log, cnf::executor& exec) {
   served_parts s;
   s.path = path;
   if (::stat(path.c_str(), &s.id) != 0) return cnf::error(cnf::errc::not_found, path + ": " + std::strerror(errno));
@@ -83,7 +85,7 @@ cnf::result<served_parts> serve(const std::string& path, cni_logger& log, cnf::e
   return s;
 }
 
-std::string command_of(const cni_call& call) {
+std::string command_of(const plugin_call& call) {
   for (auto& v : call.env)
     if (v.rfind("CNI_COMMAND=", 0) == 0) return v.substr(12);
   return "?";
@@ -93,7 +95,7 @@ std::string command_of(const cni_call& call) {
 /// (as before the loop: calls are answered in arrival order, one at a time).
 struct cni_server {
   cnf::event_loop& loop;
-  cni_logger& log;
+  call_logger& log;
   const std::string& path;
   served_parts& s;
   std::string sock;
@@ -141,7 +143,7 @@ struct cni_server {
       r.declined = declined;
     } else {
       std::string out;
-      int st = run_cni_call(*call, out, &s);
+      int st = cnf::cni::run_call(*call, out, &s, cni_hooks());
       const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
       if (st == not_served) {
         r.declined = out;
@@ -161,7 +163,7 @@ struct cni_server {
 
 int run_agent(const std::string& profile_arg) {
   const std::string path = profile_arg.empty() ? default_profile_path() : profile_arg;
-  cni_logger log;
+  call_logger log;
   log.set_prefix("agent");
   auto prof = cnf::load_profile(path);
   if (!prof) {
