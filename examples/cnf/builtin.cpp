@@ -13,8 +13,9 @@
 // names, other parts) is loaded from the plugin directory as before.
 #include "app.hpp"
 
-#if CNF_CNI_BUILTIN
 #include <cnf/cni/fail_fast.hpp>
+
+#if CNF_CNI_BUILTIN
 #include <cnf/plugin.hpp>
 #if CNF_BUILTIN_LOCAL
 #include <cnf/plugins/local.hpp>
