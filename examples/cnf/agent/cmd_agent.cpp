@@ -5,7 +5,9 @@
 // The node agent (agent/node_agent.cpp) registers this node as a Calico v3 Node, mirrors
 // the datastore (Node, IPAMBlock, BlockAffinity, IPPool), blackholes this node's blocks,
 // feeds the routing part the other nodes and puts its routes in the route table, the one
-// owner of cnf's kernel routes. Nothing is programmed before the first complete sync.
+// owner of cnf's kernel routes; with a [policy] part it also mirrors endpoints, policies,
+// network sets and namespaces and programs the node's policy through that part. Nothing is
+// programmed before the first complete sync.
 // Health, metrics and status are served on 127.0.0.1 ([agent] health_port).
 //
 // The CNI server: a CNI call run by the process the runtime exec'd pays for the process,
@@ -169,7 +171,7 @@ int run_agent(const std::string& profile_arg) {
     return 2;
   }
   // With [routing] the agent is the node agent too; it always serves CNI calls at @cnf-agent.
-  const bool node_mode = prof->routing.has_value() || prof->encapsulation.has_value();
+  const bool node_mode = prof->routing.has_value() || prof->encapsulation.has_value() || prof->policy.has_value();
   log.configure(prof->cni.level, prof->cni.log_file);
   cnf::event_loop loop;  // before the parts, which keep a pointer to it
 
@@ -210,6 +212,7 @@ int run_agent(const std::string& profile_arg) {
       which.insert(cnf::part::encapsulation);
       if (prof->ipam) which.insert(cnf::part::ipam);  // this node's tunnel address
     }
+    if (prof->policy) which.insert(cnf::part::policy);
     auto parts = compose_parts(*prof, loader, which, ctx, /*fail_fast=*/false);
     if (!parts) {
       std::cerr << "cnf agent: " << parts.error().message << "\n";
@@ -218,6 +221,7 @@ int run_agent(const std::string& profile_arg) {
     node_parts = std::move(*parts);
     node = std::make_unique<node_agent>(loop, log, *prof, node_parts.datastore, node_parts.routing);
     if (node_parts.encapsulation) node->set_encapsulation(node_parts.encapsulation, node_parts.ipam);
+    if (node_parts.policy) node->set_policy(node_parts.policy, prof->policy->plugin);
     if (auto r = node->start(); !r) {
       std::cerr << "cnf agent: " << r.error().message << "\n";
       return 2;
