@@ -8,7 +8,8 @@
 //     allow ingress from team=x      x/a reaches y/b again, z/c still does not
 //   both deleted                     every pair answers again
 // Each step checks the reachability matrix (all six ordered pairs) and that the chains are
-// in the receiving node's kernel (iptables-save / nft list table). Run per plugin:
+// in the receiving node's kernel (iptables-save / nft list table); each pod's ADD, served by
+// its node's agent, programmed the pod's endpoint before it answered. Run per plugin:
 // ctest lab_policy_iptables, lab_policy_nftables.
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
@@ -110,6 +111,14 @@ void scenario(const std::string& plugin) {
   }
   REQUIRE(ip.size() == 3);
   const std::string node2 = "cnflab-" + L.id() + "-node-2";
+  // Each ADD (served by the node's agent) programmed its endpoint before it answered.
+  auto policy_status = [&](const char* node) {
+    auto r = L.lab({"exec", node, "--", cnf_bin, "node", "status", "-o", "json"});
+    REQUIRE(r.status == 0);
+    return bj::parse(r.out).as_object().at("policy").as_object();
+  };
+  CHECK(policy_status("node-1").at("endpointsBeforeAdd").to_number<int>() == 2);
+  CHECK(policy_status("node-2").at("endpointsBeforeAdd").to_number<int>() == 1);
 
   // Every ordered pair probed at once: one echo request each, one second to answer.
   auto probe = [&] {
@@ -198,6 +207,9 @@ spec:
 
   auto status = L.lab({"exec", "node-2", "--", cnf_bin, "node", "status"});
   CHECK_THAT(status.out, Contains("Policy (" + plugin + ")"));
+  auto ps = policy_status("node-2");
+  CHECK(ps.at("policies").to_number<int>() == 2);
+  CHECK(ps.at("failures").to_number<int>() == 0);
 
   REQUIRE(L.cnf({"delete", "-f", allow}).status == 0);
   REQUIRE(L.cnf({"delete", "knp", "default-deny-ingress", "-n", "y"}).status == 0);

@@ -21,6 +21,7 @@
 #include "app.hpp"
 #include "cni/cni_call.hpp"
 #include "cni/cni_log.hpp"
+#include "cni/workload.hpp"
 #include "agent/node_agent.hpp"
 
 #include <cnf/event_loop.hpp>
@@ -91,6 +92,20 @@ std::string command_of(const cni_call& call) {
   return "?";
 }
 
+/// The WorkloadEndpoint a served ADD wrote (named as the plugin names it); nullopt when the
+/// call's environment does not say.
+std::optional<cnf::resource_key> endpoint_of(const cni_call& call, const std::string& node) {
+  auto env = cnf::cni::parse_env_with([&](std::string_view name) -> std::optional<std::string_view> {
+    for (auto& v : call.env)
+      if (v.size() > name.size() && v.compare(0, name.size(), name) == 0 && v[name.size()] == '=') return std::string_view(v).substr(name.size() + 1);
+    return std::nullopt;
+  });
+  if (!env || env->cmd != cnf::cni::command::add) return std::nullopt;
+  auto pod = pod_identity::from(env->args);
+  return cnf::resource_key{std::string(cnf::kinds::workload_endpoint), workload_endpoint_ns(pod),
+                           workload_endpoint_name(node, pod, env->container_id, env->ifname)};
+}
+
 /// The CNI server on the loop: one call per connection, served to the end before the next
 /// (as before the loop: calls are answered in arrival order, one at a time).
 struct cni_server {
@@ -151,6 +166,10 @@ struct cni_server {
       } else {
         r.exit = st;
         r.out = out;
+        // The pod's policy is in the kernel before the runtime hears that the pod is ready.
+        if (node && st == 0)
+          if (auto key = endpoint_of(*call, s.prof.node_name()))
+            if (auto p = node->policy_endpoint_now(*key); !p) log.warn(p.error().message + " (the syncer programs it when it arrives)");
         ++served_calls;
         if (node) node->count_cni_call();
         log.debug(fmt::format("pid {}: {} served in {} us (exit {})", cred.pid, command_of(*call), us, st));

@@ -292,6 +292,19 @@ void node_agent::policy_update(const cnf::sync_update& u) {
   why = r.error().message;
 }
 
+cnf::result<void> node_agent::policy_endpoint_now(const cnf::resource_key& wep) {
+  if (!policy_ || !synced_once_) return {};
+  auto r = ds_.get(wep);
+  if (!r) {
+    if (r.error().code == cnf::errc::not_found) return {};  // not visible here yet: the syncer brings it
+    return cnf::error(r.error().code, "policy: reading " + wep.to_string() + ": " + r.error().message);
+  }
+  policy_update({cnf::sync_update::type::added, std::move(*r)});
+  if (auto f = policy_->flush(); !f) return f.error();
+  ++policy_early_;
+  return {};
+}
+
 void node_agent::set_policy(cnf::any_policy policy, std::string plugin) {
   policy_plugin_ = std::move(policy);
   policy_name_ = std::move(plugin);
@@ -678,6 +691,7 @@ std::string node_agent::status_json() const {
     po["plugin"] = policy_name_;
     po["flushes"] = policy_->flushes();
     po["failures"] = policy_->failures();
+    po["endpointsBeforeAdd"] = policy_early_;
     json::array pnotes;
     if (auto st = policy_plugin_.status()) {
       po["dataplane"] = st->dataplane;

@@ -48,6 +48,11 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   void set_encapsulation(cnf::any_encapsulation encap, cnf::any_ipam ipam);
   /// The policy part, named `plugin` in the profile (call before start()).
   void set_policy(cnf::any_policy policy, std::string plugin);
+  /// This node's endpoint `wep` (just written by a CNI ADD the agent served) handed to the
+  /// policy host and programmed now, before the ADD answers: no packet reaches the pod
+  /// before its policy does (the syncer delivers the same endpoint later; nothing changes
+  /// then). Nothing happens without a policy part or before the first complete sync.
+  cnf::result<void> policy_endpoint_now(const cnf::resource_key& wep);
 
   /// Sysctls, the route table, registration (retried while the datastore is down), the syncer.
   cnf::result<void> start();
@@ -117,6 +122,7 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   std::unique_ptr<cnf::netpol::policy_host> policy_;
   std::set<std::string> policy_kinds_;
   std::map<std::string, std::string> policy_invalid_;       // resource key -> why it is not programmed
+  std::uint64_t policy_early_ = 0;                          // endpoints programmed before their ADD answered
   std::uint64_t cni_calls_ = 0, recalculations_ = 0, invalid_seen_ = 0;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };

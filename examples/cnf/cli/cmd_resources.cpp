@@ -919,7 +919,9 @@ void add_resource_commands(CLI::App& app) {
   auto* get = app.add_subcommand("get", "Show resources: " + std::string(kinds_help) + " (table, or -o wide|yaml|json)");
   get->add_option("kind", kind, std::string(kinds_help))->required();
   get->add_option("name", name, "Only this resource");
-  get->add_option("-n,--namespace", ns, "Only this namespace (namespaced kinds; default: every namespace, or 'default' with a NAME)");
+  static bool all_ns = false;
+  auto* nopt = get->add_option("-n,--namespace", ns, "Only this namespace (namespaced kinds; default: every namespace, or 'default' with a NAME)");
+  get->add_flag("-A,--all-namespaces", all_ns, "Every namespace (the default without a NAME)")->excludes(nopt);
   get->add_option("-o,--output", output, "table (default), wide, yaml or json; yaml and json can be given back to `cnf apply`");
   get->add_option("--profile,-p", profile, "Profile naming the datastore (default: $CNF_PROFILE or /etc/cnf/profile.toml)");
   get->callback([] { exit_code() = cmd_get(profile, kind, name, output, ns); });
