@@ -6,6 +6,8 @@
 //   K8s default-deny-ingress in y    nothing reaches y/b; y/b still reaches the others
 //   + Namespace x labelled team=x,
 //     allow ingress from team=x      x/a reaches y/b again, z/c still does not
+//   + a NetworkPolicy that does not
+//     parse (written past apply)     listed in the node's status; nothing else changes
 //   both deleted                     every pair answers again
 // Each step checks the reachability matrix (all six ordered pairs) and that the chains are
 // in the receiving node's kernel (iptables-save / nft list table); each pod's ADD, served by
@@ -16,6 +18,8 @@
 
 #include "../support/process.hpp"
 #include "../support/root_gate.hpp"
+
+#include <cnf/plugins/local.hpp>
 
 #include <boost/json.hpp>
 
@@ -180,6 +184,32 @@ spec:
   CHECK_THAT(kernel(), Contains("cali-pi-"));
   auto get = L.cnf({"get", "knp", "-n", "y"});
   CHECK_THAT(get.out, Contains("default-deny-ingress"));
+
+  // A policy that does not parse, written past `cnf apply` (straight into the lab's local
+  // datastore): the agents log it and list it, keep running, and keep what they programmed.
+  {
+    cnf::local_datastore_options o;
+    o.dir = (L.dir / "datastore").string();
+    o.fsync = false;
+    auto ds = cnf::local_datastore::open(std::move(o));
+    REQUIRE(ds);
+    cnf::resource bad{"NetworkPolicy", "y", "broken", {}, R"({"selector": "app ==", "types": ["Ingress"]})", ""};
+    REQUIRE(cnf::any_datastore(std::move(*ds)).create(bad));
+  }
+  bool listed = false;
+  for (int i = 0; i < 40 && !listed; ++i) {
+    if (i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    listed = bj::serialize(policy_status("node-2").at("invalid")).find("NetworkPolicy/y/broken: spec.selector") != std::string::npos;
+  }
+  CHECK(listed);
+  expect(denied, "default-deny-ingress in y, next to a policy that does not parse");
+  REQUIRE(L.cnf({"delete", "networkpolicy", "broken", "-n", "y"}).status == 0);
+  bool cleared = false;
+  for (int i = 0; i < 40 && !cleared; ++i) {
+    if (i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    cleared = policy_status("node-2").at("invalid").as_array().empty();
+  }
+  CHECK(cleared);
 
   const auto allow = apply("allow.yaml", R"(apiVersion: v1
 kind: Namespace

@@ -167,7 +167,7 @@ struct cni_server {
         r.exit = st;
         r.out = out;
         // The pod's policy is in the kernel before the runtime hears that the pod is ready.
-        if (node && st == 0)
+        if (node && node->hosts_policy() && st == 0)
           if (auto key = endpoint_of(*call, s.prof.node_name()))
             if (auto p = node->policy_endpoint_now(*key); !p) log.warn(p.error().message + " (the syncer programs it when it arrives)");
         ++served_calls;

@@ -53,6 +53,7 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   /// before its policy does (the syncer delivers the same endpoint later; nothing changes
   /// then). Nothing happens without a policy part or before the first complete sync.
   cnf::result<void> policy_endpoint_now(const cnf::resource_key& wep);
+  bool hosts_policy() const { return policy_ != nullptr; }
 
   /// Sysctls, the route table, registration (retried while the datastore is down), the syncer.
   cnf::result<void> start();
