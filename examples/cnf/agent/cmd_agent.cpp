@@ -310,7 +310,9 @@ void add_agent_command(CLI::App& app) {
   auto* a = app.add_subcommand(
       "agent",
       "The node agent: registers this node, watches the datastore and programs routes to the other nodes' pod blocks\n"
-      "with the profile's [routing] plugin (blackholes for this node's own blocks); health, metrics and status on\n"
+      "with the profile's [routing] plugin (blackholes for this node's own blocks), and this node's network policy\n"
+      "with its [policy] plugin (iptables or nftables; a pod's ADD served here programs its policy before it answers);\n"
+      "health, metrics and status on\n"
       "127.0.0.1:[agent] health_port. It also serves the CNI plugin's calls at @cnf-agent (the abstract socket of its\n"
       "network namespace, where cnf-shim looks) and at [cni] agent_socket if set, with the parts loaded once instead\n"
       "of per call (one at a time; a changed profile is read again before the next call).\n"
