@@ -16,7 +16,7 @@
  * the bytes it announces.
  */
 #define _GNU_SOURCE
-#include "agent_address.h"
+#include <cnf/cni/agent_address.h>
 
 #include <errno.h>
 #include <stddef.h>

@@ -1,6 +1,7 @@
 // The reference distribution: one multi-call program, as calico-node is. It answers as a
 // CNI plugin when a container runtime execs it, and as a command-line tool otherwise.
 #pragma once
+#include <cnf/cni/engine.hpp>
 #include <cnf/loader.hpp>
 #include <cnf/profile.hpp>
 
@@ -40,12 +41,14 @@ void add_node_commands(CLI::App& app);
 /// cnf lab up|down|pod|exec|ping|status (cli/cmd_lab.cpp, lab/): a cluster in a box.
 void add_lab_command(CLI::App& app);
 
-/// CNI mode: stdin config, CNI_* environment, result or error JSON on stdout.
+/// CNI mode: the framework's engine (cnf/cni/engine.hpp) with this program's hooks
+/// (cni/cni_main.cpp): stdin config, CNI_* environment, result or error JSON on stdout.
+cnf::cni::engine_hooks cni_hooks();
 int run_cni(int argc, char** argv);
 
 /// cnf::compose, except that the parts linked into this program (builtin.cpp; CMake
 /// option CNF_CNI_BUILTIN_PLUGINS) are made without loading their plugin library.
-/// fail_fast: the datastore is wrapped in fail_fast_datastore (cni/fail_fast.hpp) before the
+/// fail_fast: the datastore is wrapped in fail_fast_datastore (cnf/cni/fail_fast.hpp) before the
 /// other parts get it: for a CNI call, which must fail within one datastore timeout.
 cnf::result<cnf::composition> compose_parts(const cnf::profile& prof, const cnf::plugin_loader& loader, const std::set<cnf::part>& which,
                                             cnf::plugin_context ctx, bool fail_fast = false);

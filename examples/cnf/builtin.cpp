@@ -12,9 +12,9 @@
 // plugin directory: the profile's plugin_path or $CNF_PLUGIN_PATH. Everything else (other
 // names, other parts) is loaded from the plugin directory as before.
 #include "app.hpp"
-#include "cni/fail_fast.hpp"
 
 #if CNF_CNI_BUILTIN
+#include <cnf/cni/fail_fast.hpp>
 #include <cnf/plugin.hpp>
 #if CNF_BUILTIN_LOCAL
 #include <cnf/plugins/local.hpp>
@@ -123,7 +123,7 @@ cnf::result<cnf::composition> compose_parts(const cnf::profile& prof, const cnf:
                                             cnf::plugin_context ctx, bool fail_fast) {
   cnf::compose_hooks hooks;
   hooks.resolve = [&](cnf::part p, const std::string& name) { return builtin_for(p, name, loader); };
-  if (fail_fast) hooks.wrap_datastore = [](cnf::any_datastore d) { return fail_fast_datastore(std::move(d)); };
+  if (fail_fast) hooks.wrap_datastore = [](cnf::any_datastore d) { return cnf::cni::fail_fast_datastore(std::move(d)); };
   return cnf::compose(prof, loader, which, std::move(ctx), hooks);
 }
 

@@ -681,7 +681,7 @@ TEST_CASE("etcd fails in the middle of a run of CNI ADDs and comes back", "[etcd
       if (!c.ok()) {
         CHECK(c.code() == 11);
         // Within one timeout, like the others: once the datastore timed out, the CNI's
-        // rollback does not wait for it again (examples/cnf/cni/fail_fast.hpp).
+        // rollback does not wait for it again (cnf/cni/fail_fast.hpp).
         CHECK(c.elapsed() <= std::chrono::milliseconds(timeout_ms) + margin);
         slowest_failure = std::max(slowest_failure, c.elapsed());
         failed.insert(i);

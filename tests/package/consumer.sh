@@ -56,4 +56,36 @@ if "$prefix/bin/cnf" profile check "$work/profile.toml" > "$work/check.out" 2>&1
   echo "FAIL: profile check passed with a wrong-ABI plugin"; exit 1
 fi
 grep -F "ABI version 2" "$work/check.out" > /dev/null
+
+# Another distribution's CNI plugin: the framework's CNI engine (cnf::cni) with no hooks,
+# built against the installed package, answers VERSION and runs STATUS over a profile.
+test -f "$prefix/lib/libcnf_cni.a"
+mkdir -p "$work/cni-src"
+cat > "$work/cni-src/CMakeLists.txt" <<'CMAKE'
+cmake_minimum_required(VERSION 3.22)
+project(other_cni CXX)
+find_package(cnf REQUIRED)
+add_executable(other-cni main.cpp)
+target_link_libraries(other-cni PRIVATE cnf::cni)
+CMAKE
+cat > "$work/cni-src/main.cpp" <<'CPP'
+#include <cnf/cni/engine.hpp>
+int main(int, char** argv) { return cnf::cni::run_plugin_main(argv); }
+CPP
+cmake -S "$work/cni-src" -B "$work/cni" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" > "$work/cni.log" 2>&1 \
+  && cmake --build "$work/cni" >> "$work/cni.log" 2>&1 || { cat "$work/cni.log"; echo "FAIL: cnf::cni does not build out of tree"; exit 1; }
+ver=$(echo '{"cniVersion":"1.1.0","name":"n","type":"other-cni"}' | CNI_COMMAND=VERSION "$work/cni/other-cni")
+echo "$ver" | grep -q '"supportedVersions":\[' || { echo "FAIL: other-cni VERSION: $ver"; exit 1; }
+cp "$work/good/cnf-ipam-fixed.so" "$prefix/lib/cnf/plugins/cnf-ipam-fixed.so"
+# The example IPAM reports no pools, so STATUS answers 50 naming it: the engine composed the
+# profile's datastore and the out-of-tree IPAM from the installed plugin directory.
+status=$(echo "{\"cniVersion\":\"1.1.0\",\"name\":\"n\",\"type\":\"other-cni\",\"profile\":\"$work/profile.toml\"}" \
+  | CNI_COMMAND=STATUS CNF_PLUGIN_PATH="$prefix/lib/cnf/plugins" "$work/cni/other-cni" 2>/dev/null) \
+  && { echo "FAIL: other-cni STATUS passed with an IPAM that has no pool: $status"; exit 1; }
+echo "$status" | grep -q '"code":50,"msg":"ipam fixed: no address pool is configured"' \
+  || { echo "FAIL: other-cni STATUS: $status"; exit 1; }
+# And a profile it cannot serve gets the CNI error for a bad config (7), naming the field.
+bad=$(echo '{"cniVersion":"1.1.0","name":"n","type":"other-cni","vethPrefix":"toolong"}' \
+  | CNI_COMMAND=STATUS "$work/cni/other-cni") && { echo "FAIL: other-cni accepted vethPrefix toolong"; exit 1; }
+echo "$bad" | grep -q '"code":7' && echo "$bad" | grep -q 'vethPrefix' || { echo "FAIL: other-cni bad config: $bad"; exit 1; }
 echo "package consumer: OK"

@@ -14,7 +14,7 @@
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
 
-#include "../../examples/cnf/cni/agent_client.hpp"
+#include <cnf/cni/agent_client.hpp>
 #include "../support/process.hpp"
 
 #include <boost/json.hpp>
@@ -62,7 +62,7 @@ class stand_in_agent {
     REQUIRE(fd_ >= 0);
     sockaddr_un sa{};
     socklen_t len = 0;
-    REQUIRE(cnf_app::agent_sockaddr("@cnf-agent", sa, len));
+    REQUIRE(cnf::cni::agent_sockaddr("@cnf-agent", sa, len));
     REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&sa), len) == 0);
     REQUIRE(::listen(fd_, 8) == 0);
     thread_ = std::thread([this] { serve(); });
@@ -274,8 +274,8 @@ TEST_CASE("cnf-shim runs cnf with no agent and for the commands it does not hand
 }
 
 TEST_CASE("the agent wire: the C++ side's codec agrees with itself and refuses what is not a message", "[shim]") {
-  using namespace cnf_app;
-  cni_call c;
+  using namespace cnf::cni;
+  plugin_call c;
   c.self = "cnf-shim";
   c.env = {"CNI_COMMAND=ADD", "X=a=b"};
   c.input = std::string("{\0}", 3);

@@ -139,7 +139,7 @@ agent_listener::caller agent_listener::accept() {
   return c;
 }
 
-cnf::result<cni_call> read_call(int fd) {
+cnf::result<plugin_call> read_call(int fd) {
   std::string text;
   if (int e = read_to_end(fd, text, max_request); e == EFBIG)
     return cnf::error(cnf::errc::invalid, "request larger than 16 MiB");

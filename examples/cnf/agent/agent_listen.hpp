@@ -12,8 +12,8 @@
 // own user id (SO_PEERCRED) and closes the others' connections unread (the caller then does
 // its call itself). One pollable fd stands for both addresses, so an event loop watches one.
 #pragma once
-#include "cni/agent_client.hpp"
-#include "cni/cni_call.hpp"
+#include <cnf/cni/agent_client.hpp>
+#include <cnf/cni/engine.hpp>
 
 #include <cnf/error.hpp>
 
@@ -23,6 +23,15 @@
 #include <string>
 
 namespace cnf_app {
+
+// The engine's wire (cnf/cni/agent_client.hpp), as the agent side speaks it.
+using cnf::cni::agent_abstract_address;
+using cnf::cni::agent_reply;
+using cnf::cni::agent_sockaddr;
+using cnf::cni::decode_request;
+using cnf::cni::encode_reply;
+using cnf::cni::plugin_call;
+using cnf::cni::read_to_end;
 
 class agent_listener {
  public:
@@ -58,7 +67,7 @@ class agent_listener {
 };
 
 /// Reads one request (until the caller shuts down its write side) and decodes it.
-cnf::result<cni_call> read_call(int fd);
+cnf::result<plugin_call> read_call(int fd);
 
 /// Sends the reply; a caller that went away loses it (what was done stays done, as for a
 /// killed plugin).

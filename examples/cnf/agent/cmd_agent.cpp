@@ -13,17 +13,16 @@
 // The CNI server: a CNI call run by the process the runtime exec'd pays for the process,
 // the profile, the parts and the datastore's opening every time; handed to the agent it
 // pays for a small process and one round trip. The work itself (IPAM, netlink, the durable
-// writes) is the same code (run_cni_call). Calls are served one at a time, in the order
+// writes) is the same code (cnf::cni::run_call). Calls are served one at a time, in the order
 // they arrive. When no agent listens, the plugin does its calls itself, so starting and
 // stopping the agent never breaks pod networking.
-#include "cni/agent_client.hpp"
 #include "agent/agent_listen.hpp"
 #include "app.hpp"
-#include "cni/cni_call.hpp"
-#include "cni/cni_log.hpp"
-#include "cni/workload.hpp"
 #include "agent/node_agent.hpp"
 
+#include <cnf/cni/env.hpp>
+#include <cnf/cni/logger.hpp>
+#include <cnf/cni/workload.hpp>
 #include <cnf/event_loop.hpp>
 
 #include <boost/json.hpp>
@@ -49,6 +48,10 @@
 #include <set>
 
 namespace cnf_app {
+
+using cnf::cni::call_logger;
+using cnf::cni::not_served;
+using cnf::cni::served_parts;
 namespace {
 
 struct fd_guard {
@@ -65,7 +68,7 @@ bool changed(const struct stat& a, const struct stat& b) {
 
 /// Reads the profile and composes the parts a CNI call needs (datastore; IPAM when the
 /// profile has one). Their writes wait for the flush at the end of each call.
-cnf::result<served_parts> serve(const std::string& path, cni_logger& log, cnf::executor& exec) {
+cnf::result<served_parts> serve(const std::string& path, call_logger& log, cnf::executor& exec) {
   served_parts s;
   s.path = path;
   if (::stat(path.c_str(), &s.id) != 0) return cnf::error(cnf::errc::not_found, path + ": " + std::strerror(errno));
@@ -86,7 +89,7 @@ cnf::result<served_parts> serve(const std::string& path, cni_logger& log, cnf::e
   return s;
 }
 
-std::string command_of(const cni_call& call) {
+std::string command_of(const plugin_call& call) {
   for (auto& v : call.env)
     if (v.rfind("CNI_COMMAND=", 0) == 0) return v.substr(12);
   return "?";
@@ -94,23 +97,23 @@ std::string command_of(const cni_call& call) {
 
 /// The WorkloadEndpoint a served ADD wrote (named as the plugin names it); nullopt when the
 /// call's environment does not say.
-std::optional<cnf::resource_key> endpoint_of(const cni_call& call, const std::string& node) {
+std::optional<cnf::resource_key> endpoint_of(const plugin_call& call, const std::string& node) {
   auto env = cnf::cni::parse_env_with([&](std::string_view name) -> std::optional<std::string_view> {
     for (auto& v : call.env)
       if (v.size() > name.size() && v.compare(0, name.size(), name) == 0 && v[name.size()] == '=') return std::string_view(v).substr(name.size() + 1);
     return std::nullopt;
   });
   if (!env || env->cmd != cnf::cni::command::add) return std::nullopt;
-  auto pod = pod_identity::from(env->args);
-  return cnf::resource_key{std::string(cnf::kinds::workload_endpoint), workload_endpoint_ns(pod),
-                           workload_endpoint_name(node, pod, env->container_id, env->ifname)};
+  auto pod = cnf::cni::pod_identity::from(env->args);
+  return cnf::resource_key{std::string(cnf::kinds::workload_endpoint), cnf::cni::workload_endpoint_ns(pod),
+                           cnf::cni::workload_endpoint_name(node, pod, env->container_id, env->ifname)};
 }
 
 /// The CNI server on the loop: one call per connection, served to the end before the next
 /// (as before the loop: calls are answered in arrival order, one at a time).
 struct cni_server {
   cnf::event_loop& loop;
-  cni_logger& log;
+  call_logger& log;
   const std::string& path;
   served_parts& s;
   std::string sock;
@@ -158,7 +161,7 @@ struct cni_server {
       r.declined = declined;
     } else {
       std::string out;
-      int st = run_cni_call(*call, out, &s);
+      int st = cnf::cni::run_call(*call, out, &s, cni_hooks());
       const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
       if (st == not_served) {
         r.declined = out;
@@ -182,7 +185,7 @@ struct cni_server {
 
 int run_agent(const std::string& profile_arg) {
   const std::string path = profile_arg.empty() ? default_profile_path() : profile_arg;
-  cni_logger log;
+  call_logger log;
   log.set_prefix("agent");
   auto prof = cnf::load_profile(path);
   if (!prof) {

@@ -3,7 +3,7 @@
 #include "cli/tool.hpp"
 
 #if CNF_TOOL_CALICO
-#include "cni/workload.hpp"
+#include <cnf/cni/workload.hpp>
 
 #include <cnf/plugins/calico_ipam.hpp>
 
@@ -34,7 +34,7 @@ cnf::result<std::map<cnf::ip_address, std::string>> endpoint_addresses(const cnf
   if (!l) return cnf::error(l.error().code, "listing WorkloadEndpoints: " + l.error().message);
   std::map<cnf::ip_address, std::string> out;
   for (auto& r : l->items) {
-    auto w = parse_workload_endpoint(r);
+    auto w = cnf::cni::parse_workload_endpoint(r);
     if (!w) continue;
     for (auto& a : w->addresses) out[a.address()] = r.ns + "/" + r.name;
   }

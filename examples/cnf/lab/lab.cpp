@@ -397,20 +397,34 @@ void pin_fabric(const lab_state& s) {
 }
 
 /// --static-neighbours: the pod's gateway in the pod, the pod's address in the node, both
-/// permanent (see pin_fabric for why); from the ADD result's interfaces and gateway.
+/// permanent (see pin_fabric for why); from the ADD result's interfaces, and the gateway of
+/// its IPv4 address or else of its IPv4 default route (Calico's 169.254.1.1 is only there).
+/// A result that lacks what pinning needs is an error: an unpinned pod would overflow the
+/// shared neighbour table later, far from the cause.
 void pin_pod(const pod_state& p, const node_state& n, const bj::object& result) {
   const auto* ifs = result.if_contains("interfaces");
   const auto* ips = result.if_contains("ips");
-  if (!ifs || !ifs->is_array() || ifs->as_array().size() < 2 || !ips || !ips->is_array() || ips->as_array().empty()) return;
+  const auto* routes = result.if_contains("routes");
+  auto fail = [&](const std::string& why) { throw lab_error("pod " + p.key() + ": --static-neighbours: the ADD result " + why); };
+  if (!ifs || !ifs->is_array() || ifs->as_array().size() < 2) fail("does not name the host and pod interfaces");
   auto str = [](const bj::value& v, const char* k) {
-    auto* x = v.as_object().if_contains(k);
+    auto* o = v.if_object();
+    auto* x = o ? o->if_contains(k) : nullptr;
     return x && x->is_string() ? std::string(x->as_string()) : std::string();
   };
   const std::string host_if = str(ifs->as_array()[0], "name");
   auto host_mac = cnf::mac_address::parse(str(ifs->as_array()[0], "mac"));
   auto pod_mac = cnf::mac_address::parse(str(ifs->as_array()[1], "mac"));
-  const std::string gw = str(ips->as_array()[0], "gateway");
-  if (!host_mac || !pod_mac || gw.empty() || p.ip.empty() || gw.find(':') != std::string::npos) return;
+  if (host_if.empty() || !host_mac || !pod_mac) fail("lacks an interface name or MAC");
+  if (p.ip.empty()) return;  // IPv6 only: neighbour discovery entries are not what overflows
+  std::string gw;
+  if (ips && ips->is_array())
+    for (auto& ip : ips->as_array())
+      if (auto g = str(ip, "gateway"); !g.empty() && g.find(':') == std::string::npos) gw = g;
+  if (gw.empty() && routes && routes->is_array())
+    for (auto& r : routes->as_array())
+      if (str(r, "dst") == "0.0.0.0/0") gw = str(r, "gw");
+  if (gw.empty()) fail("has no IPv4 gateway (neither ips[].gateway nor a 0.0.0.0/0 route's gw)");
   auto in = [&](const std::string& netns, const std::string& dev, const std::string& addr, const cnf::mac_address& mac) {
     auto ns = ok_or_throw(nl::open_netns(netns_path(netns)), netns);
     ok_or_throw(nl::with_netns(ns, [&]() -> cnf::result<void> {

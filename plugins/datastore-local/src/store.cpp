@@ -439,7 +439,8 @@ result<void> store::check_process() const {
   return {};
 }
 
-result<store::view> store::snapshot(bool may_lock, const std::function<bool(const record&)>* keep, const resource_key* key) {
+result<store::view> store::snapshot(bool may_lock, const std::function<bool(const record&)>* keep, const resource_key* key,
+                                    bool with_records) {
   CNF_LOCAL_TRY(check_process());
   bool repaired = false;
   for (int attempt = 0;; ++attempt) {
@@ -471,6 +472,7 @@ result<store::view> store::snapshot(bool may_lock, const std::function<bool(cons
       // visible to it; every record before them is complete, so the bound is a prefix.
       v.d_rev = std::max(head_.d_rev, std::min(pending_rev_, last_rev_));
       v.base = base_;
+      if (!with_records) return v;
       if (key) {
         if (auto rec = window_latest(*key, v.d_rev)) v.recs.push_back(std::move(rec));
         return v;
@@ -557,7 +559,7 @@ result<file_descriptor> store::open_segment(std::uint64_t first) {
 }
 
 result<std::uint64_t> store::visible_revision() {
-  auto v = snapshot();
+  auto v = snapshot(true, nullptr, nullptr, /*with_records=*/false);
   if (!v) return v.error();
   return v->d_rev;
 }

@@ -104,8 +104,10 @@ class store : public std::enable_shared_from_this<store> {
   // may_lock = false: fail with errc::unavailable rather than take the exclusive lock.
   // keep: only records it accepts (all when null).
   // key: only the key's newest visible record (if the window has one).
+  // with_records = false: the revisions only (what visible_revision needs, per watch wake-up:
+  // copying the whole window there made every publish cost each watcher O(store size)).
   result<view> snapshot(bool may_lock = true, const std::function<bool(const record&)>* keep = nullptr,
-                        const resource_key* key = nullptr);
+                        const resource_key* key = nullptr, bool with_records = true);
   // Writer side (wmu_ + flock + mu_ held): refresh, recovering when needed.
   result<void> refresh_locked();
   result<void> recover();

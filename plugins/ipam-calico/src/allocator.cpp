@@ -162,8 +162,9 @@ result<node_lock> node_lock::acquire(const std::string& dir, const std::string& 
     }
     if (steady::now() >= give_up) {
       ::close(fd);
-      return error(errc::unavailable, "calico-ipam: another process of node " + node + " has held " + path + " for over " +
-                                          std::to_string(timeout.count()) + " ms (a claim of a block in progress); try again");
+      return error(errc::unavailable, "calico-ipam: waited " + std::to_string(timeout.count()) + " ms for " + path +
+                                          ": other processes of node " + node +
+                                          " held it all that time (assignments or block claims in progress); try again");
     }
     std::this_thread::sleep_for(std::chrono::microseconds(std::min<std::uint32_t>(200u + round * 200u, 20000u)));
   }

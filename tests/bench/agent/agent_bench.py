@@ -111,12 +111,18 @@ def big(cnf, nodes, pods, idle):
         a = {p: ticks(p) for p in pids}
         time.sleep(idle)
         cpu = [(ticks(p) - a[p]) / hz / idle * 100 for p in pids]
-        rss = []
+        rss, pss = [], []
         for p in pids:
             for line in open(f"/proc/{p}/status"):
                 if line.startswith("VmRSS:"):
                     rss.append(int(line.split()[1]) / 1024)
-        return r.stdout, t_up, t_ping, tries, last.returncode == 0, last.stdout.splitlines()[0] if last.stdout else last.stderr, cpu, rss
+            # PSS: the agent's own pages plus its share of the pages it shares with the other
+            # agents (the binary's text, libc): what one more agent costs the machine.
+            for line in open(f"/proc/{p}/smaps_rollup"):
+                if line.startswith("Pss:"):
+                    pss.append(int(line.split()[1]) / 1024)
+        return (r.stdout, t_up, t_ping, tries, last.returncode == 0, last.stdout.splitlines()[0] if last.stdout else last.stderr,
+                cpu, rss, pss)
     finally:
         lab(cnf, d, "down", check=False)
 
@@ -139,13 +145,14 @@ def main():
             print(f"convergence N={n}: no block route seen on every other node ({missing} samples missing)", flush=True)
     if a.big:
         nodes, pods = [int(x) for x in a.big.split("x")]
-        out, t_up, t_ping, tries, all_answer, ping, cpu, rss = big(cnf, nodes, pods, a.idle)
+        out, t_up, t_ping, tries, all_answer, ping, cpu, rss, pss = big(cnf, nodes, pods, a.idle)
         print(out.strip())
         reach = (f"every sampled pair answering {t_ping:.1f} s after up started" if all_answer
                  else f"NOT every sampled pair answering by {t_ping:.1f} s after up started (the limit: up + 60 s)")
         print(f"big {nodes}x{pods}: up {t_up:.1f} s; {reach} ({tries} ping run(s)); last: {ping}")
         print(f"idle agents ({len(cpu)}, {a.idle} s): CPU median {statistics.median(cpu):.3f}% max {max(cpu):.3f}%; "
-              f"RSS median {statistics.median(rss):.1f} MB max {max(rss):.1f} MB")
+              f"RSS median {statistics.median(rss):.1f} MB max {max(rss):.1f} MB; "
+              f"PSS median {statistics.median(pss):.1f} MB max {max(pss):.1f} MB")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@
 #include <mutex>
 #include <string>
 
-namespace cnf_app {
+CNF_BEGIN_NAMESPACE
+namespace cni {
 
 class fail_fast_datastore {
  public:
@@ -53,4 +54,5 @@ class fail_fast_datastore {
   std::shared_ptr<state> s_;
 };
 
-}  // namespace cnf_app
+}  // namespace cni
+CNF_END_NAMESPACE

@@ -1,6 +1,6 @@
 /* Where `cnf agent` serves CNI calls, and the first bytes of every call: shared by cnf-shim
- * (C, main.c) and the agent and its C++ client (examples/cnf/agent_listen.hpp,
- * agent_client.hpp), so the two sides cannot drift apart.
+ * (C, examples/cnf-shim/main.c) and the agent and its C++ client (agent_client.hpp,
+ * examples/cnf/agent/agent_listen.hpp), so the two sides cannot drift apart.
  *
  * The address is a name in the abstract Unix socket namespace (a sun_path starting with a
  * NUL byte), which Linux keeps per network namespace: every node namespace (each `cnf lab`

@@ -1,4 +1,4 @@
-// The CNI mode's logger: stderr always, plus the profile's log file when it names one.
+// A CNI call's logger: stderr always, plus the profile's log file when it names one.
 #pragma once
 #include <cnf/log.hpp>
 
@@ -13,11 +13,12 @@
 #include <mutex>
 #include <string>
 
-namespace cnf_app {
+CNF_BEGIN_NAMESPACE
+namespace cni {
 
-class cni_logger final : public cnf::logger {
+class call_logger final : public cnf::logger {
  public:
-  ~cni_logger() override {
+  ~call_logger() override {
     if (file_) std::fclose(file_);
   }
   /// May be called again (the agent does when its profile changes): the previous log
@@ -65,4 +66,5 @@ class cni_logger final : public cnf::logger {
   std::string prefix_;
 };
 
-}  // namespace cnf_app
+}  // namespace cni
+CNF_END_NAMESPACE

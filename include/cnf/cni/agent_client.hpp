@@ -1,5 +1,5 @@
 // The wire between a CNI plugin process and `cnf agent`, and its plugin side: hands one CNI
-// call to the agent. Used by `cnf` in CNI mode (at the profile's [cni] agent_socket) and
+// call to the agent. Used by the CNI engine (engine.hpp; at the profile's [cni] agent_socket) and
 // spoken by `cnf-shim` (examples/cnf-shim/main.c, at the abstract address), which carries
 // no parser: so neither direction is JSON.
 //
@@ -14,8 +14,8 @@
 // Addresses: "@<name>" is a name in the abstract namespace (agent_address.h), anything else
 // a socket file's path.
 #pragma once
-#include "../../cnf-shim/agent_address.h"
-#include "cni/cni_call.hpp"
+#include <cnf/cni/agent_address.h>
+#include <cnf/cni/engine.hpp>
 
 #include <cnf/error.hpp>
 
@@ -32,7 +32,8 @@
 #include <string>
 #include <string_view>
 
-namespace cnf_app {
+CNF_BEGIN_NAMESPACE
+namespace cni {
 
 /// The agent's address every plugin knows: the abstract name of agent_address.h.
 inline const std::string agent_abstract_address = std::string("@") + CNF_AGENT_ABSTRACT_NAME;
@@ -69,7 +70,7 @@ inline int read_to_end(int fd, std::string& out, std::size_t max) {
   }
 }
 
-inline std::string encode_request(const cni_call& call) {
+inline std::string encode_request(const plugin_call& call) {
   std::string t = CNF_AGENT_WIRE_MAGIC;
   t.append(call.self).push_back('\0');
   for (auto& v : call.env)
@@ -80,7 +81,7 @@ inline std::string encode_request(const cni_call& call) {
 }
 
 /// The call in a request, or what is wrong with it.
-inline cnf::result<cni_call> decode_request(std::string_view t) {
+inline cnf::result<plugin_call> decode_request(std::string_view t) {
   constexpr std::string_view magic = CNF_AGENT_WIRE_MAGIC;
   if (!t.starts_with(magic)) {
     if (t.starts_with("{"))
@@ -95,7 +96,7 @@ inline cnf::result<cni_call> decode_request(std::string_view t) {
     t.remove_prefix(z + 1);
     return true;
   };
-  cni_call call;
+  plugin_call call;
   std::string_view s;
   if (!next(s)) return cnf::error(cnf::errc::invalid, "request: the plugin's name is not NUL-terminated");
   call.self = std::string(s);
@@ -163,7 +164,7 @@ struct agent_answer {
 /// lost: the agent read the call and closed the connection without an answer (it died
 /// mid-call): what it did is unknown, so the caller must not do the work again; it answers
 /// 11 (try again later).
-inline agent_answer ask_agent(const std::string& address, const cni_call& call) {
+inline agent_answer ask_agent(const std::string& address, const plugin_call& call) {
   agent_answer a;
   sockaddr_un sa{};
   socklen_t salen = 0;
@@ -217,4 +218,5 @@ inline agent_answer ask_agent(const std::string& address, const cni_call& call) 
   return a;
 }
 
-}  // namespace cnf_app
+}  // namespace cni
+CNF_END_NAMESPACE

@@ -13,7 +13,8 @@
 #include <string>
 #include <vector>
 
-namespace cnf_app {
+CNF_BEGIN_NAMESPACE
+namespace cni {
 
 /// Who the attachment belongs to: a Kubernetes pod, or a bare container.
 struct pod_identity {
@@ -175,4 +176,5 @@ inline cnf::result<std::vector<workload_endpoint_record>> list_workload_endpoint
   return out;
 }
 
-}  // namespace cnf_app
+}  // namespace cni
+CNF_END_NAMESPACE
