@@ -5,7 +5,9 @@
 // The node agent (agent/node_agent.cpp) registers this node as a Calico v3 Node, mirrors
 // the datastore (Node, IPAMBlock, BlockAffinity, IPPool), blackholes this node's blocks,
 // feeds the routing part the other nodes and puts its routes in the route table, the one
-// owner of cnf's kernel routes. Nothing is programmed before the first complete sync.
+// owner of cnf's kernel routes; with a [policy] part it also mirrors endpoints, policies,
+// network sets and namespaces and programs the node's policy through that part. Nothing is
+// programmed before the first complete sync.
 // Health, metrics and status are served on 127.0.0.1 ([agent] health_port).
 //
 // The CNI server: a CNI call run by the process the runtime exec'd pays for the process,
@@ -18,7 +20,9 @@
 #include "app.hpp"
 #include "agent/node_agent.hpp"
 
+#include <cnf/cni/env.hpp>
 #include <cnf/cni/logger.hpp>
+#include <cnf/cni/workload.hpp>
 #include <cnf/event_loop.hpp>
 
 #include <boost/json.hpp>
@@ -91,6 +95,20 @@ std::string command_of(const plugin_call& call) {
   return "?";
 }
 
+/// The WorkloadEndpoint a served ADD wrote (named as the plugin names it); nullopt when the
+/// call's environment does not say.
+std::optional<cnf::resource_key> endpoint_of(const plugin_call& call, const std::string& node) {
+  auto env = cnf::cni::parse_env_with([&](std::string_view name) -> std::optional<std::string_view> {
+    for (auto& v : call.env)
+      if (v.size() > name.size() && v.compare(0, name.size(), name) == 0 && v[name.size()] == '=') return std::string_view(v).substr(name.size() + 1);
+    return std::nullopt;
+  });
+  if (!env || env->cmd != cnf::cni::command::add) return std::nullopt;
+  auto pod = cnf::cni::pod_identity::from(env->args);
+  return cnf::resource_key{std::string(cnf::kinds::workload_endpoint), cnf::cni::workload_endpoint_ns(pod),
+                           cnf::cni::workload_endpoint_name(node, pod, env->container_id, env->ifname)};
+}
+
 /// The CNI server on the loop: one call per connection, served to the end before the next
 /// (as before the loop: calls are answered in arrival order, one at a time).
 struct cni_server {
@@ -151,6 +169,10 @@ struct cni_server {
       } else {
         r.exit = st;
         r.out = out;
+        // The pod's policy is in the kernel before the runtime hears that the pod is ready.
+        if (node && node->hosts_policy() && st == 0)
+          if (auto key = endpoint_of(*call, s.prof.node_name()))
+            if (auto p = node->policy_endpoint_now(*key); !p) log.warn(p.error().message + " (the syncer programs it when it arrives)");
         ++served_calls;
         if (node) node->count_cni_call();
         log.debug(fmt::format("pid {}: {} served in {} us (exit {})", cred.pid, command_of(*call), us, st));
@@ -171,7 +193,7 @@ int run_agent(const std::string& profile_arg) {
     return 2;
   }
   // With [routing] the agent is the node agent too; it always serves CNI calls at @cnf-agent.
-  const bool node_mode = prof->routing.has_value() || prof->encapsulation.has_value();
+  const bool node_mode = prof->routing.has_value() || prof->encapsulation.has_value() || prof->policy.has_value();
   log.configure(prof->cni.level, prof->cni.log_file);
   cnf::event_loop loop;  // before the parts, which keep a pointer to it
 
@@ -212,6 +234,7 @@ int run_agent(const std::string& profile_arg) {
       which.insert(cnf::part::encapsulation);
       if (prof->ipam) which.insert(cnf::part::ipam);  // this node's tunnel address
     }
+    if (prof->policy) which.insert(cnf::part::policy);
     auto parts = compose_parts(*prof, loader, which, ctx, /*fail_fast=*/false);
     if (!parts) {
       std::cerr << "cnf agent: " << parts.error().message << "\n";
@@ -220,6 +243,7 @@ int run_agent(const std::string& profile_arg) {
     node_parts = std::move(*parts);
     node = std::make_unique<node_agent>(loop, log, *prof, node_parts.datastore, node_parts.routing);
     if (node_parts.encapsulation) node->set_encapsulation(node_parts.encapsulation, node_parts.ipam);
+    if (node_parts.policy) node->set_policy(node_parts.policy, prof->policy->plugin);
     if (auto r = node->start(); !r) {
       std::cerr << "cnf agent: " << r.error().message << "\n";
       return 2;
@@ -289,7 +313,9 @@ void add_agent_command(CLI::App& app) {
   auto* a = app.add_subcommand(
       "agent",
       "The node agent: registers this node, watches the datastore and programs routes to the other nodes' pod blocks\n"
-      "with the profile's [routing] plugin (blackholes for this node's own blocks); health, metrics and status on\n"
+      "with the profile's [routing] plugin (blackholes for this node's own blocks), and this node's network policy\n"
+      "with its [policy] plugin (iptables or nftables; a pod's ADD served here programs its policy before it answers);\n"
+      "health, metrics and status on\n"
       "127.0.0.1:[agent] health_port. It also serves the CNI plugin's calls at @cnf-agent (the abstract socket of its\n"
       "network namespace, where cnf-shim looks) and at [cni] agent_socket if set, with the parts loaded once instead\n"
       "of per call (one at a time; a changed profile is read again before the next call).\n"

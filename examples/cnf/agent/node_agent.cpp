@@ -10,6 +10,7 @@
 #include <net/if.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -170,6 +171,14 @@ cnf::result<void> node_agent::start() {
   cnf::syncer::options so;
   so.kinds = {std::string(cnf::kinds::node), std::string(cnf::kinds::ipam_block), std::string(cnf::kinds::block_affinity),
               std::string(cnf::kinds::ip_pool)};
+  if (policy_plugin_) {
+    policy_ = std::make_unique<cnf::netpol::policy_host>(loop_, policy_plugin_, cnf::netpol::policy_host::options{name_}, &log_);
+    for (auto& k : cnf::netpol::policy_host::kinds()) {
+      policy_kinds_.insert(k);
+      if (std::find(so.kinds.begin(), so.kinds.end(), k) == so.kinds.end()) so.kinds.push_back(k);
+    }
+    log_.info("policy: " + policy_name_ + " (programs nothing before the first complete sync)");
+  }
   so.log = &log_;
   sync_ = std::make_unique<cnf::syncer>(ds_, loop_, so);
   sync_->on_update([this](const cnf::sync_update& u) { on_update(u); });
@@ -182,6 +191,12 @@ void node_agent::stop() {
   if (register_timer_) loop_.cancel(std::exchange(register_timer_, 0));
   if (encap_retry_) loop_.cancel(std::exchange(encap_retry_, 0));
   if (sync_) sync_->stop();
+  // The policy host goes with the syncer; the kernel keeps its chains (a restarted agent
+  // computes the same ones and rewrites nothing).
+  if (policy_) {
+    policy_.reset();
+    if (auto r = policy_plugin_.stop(); !r) log_.warn("policy: stop: " + r.error().message);
+  }
   // The route table goes first, leaving the kernel as it is: what the routing part withdraws
   // as it stops must not reach the kernel (the next agent takes the routes over unchanged).
   rt_.reset();
@@ -235,6 +250,10 @@ void node_agent::register_node() {
 }
 
 void node_agent::on_update(const cnf::sync_update& u) {
+  if (policy_ && policy_kinds_.count(u.object.kind)) {
+    policy_update(u);
+    if (u.object.kind != cnf::kinds::node) return;  // nothing of the routes depends on the policy kinds
+  }
   if (u.object.kind == cnf::kinds::node) {
     const std::string& name = u.object.name;
     if (u.kind == cnf::sync_update::type::deleted) {
@@ -253,7 +272,46 @@ void node_agent::on_update(const cnf::sync_update& u) {
   schedule();
 }
 
+// One change of a kind the policy calculation reads. A resource it refuses keeps its last
+// good version programmed (policy_host's rule); the error, which names the resource and the
+// field, is logged once and listed in the status until the resource is fixed or deleted.
+void node_agent::policy_update(const cnf::sync_update& u) {
+  const std::string key = u.object.key().to_string();
+  auto r = policy_->on_update(u);
+  if (r) {
+    if (policy_invalid_.erase(key)) log_.info("policy: " + key + " is valid again");
+    return;
+  }
+  if (u.kind == cnf::sync_update::type::deleted) {
+    policy_invalid_.erase(key);
+    return;
+  }
+  ++invalid_seen_;
+  auto& why = policy_invalid_[key];
+  if (why != r.error().message) log_.warn("policy: " + r.error().message + "; its previous version (if any) stays programmed");
+  why = r.error().message;
+}
+
+cnf::result<void> node_agent::policy_endpoint_now(const cnf::resource_key& wep) {
+  if (!policy_ || !synced_once_) return {};
+  auto r = ds_.get(wep);
+  if (!r) {
+    if (r.error().code == cnf::errc::not_found) return {};  // not visible here yet: the syncer brings it
+    return cnf::error(r.error().code, "policy: reading " + wep.to_string() + ": " + r.error().message);
+  }
+  policy_update({cnf::sync_update::type::added, std::move(*r)});
+  if (auto f = policy_->flush(); !f) return f.error();
+  ++policy_early_;
+  return {};
+}
+
+void node_agent::set_policy(cnf::any_policy policy, std::string plugin) {
+  policy_plugin_ = std::move(policy);
+  policy_name_ = std::move(plugin);
+}
+
 void node_agent::on_status(cnf::sync_status s) {
+  if (policy_) policy_->set_in_sync(s == cnf::sync_status::in_sync);
   if (s == cnf::sync_status::in_sync && !synced_once_) {
     synced_once_ = true;
     log_.info("datastore in sync: programming routes from now on");
@@ -628,8 +686,33 @@ std::string node_agent::status_json() const {
     en["notes"] = std::move(enotes);
     o["encapsulation"] = std::move(en);
   }
+  if (policy_) {
+    json::object po;
+    po["plugin"] = policy_name_;
+    po["flushes"] = policy_->flushes();
+    po["failures"] = policy_->failures();
+    po["endpointsBeforeAdd"] = policy_early_;
+    json::array pnotes;
+    if (auto st = policy_plugin_.status()) {
+      po["dataplane"] = st->dataplane;
+      po["endpoints"] = st->endpoints;
+      po["policies"] = st->policies;
+      po["profiles"] = st->profiles;
+      po["ipSets"] = st->ip_sets;
+      po["rules"] = st->rules;
+      po["pending"] = st->pending;
+    } else {
+      pnotes.push_back(json::string("policy status: " + st.error().message));
+    }
+    json::array pinv;
+    for (auto& [_, why] : policy_invalid_) pinv.push_back(json::string(why));
+    po["invalid"] = std::move(pinv);
+    po["notes"] = std::move(pnotes);
+    o["policy"] = std::move(po);
+  }
   json::array invalid;
   for (auto& [_, why] : invalid_) invalid.push_back(json::string(why));
+  for (auto& [_, why] : policy_invalid_) invalid.push_back(json::string(why));
   o["invalid"] = std::move(invalid);
   json::array routes, conflicts;
   if (rt_) {
@@ -674,6 +757,12 @@ std::string node_agent::metrics() const {
   counter("cnf_agent_recalculations_total", "Recalculations of the node's routes", recalculations_);
   counter("cnf_agent_invalid_resources_total", "Invalid resources seen", invalid_seen_);
   counter("cnf_agent_cni_calls_total", "CNI calls served", cni_calls_);
+  if (policy_) {
+    counter("cnf_policy_flushes_total", "Policy flushes (changes delivered to the policy part and applied)", policy_->flushes());
+    counter("cnf_policy_flush_failures_total", "Policy flushes that failed (retried)", policy_->failures());
+    gauge("cnf_policy_invalid_resources", "Policy resources that do not parse (their previous version stays)", "",
+          static_cast<double>(policy_invalid_.size()));
+  }
   return m;
 }
 

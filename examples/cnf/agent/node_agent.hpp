@@ -7,11 +7,18 @@
 // datastore change marks the calculation dirty; one recalculation (posted, so a burst of
 // changes costs one) diffs the remote nodes against what the routing part was last told and
 // tells it only what changed; the route table applies the result in one netlink batch.
+//
+// With a [policy] part, the same syncer also mirrors the kinds the policy calculation reads
+// (cnf::netpol::policy_host::kinds()) and hands every change of those to the policy host,
+// which programs nothing before the first complete sync and then one coalesced flush per
+// burst of changes. A policy resource that does not parse is logged with its field and
+// listed in the status; the rest stays programmed.
 #pragma once
 #include <cnf/encap.hpp>
 #include <cnf/event_loop.hpp>
 #include <cnf/ipam.hpp>
 #include <cnf/model/node.hpp>
+#include <cnf/policy/host.hpp>
 #include <cnf/profile.hpp>
 #include <cnf/route_table.hpp>
 #include <cnf/routing.hpp>
@@ -39,6 +46,14 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   /// The encapsulation part, and the IPAM that assigns this node's tunnel address (call
   /// before start()). It starts after the first sync, once this node has a tunnel address.
   void set_encapsulation(cnf::any_encapsulation encap, cnf::any_ipam ipam);
+  /// The policy part, named `plugin` in the profile (call before start()).
+  void set_policy(cnf::any_policy policy, std::string plugin);
+  /// This node's endpoint `wep` (just written by a CNI ADD the agent served) handed to the
+  /// policy host and programmed now, before the ADD answers: no packet reaches the pod
+  /// before its policy does (the syncer delivers the same endpoint later; nothing changes
+  /// then). Nothing happens without a policy part or before the first complete sync.
+  cnf::result<void> policy_endpoint_now(const cnf::resource_key& wep);
+  bool hosts_policy() const { return policy_ != nullptr; }
 
   /// Sysctls, the route table, registration (retried while the datastore is down), the syncer.
   cnf::result<void> start();
@@ -71,6 +86,7 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   void register_node();
   void on_update(const cnf::sync_update& u);
   void on_status(cnf::sync_status s);
+  void policy_update(const cnf::sync_update& u);
   void schedule();
   void recalculate();
 
@@ -102,6 +118,12 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   cnf::tunnel_info tunnel_;
   std::string encap_error_;
   cnf::executor::timer_id encap_retry_ = 0;
+  cnf::any_policy policy_plugin_;
+  std::string policy_name_;
+  std::unique_ptr<cnf::netpol::policy_host> policy_;
+  std::set<std::string> policy_kinds_;
+  std::map<std::string, std::string> policy_invalid_;       // resource key -> why it is not programmed
+  std::uint64_t policy_early_ = 0;                          // endpoints programmed before their ADD answered
   std::uint64_t cni_calls_ = 0, recalculations_ = 0, invalid_seen_ = 0;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };

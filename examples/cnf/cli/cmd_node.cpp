@@ -114,13 +114,13 @@ int node_status(const std::string& profile_arg, const std::string& output) {
   std::cout << "cnf agent is running (pid " << str(o, "pid") << ", " << (ready ? "in sync" : "not ready: " + str(o, "sync")) << ").\n";
   const boost::json::object* routing = o.if_contains("routing") ? o.at("routing").if_object() : nullptr;
   const std::string plugin = routing ? str(*routing, "plugin") : "none";
-  if (plugin == "none" && !o.if_contains("encapsulation")) {
+  if (plugin == "none" && !o.if_contains("encapsulation") && !o.if_contains("policy")) {
     std::cout << "\nNo routing part: this agent only serves CNI calls.\n";
     return 0;
   }
   const std::string title = plugin == "direct" ? "direct routing" : plugin == "bgp" ? "BGP" : plugin;
   for (const char* fam : {"IPv4", "IPv6"}) {
-    if (plugin == "none") break;  // encapsulation only
+    if (plugin == "none") break;  // encapsulation or policy only
     std::vector<std::vector<std::string>> rows{{"PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"}};
     if (plugin == "direct") rows[0].insert(rows[0].begin(), "NODE");
     if (const auto* peers = routing->if_contains("peers"); peers && peers->is_array())
@@ -149,6 +149,16 @@ int node_status(const std::string& profile_arg, const std::string& output) {
     print_table({{"MODE", "DEVICE", "ADDRESS", "MAC", "MTU", "NODES VIA TUNNEL", "ROUTES"},
                  {str(e, "mode"), str(e, "device"), str(e, "address"), str(e, "mac"), str(e, "mtu"), str(e, "remoteNodes"), str(e, "routes")}});
     if (const auto* notes = e.if_contains("notes"); notes && notes->is_array())
+      for (auto& n : notes->get_array())
+        if (n.is_string()) std::cout << n.get_string() << "\n";
+  }
+  if (const auto* po = o.if_contains("policy"); po && po->is_object()) {
+    const auto& p = po->get_object();
+    std::cout << "\nPolicy (" << str(p, "plugin") << ")\n";
+    print_table({{"PLUGIN", "DATAPLANE", "ENDPOINTS", "POLICIES", "PROFILES", "IP SETS", "RULES", "FLUSHES", "FAILURES"},
+                 {str(p, "plugin"), str(p, "dataplane"), str(p, "endpoints"), str(p, "policies"), str(p, "profiles"), str(p, "ipSets"),
+                  str(p, "rules"), str(p, "flushes"), str(p, "failures")}});
+    if (const auto* notes = p.if_contains("notes"); notes && notes->is_array())
       for (auto& n : notes->get_array())
         if (n.is_string()) std::cout << n.get_string() << "\n";
   }

@@ -1,14 +1,18 @@
-// cnf apply -f FILE | cnf get ippools [NAME] [-o yaml|json|wide] | cnf delete ippool NAME
+// cnf apply -f FILE | cnf get KIND [NAME] [-n NS] [-o yaml|json|wide] | cnf delete KIND NAME [-n NS] | cnf delete -f FILE
 //
 // Resources in Calico's projectcalico.org/v3 shape (IPPool, IPAMConfiguration,
-// IPReservation), in YAML or JSON, one document or many, a List (or <Kind>List) too.
-// apply validates every document, and the whole set against what the datastore holds
-// (overlapping pools, changed CIDRs, reservations outside every pool), before it writes
-// the first one: a bad file writes nothing.
+// IPReservation, NetworkPolicy, GlobalNetworkPolicy, NetworkSet, GlobalNetworkSet), the
+// Kubernetes NetworkPolicy (networking.k8s.io/v1, stored as KubernetesNetworkPolicy) and v1
+// Namespace objects (their labels, for namespaceSelector), in YAML or JSON, one document or
+// many, a List (or <Kind>List) too. apply validates every document (the policy kinds with
+// the policy calculation's own parsers, so what apply accepts the agents can program), and
+// the whole set against what the datastore holds (overlapping pools, changed CIDRs,
+// reservations outside every pool), before it writes the first one: a bad file writes nothing.
 #include "cli/tool.hpp"
 
 #if CNF_TOOL_CALICO
 #include <cnf/plugins/calico_ipam.hpp>
+#include <cnf/policy/rules.hpp>
 
 #include <boost/json.hpp>
 #include <yaml-cpp/yaml.h>
@@ -21,6 +25,7 @@
 #include <iterator>
 #include <map>
 #include <set>
+#include <tuple>
 
 namespace cnf_app {
 namespace {
@@ -208,23 +213,53 @@ cnf::result<std::vector<document>> read_documents(const std::string& path) {
 
 // ---- validating documents ------------------------------------------------------------
 
-struct planned {
-  std::string where;
-  std::string v3_kind;  ///< IPPool, IPAMConfiguration, IPReservation
-  cnf::resource res;    ///< as stored (kind IPPool, IPAMConfig, IPReservation)
-  std::optional<ci::pool> pool;
-  std::optional<ci::reservation> reservation;
+/// A kind cnf apply/get/delete know: as written in documents and as stored.
+struct kind_info {
+  std::string kind;    ///< in documents: IPPool, NetworkPolicy, Namespace, ...
+  std::string api;     ///< apiVersion in documents
+  std::string stored;  ///< the datastore's kind
+  bool namespaced = false;
+  std::set<std::string> spec_fields;  ///< checked here; empty: the kind's parser checks them
+  std::string label() const { return api == "networking.k8s.io/v1" ? kind + ".networking.k8s.io" : kind; }
 };
 
-const std::map<std::string, std::pair<std::string, std::set<std::string>>>& kinds_known() {
-  static const std::map<std::string, std::pair<std::string, std::set<std::string>>> k = {
-      {"IPPool",
-       {std::string(cnf::kinds::ip_pool),
-        {"cidr", "blockSize", "ipipMode", "vxlanMode", "natOutgoing", "disabled", "nodeSelector", "allowedUses", "disableBGPExport"}}},
-      {"IPAMConfiguration", {std::string(cnf::kinds::ipam_config), {"strictAffinity", "autoAllocateBlocks", "maxBlocksPerHost"}}},
-      {"IPReservation", {std::string(cnf::kinds::ip_reservation), {"reservedCIDRs"}}},
+const std::vector<kind_info>& kinds_known() {
+  static const std::vector<kind_info> k = {
+      {"IPPool", std::string(api_version), std::string(cnf::kinds::ip_pool), false,
+       {"cidr", "blockSize", "ipipMode", "vxlanMode", "natOutgoing", "disabled", "nodeSelector", "allowedUses", "disableBGPExport"}},
+      {"IPAMConfiguration", std::string(api_version), std::string(cnf::kinds::ipam_config), false,
+       {"strictAffinity", "autoAllocateBlocks", "maxBlocksPerHost"}},
+      {"IPReservation", std::string(api_version), std::string(cnf::kinds::ip_reservation), false, {"reservedCIDRs"}},
+      {"NetworkPolicy", std::string(api_version), std::string(cnf::kinds::network_policy), true, {}},
+      {"GlobalNetworkPolicy", std::string(api_version), std::string(cnf::kinds::global_network_policy), false, {}},
+      {"NetworkSet", std::string(api_version), std::string(cnf::kinds::network_set), true, {}},
+      {"GlobalNetworkSet", std::string(api_version), "GlobalNetworkSet", false, {}},
+      {"NetworkPolicy", "networking.k8s.io/v1", "KubernetesNetworkPolicy", true, {}},
+      {"Namespace", "v1", "Namespace", false, {"finalizers"}},
   };
   return k;
+}
+
+const kind_info* find_kind(std::string_view api, std::string_view kind) {
+  for (auto& k : kinds_known())
+    if (k.api == api && k.kind == kind) return &k;
+  return nullptr;
+}
+
+struct planned {
+  std::string where;
+  const kind_info* info = nullptr;
+  cnf::resource res;  ///< as stored
+  std::optional<ci::pool> pool;
+  std::optional<ci::reservation> reservation;
+  std::string display() const { return info->label() + "/" + (res.ns.empty() ? "" : res.ns + "/") + res.name; }
+};
+
+bool dns_label(std::string_view s) {
+  if (s.empty() || s.size() > 63) return false;
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  return s.front() != '-' && s.back() != '-';
 }
 
 bool dns_subdomain(std::string_view s) {
@@ -235,46 +270,70 @@ bool dns_subdomain(std::string_view s) {
   return alnum(s.front()) && alnum(s.back());
 }
 
-/// Strips the "IPPool/name: " the calico-ipam parsers put in front of the field.
+/// Strips the "IPPool/name: " the calico-ipam parsers put in front of the field (and the
+/// "NetworkPolicy/ns/name: " of the policy parsers).
 std::string field_part(const std::string& msg, const cnf::resource& r) {
   std::string pre = r.key().to_string() + ": ";
-  return msg.starts_with(pre) ? msg.substr(pre.size()) : msg;
+  if (msg.starts_with(pre)) return msg.substr(pre.size());
+  for (std::string_view k : {"NetworkPolicy/", "GlobalNetworkPolicy/", "NetworkSet/", "GlobalNetworkSet/"}) {
+    std::string p2 = std::string(k) + (r.ns.empty() ? "" : r.ns + "/") + r.name + ": ";
+    if (msg.starts_with(p2)) return msg.substr(p2.size());
+  }
+  return msg;
 }
 
 cnf::result<planned> validate_document(const document& d) {
   auto bad = [&](const std::string& what) { return cnf::error(cnf::errc::invalid, d.where + ": " + what); };
   auto* o = d.v.if_object();
   if (!o) return bad("expected a mapping with apiVersion, kind, metadata and spec");
-  for (auto& [k, v] : *o) {
-    (void)v;
-    if (k != "apiVersion" && k != "kind" && k != "metadata" && k != "spec")
-      return bad(std::string(k) + ": unknown field (a resource has apiVersion, kind, metadata, spec)");
-  }
-  auto* av = o->if_contains("apiVersion");
-  if (!av || !av->is_string() || av->get_string() != api_version)
-    return bad("apiVersion: must be " + std::string(api_version) + (av && av->is_string() ? ", not '" + std::string(av->get_string()) + "'" : ""));
   auto* kv = o->if_contains("kind");
   if (!kv || !kv->is_string()) return bad("kind: is required");
   std::string kind(kv->get_string());
-  auto kit = kinds_known().find(kind);
-  if (kit == kinds_known().end()) return bad("kind: '" + kind + "' is not supported (IPPool, IPAMConfiguration, IPReservation)");
+  auto* av = o->if_contains("apiVersion");
+  const std::string api = av && av->is_string() ? std::string(av->get_string()) : std::string();
+  const kind_info* info = find_kind(api, kind);
+  if (!info) {
+    std::string apis;
+    for (auto& k : kinds_known())
+      if (k.kind == kind) apis += (apis.empty() ? "" : " or ") + k.api;
+    if (!apis.empty())
+      return bad("apiVersion: a " + kind + " must be " + apis + (api.empty() ? std::string(" (apiVersion is missing)") : ", not '" + api + "'"));
+    return bad("kind: '" + kind +
+               "' is not supported (IPPool, IPAMConfiguration, IPReservation, NetworkPolicy, GlobalNetworkPolicy, NetworkSet, "
+               "GlobalNetworkSet of projectcalico.org/v3; NetworkPolicy of networking.k8s.io/v1; Namespace of v1)");
+  }
+  for (auto& [k, v] : *o) {
+    (void)v;
+    if (k == "status" && info->kind == "Namespace") continue;  // as `kubectl get -o yaml` prints it; not stored
+    if (k != "apiVersion" && k != "kind" && k != "metadata" && k != "spec")
+      return bad(std::string(k) + ": unknown field (a resource has apiVersion, kind, metadata, spec)");
+  }
   planned p;
-  p.v3_kind = kind;
-  p.res.kind = kit->second.first;
+  p.info = info;
+  p.res.kind = info->stored;
 
   auto* md = o->if_contains("metadata");
   if (!md || !md->is_object()) return bad("metadata: is required (with a name)");
   for (auto& [k, v] : md->get_object()) {
     if (k == "name" || k == "labels" || k == "annotations" || k == "resourceVersion" || k == "uid" || k == "creationTimestamp" ||
-        k == "generation")
+        k == "generation" || k == "managedFields")
       continue;
-    if (k == "namespace") return bad("metadata.namespace: " + kind + " is cluster-wide and has no namespace");
-    (void)v;
+    if (k == "namespace") {
+      if (!info->namespaced) return bad("metadata.namespace: " + kind + " is cluster-wide and has no namespace");
+      if (!v.is_string() || !dns_label(v.get_string()))
+        return bad("metadata.namespace: expected a namespace name (lower-case letters, digits and '-', at most 63)");
+      p.res.ns = std::string(v.get_string());
+      continue;
+    }
     return bad("metadata." + std::string(k) + ": unknown field");
   }
+  if (info->namespaced && p.res.ns.empty()) p.res.ns = "default";  // as kubectl and calicoctl do
   auto* nm = md->get_object().if_contains("name");
   if (!nm || !nm->is_string() || nm->get_string().empty()) return bad("metadata.name: is required");
   p.res.name = std::string(nm->get_string());
+  if (info->kind == "Namespace" && !dns_label(p.res.name))
+    return bad("metadata.name: '" + p.res.name + "' is not a valid namespace name (lower-case letters, digits and '-', at most 63, "
+               "starting and ending with a letter or digit)");
   if (!dns_subdomain(p.res.name))
     return bad("metadata.name: '" + p.res.name + "' is not a valid name (lower-case letters, digits, '-' and '.', starting and ending with a letter or digit)");
   if (kind == "IPAMConfiguration" && p.res.name != ci::config_name) return bad("metadata.name: an IPAMConfiguration must be named 'default'");
@@ -285,7 +344,7 @@ cnf::result<planned> validate_document(const document& d) {
       p.res.labels[std::string(k)] = std::string(v.get_string());
     }
   }
-  p.where = d.where + " (" + kind + "/" + p.res.name + ")";
+  p.where = d.where + " (" + p.display() + ")";
   auto badr = [&](const std::string& what) { return cnf::error(cnf::errc::invalid, p.where + ": " + what); };
 
   json::object spec;
@@ -293,10 +352,10 @@ cnf::result<planned> validate_document(const document& d) {
     if (!sp->is_object()) return badr("spec: expected a mapping");
     spec = sp->get_object();
   }
-  const auto& allowed = kit->second.second;
+  const auto& allowed = info->spec_fields;
   for (auto& [k, v] : spec) {
     (void)v;
-    if (!allowed.count(std::string(k))) {
+    if (!allowed.empty() && !allowed.count(std::string(k))) {
       std::string list;
       for (auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
       return badr("spec." + std::string(k) + ": unknown field (" + kind + " has " + list + ")");
@@ -313,7 +372,18 @@ cnf::result<planned> validate_document(const document& d) {
       return badr("spec.disableBGPExport: expected true or false");
   }
   p.res.spec = json::serialize(spec);
-  if (kind == "IPPool") {
+  if (info->stored == cnf::kinds::network_policy || info->stored == cnf::kinds::global_network_policy) {
+    if (auto r = cnf::netpol::parse_calico_policy(p.res); !r) return badr(field_part(r.error().message, p.res));
+  } else if (info->stored == "KubernetesNetworkPolicy") {
+    auto k = p.res;
+    k.kind = "NetworkPolicy";
+    if (auto r = cnf::netpol::parse_k8s_network_policy(k); !r) return badr(field_part(r.error().message, k));
+  } else if (info->stored == cnf::kinds::network_set || info->stored == "GlobalNetworkSet") {
+    if (auto r = cnf::netpol::parse_network_set(p.res); !r) return badr(field_part(r.error().message, p.res));
+  } else if (kind == "Namespace") {
+    if (auto* f = spec.if_contains("finalizers"); f && !f->is_null() && !f->is_array()) return badr("spec.finalizers: expected a list");
+    p.res.spec = "{}";  // only its labels matter to cnf
+  } else if (kind == "IPPool") {
     auto pl = ci::parse_pool(p.res);
     if (!pl) return badr(field_part(pl.error().message, p.res));
     // Stored normalised (defaults filled in), keeping the fields cnf records but does not use.
@@ -428,7 +498,7 @@ int cmd_apply(const std::string& profile, const std::vector<std::string>& files)
     std::string verb;
     if (cur) {
       if (cur->spec == p.res.spec && cur->labels == p.res.labels) {
-        fmt::print("{}/{} unchanged\n", p.v3_kind, p.res.name);
+        fmt::print("{} unchanged\n", p.display());
         ++written;
         continue;
       }
@@ -448,7 +518,7 @@ int cmd_apply(const std::string& profile, const std::vector<std::string>& files)
       break;
     }
     ++written;
-    fmt::print("{}/{} {}\n", p.v3_kind, p.res.name, verb);
+    fmt::print("{} {}\n", p.display(), verb);
   }
   if (rc) fmt::print(stderr, "cnf apply: stopped after {} of {} resource(s)\n", written, plan.size());
   return rc;
@@ -456,21 +526,36 @@ int cmd_apply(const std::string& profile, const std::vector<std::string>& files)
 
 // ---- get -----------------------------------------------------------------------------
 
-struct kind_name {
-  std::string stored, v3;
-};
-std::optional<kind_name> resolve_kind(std::string s) {
+/// The kind a command line names: singular or plural, any case; Calico's NetworkPolicy is
+/// networkpolicy, the Kubernetes one networkpolicy.networking.k8s.io (or k8snetworkpolicy).
+const kind_info* resolve_kind(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (s == "ippool" || s == "ippools") return kind_name{std::string(cnf::kinds::ip_pool), "IPPool"};
-  if (s == "ipreservation" || s == "ipreservations") return kind_name{std::string(cnf::kinds::ip_reservation), "IPReservation"};
-  if (s == "ipamconfig" || s == "ipamconfigs" || s == "ipamconfiguration" || s == "ipamconfigurations")
-    return kind_name{std::string(cnf::kinds::ipam_config), "IPAMConfiguration"};
-  return std::nullopt;
+  auto by = [](std::string_view api, std::string_view kind) { return find_kind(api, kind); };
+  const std::string v3(api_version);
+  if (s == "ippool" || s == "ippools") return by(v3, "IPPool");
+  if (s == "ipreservation" || s == "ipreservations") return by(v3, "IPReservation");
+  if (s == "ipamconfig" || s == "ipamconfigs" || s == "ipamconfiguration" || s == "ipamconfigurations") return by(v3, "IPAMConfiguration");
+  if (s == "networkpolicy" || s == "networkpolicies" || s == "netpol" || s == "networkpolicy.projectcalico.org" ||
+      s == "networkpolicies.projectcalico.org")
+    return by(v3, "NetworkPolicy");
+  if (s == "globalnetworkpolicy" || s == "globalnetworkpolicies" || s == "gnp") return by(v3, "GlobalNetworkPolicy");
+  if (s == "networkset" || s == "networksets" || s == "netset" || s == "netsets") return by(v3, "NetworkSet");
+  if (s == "globalnetworkset" || s == "globalnetworksets" || s == "gns") return by(v3, "GlobalNetworkSet");
+  if (s == "networkpolicy.networking.k8s.io" || s == "networkpolicies.networking.k8s.io" || s == "k8snetworkpolicy" ||
+      s == "k8snetworkpolicies" || s == "knp")
+    return by("networking.k8s.io/v1", "NetworkPolicy");
+  if (s == "namespace" || s == "namespaces" || s == "ns") return by("v1", "Namespace");
+  return nullptr;
 }
 
-json::object v3_document(const kind_name& k, const cnf::resource& r) {
+constexpr std::string_view kinds_help =
+    "ippools, ipreservations, ipamconfigurations, networkpolicies, globalnetworkpolicies, networksets, globalnetworksets, "
+    "networkpolicies.networking.k8s.io (knp), namespaces";
+
+json::object v3_document(const kind_info& k, const cnf::resource& r) {
   json::object md;
   md["name"] = r.name;
+  if (!r.ns.empty()) md["namespace"] = r.ns;
   if (!r.labels.empty()) {
     json::object lb;
     for (auto& [a, b] : r.labels) lb[a] = b;
@@ -480,8 +565,8 @@ json::object v3_document(const kind_name& k, const cnf::resource& r) {
   boost::system::error_code ec;
   json::value spec = json::parse(r.spec, ec);
   json::object d;
-  d["apiVersion"] = api_version;
-  d["kind"] = k.v3;
+  d["apiVersion"] = k.api;
+  d["kind"] = k.kind;
   d["metadata"] = std::move(md);
   d["spec"] = ec ? json::value(json::string(r.spec)) : std::move(spec);
   return d;
@@ -509,24 +594,48 @@ std::string columns(const std::vector<std::vector<std::string>>& rows) {
   return out;
 }
 
-int cmd_get(const std::string& profile, const std::string& kind_arg, const std::string& name, const std::string& output) {
+std::string selector_text(const json::value* v) {
+  if (!v || v->is_null()) return "all()";
+  return v->is_string() ? std::string(v->get_string()) : json::serialize(*v);
+}
+
+std::string list_text(const json::object& spec, const char* k) {
+  std::string out;
+  if (auto* a = spec.if_contains(k); a && a->is_array())
+    for (auto& c : a->get_array()) out += (out.empty() ? "" : ",") + (c.is_string() ? std::string(c.get_string()) : json::serialize(c));
+  return out;
+}
+
+std::string labels_text(const std::map<std::string, std::string>& l) {
+  std::string out;
+  for (auto& [k, v] : l) out += (out.empty() ? "" : ",") + k + "=" + v;
+  return out.empty() ? "<none>" : out;
+}
+
+int cmd_get(const std::string& profile, const std::string& kind_arg, const std::string& name, const std::string& output, const std::string& ns_arg) {
   constexpr std::string_view what = "get";
   auto k = resolve_kind(kind_arg);
-  if (!k) return tool::fail(what, "'" + kind_arg + "' is not a resource kind cnf knows (ippools, ipreservations, ipamconfigurations)");
+  if (!k) return tool::fail(what, "'" + kind_arg + "' is not a resource kind cnf knows (" + std::string(kinds_help) + ")");
+  if (!ns_arg.empty() && !k->namespaced) return tool::fail(what, "-n " + ns_arg + ": " + k->label() + " is cluster-wide and has no namespace");
+  const std::string ns = k->namespaced && !name.empty() && ns_arg.empty() ? "default" : ns_arg;
   if (output != "table" && output != "wide" && output != "yaml" && output != "json")
     return tool::fail(what, "-o " + output + ": expected yaml, json, wide or table");
   auto op = tool::open_datastore(profile_or_default(profile));
   if (!op) return tool::fail(what, op.error().message);
   std::vector<cnf::resource> items;
   if (!name.empty()) {
-    auto g = op->ds.get({k->stored, "", name});
-    if (!g) return tool::fail(what, g.error().code == cnf::errc::not_found ? k->v3 + " '" + name + "' not found" : g.error().message);
+    auto g = op->ds.get({k->stored, ns, name});
+    if (!g)
+      return tool::fail(what, g.error().code == cnf::errc::not_found
+                                  ? k->label() + " '" + name + "' not found" + (ns.empty() ? std::string() : " in namespace " + ns)
+                                  : g.error().message);
     items.push_back(std::move(*g));
   } else {
     auto l = list_kind(op->ds, k->stored);
     if (!l) return tool::fail(what, l.error().message);
-    items = std::move(*l);
-    std::sort(items.begin(), items.end(), [](auto& a, auto& b) { return a.name < b.name; });
+    for (auto& r : *l)
+      if (ns.empty() || r.ns == ns) items.push_back(std::move(r));
+    std::sort(items.begin(), items.end(), [](auto& a, auto& b) { return std::tie(a.ns, a.name) < std::tie(b.ns, b.name); });
   }
   if (output == "yaml" || output == "json") {
     json::value doc;
@@ -534,7 +643,7 @@ int cmd_get(const std::string& profile, const std::string& kind_arg, const std::
     else {
       json::array arr;
       for (auto& r : items) arr.push_back(v3_document(*k, r));
-      doc = json::object{{"apiVersion", api_version}, {"kind", k->v3 + "List"}, {"items", std::move(arr)}};
+      doc = json::object{{"apiVersion", k->api}, {"kind", k->kind + "List"}, {"items", std::move(arr)}};
     }
     if (output == "json") {
       std::string s;
@@ -549,25 +658,62 @@ int cmd_get(const std::string& profile, const std::string& kind_arg, const std::
   }
   std::vector<std::vector<std::string>> rows;
   bool wide = output == "wide";
-  if (k->v3 == "IPPool") {
+  const std::string& kv = k->kind;
+  const bool k8s = k->api == "networking.k8s.io/v1";
+  if (kv == "IPPool") {
     if (wide) rows.push_back({"NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "BLOCKSIZE", "SELECTOR"});
     else rows.push_back({"NAME", "CIDR", "SELECTOR"});
-  } else if (k->v3 == "IPReservation") {
+  } else if (kv == "IPReservation") {
     rows.push_back({"NAME", "CIDRS"});
-  } else {
+  } else if (kv == "IPAMConfiguration") {
     rows.push_back({"NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS", "MAXBLOCKSPERHOST"});
+  } else if (k8s) {
+    rows.push_back({"NAMESPACE", "NAME", "POD-SELECTOR", "POLICY-TYPES"});
+  } else if (kv == "NetworkPolicy" || kv == "GlobalNetworkPolicy") {
+    rows.push_back({"NAME", "ORDER", "SELECTOR"});
+    if (wide) rows.back().push_back("TYPES");
+    if (k->namespaced) rows.back().insert(rows.back().begin(), "NAMESPACE");
+  } else if (kv == "NetworkSet" || kv == "GlobalNetworkSet") {
+    rows.push_back({"NAME", "NETS", "LABELS"});
+    if (k->namespaced) rows.back().insert(rows.back().begin(), "NAMESPACE");
+  } else {
+    rows.push_back({"NAME", "LABELS"});
   }
   for (auto& r : items) {
     boost::system::error_code ec;
     json::value v = json::parse(r.spec, ec);
     json::object spec = !ec && v.is_object() ? v.get_object() : json::object{};
-    if (k->v3 == "IPPool") {
+    if (k8s) {
+      std::string pod_sel = "<none>";
+      if (auto* ps = spec.if_contains("podSelector"); ps && ps->is_object()) {
+        pod_sel.clear();
+        if (auto* ml = ps->get_object().if_contains("matchLabels"); ml && ml->is_object())
+          for (auto& [a, b] : ml->get_object())
+            pod_sel += (pod_sel.empty() ? "" : ",") + std::string(a) + "=" + (b.is_string() ? std::string(b.get_string()) : json::serialize(b));
+        if (auto* me = ps->get_object().if_contains("matchExpressions"); me && me->is_array() && !me->get_array().empty())
+          pod_sel += std::string(pod_sel.empty() ? "" : ",") + "(" + std::to_string(me->get_array().size()) + " expressions)";
+        if (pod_sel.empty()) pod_sel = "<none>";
+      }
+      std::string types = list_text(spec, "policyTypes");
+      rows.push_back({r.ns, r.name, pod_sel, types.empty() ? "Ingress" : types});
+    } else if (kv == "NetworkPolicy" || kv == "GlobalNetworkPolicy") {
+      std::vector<std::string> row{r.name, spec_text(spec, "order", ""), selector_text(spec.if_contains("selector"))};
+      if (wide) row.push_back(list_text(spec, "types"));
+      if (k->namespaced) row.insert(row.begin(), r.ns);
+      rows.push_back(std::move(row));
+    } else if (kv == "NetworkSet" || kv == "GlobalNetworkSet") {
+      std::vector<std::string> row{r.name, list_text(spec, "nets"), labels_text(r.labels)};
+      if (k->namespaced) row.insert(row.begin(), r.ns);
+      rows.push_back(std::move(row));
+    } else if (kv == "Namespace") {
+      rows.push_back({r.name, labels_text(r.labels)});
+    } else if (kv == "IPPool") {
       if (wide)
         rows.push_back({r.name, spec_text(spec, "cidr", ""), spec_text(spec, "natOutgoing", "false"), spec_text(spec, "ipipMode", "Never"),
                         spec_text(spec, "vxlanMode", "Never"), spec_text(spec, "disabled", "false"), spec_text(spec, "blockSize", ""),
                         spec_text(spec, "nodeSelector", "all()")});
       else rows.push_back({r.name, spec_text(spec, "cidr", ""), spec_text(spec, "nodeSelector", "all()")});
-    } else if (k->v3 == "IPReservation") {
+    } else if (kv == "IPReservation") {
       std::string cidrs;
       if (auto* a = spec.if_contains("reservedCIDRs"); a && a->is_array())
         for (auto& c : a->get_array()) cidrs += (cidrs.empty() ? "" : ",") + (c.is_string() ? std::string(c.get_string()) : json::serialize(c));
@@ -618,19 +764,24 @@ int cmd_delete_node(const std::string& profile, const std::string& name) {
   return 0;
 }
 
-int cmd_delete(const std::string& profile, const std::string& kind_arg, const std::string& name, bool force) {
+int cmd_delete(const std::string& profile, const std::string& kind_arg, const std::string& name, bool force, const std::string& ns_arg) {
   constexpr std::string_view what = "delete";
   if (kind_arg == "node" || kind_arg == "nodes") return cmd_delete_node(profile, name);
   auto k = resolve_kind(kind_arg);
-  if (!k) return tool::fail(what, "'" + kind_arg + "' is not a resource kind cnf knows (ippool, ipreservation, ipamconfiguration, node)");
+  if (!k) return tool::fail(what, "'" + kind_arg + "' is not a resource kind cnf knows (" + std::string(kinds_help) + ", node)");
+  if (!ns_arg.empty() && !k->namespaced) return tool::fail(what, "-n " + ns_arg + ": " + k->label() + " is cluster-wide and has no namespace");
+  const std::string ns = k->namespaced && ns_arg.empty() ? "default" : ns_arg;
   auto op = tool::open_datastore(profile_or_default(profile));
   if (!op) return tool::fail(what, op.error().message);
   auto& ds = op->ds;
-  auto g = ds.get({k->stored, "", name});
-  if (!g) return tool::fail(what, g.error().code == cnf::errc::not_found ? k->v3 + " '" + name + "' not found" : g.error().message);
-  if (k->v3 != "IPPool") {
+  auto g = ds.get({k->stored, ns, name});
+  if (!g)
+    return tool::fail(what, g.error().code == cnf::errc::not_found
+                                ? k->label() + " '" + name + "' not found" + (ns.empty() ? std::string() : " in namespace " + ns)
+                                : g.error().message);
+  if (k->kind != "IPPool") {
     if (auto r = ds.remove(g->key(), g->revision); !r) return tool::fail(what, r.error().message);
-    fmt::print("{}/{} deleted\n", k->v3, name);
+    fmt::print("{}/{}{} deleted\n", k->label(), ns.empty() ? "" : ns + "/", name);
     return 0;
   }
   auto pl = ci::parse_pool(*g);
@@ -699,40 +850,106 @@ int cmd_delete(const std::string& profile, const std::string& kind_arg, const st
   return 0;
 }
 
+/// `cnf delete -f FILE...`: every resource the files name (each document is validated as
+/// `apply` would, so a file that apply refuses deletes nothing); an IPPool goes through the
+/// same checks as `delete ippool NAME`. Resources already gone are reported and skipped.
+int cmd_delete_files(const std::string& profile, const std::vector<std::string>& files, bool force) {
+  constexpr std::string_view what = "delete";
+  std::vector<planned> plan;
+  std::vector<std::string> errors;
+  for (auto& f : files) {
+    auto docs = read_documents(f);
+    if (!docs) {
+      errors.push_back(docs.error().message);
+      continue;
+    }
+    for (auto& d : *docs) {
+      auto p = validate_document(d);
+      if (!p) errors.push_back(p.error().message);
+      else plan.push_back(std::move(*p));
+    }
+  }
+  if (!errors.empty()) {
+    for (auto& e : errors) fmt::print(stderr, "{}\n", e);
+    fmt::print(stderr, "cnf delete: {} error(s); nothing was deleted\n", errors.size());
+    return 1;
+  }
+  auto op = tool::open_datastore(profile_or_default(profile));
+  if (!op) return tool::fail(what, op.error().message + "; nothing was deleted");
+  int rc = 0;
+  for (auto& p : plan) {
+    if (p.info->kind == "IPPool") {
+      if (cmd_delete(profile, "ippool", p.res.name, force, "") != 0) rc = 1;
+      continue;
+    }
+    auto g = op->ds.get(p.res.key());
+    if (!g) {
+      fmt::print(stderr, "{}: {}\n", p.where, g.error().code == cnf::errc::not_found ? std::string("not found") : g.error().message);
+      rc = 1;
+      continue;
+    }
+    if (auto r = op->ds.remove(g->key(), g->revision); !r) {
+      fmt::print(stderr, "{}: {}\n", p.where, r.error().message);
+      rc = 1;
+      continue;
+    }
+    fmt::print("{} deleted\n", p.display());
+  }
+  return rc;
+}
+
 }  // namespace
 
 void add_resource_commands(CLI::App& app) {
   static std::string profile;
   static std::vector<std::string> files;
   auto* apply = app.add_subcommand("apply",
-                                   "Create or update resources from files: Calico's projectcalico.org/v3 IPPool, IPAMConfiguration and\n"
-                                   "IPReservation, in YAML or JSON, one or many documents, or a List. Every document is validated\n"
-                                   "(unknown fields, CIDRs, blockSize, overlapping pools, a changed pool CIDR) before anything is\n"
-                                   "written: a file with an error writes nothing.");
+                                   "Create or update resources from files: Calico's projectcalico.org/v3 IPPool, IPAMConfiguration,\n"
+                                   "IPReservation, NetworkPolicy, GlobalNetworkPolicy, NetworkSet and GlobalNetworkSet, Kubernetes'\n"
+                                   "networking.k8s.io/v1 NetworkPolicy and v1 Namespace (its labels, for namespaceSelector), in YAML\n"
+                                   "or JSON, one or many documents, or a List. Every document is validated (unknown fields, CIDRs,\n"
+                                   "blockSize, overlapping pools, a changed pool CIDR, selectors, rules, ports) before anything is\n"
+                                   "written: a file with an error writes nothing. Namespaced kinds without metadata.namespace go to\n"
+                                   "'default'.");
   apply->add_option("-f,--filename", files, "File to apply ('-' for stdin); may be repeated")->required();
   apply->add_option("--profile,-p", profile, "Profile naming the datastore (default: $CNF_PROFILE or /etc/cnf/profile.toml)");
   apply->callback([] { exit_code() = cmd_apply(profile, files); });
 
-  static std::string kind, name, output = "table";
-  auto* get = app.add_subcommand("get", "Show resources: ippools, ipreservations, ipamconfigurations (table, or -o wide|yaml|json)");
-  get->add_option("kind", kind, "ippools | ipreservations | ipamconfigurations")->required();
+  static std::string kind, name, output = "table", ns;
+  auto* get = app.add_subcommand("get", "Show resources: " + std::string(kinds_help) + " (table, or -o wide|yaml|json)");
+  get->add_option("kind", kind, std::string(kinds_help))->required();
   get->add_option("name", name, "Only this resource");
+  static bool all_ns = false;
+  auto* nopt = get->add_option("-n,--namespace", ns, "Only this namespace (namespaced kinds; default: every namespace, or 'default' with a NAME)");
+  get->add_flag("-A,--all-namespaces", all_ns, "Every namespace (the default without a NAME)")->excludes(nopt);
   get->add_option("-o,--output", output, "table (default), wide, yaml or json; yaml and json can be given back to `cnf apply`");
   get->add_option("--profile,-p", profile, "Profile naming the datastore (default: $CNF_PROFILE or /etc/cnf/profile.toml)");
-  get->callback([] { exit_code() = cmd_get(profile, kind, name, output); });
+  get->callback([] { exit_code() = cmd_get(profile, kind, name, output, ns); });
 
   static bool force = false;
+  static std::vector<std::string> del_files;
   auto* del = app.add_subcommand("delete",
-                                 "Delete a resource (ippool, ipreservation, ipamconfiguration). An IPPool from which addresses are\n"
+                                 "Delete a resource (KIND NAME [-n NAMESPACE], or every resource of -f FILE). An IPPool from which addresses are\n"
                                  "still allocated is refused, disabled or not (its pods would keep addresses in blocks outside every\n"
                                  "pool): disable it, recreate its pods, then delete it, or pass --force. Its empty blocks and their\n"
                                  "affinities are removed with it. `delete node NAME` removes a node that is gone: the addresses\n"
                                  "assigned for it, its IPAM handles, blocks and block affinities, its workload endpoints and the Node.");
-  del->add_option("kind", kind, "ippool | ipreservation | ipamconfiguration | node")->required();
-  del->add_option("name", name, "Resource name")->required();
+  del->add_option("kind", kind, std::string(kinds_help) + ", node");
+  del->add_option("name", name, "Resource name");
+  del->add_option("-n,--namespace", ns, "The resource's namespace (namespaced kinds; default 'default')");
+  del->add_option("-f,--filename", del_files, "Delete the resources this file names ('-' for stdin); may be repeated");
   del->add_flag("--force", force, "Delete an IPPool even while addresses are allocated from it");
   del->add_option("--profile,-p", profile, "Profile naming the datastore (default: $CNF_PROFILE or /etc/cnf/profile.toml)");
-  del->callback([] { exit_code() = cmd_delete(profile, kind, name, force); });
+  del->callback([] {
+    if (!del_files.empty()) {
+      if (!kind.empty()) exit_code() = tool::fail("delete", "give either KIND NAME or -f FILE, not both");
+      else exit_code() = cmd_delete_files(profile, del_files, force);
+    } else if (kind.empty() || name.empty()) {
+      exit_code() = tool::fail("delete", "KIND and NAME are required (or -f FILE)");
+    } else {
+      exit_code() = cmd_delete(profile, kind, name, force, ns);
+    }
+  });
 }
 
 }  // namespace cnf_app
