@@ -4,7 +4,7 @@
 // eBPF datapath). Every pod pair answers, and a capture in the router namespace shows IP
 // protocol 4 exactly for the pairs across subnets and plain ICMP for the others. Then the
 // pool's mode changes live with `cnf apply -f`: Always encapsulates every pair, Never takes
-// the programs off every node.
+// the programs off every node. On the way, k8s-w0's agent is restarted and takes the datapath over.
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
 
@@ -99,6 +99,16 @@ class capture {
   int pid_ = 0;
 };
 
+/// Stops a process this test started, by PID, on every exit path.
+struct agent_guard {
+  pid_t pid = 0;
+  ~agent_guard() {
+    if (pid <= 0) return;
+    ::kill(pid, SIGTERM);
+    for (int i = 0; i < 200 && ::kill(pid, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+};
+
 struct seen {
   std::set<std::pair<std::string, std::string>> ipip_pairs;   ///< inner echo requests (src, dst pod address)
   std::set<std::pair<std::string, std::string>> plain_pairs;  ///< echo requests not encapsulated
@@ -189,6 +199,31 @@ TEST_CASE("ipip in cnf lab: CrossSubnet encapsulates exactly the pairs across su
     CHECK_THAT(status.out, Contains("CrossSubnet") && Contains("1480") && Contains("datapath ebpf"));
     CHECK_THAT(sh("tc -n " + pre + "k8s-w0 filter show dev eth0 egress 2>&1; ip -n " + pre + "k8s-w0 link show"),
                Contains("ipip_egress"));
+
+    // A restarted agent takes the datapath over: the filters are replaced in place (new maps,
+    // refilled from the datastore) and every pair still answers.
+    agent_guard again;  // the agent this test restarts on k8s-w0 (not the lab's to stop)
+    {
+      bj::object w0;
+      for (auto& n : st.at("nodes").as_array())
+        if (n.as_object().at("name").as_string() == "k8s-w0") w0 = n.as_object();
+      const std::string nns(w0.at("netns").as_string()), prof(w0.at("profile").as_string());
+      const auto old_pid = static_cast<pid_t>(w0.at("agent").as_object().at("pid").to_number<long>());
+      REQUIRE(::kill(old_pid, SIGTERM) == 0);
+      for (int i = 0; i < 200 && ::kill(old_pid, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      again.pid = std::stoi(sh("ip netns exec " + nns + " " + cnf_bin + " agent --profile " + prof + " > /dev/null 2>&1 & echo $!"));
+      bool ready = false;
+      for (int i = 0; i < 100 && !ready; ++i) {
+        ready = sh("ip netns exec " + nns + " " + cnf_bin + " node status -o json --profile " + prof).find("\"routes\":3,") != std::string::npos;
+        if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      REQUIRE(ready);  // in sync, its tunnel routes to the three nodes on the other subnet wanted again
+      const auto f = sh("tc -n " + nns + " filter show dev eth0 egress; tc -n " + nns + " filter show dev eth0 ingress");
+      CHECK(f.find("ipip_egress") != std::string::npos);
+      CHECK(f.find("ipip_ingress") != std::string::npos);
+      CHECK(L.lab({"ping"}).status == 0);
+      CHECK(::kill(again.pid, 0) == 0);
+    }
 
     auto set_mode = [&](const char* mode) {
       const auto f = L.files.path / (std::string(mode) + ".yaml");
