@@ -19,7 +19,20 @@ namespace {
 
 constexpr const char* owner_blackhole = "blackhole";
 constexpr const char* owner_routing = "routing";
-constexpr const char* owner_vxlan = "vxlan";
+
+/// What differs between Calico's two encapsulations, for the agent: the owner of the part's
+/// routes, the IPPool field with the mode, and the tunnel address's IPAM handle and type.
+struct encap_kind {
+  const char* owner;
+  const char* pool_field;
+  const char* handle_prefix;
+  const char* address_type;
+};
+constexpr encap_kind vxlan_kind{"vxlan", "vxlanMode", "vxlan-tunnel-addr-", "vxlanTunnelAddress"};
+constexpr encap_kind ipip_kind{"ipip", "ipipMode", "ipip-tunnel-addr-", "ipipTunnelAddress"};
+const encap_kind& encap_kind_of(const cnf::profile& p) {
+  return p.encapsulation && p.encapsulation->plugin == "ipip" ? ipip_kind : vxlan_kind;
+}
 
 // The node agent's routes (blackholes, routes to other nodes' blocks) carry a protocol of
 // their own, next to cnf's 80: the CNI plugin writes each pod's host route with 80, and the
@@ -160,7 +173,7 @@ cnf::result<void> node_agent::start() {
   rt_ = std::make_unique<cnf::route_table>(loop_, ro);
   rt_->set_owner_priority(owner_blackhole, 20);  // this node's blocks are never routed elsewhere
   rt_->set_owner_priority(owner_routing, 10);
-  rt_->set_owner_priority(owner_vxlan, 15);  // Always: the tunnel wins over a direct route
+  rt_->set_owner_priority(encap_kind_of(prof_).owner, 15);  // Always: the tunnel wins over a direct route
 
   std::string addr_text;
   for (auto& a : self_.addresses) addr_text += (addr_text.empty() ? "" : ", ") + a.to_string();
@@ -461,12 +474,13 @@ std::vector<cnf::encap_pool> node_agent::read_pools() {
     if (!cidr || cidr->family() != cnf::ip_family::v4) continue;
     cnf::encap_pool p{r.name, cidr->canonical(), cnf::encap_mode::never};
     std::string why;
-    if (const auto* m = o.if_contains("vxlanMode"); m && !m->is_null()) {
+    const std::string field = encap_kind_of(prof_).pool_field;
+    if (const auto* m = o.if_contains(field); m && !m->is_null()) {
       const std::string text = m->is_string() ? std::string(m->get_string()) : boost::json::serialize(*m);
       if (text == "Always") p.mode = cnf::encap_mode::always;
       else if (text == "CrossSubnet") p.mode = cnf::encap_mode::cross_subnet;
       else if (text == "Never" || text.empty()) p.mode = cnf::encap_mode::never;
-      else why = what + ": spec.vxlanMode: '" + text + "' is not a mode; expected Always, CrossSubnet or Never";
+      else why = what + ": spec." + field + ": '" + text + "' is not a mode; expected Always, CrossSubnet or Never";
     }
     if (!why.empty()) {
       if (!invalid_.count(what)) {
@@ -489,12 +503,14 @@ std::vector<cnf::encap_pool> node_agent::read_pools() {
 // IPAM, on handle vxlan-tunnel-addr-<node>; an address the handle already holds is reused
 // (a restarted agent keeps its address).
 bool node_agent::ensure_tunnel_address(const std::vector<cnf::encap_pool>& pools) {
-  if (self_.vxlan_tunnel_address) return true;
+  const auto& kind = encap_kind_of(prof_);
+  auto& slot = &kind == &ipip_kind ? self_.ipip_tunnel_address : self_.vxlan_tunnel_address;
+  if (slot) return true;
   if (!ipam_) {
-    encap_failed("no IPAM in the profile to assign this node's VXLAN tunnel address");
+    encap_failed(std::string("no IPAM in the profile to assign this node's ") + kind.owner + " tunnel address");
     return false;
   }
-  const std::string handle = "vxlan-tunnel-addr-" + name_;
+  const std::string handle = kind.handle_prefix + name_;
   auto all = ipam_.allocations();
   if (!all) {
     encap_failed("tunnel address: " + all.error().message);
@@ -502,14 +518,14 @@ bool node_agent::ensure_tunnel_address(const std::vector<cnf::encap_pool>& pools
   }
   for (auto& a : *all)
     if (a.handle == handle && a.address.is_v4()) {
-      self_.vxlan_tunnel_address = a.address;
-      log_.info("vxlan: this node's tunnel address " + a.address.to_string() + " (held by " + handle + ")");
+      slot = a.address;
+      log_.info(std::string(kind.owner) + ": this node's tunnel address " + a.address.to_string() + " (held by " + handle + ")");
       return true;
     }
   cnf::assign_request req;
   req.handle = handle;
   req.node = name_;
-  req.attributes = {{"type", "vxlanTunnelAddress"}, {"node", name_}};
+  req.attributes = {{"type", kind.address_type}, {"node", name_}};
   req.num_v4 = 1;
   for (auto& p : pools)
     if (p.mode != cnf::encap_mode::never) req.pools_v4.push_back(p.cidr);
@@ -518,8 +534,8 @@ bool node_agent::ensure_tunnel_address(const std::vector<cnf::encap_pool>& pools
     encap_failed("tunnel address: " + (got ? std::string("the IPAM assigned none") : got.error().message));
     return false;
   }
-  self_.vxlan_tunnel_address = got->front().address.address();
-  log_.info("vxlan: assigned this node's tunnel address " + self_.vxlan_tunnel_address->to_string() + " (" + handle + ")");
+  slot = got->front().address.address();
+  log_.info(std::string(kind.owner) + ": assigned this node's tunnel address " + slot->to_string() + " (" + handle + ")");
   return true;
 }
 
@@ -572,6 +588,7 @@ void node_agent::recalculate_encap(const std::map<std::string, cnf::remote_node>
 // them; compare-and-swap, every other field kept.
 void node_agent::write_tunnel_fields() {
   if (!tunnel_.address) return;
+  if (&encap_kind_of(prof_) == &ipip_kind) return write_ipip_tunnel_field();
   auto have = nodes_.find(name_);
   if (have != nodes_.end() && have->second.ipv4_vxlan_tunnel_addr == tunnel_.address &&
       (!tunnel_.mac || have->second.vxlan_tunnel_mac_addr == tunnel_.mac))
@@ -596,10 +613,33 @@ void node_agent::write_tunnel_fields() {
   encap_failed("Node/" + name_ + " kept changing while writing its tunnel fields");
 }
 
+// spec.bgp.ipv4IPIPTunnelAddr of this node's Node (ipip); compare-and-swap, every other field kept.
+void node_agent::write_ipip_tunnel_field() {
+  auto has_it = [&](const cnf::model::node& n) { return n.bgp && n.bgp->ipv4_ipip_tunnel_addr == tunnel_.address; };
+  if (auto have = nodes_.find(name_); have != nodes_.end() && has_it(have->second)) return;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto cur = ds_.get({std::string(cnf::kinds::node), "", name_});
+    if (!cur) return encap_failed("write Node/" + name_ + " tunnel fields: " + cur.error().message);
+    auto n = cnf::model::parse_node(*cur);
+    if (!n) return encap_failed(n.error().message);
+    n->revision = cur->revision;
+    if (has_it(*n)) return;
+    if (!n->bgp) n->bgp.emplace();
+    n->bgp->ipv4_ipip_tunnel_addr = tunnel_.address;
+    auto w = ds_.update(cnf::model::to_resource(*n));
+    if (w) {
+      log_.info("Node/" + name_ + ": ipv4IPIPTunnelAddr " + tunnel_.address->to_string());
+      return;
+    }
+    if (w.error().code != cnf::errc::conflict) return encap_failed("write Node/" + name_ + " tunnel fields: " + w.error().message);
+  }
+  encap_failed("Node/" + name_ + " kept changing while writing its tunnel fields");
+}
+
 void node_agent::route_wanted(const cnf::route_entry& r) noexcept {
   if (!rt_) return;
   try {
-    rt_->set(owner_vxlan, r);
+    rt_->set(encap_kind_of(prof_).owner, r);
   } catch (const std::exception& ex) {
     log_.error(std::string("route ") + r.dst.to_string() + ": " + ex.what());
   }
@@ -608,7 +648,7 @@ void node_agent::route_wanted(const cnf::route_entry& r) noexcept {
 void node_agent::route_unwanted(const cnf::ip_prefix& dst) noexcept {
   if (!rt_) return;
   try {
-    rt_->remove(owner_vxlan, dst);
+    rt_->remove(encap_kind_of(prof_).owner, dst);
   } catch (const std::exception& ex) {
     log_.error(std::string("route ") + dst.to_string() + ": " + ex.what());
   }

@@ -81,6 +81,7 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   std::vector<cnf::encap_pool> read_pools();
   bool ensure_tunnel_address(const std::vector<cnf::encap_pool>& pools);
   void write_tunnel_fields();
+  void write_ipip_tunnel_field();
   void encap_failed(const std::string& what);
 
   void register_node();

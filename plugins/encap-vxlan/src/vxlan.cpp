@@ -1,5 +1,6 @@
 #include <cnf/plugins/vxlan.hpp>
 
+#include <cnf/encap_decision.hpp>
 #include <cnf/netlink/address.hpp>
 #include <cnf/netlink/sha1.hpp>
 #include <cnf/netlink/vxlan.hpp>
@@ -9,12 +10,7 @@
 CNF_BEGIN_NAMESPACE
 namespace vxlan {
 
-result<encap_mode> parse_mode(std::string_view text, std::string_view field) {
-  if (text == "Always") return encap_mode::always;
-  if (text == "CrossSubnet") return encap_mode::cross_subnet;
-  if (text == "Never") return encap_mode::never;
-  return error(errc::invalid, std::string(field) + ": '" + std::string(text) + "' is not a mode; expected Always, CrossSubnet or Never");
-}
+result<encap_mode> parse_mode(std::string_view text, std::string_view field) { return parse_encap_mode(text, field); }
 
 mac_address derive_mac(std::string_view node_name) {
   auto h = netlink::detail::sha1(node_name);
@@ -24,20 +20,10 @@ mac_address derive_mac(std::string_view node_name) {
   return m;
 }
 
-bool cross_subnet(const node_info& self, const remote_node& r) {
-  auto a = r.address(ip_family::v4);
-  if (!a) return true;
-  for (auto& s : self.addresses)
-    if (s.family() == ip_family::v4 && s.canonical().contains(*a)) return false;
-  return true;
-}
+bool cross_subnet(const node_info& self, const remote_node& r) { return crosses_subnet(self, r); }
 
 encap_mode mode_of(const ip_prefix& block, const std::vector<encap_pool>& pools, std::optional<encap_mode> override_mode) {
-  if (override_mode) return *override_mode;
-  const encap_pool* best = nullptr;
-  for (auto& p : pools)
-    if (p.cidr.canonical().contains(block) && (!best || p.cidr.length() > best->cidr.length())) best = &p;
-  return best ? best->mode : encap_mode::never;
+  return encap_mode_of(block, pools, override_mode);
 }
 
 std::optional<remote_plan> plan(const node_info& self, const remote_node& r, const std::vector<encap_pool>& pools,
@@ -57,7 +43,7 @@ std::optional<remote_plan> plan(const node_info& self, const remote_node& r, con
   for (auto& b : r.pod_cidrs) {
     if (b.family() != ip_family::v4) continue;
     auto m = mode_of(b, pools, override_mode);
-    if (m == encap_mode::always || (m == encap_mode::cross_subnet && elsewhere)) p.blocks.push_back(b.canonical());
+    if (encap_needed(m, elsewhere)) p.blocks.push_back(b.canonical());
   }
   std::sort(p.blocks.begin(), p.blocks.end());
   return p;

@@ -8,6 +8,8 @@ Side by side in one run, TCP throughput (iperf3, one stream) and ICMP round trip
   veth      a bare veth pair between two namespaces: the floor (no routing, no node hop)
   direct    `cnf lab up --nodes 2 --subnets 1`, the lab's default profile (host-gw routes)
   vxlan     the same with examples/profiles/vxlan.toml, the pool's vxlanMode = Always
+  ipip      the same with examples/profiles/ipip.toml, ipipMode = Always (the eBPF datapath
+            on a kernel without ipip, as here; kernel tunl0 elsewhere)
 Each iperf3 server runs in the destination namespace with a pid file and is stopped by its
 PID. Prints Gbit/s (median of --repeat runs), the ratio to the floor, and the mean RTT.
 """
@@ -89,6 +91,7 @@ def main():
     ap.add_argument("--cnf", default=os.path.join(SRC, "build", "bin", "cnf"))
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", default="", help="comma-separated subset of veth,direct,vxlan,ipip (the floor is always run)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces)")
@@ -96,7 +99,15 @@ def main():
     vxlan = os.path.join(tmp, "vxlan-always.toml")
     text = open(os.path.join(SRC, "examples", "profiles", "vxlan.toml")).read()
     open(vxlan, "w").write(text.replace('vxlan_mode = "CrossSubnet"', 'vxlan_mode = "Always"'))
-    rows = [("veth (floor)", bare_veth(args, tmp)), ("direct", lab_pair(args, tmp, None)), ("vxlan (Always)", lab_pair(args, tmp, vxlan))]
+    ipip = os.path.join(tmp, "ipip-always.toml")
+    text = open(os.path.join(SRC, "examples", "profiles", "ipip.toml")).read()
+    open(ipip, "w").write(text.replace('ipip_mode = "CrossSubnet"', 'ipip_mode = "Always"'))
+    paths = {"veth": ("veth (floor)", lambda: bare_veth(args, tmp)), "direct": ("direct", lambda: lab_pair(args, tmp, None)),
+             "vxlan": ("vxlan (Always)", lambda: lab_pair(args, tmp, vxlan)), "ipip": ("ipip (Always)", lambda: lab_pair(args, tmp, ipip))}
+    only = args.only.split(",") if args.only else list(paths)
+    if "veth" not in only:
+        only.insert(0, "veth")  # the floor, always
+    rows = [(paths[k][0], paths[k][1]()) for k in only]
     floor = rows[0][1][0]
     print(f"{'path':<16} {'Gbit/s':>8} {'x floor':>8} {'RTT us':>8}   (iperf3 -t {args.seconds}, median of {args.repeat}; ping x200)")
     for name, (g, rtt) in rows:
