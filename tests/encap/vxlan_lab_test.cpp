@@ -7,6 +7,7 @@
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
 
+#include "../support/lab_env.hpp"
 #include "../support/process.hpp"
 #include "../support/root_gate.hpp"
 
@@ -35,78 +36,11 @@ namespace {
 
 const std::string cnf_bin = std::string(CNF_TEST_BIN_DIR) + "/cnf";
 const std::string profile = std::string(CNF_TEST_SOURCE_DIR) + "/examples/profiles/vxlan.toml";
-const std::vector<std::string> env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
-
-std::string sh(const std::string& cmd) { return cnf_test::run_process({"/bin/sh", "-c", cmd}, env, {}, std::chrono::seconds(30)).out; }
-
-struct lab_env {
-  fs::path dir;
-  cnf_test::temp_dir files{"/tmp/cnf-encap-lab-files-"};
-  lab_env() {
-    cnf_test::temp_dir parent("/tmp/cnf-encap-lab-");
-    dir = "/tmp/cnf-encap-lab-" + std::to_string(::getpid()) + "-" + parent.path.filename().string();
-  }
-  cnf_test::process_result lab(std::vector<std::string> args, std::chrono::seconds timeout = std::chrono::seconds(60)) const {
-    std::vector<std::string> argv = {cnf_bin, "lab", "--dir", dir.string()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    auto r = cnf_test::run_process(argv, env, {}, timeout);
-    std::string line;
-    for (auto& a : args) line += " " + a;
-    UNSCOPED_INFO("cnf lab" << line << ": " << r.describe());
-    return r;
-  }
-  std::string id() const { return sh("printf %s '" + dir.string() + "' | sha1sum").substr(0, 6); }
-  ~lab_env() {
-    (void)cnf_test::run_process({cnf_bin, "lab", "--dir", dir.string(), "down"}, env, {}, std::chrono::seconds(60));
-    const std::string pre = "cnflab-" + id() + "-";
-    if (DIR* d = ::opendir("/var/run/netns")) {
-      std::vector<std::string> left;
-      while (dirent* e = ::readdir(d))
-        if (std::string(e->d_name).rfind(pre, 0) == 0) left.push_back(e->d_name);
-      ::closedir(d);
-      for (auto& n : left) sh("ip netns del " + n);
-    }
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-};
-
-/// tcpdump in the router namespace, stopped by its PID.
-class capture {
- public:
-  capture(const std::string& netns, const fs::path& out) : out_(out) {
-    const auto err = out.string() + ".err";
-    pid_ = std::stoi(sh("ip netns exec " + netns + " tcpdump -l -n -i any 'udp port 4789 or icmp' > " + out.string() + " 2> " + err +
-                        " & echo $!"));
-    for (int i = 0; i < 100 && cnf_test::read_file(err).find("listening on") == std::string::npos; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  /// Stops tcpdump and returns what it printed.
-  std::string stop() {
-    if (pid_ > 0) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the last replies reach the bridge
-      ::kill(pid_, SIGTERM);
-      for (int i = 0; i < 100 && ::kill(pid_, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      pid_ = 0;
-    }
-    return cnf_test::read_file(out_);
-  }
-  ~capture() { (void)stop(); }
-
- private:
-  fs::path out_;
-  int pid_ = 0;
-};
-
-/// Stops a process this test started, by PID, on every exit path.
-struct agent_guard {
-  pid_t pid = 0;
-  ~agent_guard() {
-    if (pid <= 0) return;
-    ::kill(pid, SIGTERM);
-    for (int i = 0; i < 200 && ::kill(pid, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-};
+const std::vector<std::string>& env = cnf_test::lab_process_env();
+using cnf_test::capture;
+using cnf_test::lab_env;
+using cnf_test::sh;
+using agent_guard = cnf_test::pid_guard;
 
 struct seen {
   std::set<std::pair<std::string, std::string>> vxlan_pairs;  ///< inner echo requests (src, dst pod address)
@@ -144,7 +78,7 @@ seen parse_capture(const std::string& text) {
 TEST_CASE("vxlan in cnf lab: CrossSubnet encapsulates exactly the pairs across subnets; modes change live", "[lab][vxlan]") {
   if (::access(cnf_bin.c_str(), X_OK) != 0) cnf_test::exit_77_skipped("cnf binary not built: " + cnf_bin);
   if (sh("command -v tcpdump").empty()) cnf_test::exit_77_skipped("tcpdump is not installed (scripts/install-deps.sh)");
-  lab_env L;
+  lab_env L("encap");
   REQUIRE(L.lab({"up", "--profile", profile, "--pods-per-node", "1"}).status == 0);
   const std::string pre = "cnflab-" + L.id() + "-";
   auto st = bj::parse(cnf_test::read_file(L.dir / "lab.json")).as_object();
@@ -174,7 +108,7 @@ TEST_CASE("vxlan in cnf lab: CrossSubnet encapsulates exactly the pairs across s
   REQUIRE(all);
 
   auto probe = [&](const char* name) {
-    capture cap(pre + "router", L.files.path / name);
+    capture cap(pre + "router", "udp port 4789 or icmp", L.files.path / name);
     auto pr = L.lab({"ping"});
     CHECK(pr.status == 0);
     CHECK_THAT(pr.out, Contains("12 answered, 0 failed"));

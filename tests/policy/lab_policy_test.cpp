@@ -16,6 +16,7 @@
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
 
+#include "../support/lab_env.hpp"
 #include "../support/process.hpp"
 #include "../support/root_gate.hpp"
 
@@ -43,49 +44,16 @@ using Catch::Matchers::Contains;
 namespace {
 
 const std::string cnf_bin = std::string(CNF_TEST_BIN_DIR) + "/cnf";
-const std::vector<std::string> env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
+const std::vector<std::string>& env = cnf_test::lab_process_env();
+using cnf_test::sh;
 
-std::string sh(const std::string& cmd) { return cnf_test::run_process({"/bin/sh", "-c", cmd}, env, {}, std::chrono::seconds(30)).out; }
-
-struct lab_env {
-  fs::path dir;
-  cnf_test::temp_dir files{"/tmp/cnf-policy-lab-files-"};
-  lab_env() {
-    cnf_test::temp_dir parent("/tmp/cnf-policy-lab-");
-    dir = "/tmp/cnf-policy-lab-" + std::to_string(::getpid()) + "-" + parent.path.filename().string();
-  }
-  /// `cnf lab <args>`, without logging it (Catch2's INFO is for the test's own thread).
-  cnf_test::process_result run(std::vector<std::string> args, std::chrono::seconds timeout = std::chrono::seconds(60)) const {
-    std::vector<std::string> argv = {cnf_bin, "lab", "--dir", dir.string()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return cnf_test::run_process(argv, env, {}, timeout);
-  }
-  cnf_test::process_result lab(std::vector<std::string> args, std::chrono::seconds timeout = std::chrono::seconds(60)) const {
-    auto r = run(args, timeout);
-    std::string line;
-    for (auto& a : args) line += " " + a;
-    UNSCOPED_INFO("cnf lab" << line << ": " << r.describe());
-    return r;
-  }
+struct lab_env : cnf_test::lab_env {
+  lab_env() : cnf_test::lab_env("policy") {}
   /// `cnf <args>` on node-1 (its profile names the lab's datastore).
   cnf_test::process_result cnf(std::vector<std::string> args) const {
     std::vector<std::string> a = {"exec", "node-1", "--", cnf_bin};
     a.insert(a.end(), args.begin(), args.end());
     return lab(a);
-  }
-  std::string id() const { return sh("printf %s '" + dir.string() + "' | sha1sum").substr(0, 6); }
-  ~lab_env() {
-    (void)cnf_test::run_process({cnf_bin, "lab", "--dir", dir.string(), "down"}, env, {}, std::chrono::seconds(60));
-    const std::string pre = "cnflab-" + id() + "-";
-    if (DIR* d = ::opendir("/var/run/netns")) {
-      std::vector<std::string> left;
-      while (dirent* e = ::readdir(d))
-        if (std::string(e->d_name).rfind(pre, 0) == 0) left.push_back(e->d_name);
-      ::closedir(d);
-      for (auto& n : left) sh("ip netns del " + n);
-    }
-    std::error_code ec;
-    fs::remove_all(dir, ec);
   }
 };
 
