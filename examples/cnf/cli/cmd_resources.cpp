@@ -411,12 +411,10 @@ cnf::result<std::vector<cnf::resource>> list_kind(const cnf::any_datastore& ds, 
 
 std::string profile_or_default(const std::string& p) { return p.empty() ? default_profile_path() : p; }
 
-// ---- apply ---------------------------------------------------------------------------
-
-int cmd_apply(const std::string& profile, const std::vector<std::string>& files) {
-  constexpr std::string_view what = "apply";
+/// Every document of the files, validated as `apply` validates it; what cannot be read or
+/// validated goes to `errors` (apply and delete -f then write nothing).
+std::vector<planned> plan_files(const std::vector<std::string>& files, std::vector<std::string>& errors) {
   std::vector<planned> plan;
-  std::vector<std::string> errors;
   for (auto& f : files) {
     auto docs = read_documents(f);
     if (!docs) {
@@ -429,6 +427,15 @@ int cmd_apply(const std::string& profile, const std::vector<std::string>& files)
       else plan.push_back(std::move(*p));
     }
   }
+  return plan;
+}
+
+// ---- apply ---------------------------------------------------------------------------
+
+int cmd_apply(const std::string& profile, const std::vector<std::string>& files) {
+  constexpr std::string_view what = "apply";
+  std::vector<std::string> errors;
+  std::vector<planned> plan = plan_files(files, errors);
   // The same resource twice in one apply: which one wins would depend on the order.
   for (std::size_t i = 0; i < plan.size(); ++i)
     for (std::size_t j = 0; j < i; ++j)
@@ -855,20 +862,8 @@ int cmd_delete(const std::string& profile, const std::string& kind_arg, const st
 /// same checks as `delete ippool NAME`. Resources already gone are reported and skipped.
 int cmd_delete_files(const std::string& profile, const std::vector<std::string>& files, bool force) {
   constexpr std::string_view what = "delete";
-  std::vector<planned> plan;
   std::vector<std::string> errors;
-  for (auto& f : files) {
-    auto docs = read_documents(f);
-    if (!docs) {
-      errors.push_back(docs.error().message);
-      continue;
-    }
-    for (auto& d : *docs) {
-      auto p = validate_document(d);
-      if (!p) errors.push_back(p.error().message);
-      else plan.push_back(std::move(*p));
-    }
-  }
+  std::vector<planned> plan = plan_files(files, errors);
   if (!errors.empty()) {
     for (auto& e : errors) fmt::print(stderr, "{}\n", e);
     fmt::print(stderr, "cnf delete: {} error(s); nothing was deleted\n", errors.size());
