@@ -43,6 +43,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -328,15 +329,34 @@ class containerd_node {
     const auto tasks = dir_ / "state" / "io.containerd.runtime.v2.task" / ns_;
     if (fs::exists(tasks, ec))
       for (auto& e : fs::directory_iterator(tasks, ec))
-        if (pid_t p = static_cast<pid_t>(std::atol(cnf_test::read_file(e.path() / "init.pid").c_str())); p > 1) ::kill(p, SIGKILL);
+        if (pid_t p = static_cast<pid_t>(std::atol(cnf_test::read_file(e.path() / "init.pid").c_str())); p > 1) kill_if_ours(p);
     daemon_->stop(SIGTERM, 5000);
     for (int round = 0; round < 100; ++round) {
       auto left = processes_in(mount_ns_);
       if (left.empty()) break;
-      for (pid_t p : left) ::kill(p, SIGKILL);
+      for (pid_t p : left) kill_if(p, [&] { return in_mount_ns(p, mount_ns_); });
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     remove_cgroups();
+  }
+  /// SIGKILL to `p` only while it is still a container of this runtime: its cgroup is
+  /// under /<ns_>/. init.pid outlives a container that already ended, and its PID may by
+  /// now belong to anything else on the machine (once it was a `cnf` DEL of another test
+  /// running alongside). The check and the signal go through one pidfd, so both address
+  /// the same process.
+  void kill_if_ours(pid_t p) const noexcept {
+    kill_if(p, [&] { return cnf_test::read_file("/proc/" + std::to_string(p) + "/cgroup").find("/" + ns_ + "/") != std::string::npos; });
+  }
+  template <class Pred>
+  static void kill_if(pid_t p, Pred still_ours) noexcept {
+    const int fd = static_cast<int>(::syscall(SYS_pidfd_open, p, 0));
+    if (fd < 0) return;
+    if (still_ours()) ::syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0);
+    ::close(fd);
+  }
+  static bool in_mount_ns(pid_t p, ino_t ns) noexcept {
+    struct stat st {};
+    return ::stat(("/proc/" + std::to_string(p) + "/ns/mnt").c_str(), &st) == 0 && st.st_ino == ns;
   }
   /// Live (not zombie) processes whose mount namespace has inode `ns`.
   static std::vector<pid_t> processes_in(ino_t ns) {
