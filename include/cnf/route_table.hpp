@@ -54,6 +54,10 @@ struct route_entry {
   std::string device;                     ///< a device route with no gateway
   std::optional<ip_address> source;       ///< preferred source (RTA_PREFSRC)
   std::uint32_t metric = 0;
+  /// The route's path MTU (RTA_METRICS / RTAX_MTU); 0 leaves it to the output device. For
+  /// a datapath that grows packets on a device it does not own (eBPF IP-in-IP on the
+  /// uplink), so that locally sent packets leave small enough to take the outer header.
+  std::uint32_t mtu = 0;
   friend bool operator==(const route_entry&, const route_entry&) = default;
 
   /// "10.0.0.0/26 via 192.168.1.2 dev eth0", "blackhole 10.0.0.0/26", for logs and errors.

@@ -40,6 +40,7 @@ struct kernel_route {
   std::vector<kernel_hop> hops;  // sorted; one for a single-path route (or a device route)
   std::optional<ip_address> prefsrc;
   std::uint32_t metric = 0;
+  std::uint32_t mtu = 0;  // RTAX_MTU in RTA_METRICS; 0: none
   unsigned char protocol = 0;
   friend bool operator==(const kernel_route&, const kernel_route&) = default;
 };
@@ -71,6 +72,12 @@ std::optional<kernel_route> parse(const nlmsghdr& nlh) {
   r.type = rt->rtm_type;
   r.protocol = rt->rtm_protocol;
   r.metric = netlink::detail::attr_u32(tb[RTA_PRIORITY]);
+  if (tb[RTA_METRICS]) {
+    const auto* at = static_cast<const nlattr*>(mnl_attr_get_payload(tb[RTA_METRICS]));
+    int alen = static_cast<int>(mnl_attr_get_payload_len(tb[RTA_METRICS]));
+    for (; mnl_attr_ok(at, alen); alen -= static_cast<int>(MNL_ALIGN(at->nla_len)), at = mnl_attr_next(at))
+      if (mnl_attr_get_type(at) == RTAX_MTU && mnl_attr_get_payload_len(at) >= sizeof(std::uint32_t)) r.mtu = mnl_attr_get_u32(at);
+  }
   ip_address a;
   if (netlink::detail::attr_addr(tb[RTA_PREFSRC], *fam, a)) r.prefsrc = a;
   if (r.type != RTN_UNICAST) return r;  // blackhole/unreachable: no next hops (IPv6 shows dev lo)
@@ -123,6 +130,11 @@ netlink::message route_msg(const kernel_route& r, std::uint32_t table, std::uint
     return m;
   }
   if (r.prefsrc) m.put_addr(RTA_PREFSRC, *r.prefsrc);
+  if (r.mtu) {
+    nlattr* metrics = m.begin_nest(RTA_METRICS);
+    m.put_u32(RTAX_MTU, r.mtu);
+    m.end_nest(metrics);
+  }
   const bool device_only = r.hops.size() == 1 && !r.hops[0].gateway;
   rt.rtm_scope = r.type == RTN_UNICAST && device_only && r.dst.family() == ip_family::v4 ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE;
   if (r.type != RTN_UNICAST) return m;
@@ -164,6 +176,7 @@ std::string describe(const kernel_route& r, const std::map<int, std::string>& na
     }
   }
   if (r.metric) s += " metric " + std::to_string(r.metric);
+  if (r.mtu) s += " mtu " + std::to_string(r.mtu);
   return s;
 }
 
@@ -185,6 +198,7 @@ std::string route_entry::to_string() const {
   }
   if (source) s += " src " + source->to_string();
   if (metric) s += " metric " + std::to_string(metric);
+  if (mtu) s += " mtu " + std::to_string(mtu);
   return s;
 }
 
@@ -365,6 +379,7 @@ struct route_table::state : std::enable_shared_from_this<route_table::state> {
       k.protocol = opts.protocol;
       k.metric = effective_metric(dst, e.metric);
       k.prefsrc = e.source;
+      k.mtu = k.type == RTN_UNICAST ? e.mtu : 0;
       bool ok = true;
       if (k.type == RTN_UNICAST) {
         if (e.next_hops.empty()) {

@@ -101,8 +101,10 @@ TEST_CASE("ipip: routes of both datapaths, and the eBPF map keys", "[unit][ipip]
   auto k = cnf::ipip::kernel_route(pfx("10.244.2.5/26"), ip("192.168.51.2"), "tunl0");
   CHECK(k.dst == pfx("10.244.2.0/26"));
   CHECK(k.next_hops == std::vector<cnf::route_next_hop>{{ip("192.168.51.2"), "tunl0", true}});
-  auto e = cnf::ipip::ebpf_route(pfx("10.244.2.0/26"), ip("192.168.50.254"), "eth0");
+  CHECK(k.mtu == 0);  // tunl0's own MTU applies
+  auto e = cnf::ipip::ebpf_route(pfx("10.244.2.0/26"), ip("192.168.50.254"), "eth0", 1480);
   CHECK(e.next_hops == std::vector<cnf::route_next_hop>{{ip("192.168.50.254"), "eth0", false}});
+  CHECK(e.mtu == 1480);
   auto key = cnf::ipip::lpm_key_of(pfx("10.244.2.77/26"));
   CHECK(key.prefixlen == 26);
   const auto* b = reinterpret_cast<const unsigned char*>(&key.addr);

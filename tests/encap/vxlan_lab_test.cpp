@@ -11,6 +11,8 @@
 #include "../support/process.hpp"
 #include "../support/root_gate.hpp"
 
+#include <cnf/plugins/local.hpp>
+
 #include <boost/json.hpp>
 
 #include <dirent.h>
@@ -178,7 +180,48 @@ TEST_CASE("vxlan in cnf lab: CrossSubnet encapsulates exactly the pairs across s
     CHECK(a.vxlan_pairs == every);
     CHECK(a.plain_pairs.empty());
 
+    // A second pool overlapping the first with another mode, written past `cnf apply` (which
+    // refuses overlaps) straight into the lab's datastore: the nodes name both pools in their
+    // status and keep Always; once it is gone, the first pool is valid again.
+    auto local = [&] {
+      cnf::local_datastore_options o;
+      o.dir = (L.dir / "datastore").string();
+      o.fsync = false;
+      auto ds = cnf::local_datastore::open(std::move(o));
+      REQUIRE(ds);
+      return cnf::any_datastore(std::move(*ds));
+    };
+    REQUIRE(local().create({"IPPool", "", "overlap", {}, R"({"cidr": "10.244.0.0/17", "vxlanMode": "Never", "ipipMode": "Never"})", ""}));
+    auto invalid_on = [&](const char* node) {
+      auto j = L.lab({"exec", node, "--", cnf_bin, "node", "status", "-o", "json"}).out;
+      return j.find("IPPool/overlap: spec.cidr 10.244.0.0/17 overlaps IPPool/default-ipv4-ippool") != std::string::npos &&
+             j.find("IPPool/default-ipv4-ippool: spec.cidr 10.244.0.0/16 overlaps IPPool/overlap") != std::string::npos;
+    };
+    bool named = false;
+    for (int i = 0; i < 40 && !named; ++i) {
+      named = invalid_on("k8s-w0") && invalid_on("k8s-m");
+      if (!named) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    CHECK(named);
+    for (auto& n : {"k8s-m", "k8s-w1", "k8s-w2", "k8s-w0"}) CHECK(sh("ip -n " + pre + n + " route show proto 81 | grep -c 'dev vxlan.calico'") == "3\n");
+    {
+      auto ds = local();
+      auto cur = ds.get({"IPPool", "", "overlap"});
+      REQUIRE(cur);
+      REQUIRE(ds.remove({"IPPool", "", "overlap"}, cur->revision));
+    }
+    bool valid = false;
+    for (int i = 0; i < 40 && !valid; ++i) {
+      valid = L.lab({"exec", "k8s-w0", "--", cnf_bin, "node", "status", "-o", "json"}).out.find("overlaps") == std::string::npos;
+      if (!valid) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    CHECK(valid);
+
     // Never: the devices go on every node; the nodes on one subnet still reach each other directly.
+    const auto tunnel_addr = sh("ip -n " + pre + "k8s-w1 -4 -o addr show dev vxlan.calico | awk '{print $4}' | cut -d/ -f1");
+    REQUIRE(tunnel_addr.size() > 1);
+    const auto addr = tunnel_addr.substr(0, tunnel_addr.size() - 1);
+    CHECK_THAT(L.lab({"exec", "k8s-m", "--", cnf_bin, "ipam", "show", "--ip", addr}).out, Contains("in use") && Contains("vxlan-tunnel-addr-k8s-w1"));
     set_mode("Never");
     bool gone = false;
     for (int i = 0; i < 40 && !gone; ++i) {
@@ -189,6 +232,13 @@ TEST_CASE("vxlan in cnf lab: CrossSubnet encapsulates exactly the pairs across s
     }
     CHECK(gone);
     for (auto& [n, _] : subnet_of_node) CHECK(sh("ip -n " + pre + n + " route show proto 81 | grep -c onlink") == "0\n");
+    // ... and each node's tunnel address goes back to the pool (Calico's allocator does the same).
+    bool released = false;
+    for (int i = 0; i < 40 && !released; ++i) {
+      released = L.lab({"exec", "k8s-m", "--", cnf_bin, "ipam", "show", "--ip", addr}).out.find("not assigned") != std::string::npos;
+      if (!released) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    CHECK(released);
     auto pr = L.lab({"ping", "--timeout-ms", "500"});
     CHECK(pr.status == 1);
     CHECK_THAT(pr.out, Contains("6 failed"));  // the pairs across subnets

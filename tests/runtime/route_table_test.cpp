@@ -108,6 +108,7 @@ std::vector<route_entry> sample() {
   r.push_back({.dst = pfx("fd12::/64"), .kind = route_entry::type::blackhole});
   r.push_back({.dst = pfx("10.7.0.0/24"), .next_hops = {{.gateway = addr("172.16.0.1"), .device = "d0", .onlink = true}},
                .source = addr("192.168.1.1"), .metric = 50});
+  r.push_back({.dst = pfx("10.9.0.0/24"), .next_hops = {{.gateway = addr("192.168.1.2"), .device = "d0"}}, .mtu = 1480});
   return r;
 }
 
@@ -164,6 +165,7 @@ TEST_CASE("route_table: nothing before ready; then add, identical untouched, rep
   CHECK(e.has("nexthop via fd00:2::2 dev d1 weight 1"));
   CHECK(e.has("blackhole fd12::/64"));
   CHECK(e.has("10.7.0.0/24 via 172.16.0.1 dev d0 src 192.168.1.1 metric 50 onlink"));
+  CHECK(e.has("10.9.0.0/24 via 192.168.1.2 dev d0 mtu 1480"));
 
   // Everything identical: nothing written.
   auto again = e.on_loop([&] { return rt.apply_now(); });
@@ -183,6 +185,32 @@ TEST_CASE("route_table: nothing before ready; then add, identical untouched, rep
   CHECK_FALSE(e.has("10.1.0.0/26"));
   CHECK(e.has("10.8.0.0/24 via 192.168.1.9 dev d0"));
   CHECK(rt.conflicts().empty());
+}
+
+TEST_CASE("route_table: a route's MTU is set, compared and changed in place", "[route_table]") {
+  env e;
+  cnf::route_table rt(e.loop, opts(false));
+  route_entry r{.dst = pfx("10.9.0.0/24"), .next_hops = {{.gateway = addr("192.168.1.2"), .device = "d0"}}, .mtu = 1480};
+  rt.set("encap", r);
+  REQUIRE(e.on_loop([&] { return rt.apply_now(); }));
+  INFO(e.ours());
+  CHECK(e.has("10.9.0.0/24 via 192.168.1.2 dev d0 mtu 1480"));
+  auto same = e.on_loop([&] { return rt.apply_now(); });
+  REQUIRE(same);
+  CHECK(*same == cnf::route_table_stats{});  // the MTU read back from the kernel compares equal
+  r.mtu = 1400;
+  rt.set("encap", r);
+  auto changed = e.on_loop([&] { return rt.apply_now(); });
+  REQUIRE(changed);
+  CHECK(changed->replaced == 1);
+  CHECK(e.has("10.9.0.0/24 via 192.168.1.2 dev d0 mtu 1400"));
+  r.mtu = 0;
+  rt.set("encap", r);
+  auto cleared = e.on_loop([&] { return rt.apply_now(); });
+  REQUIRE(cleared);
+  CHECK(cleared->replaced == 1);
+  CHECK(e.has("10.9.0.0/24 via 192.168.1.2 dev d0"));
+  CHECK_FALSE(e.has("mtu"));
 }
 
 TEST_CASE("route_table: owners by priority; the loser's route comes back when the winner withdraws", "[route_table]") {

@@ -462,8 +462,11 @@ void node_agent::set_encapsulation(cnf::any_encapsulation encap, cnf::any_ipam i
 // does not parse keeps the mode it had (the node keeps its working state) and is reported.
 std::vector<cnf::encap_pool> node_agent::read_pools() {
   std::vector<cnf::encap_pool> out;
+  std::set<std::string> readable;  // "IPPool/<name>" whose mode parsed
+  std::set<std::string> present;   // every "IPPool/<name>" there is (a deleted one is not reported)
   for (auto& [key, r] : sync_->cache(cnf::kinds::ip_pool)) {
     const std::string what = "IPPool/" + r.name;
+    present.insert(what);
     boost::system::error_code ec;
     auto v = boost::json::parse(r.spec, ec);
     if (ec || !v.is_object()) continue;  // the IPAM reports pools it cannot read
@@ -491,11 +494,43 @@ std::vector<cnf::encap_pool> node_agent::read_pools() {
       auto prev = std::find_if(pools_.begin(), pools_.end(), [&](auto& q) { return q.name == r.name; });
       if (prev == pools_.end()) continue;
       p.mode = prev->mode;
-    } else if (invalid_.erase(what)) {
-      log_.info(what + " is valid again");
     }
     out.push_back(std::move(p));
+    if (why.empty()) readable.insert(what);
   }
+  // Pools never overlap (cnf apply refuses it, as calicoctl does), but one written past the
+  // CLI may. Two overlapping pools that disagree on the mode leave it undecided for the
+  // blocks they share: both are named in the status and each keeps the mode it had; one
+  // this node did not have yet is left out, so the node keeps its working state.
+  const std::string field = encap_kind_of(prof_).pool_field;
+  std::set<std::string> disputed;
+  for (std::size_t i = 0; i < out.size(); ++i)
+    for (std::size_t j = i + 1; j < out.size(); ++j) {
+      if (!out[i].cidr.overlaps(out[j].cidr) || out[i].mode == out[j].mode) continue;
+      for (auto [a, b] : {std::pair(&out[i], &out[j]), std::pair(&out[j], &out[i])}) {
+        const std::string what = "IPPool/" + a->name;
+        const std::string why = what + ": spec.cidr " + a->cidr.to_string() + " overlaps IPPool/" + b->name + " (" + b->cidr.to_string() +
+                                ") whose spec." + field + " differs; both keep their previous mode";
+        if (invalid_.count(what) == 0 || invalid_[what] != why) {
+          if (!invalid_.count(what)) ++invalid_seen_;
+          log_.warn(why);
+        }
+        invalid_[what] = why;
+        disputed.insert(a->name);
+      }
+    }
+  for (auto& p : out) {
+    const std::string what = "IPPool/" + p.name;
+    if (!disputed.count(p.name)) {
+      if (readable.count(what) && invalid_.erase(what)) log_.info(what + " is valid again");
+      continue;
+    }
+    auto prev = std::find_if(pools_.begin(), pools_.end(), [&](auto& q) { return q.name == p.name; });
+    if (prev != pools_.end()) p = *prev;
+    else p.name.clear();  // left out below
+  }
+  std::erase_if(out, [](const cnf::encap_pool& p) { return p.name.empty(); });
+  std::erase_if(invalid_, [&](const auto& kv) { return kv.first.starts_with("IPPool/") && !present.count(kv.first); });
   return out;
 }
 
@@ -579,9 +614,63 @@ void node_agent::recalculate_encap(const std::map<std::string, cnf::remote_node>
   }
   encap_told_ = now;
   if (auto r = encap_.apply(); !r) return encap_failed(r.error().message);
+  if (wanted) {
+    tunnel_dropped_ = false;
+  } else if (!tunnel_dropped_) {
+    drop_tunnel_address();
+    if (!tunnel_dropped_) return;
+  }
   if (!encap_error_.empty()) log_.info("encapsulation: working again");
   encap_error_.clear();
-  write_tunnel_fields();
+  if (wanted) write_tunnel_fields();
+}
+
+// Every pool's mode is Never and the part took its device down: this node's tunnel address
+// leaves its Node (so no other node routes to it) and then goes back to the pool, as Calico's
+// tunnel address allocator does. A later Always assigns one afresh. Done once per switch to
+// Never; a failure is retried by encap_failed's timer.
+void node_agent::drop_tunnel_address() {
+  const auto& kind = encap_kind_of(prof_);
+  const bool vx = &kind == &vxlan_kind;
+  auto& slot = vx ? self_.vxlan_tunnel_address : self_.ipip_tunnel_address;
+  auto on_node = [&](const cnf::model::node& n) {
+    return vx ? n.ipv4_vxlan_tunnel_addr.has_value() || n.vxlan_tunnel_mac_addr.has_value() : n.bgp && n.bgp->ipv4_ipip_tunnel_addr;
+  };
+  const std::string field = vx ? "ipv4VXLANTunnelAddr" : "bgp.ipv4IPIPTunnelAddr";
+  for (int attempt = 0;; ++attempt) {
+    if (attempt == 5) return encap_failed("Node/" + name_ + " kept changing while removing its " + field);
+    auto cur = ds_.get({std::string(cnf::kinds::node), "", name_});
+    if (!cur && cur.error().code == cnf::errc::not_found) break;
+    if (!cur) return encap_failed("remove Node/" + name_ + " " + field + ": " + cur.error().message);
+    auto n = cnf::model::parse_node(*cur);
+    if (!n) return encap_failed(n.error().message);
+    if (!on_node(*n)) break;
+    n->revision = cur->revision;
+    if (vx) {
+      n->ipv4_vxlan_tunnel_addr.reset();
+      n->vxlan_tunnel_mac_addr.reset();
+    } else {
+      n->bgp->ipv4_ipip_tunnel_addr.reset();
+    }
+    auto w = ds_.update(cnf::model::to_resource(*n));
+    if (w) {
+      log_.info("Node/" + name_ + ": " + field + " removed (every pool's " + kind.pool_field + " is Never)");
+      break;
+    }
+    if (w.error().code != cnf::errc::conflict) return encap_failed("remove Node/" + name_ + " " + field + ": " + w.error().message);
+  }
+  if (ipam_) {
+    const std::string handle = kind.handle_prefix + name_;
+    auto held = ipam_.addresses_of(handle);
+    if (!held) return encap_failed("tunnel address: " + held.error().message);
+    if (!held->empty()) {
+      if (auto r = ipam_.release_handle(handle); !r) return encap_failed("release " + handle + ": " + r.error().message);
+      log_.info(std::string(kind.owner) + ": released this node's tunnel address " + held->front().to_string() + " (" + handle + ")");
+    }
+  }
+  slot.reset();
+  tunnel_ = {};
+  tunnel_dropped_ = true;
 }
 
 // spec.ipv4VXLANTunnelAddr and spec.vxlanTunnelMACAddr of this node's Node, as the device has

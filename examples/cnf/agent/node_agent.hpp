@@ -82,6 +82,7 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   bool ensure_tunnel_address(const std::vector<cnf::encap_pool>& pools);
   void write_tunnel_fields();
   void write_ipip_tunnel_field();
+  void drop_tunnel_address();
   void encap_failed(const std::string& what);
 
   void register_node();
@@ -114,6 +115,7 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   cnf::any_encapsulation encap_;
   cnf::any_ipam ipam_;
   bool encap_started_ = false;
+  bool tunnel_dropped_ = false;  ///< every pool Never: this node's tunnel address released and off its Node
   std::map<std::string, cnf::remote_node> encap_told_;     // what the encapsulation part was last told
   std::vector<cnf::encap_pool> pools_;                      // the last valid pools (IPPool spec.vxlanMode)
   cnf::tunnel_info tunnel_;

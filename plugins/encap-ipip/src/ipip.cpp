@@ -66,10 +66,11 @@ route_entry kernel_route(const ip_prefix& block, const ip_address& node, const s
   return e;
 }
 
-route_entry ebpf_route(const ip_prefix& block, const ip_address& next_hop, const std::string& uplink) {
+route_entry ebpf_route(const ip_prefix& block, const ip_address& next_hop, const std::string& uplink, unsigned mtu) {
   route_entry e;
   e.dst = block.canonical();
   e.next_hops.push_back({next_hop, uplink, false});
+  e.mtu = mtu;
   return e;
 }
 
@@ -239,6 +240,8 @@ result<void> encapsulation::ensure_ebpf(int uplink, unsigned mtu, const ip_addre
   datapath_note_ = "datapath ebpf: tc programs on " + uplink_ + " (no kernel ipip device)";
   tunnel_info t{uplink_, self_.ipip_tunnel_address, std::nullopt, mtu};
   if (t != tunnel_) {
+    if (t.mtu != tunnel_.mtu)
+      for (auto& [name, _] : nodes_) dirty_.insert(name);  // the routes carry the MTU
     tunnel_ = t;
     if (sink_) sink_->tunnel_changed(tunnel_);
   }
@@ -307,7 +310,7 @@ result<std::optional<route_entry>> encapsulation::route_to(const ip_prefix& bloc
   if (b.error_of(0)) return netlink::request_batch::describe(b.at(0));
   if (!got) return std::optional<route_entry>();
   if (bpf_ && got->oif != bpf_->ifindex()) return std::optional<route_entry>();
-  return std::optional<route_entry>(ebpf_route(block, got->gateway ? *got->gateway : node, uplink_));
+  return std::optional<route_entry>(ebpf_route(block, got->gateway ? *got->gateway : node, uplink_, tunnel_.mtu));
 }
 
 result<void> encapsulation::apply() {

@@ -83,8 +83,10 @@ struct lpm_key {
 lpm_key lpm_key_of(const ip_prefix& block);
 /// An IPv4 address as the program compares it (network order in a host integer).
 std::uint32_t be32_of(const ip_address& a);
-/// A route through the uplink toward `next_hop` (the node itself or the router to it).
-route_entry ebpf_route(const ip_prefix& block, const ip_address& next_hop, const std::string& uplink);
+/// A route through the uplink toward `next_hop` (the node itself or the router to it), with
+/// the tunnel's MTU as the route's: the program adds 20 bytes on a device whose own MTU it
+/// does not lower, so what the node itself sends must leave that much smaller.
+route_entry ebpf_route(const ip_prefix& block, const ip_address& next_hop, const std::string& uplink, unsigned mtu);
 
 /// The loaded program pair and its maps, attached to one interface of this thread's
 /// namespace (libbpf, tc clsact). Not pinned; detach() (or the destructor) takes the filters
