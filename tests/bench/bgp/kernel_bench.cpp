@@ -58,6 +58,22 @@ void check_interrupt() {
 double secs(clk::duration d) { return std::chrono::duration<double>(d).count(); }
 std::int64_t mono_ns() { return std::chrono::duration_cast<std::chrono::nanoseconds>(clk::now().time_since_epoch()).count(); }
 
+/// User + system CPU seconds a process has used (from /proc/PID/stat).
+double cpu_seconds(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(f)), {});
+  auto rp = all.rfind(')');
+  if (rp == std::string::npos) return 0;
+  std::istringstream in(all.substr(rp + 2));
+  std::string x;
+  unsigned long long ut = 0, st = 0;
+  for (int field = 3; field <= 15 && in >> x; ++field) {
+    if (field == 14) ut = std::stoull(x);
+    if (field == 15) st = std::stoull(x);
+  }
+  return double(ut + st) / double(::sysconf(_SC_CLK_TCK));
+}
+
 long vm_hwm_kib(pid_t pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/status");
   std::string k;
@@ -281,6 +297,7 @@ struct cnf_receiver {
   int out = -1;
   std::string buf;
   ~cnf_receiver() {
+    if (pid > 0 && std::getenv("BGP_BENCH_HEAPTRACK")) ::kill(-pid, SIGTERM);
     stop_pid(pid, true);
     if (out >= 0) ::close(out);
   }
@@ -295,6 +312,12 @@ struct cnf_receiver {
       int nsfd = ::open(ns.path().c_str(), O_RDONLY);
       if (nsfd < 0 || ::setns(nsfd, CLONE_NEWNET) != 0) ::_exit(120);
       ::dup2(p[1], 1);
+      ::setpgid(0, 0);  // its own group: a heaptrack wrapper and its child stop together
+      if (const char* ht = std::getenv("BGP_BENCH_HEAPTRACK")) {  // where the receiver's memory goes
+        const char* argv[] = {"heaptrack", "-o", ht, self.c_str(), "--receiver", nstr.c_str(), nullptr};
+        ::execvp("heaptrack", const_cast<char* const*>(argv));
+        ::_exit(122);
+      }
       const char* argv[] = {self.c_str(), "--receiver", nstr.c_str(), nullptr};
       ::execv(self.c_str(), const_cast<char* const*>(argv));
       ::_exit(121);
@@ -410,6 +433,7 @@ struct figures {
   std::size_t n = 0;
   double bird_s = -1, cnf_s = -1, cnf_sink_s = -1;
   long bird_kib = 0, cnf_kib = 0;
+  double bird_cpu = 0, cnf_cpu = 0;
   double poll_max_dump = 0;
 };
 
@@ -448,12 +472,28 @@ figures run_once(std::size_t n) {
     if (!r.done) throw std::runtime_error("BIRD: not all routes reached the kernel");
     fig.bird_s = secs(r.at - up);
     fig.bird_kib = vm_hwm_kib(b.pid);
+    fig.bird_cpu = cpu_seconds(b.pid);
     fig.poll_max_dump = std::max(fig.poll_max_dump, r.max_dump);
   }
   {  // cnf
     route_counter rc(ns_cnf);
     cnf_receiver c;
     c.start(ns_cnf, n);
+    pid_t perf = 0;  // BGP_BENCH_PERF=FILE: perf record of the receiver (where its time goes)
+    if (const char* out = std::getenv("BGP_BENCH_PERF")) {
+      perf = ::fork();
+      if (perf == 0) {
+        std::string pid = std::to_string(c.pid);
+        ::execlp("perf", "perf", "record", "-q", "-g", "-F", "999", "-o", out, "-p", pid.c_str(), static_cast<char*>(nullptr));
+        ::_exit(127);
+      }
+    }
+    struct perf_stop {
+      pid_t& p;
+      ~perf_stop() {
+        if (p > 0) { ::kill(p, SIGINT); ::waitpid(p, nullptr, 0); }
+      }
+    } stop_perf{perf};
     auto up = c.wait_line("ESTABLISHED", 30s);
     if (!up) throw std::runtime_error("cnf's session did not come up");
     auto r = wait_routes(rc, rtprot_cnf, n, 120s);
@@ -461,6 +501,7 @@ figures run_once(std::size_t n) {
     auto up_at = clk::time_point(std::chrono::nanoseconds(*up));
     fig.cnf_s = secs(r.at - up_at);
     fig.cnf_kib = vm_hwm_kib(c.pid);
+    fig.cnf_cpu = cpu_seconds(c.pid);
     if (auto s = c.wait_line("SINK_ALL", 1s)) fig.cnf_sink_s = secs(clk::time_point(std::chrono::nanoseconds(*s)) - up_at);
     fig.poll_max_dump = std::max(fig.poll_max_dump, r.max_dump);
   }
@@ -501,9 +542,10 @@ int main(int argc, char** argv) {
   try {
     for (auto n : ns) {
       auto f = run_once(n);
-      std::printf("N=%zu  BIRD: %.3f s %.1f MiB  cnf: %.3f s (all at the sink %.3f s) %.1f MiB  cnf/BIRD: time %.2fx memory %.2fx  (poll: dump <= %.3f s)\n",
-                  f.n, f.bird_s, f.bird_kib / 1024.0, f.cnf_s, f.cnf_sink_s, f.cnf_kib / 1024.0, f.cnf_s / f.bird_s,
-                  double(f.cnf_kib) / double(f.bird_kib), f.poll_max_dump);
+      std::printf("N=%zu  BIRD: %.3f s %.1f MiB (cpu %.2f s)  cnf: %.3f s (all at the sink %.3f s) %.1f MiB (cpu %.2f s)"
+                  "  cnf/BIRD: time %.2fx memory %.2fx cpu %.2fx  (poll: dump <= %.3f s)\n",
+                  f.n, f.bird_s, f.bird_kib / 1024.0, f.bird_cpu, f.cnf_s, f.cnf_sink_s, f.cnf_kib / 1024.0, f.cnf_cpu, f.cnf_s / f.bird_s,
+                  double(f.cnf_kib) / double(f.bird_kib), f.cnf_cpu / f.bird_cpu, f.poll_max_dump);
       std::fflush(stdout);
     }
   } catch (const std::exception& e) {
