@@ -390,6 +390,7 @@ int receiver_main(std::size_t n) {
   cnf::route_table::options ro;
   ro.protocol = rtprot_cnf;
   ro.log = &log;
+  if (std::getenv("BGP_BENCH_NO_WATCH")) ro.watch_kernel = false;  // to measure what the kernel watch costs
   std::unique_ptr<cnf::route_table> rt;
   std::unique_ptr<counting_sink> sink;
   std::unique_ptr<cnf::bgp::routing> part;
@@ -416,6 +417,10 @@ int receiver_main(std::size_t n) {
     int sig = 0;
     sigwait(&set, &sig);
     loop.post([&] {
+      if (rt) {
+        auto t = rt->totals();
+        std::fprintf(stderr, "cnf receiver: route table totals: %zu added, %zu replaced, %zu deleted, %zu batches\n", t.added, t.replaced, t.deleted, t.batches);
+      }
       if (part) part->stop();
       part.reset();
       sink.reset();
