@@ -1,5 +1,7 @@
 #include <cnf/bgp/rib.hpp>
 
+#include <boost/container/small_vector.hpp>
+
 #include <algorithm>
 
 CNF_BEGIN_NAMESPACE
@@ -60,12 +62,27 @@ bool multipath_equal(const path& a, const path& b) {
 }
 
 namespace {
-bool same_best(const rib::entry& e, const std::vector<path>& before, std::size_t n) {
-  if (e.multipath != n) return false;
-  for (std::size_t i = 0; i < n; ++i) {
+// What identifies a best set, without copying its paths (no allocation for the usual one
+// or few paths of a prefix).
+struct best_key {
+  peer_id from;
+  ip_address next_hop;
+  const path_attributes* attrs;
+};
+using best_keys = boost::container::small_vector<best_key, 4>;
+
+best_keys keys_of(const rib::entry& e) {
+  best_keys k;
+  for (std::size_t i = 0; i < e.multipath; ++i) k.push_back({e.paths[i].from, e.paths[i].next_hop, e.paths[i].attrs.get()});
+  return k;
+}
+
+bool same_best(const rib::entry& e, const best_keys& before) {
+  if (e.multipath != before.size()) return false;
+  for (std::size_t i = 0; i < before.size(); ++i) {
     const auto& a = e.paths[i];
     const auto& b = before[i];
-    if (a.from != b.from || a.next_hop != b.next_hop || a.attrs != b.attrs) return false;
+    if (a.from != b.from || a.next_hop != b.next_hop || a.attrs.get() != b.attrs) return false;
   }
   return true;
 }
@@ -82,13 +99,13 @@ bool rib::reselect(entry& e) {
 
 bool rib::update(const ip_prefix& prefix, path p) {
   auto& e = table_[prefix];
-  std::vector<path> before(e.paths.begin(), e.paths.begin() + static_cast<std::ptrdiff_t>(e.multipath));
-  const std::size_t n = e.multipath;
+  const auto before = keys_of(e);
   auto it = std::find_if(e.paths.begin(), e.paths.end(), [&](const path& x) { return x.from == p.from; });
   if (it != e.paths.end()) *it = std::move(p);
   else e.paths.push_back(std::move(p));
-  reselect(e);
-  return !same_best(e, before, n);
+  if (e.paths.size() > 1) reselect(e);
+  else e.multipath = 1;
+  return !same_best(e, before);
 }
 
 bool rib::withdraw(const ip_prefix& prefix, peer_id from) {
@@ -97,11 +114,10 @@ bool rib::withdraw(const ip_prefix& prefix, peer_id from) {
   auto& e = t->second;
   auto it = std::find_if(e.paths.begin(), e.paths.end(), [&](const path& x) { return x.from == from; });
   if (it == e.paths.end()) return false;
-  std::vector<path> before(e.paths.begin(), e.paths.begin() + static_cast<std::ptrdiff_t>(e.multipath));
-  const std::size_t n = e.multipath;
+  const auto before = keys_of(e);
   e.paths.erase(it);
   reselect(e);
-  bool changed = !same_best(e, before, n);
+  bool changed = !same_best(e, before);
   if (e.paths.empty()) table_.erase(t);
   return changed;
 }

@@ -136,12 +136,17 @@ void speaker::stop(std::string why) {
 void speaker::originate(const ip_prefix& prefix) {
   auto pfx = prefix.canonical();
   if (!originated_.insert(pfx).second) return;
-  auto a = std::make_shared<path_attributes>();
-  a->origin = origin_type::igp;
+  // One attribute set for every originated prefix: shared, they cost one pointer each in the
+  // RIB, and the export groups them into full UPDATEs (a set per prefix meant an UPDATE per prefix).
+  static const std::shared_ptr<const path_attributes> originated_attrs = [] {
+    auto a = std::make_shared<path_attributes>();
+    a->origin = origin_type::igp;
+    return std::shared_ptr<const path_attributes>(std::move(a));
+  }();
   path p;
   p.from = local_peer;
   p.peer_router_id = cfg_.router_id;
-  p.attrs = std::move(a);
+  p.attrs = originated_attrs;
   if (rib_.update(pfx, std::move(p))) changed(pfx);
   flush();
 }

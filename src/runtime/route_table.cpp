@@ -45,6 +45,22 @@ struct kernel_route {
   friend bool operator==(const kernel_route&, const kernel_route&) = default;
 };
 
+// Whether the kernel's route `have` is what `want` asks for. A next hop wanted without a
+// device (a gateway the kernel resolves) matches the device the kernel chose: comparing the
+// index too made every apply rewrite every such route (all of BGP's, 2.3 writes per route
+// in tests/bench/bgp/kernel_bench at 100k routes).
+bool satisfies(const kernel_route& have, const kernel_route& want) {
+  if (have.dst != want.dst || have.type != want.type || have.prefsrc != want.prefsrc || have.metric != want.metric ||
+      have.protocol != want.protocol || have.hops.size() != want.hops.size())
+    return false;
+  for (std::size_t i = 0; i < want.hops.size(); ++i) {
+    const auto& h = have.hops[i];
+    const auto& w = want.hops[i];
+    if (h.gateway != w.gateway || h.onlink != w.onlink || (w.oif != 0 && h.oif != w.oif)) return false;
+  }
+  return true;
+}
+
 std::uint32_t effective_metric(const ip_prefix& dst, std::uint32_t m) {
   return dst.family() == ip_family::v6 && m == 0 ? 1024 : m;  // the kernel's IPv6 default
 }
@@ -228,8 +244,8 @@ struct route_table::state : std::enable_shared_from_this<route_table::state> {
     if (opts.log && opts.log->enabled(l)) opts.log->write(l, "route table: " + m);
   }
 
-  // Winners by destination; caller holds mu.
-  std::map<ip_prefix, route_entry> winners() const {
+  // Winners by destination, pointing into `wanted` (no copy of the routes); caller holds mu.
+  std::map<ip_prefix, std::pair<int, const route_entry*>> winner_ptrs() const {
     std::map<ip_prefix, std::pair<int, const route_entry*>> best;
     for (const auto& [owner, routes] : wanted) {
       auto p = priority.find(owner);
@@ -239,8 +255,13 @@ struct route_table::state : std::enable_shared_from_this<route_table::state> {
         if (!fresh && prio > it->second.first) it->second = {prio, &r};  // ties: first owner by name
       }
     }
+    return best;
+  }
+
+  // Winners by destination; caller holds mu.
+  std::map<ip_prefix, route_entry> winners() const {
     std::map<ip_prefix, route_entry> out;
-    for (auto& [dst, pr] : best) out.emplace(dst, *pr.second);
+    for (auto& [dst, pr] : winner_ptrs()) out.emplace(dst, *pr.second);
     return out;
   }
 
@@ -339,11 +360,9 @@ struct route_table::state : std::enable_shared_from_this<route_table::state> {
   }
 
   result<route_table_stats> apply() {
-    std::map<ip_prefix, route_entry> want;
-    {
-      std::lock_guard l(mu);
-      want = winners();
-    }
+    // The kernel first (I/O, without the lock), then the diff under the lock against the
+    // wanted routes in place: copying them all on every apply cost ~250 bytes per route of
+    // transient memory and most of the page faults at 100k routes (tests/bench/bgp).
     auto names = links();
     if (!names) return std::move(names).error();
     auto have = kernel_routes();
@@ -351,24 +370,26 @@ struct route_table::state : std::enable_shared_from_this<route_table::state> {
     std::map<int, std::string> index_names;
     for (auto& [n, i] : *names) index_names.emplace(i, n);
 
-    std::map<std::pair<ip_prefix, std::uint32_t>, kernel_route> ours;  // (dst, metric)
+    std::map<std::pair<ip_prefix, std::uint32_t>, std::pair<const kernel_route*, bool>> ours;  // (dst, metric) -> (route, kept)
     std::set<ip_prefix> foreign;
     for (auto& k : *have) {
-      if (k.protocol == opts.protocol) ours.emplace(std::pair(k.dst, k.metric), k);
+      if (k.protocol == opts.protocol) ours.emplace(std::pair(k.dst, k.metric), std::pair(&k, false));
       else foreign.insert(k.dst);
     }
+    std::unique_lock want_lock(mu);
+    const auto want = winner_ptrs();
 
     std::vector<std::string> errors;
     std::set<std::string> now_conflicting;
     std::vector<std::pair<kernel_route, std::uint16_t>> writes;  // route, flags (0: delete)
-    std::set<std::pair<ip_prefix, std::uint32_t>> keep;
     auto index_of = [&](const std::string& dev, const route_entry& r) -> std::optional<int> {
       auto it = names->find(dev);
       if (it != names->end()) return it->second;
       errors.push_back(r.to_string() + ": device '" + dev + "' does not exist");
       return std::nullopt;
     };
-    for (const auto& [dst, e] : want) {
+    for (const auto& [dst, pe] : want) {
+      const route_entry& e = *pe.second;
       if (foreign.contains(dst)) {
         now_conflicting.insert(dst.to_string());
         continue;
@@ -404,26 +425,24 @@ struct route_table::state : std::enable_shared_from_this<route_table::state> {
           std::sort(k.hops.begin(), k.hops.end());
         }
       }
-      if (!ok) {
-        keep.insert({dst, k.metric});  // leave what is there until the device appears
-        continue;
-      }
-      keep.insert({dst, k.metric});
       auto it = ours.find({dst, k.metric});
+      if (it != ours.end()) it->second.second = true;
+      if (!ok) continue;  // leave what is there until the device appears
       if (it == ours.end()) {
         writes.emplace_back(k, NLM_F_CREATE | NLM_F_EXCL);
-      } else if (!(it->second == k)) {
+      } else if (!satisfies(*it->second.first, k)) {
         // An IPv6 multipath route is not replaced in place by the kernel: delete, then add.
-        if (dst.family() == ip_family::v6 && (it->second.hops.size() > 1 || k.hops.size() > 1)) {
-          writes.emplace_back(it->second, 0);
+        if (dst.family() == ip_family::v6 && (it->second.first->hops.size() > 1 || k.hops.size() > 1)) {
+          writes.emplace_back(*it->second.first, 0);
           writes.emplace_back(k, NLM_F_CREATE | NLM_F_EXCL);
         } else {
           writes.emplace_back(k, NLM_F_CREATE | NLM_F_REPLACE);
         }
       }
     }
+    want_lock.unlock();
     for (const auto& [key, k] : ours)
-      if (!keep.contains(key)) writes.emplace_back(k, 0);
+      if (!k.second) writes.emplace_back(*k.first, 0);
     // Deletions first, so an add that replaces a route of another metric finds room.
     std::stable_partition(writes.begin(), writes.end(), [](const auto& w) { return w.second == 0; });
 
