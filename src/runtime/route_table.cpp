@@ -51,7 +51,7 @@ struct kernel_route {
 // in tests/bench/bgp/kernel_bench at 100k routes).
 bool satisfies(const kernel_route& have, const kernel_route& want) {
   if (have.dst != want.dst || have.type != want.type || have.prefsrc != want.prefsrc || have.metric != want.metric ||
-      have.protocol != want.protocol || have.hops.size() != want.hops.size())
+      have.mtu != want.mtu || have.protocol != want.protocol || have.hops.size() != want.hops.size())
     return false;
   for (std::size_t i = 0; i < want.hops.size(); ++i) {
     const auto& h = have.hops[i];
