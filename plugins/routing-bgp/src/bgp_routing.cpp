@@ -354,7 +354,9 @@ struct routing::impl {
       st.info += (st.info.empty() ? "" : "; ") + socket_error[x.name];
     if (x.state == session_state::established) socket_error.erase(x.name);
     to_host([st = std::move(st)](impl& m) {
-      auto& cur = (*m.status)[st.name];
+      auto it = m.status->find(st.name);
+      if (it == m.status->end()) return;  // removed since (its last Idle comes after)
+      auto& cur = it->second;
       bool same_state = cur.state == st.state;
       auto since = cur.since;
       cur = st;
