@@ -14,6 +14,7 @@
 #include "../support/process.hpp"
 #include "../support/root_gate.hpp"
 
+#include <cnf/model/node.hpp>
 #include <cnf/plugins/local.hpp>
 
 #include <boost/json.hpp>
@@ -179,14 +180,17 @@ TEST_CASE("BGPPeer and BGPConfiguration applied live: only the sessions a change
   CHECK_THAT(L.cnf({"get", "bgppeers"}).out, !Contains("bad1"));
 
   // 5. A bad BGPPeer written past `cnf apply`: the agent reports it and keeps its sessions.
-  {
+  auto datastore = [&] {
     cnf::local_datastore_options o;
     o.dir = (L.dir / "datastore").string();
     o.fsync = false;
     auto ds = cnf::local_datastore::open(std::move(o));
     REQUIRE(ds);
+    return cnf::any_datastore(std::move(*ds));
+  };
+  {
     cnf::resource r{"BGPPeer", "", "broken", {}, R"({"peerIP": "10.0.0.300", "asNumber": 64513})", ""};
-    REQUIRE(cnf::any_datastore(std::move(*ds)).create(r));
+    REQUIRE(datastore().create(r));
   }
   CHECK(wait_for([&] { return bj::serialize(L.status("node-1")["invalid"]).find("BGPPeer/broken: spec.peerIP") != std::string::npos; }));
   CHECK_THAT(L.agent_log("node-1"), Contains("BGPPeer/broken: spec.peerIP: '10.0.0.300' is not an IP address"));
@@ -202,4 +206,30 @@ TEST_CASE("BGPPeer and BGPConfiguration applied live: only the sessions a change
   CHECK(count(L.agent_log("node-1"), "peer bird-n1 (10.100.0.1): Established") == 1);
   CHECK(count(L.agent_log("node-2"), "peer bird-n2 (10.100.0.1): Established") == 1);
   CHECK(n1_since.find("Established") != std::string::npos);
+
+  // 7. Route reflection chosen by label, as Calico: node-1 labelled route-reflector=true with a
+  // cluster id (its speaker restarts: the id is in its OPENs), every node peers with it.
+  {
+    auto ds = datastore();
+    auto cur = ds.get({"Node", "", "node-1"});
+    REQUIRE(cur);
+    auto n = cnf::model::parse_node(*cur);
+    REQUIRE(n);
+    n->labels["route-reflector"] = "true";
+    n->bgp->route_reflector_cluster_id = "224.0.0.1";
+    auto res = cnf::model::to_resource(*n);
+    res.revision = cur->revision;
+    REQUIRE(ds.update(res));
+  }
+  REQUIRE(apply("rr.yaml", "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-rr\n"
+                           "spec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n")
+              .status == 0);
+  CHECK(wait_for([&] { return peer_state(L.status("node-2"), "node-1") == "Established"; }));
+  CHECK(wait_for([&] { return peer_state(L.status("node-1"), "node-2") == "Established"; }));
+  INFO("node-1: " << bj::serialize(L.status("node-1")["routing"]) << "\nnode-2: " << bj::serialize(L.status("node-2")["routing"]) << "\n"
+                  << L.agent_log("node-1").substr(L.agent_log("node-1").size() > 3000 ? L.agent_log("node-1").size() - 3000 : 0));
+  CHECK_THAT(L.agent_log("node-1"), Contains("route reflector cluster 224.0.0.1"));
+  // BIRD's prefix reaches node-1 through node-2 over the reflector session; node-2's BIRD session untouched.
+  CHECK(wait_for([&] { return L.run({"exec", "node-1", "--", "ip", "route", "show", "proto", "81"}).out.find("10.200.1.0/24 via 10.100.0.11") != std::string::npos; }));
+  CHECK(b.line("n2") == n2_since);
 }

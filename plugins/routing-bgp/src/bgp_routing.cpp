@@ -565,6 +565,13 @@ result<void> routing::start(const node_info& self, routing_sink& sink) {
   c.families = {ipv4_unicast, ipv6_unicast};
   c.restart_time = m.set.graceful_restart_time;
   m.sp = std::make_unique<speaker>(std::move(c));
+  // A restart (configure) starts from nothing: no timer or neighbor of the last run survives.
+  m.quit = false;
+  m.timers.clear();
+  m.neighbors.clear();
+  m.transports.clear();
+  m.socket_error.clear();
+  m.commands.clear();
 
   m.epfd = ::epoll_create1(EPOLL_CLOEXEC);
   m.evfd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
