@@ -3,7 +3,8 @@
 // Resources in Calico's projectcalico.org/v3 shape (IPPool, IPAMConfiguration,
 // IPReservation, NetworkPolicy, GlobalNetworkPolicy, NetworkSet, GlobalNetworkSet), the
 // Kubernetes NetworkPolicy (networking.k8s.io/v1, stored as KubernetesNetworkPolicy) and v1
-// Namespace objects (their labels, for namespaceSelector), in YAML or JSON, one document or
+// Namespace objects (their labels, for namespaceSelector), BGPPeer and BGPConfiguration
+// (validated with cnf/model/bgp.hpp, the parsers the agents read them with), in YAML or JSON, one document or
 // many, a List (or <Kind>List) too. apply validates every document (the policy kinds with
 // the policy calculation's own parsers, so what apply accepts the agents can program), and
 // the whole set against what the datastore holds (overlapping pools, changed CIDRs,
