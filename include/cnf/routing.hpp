@@ -29,6 +29,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,7 +51,27 @@ struct peer_config {
   ip_address address;
   std::uint32_t asn = 0;
   std::string type = "global";  ///< "global", "node specific"
+  std::optional<std::string> password;  ///< TCP MD5 key; none: the part's own (profile) password
+  std::uint16_t port = 0;               ///< the peer's BGP port; 0: the part's listen port
+  bool keep_original_next_hop = false;  ///< routes to it keep the next hop they were learned with
+  std::uint32_t max_restart_time = 0;   ///< seconds (graceful restart); 0: the part's default
+  bool bind_source = true;              ///< connect from the node's address (Calico's sourceAddress UseNodeIP)
+  bool route_reflector = false;         ///< a route reflector of this node's own cluster (not its client)
   friend bool operator==(const peer_config&, const peer_config&) = default;
+};
+
+/// The cluster's routing configuration (Calico's BGPConfiguration `default`, with a node's
+/// `node.<name>` over it). Unset fields: the part's own settings from the profile. A part
+/// applies a change live and touches only the sessions it concerns: the mesh going takes only
+/// the mesh sessions; a new default AS restarts the sessions whose AS changed; a new listen
+/// port or local AS restarts every session (both are in every OPEN or connection).
+struct routing_config {
+  std::optional<std::uint32_t> as_number;      ///< the cluster's default AS
+  std::optional<bool> node_to_node_mesh;       ///< nodeToNodeMeshEnabled
+  std::optional<std::uint16_t> listen_port;    ///< listenPort
+  std::optional<std::string> mesh_password;    ///< nodeMeshPassword (resolved)
+  std::optional<std::string> route_reflector_cluster_id;  ///< this node's Node spec.bgp.routeReflectorClusterID
+  friend bool operator==(const routing_config&, const routing_config&) = default;
 };
 
 /// A peer as `cnf node status` shows it (calicoctl's columns). For direct routing the
@@ -96,6 +117,8 @@ template <class T> concept rt_advertise = requires(T& t, const ip_prefix& p) { {
 template <class T> concept rt_withdraw = requires(T& t, const ip_prefix& p) { { t.withdraw(p) } -> returns<void>; };
 template <class T> concept rt_status = requires(T& t) { { t.status() } -> returns<routing_status>; };
 template <class T> concept rt_stop = requires(T& t) { { t.stop() } -> returns<void>; };
+/// Optional: configure(routing_config) (a part without it answers errc::unsupported).
+template <class T> concept rt_configure = requires(T& t, const routing_config& c) { { t.configure(c) } -> returns<void>; };
 }  // namespace detail
 
 /// A routing part: start(self, sink), set_node(self), upsert_node(remote), remove_node(name),
@@ -133,6 +156,7 @@ struct routing_iface {
   virtual result<void> withdraw(const ip_prefix& p) noexcept = 0;
   virtual result<routing_status> status() noexcept = 0;
   virtual result<void> stop() noexcept = 0;
+  virtual result<void> configure(const routing_config& c) noexcept = 0;
 };
 
 template <class T>
@@ -149,6 +173,10 @@ struct routing_model final : routing_iface {
   result<void> withdraw(const ip_prefix& p) noexcept override { return call<void>([&] { return impl.withdraw(p); }); }
   result<routing_status> status() noexcept override { return call<routing_status>([&] { return impl.status(); }); }
   result<void> stop() noexcept override { return call<void>([&] { return impl.stop(); }); }
+  result<void> configure(const routing_config& c) noexcept override {
+    if constexpr (rt_configure<T>) return call<void>([&] { return impl.configure(c); });
+    else return error(errc::unsupported, "this routing part takes no cluster routing configuration");
+  }
   T impl;
 };
 }  // namespace detail
@@ -172,6 +200,7 @@ class any_routing {
   result<void> withdraw(const ip_prefix& p) const { return p_->withdraw(p); }
   result<routing_status> status() const { return p_->status(); }
   result<void> stop() const { return p_->stop(); }
+  result<void> configure(const routing_config& c) const { return p_->configure(c); }
   const std::shared_ptr<detail::routing_iface>& interface() const noexcept { return p_; }
 
  private:

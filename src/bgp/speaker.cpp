@@ -491,7 +491,7 @@ std::shared_ptr<const path_attributes> speaker::export_to(const peer& p, const i
   } else {
     auto self = local_for(p, prefix.family());
     if (!self) return nullptr;
-    nh = *self;
+    nh = p.cfg.keep_next_hop && b.from != local_peer && b.next_hop.family() == prefix.family() ? b.next_hop : *self;
     if (p.ibgp) {
       if (!a->local_pref) a->local_pref = 100;
     } else {

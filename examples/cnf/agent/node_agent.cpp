@@ -183,7 +183,12 @@ cnf::result<void> node_agent::start() {
 
   cnf::syncer::options so;
   so.kinds = {std::string(cnf::kinds::node), std::string(cnf::kinds::ipam_block), std::string(cnf::kinds::block_affinity),
-              std::string(cnf::kinds::ip_pool)};
+              std::string(cnf::kinds::ip_pool), std::string(cnf::kinds::bgp_peer), std::string(cnf::kinds::bgp_configuration)};
+  if (prof_.routing)
+    if (auto rs = cnf::settings::parse(prof_.text, prof_.file, "routing")) {
+      secrets_dir_ = rs->get<std::string>("secrets_dir", secrets_dir_);
+      mesh_default_ = rs->get<bool>("node_to_node_mesh", mesh_default_);
+    }
   if (policy_plugin_) {
     policy_ = std::make_unique<cnf::netpol::policy_host>(loop_, policy_plugin_, cnf::netpol::policy_host::options{name_}, &log_);
     for (auto& k : cnf::netpol::policy_host::kinds()) {
@@ -267,7 +272,9 @@ void node_agent::on_update(const cnf::sync_update& u) {
     policy_update(u);
     if (u.object.kind != cnf::kinds::node) return;  // nothing of the routes depends on the policy kinds
   }
-  if (u.object.kind == cnf::kinds::node) {
+  if (u.object.kind == cnf::kinds::bgp_peer || u.object.kind == cnf::kinds::bgp_configuration) {
+    bgp_update(u);
+  } else if (u.object.kind == cnf::kinds::node) {
     const std::string& name = u.object.name;
     if (u.kind == cnf::sync_update::type::deleted) {
       nodes_.erase(name);
@@ -381,6 +388,10 @@ void node_agent::recalculate() {
   }
   if (routing_) {
     if (!routing_started_) {
+      // The cluster's configuration first: a mesh that is off never opens a session.
+      std::map<std::string, std::string> ignored;
+      config_told_ = bgp_config(ignored);
+      if (auto r = routing_.configure(*config_told_); !r && r.error().code != cnf::errc::unsupported) log_.warn("routing: configure: " + r.error().message);
       if (auto r = routing_.start(self_, *this); !r) log_.error("routing: start: " + r.error().message);
       routing_started_ = true;
     }
@@ -399,9 +410,148 @@ void node_agent::recalculate() {
       if (auto x = routing_.upsert_node(r); !x) log_.warn("routing: upsert_node " + name + ": " + x.error().message);
     }
     told_ = now;
+    recalculate_bgp(now);
   }
   if (encap_) recalculate_encap(now);
   own_blocks_ = std::move(own);
+}
+
+// ---- BGP configuration ---------------------------------------------------------------------
+
+// A BGPPeer or BGPConfiguration that does not parse keeps its last good version acting (the
+// sessions it made stay up); the error, which names the resource and the field, is logged once
+// and listed in the status until the resource is fixed or deleted.
+void node_agent::bgp_update(const cnf::sync_update& u) {
+  const bool peer = u.object.kind == cnf::kinds::bgp_peer;
+  const std::string key = std::string(u.object.kind) + "/" + u.object.name;
+  if (u.kind == cnf::sync_update::type::deleted) {
+    if (peer) bgp_peers_.erase(u.object.name);
+    else bgp_configs_.erase(u.object.name);
+    invalid_.erase(key);
+    return;
+  }
+  std::string why;
+  if (peer) {
+    if (auto p = cnf::model::parse_bgp_peer(u.object)) bgp_peers_[u.object.name] = std::move(*p);
+    else why = p.error().message;
+  } else {
+    if (auto c = cnf::model::parse_bgp_configuration(u.object)) bgp_configs_[u.object.name] = std::move(*c);
+    else why = c.error().message;
+  }
+  if (why.empty()) {
+    if (invalid_.erase(key)) log_.info(key + " is valid again");
+    return;
+  }
+  const bool had = peer ? bgp_peers_.count(u.object.name) : bgp_configs_.count(u.object.name);
+  if (invalid_[key] != why) {
+    ++invalid_seen_;
+    log_.warn(why + (had ? "; its last valid version stays in force" : "; it is left out"));
+  }
+  invalid_[key] = why;
+}
+
+// Calico's model, for this node: the cluster's BGPConfiguration `default` with this node's
+// `node.<name>` over it; the BGPPeers that select this node (neither node nor nodeSelector:
+// every node), each a session to its peerIP, or to every node its peerSelector matches; and
+// the reverse, as Calico does: a node matched by a BGPPeer's peerSelector peers with the nodes
+// that BGPPeer selects. Only the peers that changed reach the routing part.
+cnf::routing_config node_agent::bgp_config(std::map<std::string, std::string>& errors) const {
+  cnf::routing_config cfg;
+  for (const std::string& name : {std::string("default"), "node." + name_}) {
+    auto it = bgp_configs_.find(name);
+    if (it == bgp_configs_.end()) continue;
+    const auto& c = it->second;
+    if (c.as_number) cfg.as_number = c.as_number;
+    if (c.node_to_node_mesh_enabled) cfg.node_to_node_mesh = c.node_to_node_mesh_enabled;
+    if (c.listen_port) cfg.listen_port = c.listen_port;
+    if (c.node_mesh_password) {
+      if (auto pw = cnf::model::read_secret(secrets_dir_, *c.node_mesh_password)) cfg.mesh_password = *pw;
+      else errors["BGPConfiguration/" + name] = "BGPConfiguration/" + name + ": spec.nodeMeshPassword: " + pw.error().message;
+    }
+  }
+  auto self_node = nodes_.find(name_);
+  if (self_node != nodes_.end() && self_node->second.bgp && !self_node->second.bgp->route_reflector_cluster_id.empty())
+    cfg.route_reflector_cluster_id = self_node->second.bgp->route_reflector_cluster_id;
+  return cfg;
+}
+
+void node_agent::recalculate_bgp(const std::map<std::string, cnf::remote_node>& now) {
+  std::map<std::string, std::string> errors;
+  cnf::routing_config cfg = bgp_config(errors);
+  const auto self_node = nodes_.find(name_);
+  const auto& my_labels = self_node != nodes_.end() ? self_node->second.labels : self_.labels;
+  const std::string my_cluster = cfg.route_reflector_cluster_id.value_or("");
+  if (!config_told_ || *config_told_ != cfg) {
+    if (auto r = routing_.configure(cfg); !r && r.error().code != cnf::errc::unsupported) log_.warn("routing: configure: " + r.error().message);
+    config_told_ = cfg;
+  }
+  const bool mesh = cfg.node_to_node_mesh.value_or(mesh_default_);
+
+  std::map<std::string, cnf::peer_config> want;
+  auto node_peer = [&](const cnf::model::bgp_peer& bp, const std::string& node, const cnf::remote_node& r) {
+    if (mesh) return;  // the mesh peers with it already (as Calico, no second session)
+    auto a = r.address(cnf::ip_family::v4);
+    if (!a) a = r.address(cnf::ip_family::v6);
+    if (!a) return;
+    cnf::peer_config pc;
+    pc.name = node;
+    pc.address = *a;
+    pc.asn = r.asn ? r.asn : bp.as_number ? bp.as_number : cfg.as_number.value_or(0);
+    pc.type = bp.global() ? "global" : "node specific";
+    auto n = nodes_.find(node);
+    pc.route_reflector = !my_cluster.empty() && n != nodes_.end() && n->second.bgp && n->second.bgp->route_reflector_cluster_id == my_cluster;
+    want.try_emplace(node, std::move(pc));
+  };
+  for (auto& [name, bp] : bgp_peers_) {
+    std::optional<std::string> password;
+    if (bp.password) {
+      auto pw = cnf::model::read_secret(secrets_dir_, *bp.password);
+      if (!pw) {
+        errors["BGPPeer/" + name] = "BGPPeer/" + name + ": spec.password: " + pw.error().message + "; no session until it can be read";
+        continue;
+      }
+      password = *pw;
+    }
+    const bool mine = bp.applies_to(name_, my_labels);
+    if (bp.peer_ip && mine) {
+      cnf::peer_config pc;
+      pc.name = name;
+      pc.address = *bp.peer_ip;
+      pc.port = bp.peer_port;
+      pc.asn = bp.as_number;
+      pc.type = bp.global() ? "global" : "node specific";
+      pc.password = password;
+      pc.keep_original_next_hop = bp.keep_original_next_hop;
+      pc.max_restart_time = bp.max_restart_time.value_or(0);
+      pc.bind_source = bp.source_address != "None";
+      want[name] = std::move(pc);
+      continue;
+    }
+    if (bp.peer_selector.empty()) continue;
+    auto sel = cnf::netpol::parse_selector(bp.peer_selector);
+    if (!sel) continue;
+    for (auto& [node, r] : now) {
+      auto n = nodes_.find(node);
+      if (n == nodes_.end()) continue;
+      if (mine && sel->matches(n->second.labels)) node_peer(bp, node, r);
+      else if (sel->matches(my_labels) && bp.applies_to(node, n->second.labels)) node_peer(bp, node, r);
+    }
+  }
+  for (auto& [name, _] : peers_told_)
+    if (!want.count(name))
+      if (auto r = routing_.remove_peer(name); !r) log_.warn("routing: remove_peer " + name + ": " + r.error().message);
+  for (auto& [name, pc] : want) {
+    auto it = peers_told_.find(name);
+    if (it != peers_told_.end() && it->second == pc) continue;
+    if (auto r = routing_.upsert_peer(pc); !r) log_.warn("routing: upsert_peer " + name + ": " + r.error().message);
+  }
+  peers_told_ = std::move(want);
+  for (auto& [k, why] : errors)
+    if (bgp_errors_[k] != why) {
+      ++invalid_seen_;
+      log_.warn(why);
+    }
+  bgp_errors_ = std::move(errors);
 }
 
 void node_agent::route_learned(const cnf::learned_route& r) noexcept {
@@ -842,6 +992,7 @@ std::string node_agent::status_json() const {
   json::array invalid;
   for (auto& [_, why] : invalid_) invalid.push_back(json::string(why));
   for (auto& [_, why] : policy_invalid_) invalid.push_back(json::string(why));
+  for (auto& [_, why] : bgp_errors_) invalid.push_back(json::string(why));
   o["invalid"] = std::move(invalid);
   json::array routes, conflicts;
   if (rt_) {

@@ -17,6 +17,7 @@
 #include <cnf/encap.hpp>
 #include <cnf/event_loop.hpp>
 #include <cnf/ipam.hpp>
+#include <cnf/model/bgp.hpp>
 #include <cnf/model/node.hpp>
 #include <cnf/policy/host.hpp>
 #include <cnf/profile.hpp>
@@ -91,6 +92,11 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   void policy_update(const cnf::sync_update& u);
   void schedule();
   void recalculate();
+  // BGP configuration (BGPPeer, BGPConfiguration): what the routing part should have, diffed
+  // against what it was last told.
+  void bgp_update(const cnf::sync_update& u);
+  void recalculate_bgp(const std::map<std::string, cnf::remote_node>& now);
+  cnf::routing_config bgp_config(std::map<std::string, std::string>& errors) const;
 
   cnf::event_loop& loop_;
   cnf::logger& log_;
@@ -110,6 +116,13 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   std::map<std::string, cnf::model::node> nodes_;           // valid Nodes (the last good one of a Node gone bad)
   std::map<std::string, std::string> invalid_;              // Node name -> why it is ignored
   std::map<std::string, cnf::remote_node> told_;            // what the routing part was last told
+  std::map<std::string, cnf::model::bgp_peer> bgp_peers_;   // valid BGPPeers (the last good one of one gone bad)
+  std::map<std::string, cnf::model::bgp_configuration> bgp_configs_;
+  std::map<std::string, cnf::peer_config> peers_told_;      // configured peers the routing part was last told
+  std::optional<cnf::routing_config> config_told_;
+  std::map<std::string, std::string> bgp_errors_;           // a peer or configuration not acted on -> why (status)
+  std::string secrets_dir_ = "/etc/cnf/secrets";          // [routing] secrets_dir
+  bool mesh_default_ = true;                                // [routing] node_to_node_mesh
   std::set<cnf::ip_prefix> own_blocks_;                     // blackholed
   std::map<std::string, std::pair<cnf::peer_status, std::chrono::system_clock::time_point>> peers_;
   cnf::any_encapsulation encap_;

@@ -3,7 +3,8 @@
 // Resources in Calico's projectcalico.org/v3 shape (IPPool, IPAMConfiguration,
 // IPReservation, NetworkPolicy, GlobalNetworkPolicy, NetworkSet, GlobalNetworkSet), the
 // Kubernetes NetworkPolicy (networking.k8s.io/v1, stored as KubernetesNetworkPolicy) and v1
-// Namespace objects (their labels, for namespaceSelector), in YAML or JSON, one document or
+// Namespace objects (their labels, for namespaceSelector), BGPPeer and BGPConfiguration
+// (validated with cnf/model/bgp.hpp, the parsers the agents read them with), in YAML or JSON, one document or
 // many, a List (or <Kind>List) too. apply validates every document (the policy kinds with
 // the policy calculation's own parsers, so what apply accepts the agents can program), and
 // the whole set against what the datastore holds (overlapping pools, changed CIDRs,
@@ -11,6 +12,7 @@
 #include "cli/tool.hpp"
 
 #if CNF_TOOL_CALICO
+#include <cnf/model/bgp.hpp>
 #include <cnf/plugins/calico_ipam.hpp>
 #include <cnf/policy/rules.hpp>
 
@@ -236,6 +238,8 @@ const std::vector<kind_info>& kinds_known() {
       {"GlobalNetworkSet", std::string(api_version), "GlobalNetworkSet", false, {}},
       {"NetworkPolicy", "networking.k8s.io/v1", "KubernetesNetworkPolicy", true, {}},
       {"Namespace", "v1", "Namespace", false, {"finalizers"}},
+      {"BGPPeer", std::string(api_version), std::string(cnf::kinds::bgp_peer), false, {}},
+      {"BGPConfiguration", std::string(api_version), std::string(cnf::kinds::bgp_configuration), false, {}},
   };
   return k;
 }
@@ -300,7 +304,7 @@ cnf::result<planned> validate_document(const document& d) {
       return bad("apiVersion: a " + kind + " must be " + apis + (api.empty() ? std::string(" (apiVersion is missing)") : ", not '" + api + "'"));
     return bad("kind: '" + kind +
                "' is not supported (IPPool, IPAMConfiguration, IPReservation, NetworkPolicy, GlobalNetworkPolicy, NetworkSet, "
-               "GlobalNetworkSet of projectcalico.org/v3; NetworkPolicy of networking.k8s.io/v1; Namespace of v1)");
+               "GlobalNetworkSet, BGPPeer, BGPConfiguration of projectcalico.org/v3; NetworkPolicy of networking.k8s.io/v1; Namespace of v1)");
   }
   for (auto& [k, v] : *o) {
     (void)v;
@@ -380,6 +384,10 @@ cnf::result<planned> validate_document(const document& d) {
     if (auto r = cnf::netpol::parse_k8s_network_policy(k); !r) return badr(field_part(r.error().message, k));
   } else if (info->stored == cnf::kinds::network_set || info->stored == "GlobalNetworkSet") {
     if (auto r = cnf::netpol::parse_network_set(p.res); !r) return badr(field_part(r.error().message, p.res));
+  } else if (info->stored == cnf::kinds::bgp_peer) {
+    if (auto r = cnf::model::parse_bgp_peer(p.res); !r) return badr(field_part(r.error().message, p.res));
+  } else if (info->stored == cnf::kinds::bgp_configuration) {
+    if (auto r = cnf::model::parse_bgp_configuration(p.res); !r) return badr(field_part(r.error().message, p.res));
   } else if (kind == "Namespace") {
     if (auto* f = spec.if_contains("finalizers"); f && !f->is_null() && !f->is_array()) return badr("spec.finalizers: expected a list");
     p.res.spec = "{}";  // only its labels matter to cnf
@@ -552,12 +560,14 @@ const kind_info* resolve_kind(std::string s) {
       s == "k8snetworkpolicies" || s == "knp")
     return by("networking.k8s.io/v1", "NetworkPolicy");
   if (s == "namespace" || s == "namespaces" || s == "ns") return by("v1", "Namespace");
+  if (s == "bgppeer" || s == "bgppeers") return by(v3, "BGPPeer");
+  if (s == "bgpconfiguration" || s == "bgpconfigurations" || s == "bgpconfig" || s == "bgpconfigs") return by(v3, "BGPConfiguration");
   return nullptr;
 }
 
 constexpr std::string_view kinds_help =
     "ippools, ipreservations, ipamconfigurations, networkpolicies, globalnetworkpolicies, networksets, globalnetworksets, "
-    "networkpolicies.networking.k8s.io (knp), namespaces";
+    "networkpolicies.networking.k8s.io (knp), namespaces, bgppeers, bgpconfigurations";
 
 json::object v3_document(const kind_info& k, const cnf::resource& r) {
   json::object md;
@@ -674,6 +684,10 @@ int cmd_get(const std::string& profile, const std::string& kind_arg, const std::
     rows.push_back({"NAME", "CIDRS"});
   } else if (kv == "IPAMConfiguration") {
     rows.push_back({"NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS", "MAXBLOCKSPERHOST"});
+  } else if (kv == "BGPPeer") {
+    rows.push_back({"NAME", "PEERIP", "NODE", "ASN"});
+  } else if (kv == "BGPConfiguration") {
+    rows.push_back({"NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER"});
   } else if (k8s) {
     rows.push_back({"NAMESPACE", "NAME", "POD-SELECTOR", "POLICY-TYPES"});
   } else if (kv == "NetworkPolicy" || kv == "GlobalNetworkPolicy") {
@@ -714,6 +728,15 @@ int cmd_get(const std::string& profile, const std::string& kind_arg, const std::
       rows.push_back(std::move(row));
     } else if (kv == "Namespace") {
       rows.push_back({r.name, labels_text(r.labels)});
+    } else if (kv == "BGPPeer") {
+      std::string node = spec_text(spec, "node", "");
+      if (node.empty()) node = spec.if_contains("nodeSelector") ? "(" + spec_text(spec, "nodeSelector", "") + ")" : "(global)";
+      std::string peer = spec_text(spec, "peerIP", "");
+      if (peer.empty()) peer = "(" + spec_text(spec, "peerSelector", "") + ")";
+      rows.push_back({r.name, peer, node, spec_text(spec, "asNumber", "")});
+    } else if (kv == "BGPConfiguration") {
+      rows.push_back({r.name, spec_text(spec, "logSeverityScreen", "Info"), spec_text(spec, "nodeToNodeMeshEnabled", "true"),
+                      spec_text(spec, "asNumber", "64512")});
     } else if (kv == "IPPool") {
       if (wide)
         rows.push_back({r.name, spec_text(spec, "cidr", ""), spec_text(spec, "natOutgoing", "false"), spec_text(spec, "ipipMode", "Never"),

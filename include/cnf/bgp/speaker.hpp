@@ -58,6 +58,7 @@ struct neighbor {
   bool rr_client = false;       ///< this speaker reflects to it (needs speaker_config::cluster_id)
   bool passive = false;
   std::string password;         ///< TCP MD5 (the shell applies it)
+  bool keep_next_hop = false;   ///< learned routes go to it with their own next hop (not next-hop self)
   friend bool operator==(const neighbor&, const neighbor&) = default;
 };
 

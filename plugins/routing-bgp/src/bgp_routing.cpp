@@ -52,6 +52,7 @@ routing_settings read_settings(settings& s) {
   if (gr < 0 || gr > 4095) s.fail("graceful_restart_time", "must be between 0 and 4095 seconds (got " + std::to_string(gr) + ")");
   else r.graceful_restart_time = static_cast<std::uint16_t>(gr);
   r.password = s.get<std::string>("password", "");
+  r.secrets_dir = s.get<std::string>("secrets_dir", r.secrets_dir);
   if (r.password.size() > TCP_MD5SIG_MAXKEYLEN) s.fail("password", "longer than " + std::to_string(TCP_MD5SIG_MAXKEYLEN) + " octets (the TCP MD5 key limit)");
   return r;
 }
@@ -121,8 +122,17 @@ struct routing::impl {
   std::map<std::string, remote_node, std::less<>> nodes;
   std::map<std::string, peer_config, std::less<>> peers;
   std::vector<std::string> notes;
-  std::uint32_t asn = 0;
+  std::uint32_t asn = 0;  // this speaker's, fixed while it runs
+  routing_config cfg;     // the cluster's (BGPConfiguration), over the profile's settings
   bool started = false;
+
+  // The effective settings: the cluster's configuration where it says, else the profile's.
+  std::uint32_t local_asn() const { return set.as_number ? set.as_number : self.asn ? self.asn : cfg.as_number ? *cfg.as_number : 64512; }
+  std::uint32_t default_asn() const { return cfg.as_number ? *cfg.as_number : local_asn(); }
+  bool mesh_on() const { return cfg.node_to_node_mesh.value_or(set.node_to_node_mesh); }
+  std::uint16_t listen_port() const { return cfg.listen_port.value_or(set.listen_port); }
+  const std::string& mesh_password() const { return cfg.mesh_password ? *cfg.mesh_password : set.password; }
+  std::string cluster_id() const { return cfg.route_reflector_cluster_id.value_or(set.route_reflector_cluster_id); }
   std::uint16_t port = 0;
 
   // ---- shared: commands to the speaker's thread ----
@@ -145,6 +155,11 @@ struct routing::impl {
   std::map<conn_id, conn> conns;
   std::map<timer_id, std::chrono::steady_clock::time_point> timers;
   std::map<std::string, neighbor> neighbors;        // by name
+  struct transport {
+    std::uint16_t port = 0;  // the peer's; 0: the listen port
+    bool bind_source = true;
+  };
+  std::map<std::string, transport> transports;      // by peer name
   std::map<std::string, std::string> socket_error;  // by peer name: the last connect error
   bool quit = false;
 
@@ -195,11 +210,11 @@ struct routing::impl {
       ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
       if (a.is_v6()) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
       sockaddr_storage ss;
-      auto len = to_sockaddr(a, port ? port : set.listen_port, ss);
+      auto len = to_sockaddr(a, port ? port : listen_port(), ss);
       if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(fd, 64) != 0) {
         int e = errno;
         ::close(fd);
-        return error(errc::io, "listen_port: cannot listen on " + a.to_string() + " port " + std::to_string(port ? port : set.listen_port) + ": " + errno_text(e));
+        return error(errc::io, "listen_port: cannot listen on " + a.to_string() + " port " + std::to_string(port ? port : listen_port()) + ": " + errno_text(e));
       }
       if (!port) {
         sockaddr_storage got{};
@@ -257,20 +272,23 @@ struct routing::impl {
     };
     int fd = ::socket(x.address.af(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return fail(errno);
-    if (!set.password.empty() && !set_md5(fd, x.address, set.password)) {
+    const auto nb = neighbors.find(x.peer);
+    const std::string key = nb != neighbors.end() ? nb->second.password : std::string();
+    const auto tr = transports.count(x.peer) ? transports[x.peer] : transport{};
+    if (!key.empty() && !set_md5(fd, x.address, key)) {
       int e = errno;
       ::close(fd);
       return fail(e);
     }
     for (auto& pfx : self.addresses)
-      if (pfx.family() == x.address.family()) {
+      if (tr.bind_source && pfx.family() == x.address.family()) {
         sockaddr_storage ls;
         auto ll = to_sockaddr(pfx.address(), 0, ls);
         ::bind(fd, reinterpret_cast<sockaddr*>(&ls), ll);
         break;
       }
     sockaddr_storage ss;
-    auto len = to_sockaddr(x.address, port ? port : set.listen_port, ss);
+    auto len = to_sockaddr(x.address, tr.port ? tr.port : port ? port : listen_port(), ss);
     if (::connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 && errno != EINPROGRESS) {
       int e = errno;
       ::close(fd);
@@ -336,7 +354,9 @@ struct routing::impl {
       st.info += (st.info.empty() ? "" : "; ") + socket_error[x.name];
     if (x.state == session_state::established) socket_error.erase(x.name);
     to_host([st = std::move(st)](impl& m) {
-      auto& cur = (*m.status)[st.name];
+      auto it = m.status->find(st.name);
+      if (it == m.status->end()) return;  // removed since (its last Idle comes after)
+      auto& cur = it->second;
       bool same_state = cur.state == st.state;
       auto since = cur.since;
       cur = st;
@@ -469,18 +489,25 @@ struct routing::impl {
     n.name = r.name;
     if (auto a = r.address(ip_family::v4)) n.address = *a;
     else if (auto a6 = r.address(ip_family::v6)) n.address = *a6;
-    n.asn = r.asn ? r.asn : asn;
+    n.asn = r.asn ? r.asn : default_asn();
     n.type = "node-to-node mesh";
-    n.password = set.password;
+    n.password = mesh_password();
     return n;
   }
 
-  void add_neighbor(const neighbor& n) {
+  void add_neighbor(const neighbor& n) { add_neighbor(n, transport{}); }
+  void add_neighbor(const neighbor& n, transport t) {
     status->try_emplace(n.name, peer_status{n.name, n.address, n.asn, n.type, "Idle", now_hms(), ""});
-    post_io([this, n] {
-      neighbors[n.name] = n;
-      if (!n.password.empty())
+    post_io([this, n, t] {
+      auto old = neighbors.find(n.name);
+      // The listening sockets' key for this address: set, changed, or taken away (an empty key).
+      if (old == neighbors.end() ? !n.password.empty() : old->second.password != n.password || old->second.address != n.address) {
+        if (old != neighbors.end() && old->second.address != n.address)
+          for (int fd : listen_fds) set_md5(fd, old->second.address, "");
         for (int fd : listen_fds) set_md5(fd, n.address, n.password);
+      }
+      neighbors[n.name] = n;
+      transports[n.name] = t;
       sp->add_peer(n);
       pump();
     });
@@ -492,7 +519,10 @@ struct routing::impl {
     post_io([this, name = std::string(name)] {
       sp->remove_peer(name);
       pump();
+      if (auto it = neighbors.find(name); it != neighbors.end() && !it->second.password.empty())
+        for (int fd : listen_fds) set_md5(fd, it->second.address, "");
       neighbors.erase(name);
+      transports.erase(name);
     });
   }
 };
@@ -513,7 +543,7 @@ result<void> routing::start(const node_info& self, routing_sink& sink) {
   if (m.started) return error(errc::invalid, "bgp: already started");
   if (!m.exec) return error(errc::unsupported, "bgp: needs the host's executor (runs in the node agent only)");
   m.self = self;
-  m.asn = m.set.as_number ? m.set.as_number : self.asn ? self.asn : 64512;
+  m.asn = m.local_asn();
   std::string rid = !m.set.router_id.empty() ? m.set.router_id : self.router_id;
   if (rid.empty())
     for (auto& a : self.addresses)
@@ -526,11 +556,22 @@ result<void> routing::start(const node_info& self, routing_sink& sink) {
   c.router_id = id->v4_host_order();
   c.hold_time = m.set.hold_time;
   c.connect_retry = m.set.connect_retry;
-  if (!m.set.route_reflector_cluster_id.empty()) c.cluster_id = ip_address::parse(m.set.route_reflector_cluster_id)->v4_host_order();
+  if (auto cid = m.cluster_id(); !cid.empty()) {
+    auto a = ip_address::parse(cid);
+    if (!a || !a->is_v4()) return error(errc::invalid, "bgp: route reflector cluster id '" + cid + "' is not an IPv4 address");
+    c.cluster_id = a->v4_host_order();
+  }
   for (auto& a : self.addresses) c.local_addresses.push_back(a.address());
   c.families = {ipv4_unicast, ipv6_unicast};
   c.restart_time = m.set.graceful_restart_time;
   m.sp = std::make_unique<speaker>(std::move(c));
+  // A restart (configure) starts from nothing: no timer or neighbor of the last run survives.
+  m.quit = false;
+  m.timers.clear();
+  m.neighbors.clear();
+  m.transports.clear();
+  m.socket_error.clear();
+  m.commands.clear();
 
   m.epfd = ::epoll_create1(EPOLL_CLOEXEC);
   m.evfd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -544,12 +585,13 @@ result<void> routing::start(const node_info& self, routing_sink& sink) {
     return error(r.error().code, "bgp: " + r.error().message);
   }
   m.sink = &sink;
-  m.alive->store(true);
+  m.alive = std::make_shared<std::atomic<bool>>(true);  // callbacks of an earlier run stay dead
   m.started = true;
   m.th = std::thread([&m] { m.loop(); });
-  m.log->info("bgp: AS " + std::to_string(m.asn) + ", router id " + rid + ", listening on port " + std::to_string(m.port ? m.port : m.set.listen_port) +
-              (m.sp->config().cluster_id ? ", route reflector cluster " + m.set.route_reflector_cluster_id : std::string()));
-  if (m.set.node_to_node_mesh)
+  m.log->info("bgp: AS " + std::to_string(m.asn) + ", router id " + rid + ", listening on port " + std::to_string(m.port ? m.port : m.listen_port()) +
+              (m.sp->config().cluster_id ? ", route reflector cluster " + m.cluster_id() : std::string()) +
+              (m.mesh_on() ? std::string() : ", node-to-node mesh off"));
+  if (m.mesh_on())
     for (auto& [_, r] : m.nodes)
       if (!r.addresses.empty()) m.add_neighbor(m.to_neighbor(r));
   for (auto& [_, p] : m.peers) upsert_peer(p);
@@ -571,7 +613,7 @@ void routing::upsert_node(const remote_node& r) {
   auto it = m.nodes.find(r.name);
   if (it != m.nodes.end() && it->second == r) return;
   m.nodes[r.name] = r;
-  if (!m.started || !m.set.node_to_node_mesh) return;
+  if (!m.started || !m.mesh_on()) return;
   if (r.addresses.empty()) {
     m.log->warn("bgp: node " + r.name + " has no address (spec.bgp.ipv4Address, ipv6Address): no session");
     return;
@@ -596,9 +638,49 @@ void routing::upsert_peer(const peer_config& p) {
   n.address = p.address;
   n.asn = p.asn ? p.asn : m.asn;
   n.type = p.type;
-  n.rr_client = !m.set.route_reflector_cluster_id.empty() && n.asn == m.asn;
-  n.password = m.set.password;
-  m.add_neighbor(n);
+  n.rr_client = !m.cluster_id().empty() && n.asn == m.asn && !p.route_reflector;
+  n.password = p.password ? *p.password : m.set.password;
+  n.keep_next_hop = p.keep_original_next_hop;
+  m.add_neighbor(n, {p.port, p.bind_source});
+}
+
+// Only what a change concerns: the mesh sessions when the mesh goes or comes, the sessions
+// whose AS or password changed (the speaker restarts a neighbor only when it differs), and
+// every session when this speaker's own AS, port or cluster id changes (all are in each
+// OPEN or connection).
+void routing::configure(const routing_config& c) {
+  auto& m = *p_;
+  if (c == m.cfg) return;
+  if (!m.started) {
+    m.cfg = c;
+    return;
+  }
+  const auto old_asn = m.local_asn();
+  const auto old_port = m.listen_port();
+  const auto old_cluster = m.cluster_id();
+  const bool old_mesh = m.mesh_on();
+  m.cfg = c;
+  if (m.local_asn() != old_asn || m.listen_port() != old_port || m.cluster_id() != old_cluster) {
+    m.log->info("bgp: " + std::string(m.local_asn() != old_asn ? "AS " + std::to_string(old_asn) + " -> " + std::to_string(m.local_asn())
+                                      : m.listen_port() != old_port ? "listen port " + std::to_string(old_port) + " -> " + std::to_string(m.listen_port())
+                                                                    : "route reflector cluster id '" + old_cluster + "' -> '" + m.cluster_id() + "'") +
+                ": restarting every session");
+    auto* sink = m.sink;
+    for (auto& [name, _] : *m.status) sink->peer_removed(name);
+    stop();
+    m.port = 0;
+    if (auto r = start(m.self, *sink); !r) m.log->error("bgp: restart: " + r.error().message);
+    return;
+  }
+  if (old_mesh && !m.mesh_on()) {
+    m.log->info("bgp: node-to-node mesh disabled: closing " + std::to_string(m.nodes.size()) + " mesh session(s)");
+    for (auto& [name, _] : m.nodes) m.remove_neighbor(name);
+    return;
+  }
+  if (!old_mesh && !m.mesh_on()) return;
+  if (!old_mesh) m.log->info("bgp: node-to-node mesh enabled");
+  for (auto& [_, r] : m.nodes)
+    if (!r.addresses.empty()) m.add_neighbor(m.to_neighbor(r));  // unchanged neighbors stay as they are
 }
 
 void routing::remove_peer(std::string_view name) {

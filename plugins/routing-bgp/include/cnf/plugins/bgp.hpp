@@ -12,6 +12,11 @@
 //   route_reflector_cluster_id = "1.1.1.1"   # be a route reflector; configured peers are its clients
 //   password = "..."           # TCP MD5 (RFC 2385) on every session
 //   graceful_restart_time = 120  # seconds advertised (RFC 4724, helper side); 0: off
+//   secrets_dir = "/etc/cnf/secrets"  # a BGPPeer's password.secretKeyRef {name, key}: the file <dir>/<name>/<key>
+//
+// The cluster's BGPConfiguration reaches the part through configure(): its asNumber is the
+// default AS (this node's is [routing] as_number, else its Node's spec.bgp.asNumber, else the
+// default), nodeToNodeMeshEnabled and listenPort override the keys above.
 //
 // The speaker runs on a thread of its own that owns every socket (non-blocking, one epoll)
 // and every timer; the host's calls reach it through a queue, and what it learns reaches
@@ -47,6 +52,7 @@ struct routing_settings {
   std::string route_reflector_cluster_id;
   std::string password;
   std::uint16_t graceful_restart_time = 120;
+  std::string secrets_dir = "/etc/cnf/secrets";  ///< where the host reads a BGPPeer's secretKeyRef
 };
 
 /// Reads and checks the [routing] keys above (errors name the key and the problem).
@@ -65,6 +71,7 @@ class routing {
   void remove_node(std::string_view name);
   void upsert_peer(const peer_config& p);
   void remove_peer(std::string_view name);
+  void configure(const routing_config& c);
   void advertise(const ip_prefix& p);
   void withdraw(const ip_prefix& p);
   routing_status status() const;
