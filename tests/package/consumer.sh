@@ -45,17 +45,17 @@ addresses = ["10.9.0.10/24"]
 TOML
 "$prefix/bin/cnf" profile check "$work/profile.toml"
 
-build "$work/abi2" -DCMAKE_CXX_FLAGS=-DCNF_ABI_VERSION=2
+build "$work/abi3" -DCMAKE_CXX_FLAGS=-DCNF_ABI_VERSION=3
 rm "$prefix/lib/cnf/plugins/cnf-ipam-fixed.so"
-cp "$work/abi2/cnf-ipam-fixed.so" "$prefix/lib/cnf/plugins/"
+cp "$work/abi3/cnf-ipam-fixed.so" "$prefix/lib/cnf/plugins/"
 out=$("$prefix/bin/cnf" plugins 2>&1)
 echo "$out"
-echo "$out" | grep -F "refused: plugin $prefix/lib/cnf/plugins/cnf-ipam-fixed.so: built for cnf ABI version 2, but this cnf uses ABI version 1" > /dev/null \
-  || { echo "FAIL: the ABI-2 plugin was not refused with both numbers"; exit 1; }
+echo "$out" | grep -F "refused: plugin $prefix/lib/cnf/plugins/cnf-ipam-fixed.so: built for cnf ABI version 3, but this cnf uses ABI version 2" > /dev/null \
+  || { echo "FAIL: the ABI-3 plugin was not refused with both numbers"; exit 1; }
 if "$prefix/bin/cnf" profile check "$work/profile.toml" > "$work/check.out" 2>&1; then
   echo "FAIL: profile check passed with a wrong-ABI plugin"; exit 1
 fi
-grep -F "ABI version 2" "$work/check.out" > /dev/null
+grep -F "ABI version 3" "$work/check.out" > /dev/null
 
 # Another distribution's CNI plugin: the framework's CNI engine (cnf::cni) with no hooks,
 # built against the installed package, answers VERSION and runs STATUS over a profile.
