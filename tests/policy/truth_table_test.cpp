@@ -91,7 +91,8 @@ void run_cases(cluster& c, const std::function<cnf::any_policy()>& make) {
     auto want = truth_table::expected(c.pods, tc);
     auto got = c.probe->probe();
     INFO(tc.name << "\n" << truth_table::diff(c.pods, want, got));
-    CHECK(got == want);
+    const bool same = got == want;
+    CHECK(same);
   }
 }
 
