@@ -15,11 +15,12 @@
 // upToDate, failures), then probes the full 9 x 9 matrix for TCP/UDP 80/81 at once and compares
 // it with the expected one (a diff of the matrices on failure).
 //
-// CI runs the cases marked `ci` (no policy, default deny, allow from a namespace, ipBlock with
-// an except, egress with endPort, Calico's GlobalNetworkPolicy Deny before a K8s allow, order
-// of Calico NetworkPolicies, Pass); CNF_TRUTH_TABLE_ALL=1 runs every case (also pods by label
-// and port, a port range, named ports on ingress and egress, two policies adding up, a policy
-// updated in place, namespace labels changed live). Run per plugin: ctest lab_truth_table_iptables,
+// CI runs the cases marked `ci` (11 of 15: no policy, default deny, allow from a namespace,
+// ipBlock with an except, egress with endPort, a named port that is a different number on
+// different pods, two policies adding up, one of them updated in place and the other deleted,
+// Calico's GlobalNetworkPolicy Deny before a K8s allow, order of Calico NetworkPolicies, Pass);
+// CNF_TRUTH_TABLE_ALL=1 runs every case (also pods by label and port, a port range, a named
+// port on egress, namespace labels changed live). Run per plugin: ctest lab_truth_table_iptables,
 // lab_truth_table_nftables.
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
@@ -166,6 +167,11 @@ void scenario(const std::string& plugin) {
     for (auto& n : tt::pod_ports(p.name)) ports += (ports.empty() ? "" : ",") + n.name + "=" + n.protocol + ":" + std::to_string(n.port);
     REQUIRE(L.lab({"pod", "add", p.key(), "--node", p.node, "--labels", "pod=" + p.name, "--ports", ports}).status == 0);
   }
+  {  // A port that is not one: refused before anything is made, naming the option and the item.
+    auto bad = L.lab({"pod", "add", "x/d", "--ports", "web=TCP:80,dns=DNS:53"});
+    CHECK(bad.status != 0);
+    CHECK_THAT(bad.err, Catch::Matchers::Contains("--ports: 'dns=DNS:53'"));
+  }
   auto st = bj::parse(cnf_test::read_file(L.dir / "lab.json")).as_object();
   for (auto& v : st.at("pods").as_array()) {
     auto& o = v.as_object();
@@ -276,7 +282,7 @@ void scenario(const std::string& plugin) {
     const bool same = got == want;
     CHECK(same);
   }
-  CHECK(ran >= 8);
+  CHECK(ran >= 11);
   WARN(ran << " case(s) on " << plugin << (all ? " (CNF_TRUTH_TABLE_ALL=1: every case)" : " (the CI subset; CNF_TRUTH_TABLE_ALL=1 runs every case)"));
   CHECK(L.lab({"down"}).status == 0);
 }

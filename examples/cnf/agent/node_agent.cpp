@@ -291,9 +291,9 @@ void node_agent::on_update(const cnf::sync_update& u) {
 void node_agent::policy_update(const cnf::sync_update& u) {
   const std::string key = u.object.key().to_string();
   ++policy_updates_;
-  policy_flushes_at_update_ = policy_->flushes();
   auto r = policy_->on_update(u);
   if (r) {
+    policy_flushes_at_update_ = policy_->flushes();  // a refused change schedules no flush: nothing to wait for
     if (policy_invalid_.erase(key)) log_.info("policy: " + key + " is valid again");
     return;
   }
