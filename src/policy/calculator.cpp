@@ -374,7 +374,8 @@ std::vector<policy_rule> calculator::resolve_rules(const pol& p, bool ingress) c
     // A destination port name is a number per endpoint ("web" may be 80 on one pod and 81 on
     // another): where the endpoints disagree, one copy of the rule per number, limited to
     // the addresses of the endpoints that give the name that number (numbered ports keep a
-    // copy of their own). Calico matches (address, port) in a named-port IP set instead.
+    // copy of their own). Calico matches (address, port) in a named-port IP set instead. A
+    // rule with destination nets of its own keeps the union of the numbers (not split).
     if (auto split = split_named_destination(p, r, dst_text, ingress); !split.empty() && r.destination.nets.empty()) {
       std::vector<port_range> numbered;
       for (auto& sp : r.destination.ports)

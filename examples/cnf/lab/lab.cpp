@@ -593,8 +593,9 @@ std::string cni_failure(const run_result& r) {
 
 /// Writes the pod's --labels on its WorkloadEndpoint, next to the labels the CNI plugin put
 /// there (projectcalico.org/*), and its --ports as spec.ports: the lab is the orchestrator,
-/// and policy selects pods by these labels (and resolves named ports) on every datastore. Runs in a thread inside the node's namespace, where the
-/// node's datastore is reachable (the lab's etcd listens in the router namespace).
+/// and policy selects pods by these labels (and resolves named ports) on every datastore.
+/// Runs in a thread inside the node's namespace, where the node's datastore is reachable
+/// (the lab's etcd listens in the router namespace).
 void label_pod(const pod_state& p, const node_state& n) {
   std::string failure;
   std::thread t([&] {
