@@ -285,6 +285,34 @@ void calculator::remove_policy(std::string_view key) {
   pols_.erase(it);
 }
 
+std::map<std::uint16_t, std::vector<ip_prefix>> calculator::split_named_destination(const pol& p, const rule& r, const std::string& dst_text,
+                                                                                  bool ingress) const {
+  std::map<std::uint16_t, std::vector<ip_prefix>> by_port;
+  std::set<std::set<std::uint16_t>> seen;
+  bool named = false;
+  for (auto& sp : r.destination.ports) named = named || !sp.name.empty();
+  if (!named) return {};
+  std::set<std::string> owners;
+  if (ingress) owners = index_.members(p.applies.to_string());
+  else if (!dst_text.empty()) owners = index_.members(dst_text);
+  else
+    for (auto& [k, e] : eps_) owners.insert(ep_member(k));
+  for (auto& m : owners) {
+    if (!m.starts_with("ep:")) continue;
+    auto it = eps_.find(m.substr(3));
+    if (it == eps_.end()) continue;
+    std::set<std::uint16_t> nums;
+    for (auto& sp : r.destination.ports)
+      for (auto& np : it->second.ports)
+        if (!sp.name.empty() && np.name == sp.name && (!r.protocol || np.protocol == *r.protocol)) nums.insert(np.port);
+    seen.insert(nums);
+    for (auto n : nums)
+      for (auto& a : it->second.wep.ip_networks) by_port[n].push_back(a);
+  }
+  if (seen.size() <= 1) return {};  // every endpoint agrees: the plain port list is exact
+  return by_port;
+}
+
 std::vector<policy_rule> calculator::resolve_rules(const pol& p, bool ingress) const {
   std::vector<policy_rule> out;
   const auto& def = p.def;
@@ -343,6 +371,28 @@ std::vector<policy_rule> calculator::resolve_rules(const pol& p, bool ingress) c
     o.not_destination_ports = resolve_ports(r.destination.not_ports, dst_text, ingress);
     // Ports that were asked for but resolve to none: the rule matches nothing.
     if ((!r.source.ports.empty() && o.source_ports.empty()) || (!r.destination.ports.empty() && o.destination_ports.empty())) continue;
+    // A destination port name is a number per endpoint ("web" may be 80 on one pod and 81 on
+    // another): where the endpoints disagree, one copy of the rule per number, limited to
+    // the addresses of the endpoints that give the name that number (numbered ports keep a
+    // copy of their own). Calico matches (address, port) in a named-port IP set instead. A
+    // rule with destination nets of its own keeps the union of the numbers (not split).
+    if (auto split = split_named_destination(p, r, dst_text, ingress); !split.empty() && r.destination.nets.empty()) {
+      std::vector<port_range> numbered;
+      for (auto& sp : r.destination.ports)
+        if (sp.name.empty()) numbered.push_back(sp.range);
+      if (!numbered.empty()) {
+        auto c = o;
+        c.destination_ports = numbered;
+        out.push_back(std::move(c));
+      }
+      for (auto& [port, nets] : split) {
+        auto c = o;
+        c.destination_ports = {{port, port}};
+        c.destination_nets = nets;
+        out.push_back(std::move(c));
+      }
+      continue;
+    }
     out.push_back(std::move(o));
   }
   return out;

@@ -297,8 +297,10 @@ void node_agent::on_update(const cnf::sync_update& u) {
 // field, is logged once and listed in the status until the resource is fixed or deleted.
 void node_agent::policy_update(const cnf::sync_update& u) {
   const std::string key = u.object.key().to_string();
+  ++policy_updates_;
   auto r = policy_->on_update(u);
   if (r) {
+    policy_flushes_at_update_ = policy_->flushes();  // a refused change schedules no flush: nothing to wait for
     if (policy_invalid_.erase(key)) log_.info("policy: " + key + " is valid again");
     return;
   }
@@ -971,6 +973,11 @@ std::string node_agent::status_json() const {
     po["flushes"] = policy_->flushes();
     po["failures"] = policy_->failures();
     po["endpointsBeforeAdd"] = policy_early_;
+    // What a caller waits on after a change: `updates` counts the changes received, and
+    // `upToDate` says a flush has run since the last of them (the status is served on the
+    // loop, after the flush the change scheduled; with `failures` unchanged, it succeeded).
+    po["updates"] = policy_updates_;
+    po["upToDate"] = policy_->flushes() > policy_flushes_at_update_;
     json::array pnotes;
     if (auto st = policy_plugin_.status()) {
       po["dataplane"] = st->dataplane;

@@ -140,6 +140,8 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   std::set<std::string> policy_kinds_;
   std::map<std::string, std::string> policy_invalid_;       // resource key -> why it is not programmed
   std::uint64_t policy_early_ = 0;                          // endpoints programmed before their ADD answered
+  std::uint64_t policy_updates_ = 0;                        // changes of the policy kinds received
+  std::size_t policy_flushes_at_update_ = 0;                // policy_->flushes() when the last one came
   std::uint64_t cni_calls_ = 0, recalculations_ = 0, invalid_seen_ = 0;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };

@@ -71,12 +71,13 @@ void add_lab_command(CLI::App& app) {
 
   auto* pod = lab->add_subcommand("pod", "Add or delete a pod");
   pod->require_subcommand(1);
-  static std::string add_key, add_node, add_labels, del_key;
+  static std::string add_key, add_node, add_labels, add_ports, del_key;
   auto* pa = pod->add_subcommand("add", "Make the pod's network namespace and run the CNI ADD in its node's namespace, as a runtime does");
   pa->add_option("pod", add_key, "NAMESPACE/NAME")->required();
   pa->add_option("--node", add_node, "Node to run it on (default: the node with the fewest pods)");
   pa->add_option("--labels", add_labels, "k=v,... written on the pod's WorkloadEndpoint (what policy selectors match) and shown by `status`");
-  pa->callback(guarded("pod add", [](const std::filesystem::path& d) { return lab::pod_add(d, add_key, add_node, add_labels); }));
+  pa->add_option("--ports", add_ports, "name=PROTO:port,... the pod's named container ports, written as its WorkloadEndpoint's spec.ports (what named ports in policies resolve to)");
+  pa->callback(guarded("pod add", [](const std::filesystem::path& d) { return lab::pod_add(d, add_key, add_node, add_labels, add_ports); }));
   auto* pd = pod->add_subcommand("del", "Run the CNI DEL in the pod's node's namespace, then remove the pod's namespace");
   pd->add_option("pod", del_key, "NAMESPACE/NAME")->required();
   pd->callback(guarded("pod del", [](const std::filesystem::path& d) { return lab::pod_del(d, del_key); }));

@@ -110,6 +110,22 @@ std::map<std::string, std::string> parse_labels(const std::string& text) {
   return out;
 }
 
+/// "name=PROTO:port,..." -> the WorkloadEndpoint's spec.ports (Calico's, from the pod's
+/// named container ports), as JSON.
+std::string parse_ports(const std::string& text) {
+  if (text.empty()) return {};
+  bj::array out;
+  std::istringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    static const std::regex re(R"(([a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?)=(TCP|UDP|SCTP):([0-9]{1,5}))");
+    std::smatch m;
+    if (!std::regex_match(item, m, re) || std::stoi(m[4]) < 1 || std::stoi(m[4]) > 65535)
+      throw lab_error("--ports: '" + item + "' is not name=PROTOCOL:port (a port name of 1..15 lower-case letters, digits and '-', TCP, UDP or SCTP, 1..65535)");
+    out.push_back(bj::object{{"name", m[1].str()}, {"protocol", m[3].str()}, {"port", std::stoi(m[4])}});
+  }
+  return bj::serialize(out);
+}
+
 // ---- addresses of the fabric -----------------------------------------------------------
 // Subnet k is 10.(100+k).0.0/16; the router is .0.1 on it, its nodes .0.10 onwards.
 
@@ -576,9 +592,10 @@ std::string cni_failure(const run_result& r) {
 }
 
 /// Writes the pod's --labels on its WorkloadEndpoint, next to the labels the CNI plugin put
-/// there (projectcalico.org/*): the lab is the orchestrator, and policy selects pods by
-/// these labels on every datastore. Runs in a thread inside the node's namespace, where the
-/// node's datastore is reachable (the lab's etcd listens in the router namespace).
+/// there (projectcalico.org/*), and its --ports as spec.ports: the lab is the orchestrator,
+/// and policy selects pods by these labels (and resolves named ports) on every datastore.
+/// Runs in a thread inside the node's namespace, where the node's datastore is reachable
+/// (the lab's etcd listens in the router namespace).
 void label_pod(const pod_state& p, const node_state& n) {
   std::string failure;
   std::thread t([&] {
@@ -598,6 +615,11 @@ void label_pod(const pod_state& p, const node_state& n) {
         if (!cur) throw lab_error("reading " + key.to_string() + ": " + cur.error().message);
         auto next = *cur;
         for (auto& [k, v] : p.labels) next.labels[k] = v;
+        if (!p.ports.empty()) {
+          auto spec = bj::parse(next.spec).as_object();
+          spec["ports"] = bj::parse(p.ports);
+          next.spec = bj::serialize(spec);
+        }
         auto u = parts->datastore.update(next);
         if (u) return;
         if (u.error().code != cnf::errc::conflict || attempt >= 10) throw lab_error("writing " + key.to_string() + ": " + u.error().message);
@@ -630,7 +652,7 @@ void network_pod(pod_state& p, const node_state& n, bool pin) {
           if (p.ip.empty() && addr.find(':') == std::string::npos) p.ip = addr;
         }
     if (pin) pin_pod(p, n, v.as_object());
-    if (!p.labels.empty()) {
+    if (!p.labels.empty() || !p.ports.empty()) {
       try {
         label_pod(p, n);
       } catch (...) {
@@ -874,9 +896,10 @@ int down(const fs::path& dir) {
   return 0;
 }
 
-int pod_add(const fs::path& dir, const std::string& key, const std::string& node, const std::string& labels) {
+int pod_add(const fs::path& dir, const std::string& key, const std::string& node, const std::string& labels, const std::string& ports) {
   auto [ns, name] = split_key(key);
   auto l = parse_labels(labels);
+  auto named = parse_ports(ports);
   dir_lock lock(dir);
   auto s = load_up(dir);
   if (s.find_pod(key)) throw lab_error("pod " + key + " already exists (on node " + s.find_pod(key)->node + ")");
@@ -896,6 +919,7 @@ int pod_add(const fs::path& dir, const std::string& key, const std::string& node
   }
   auto p = new_pod(s, ns, name, where);
   p.labels = std::move(l);
+  p.ports = std::move(named);
   save_state(s);  // the counter: a failed ADD never reuses a name
   network_pod(p, *n, s.static_neighbours);
   s.pods.push_back(p);

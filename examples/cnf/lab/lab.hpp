@@ -60,6 +60,7 @@ struct pod_state {
   std::string ip;        ///< first IPv4 address of the ADD result ("" if none)
   std::vector<std::string> ips;
   std::map<std::string, std::string> labels;
+  std::string ports;     ///< spec.ports of its WorkloadEndpoint as JSON (pod add --ports; "" none; not kept in lab.json)
   std::string key() const { return ns + "/" + name; }
 };
 
@@ -148,7 +149,9 @@ struct up_options {
 
 int up(const std::filesystem::path& dir, const up_options& o);
 int down(const std::filesystem::path& dir);
-int pod_add(const std::filesystem::path& dir, const std::string& key, const std::string& node, const std::string& labels);
+/// labels "k=v,..."; ports "name=PROTO:port,..." (the pod's named container ports).
+int pod_add(const std::filesystem::path& dir, const std::string& key, const std::string& node, const std::string& labels,
+            const std::string& ports = {});
 int pod_del(const std::filesystem::path& dir, const std::string& key);
 int exec(const std::filesystem::path& dir, const std::string& target, const std::vector<std::string>& cmd);
 int status(const std::filesystem::path& dir);

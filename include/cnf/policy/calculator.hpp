@@ -139,6 +139,9 @@ class calculator {
   void refresh_endpoint(const std::string& key);
   selector entity_selector(const policy_def& p, const entity_rule& e, bool negated, bool& any) const;
   std::vector<policy_rule> resolve_rules(const pol& p, bool ingress) const;
+  /// Port number -> addresses of the endpoints that give a destination port name of `r` that
+  /// number; empty when the rule names no port or every endpoint resolves it alike.
+  std::map<std::uint16_t, std::vector<ip_prefix>> split_named_destination(const pol& p, const rule& r, const std::string& dst_text, bool ingress) const;
   network_policy resolve(const pol& p) const;
   bool local(const std::string& member_key) const;
 
