@@ -39,6 +39,10 @@ struct recording_policy {
   void apply() { log->push_back("apply"); }
   cnf::policy_status status() { return {}; }
   void stop() {}
+  cnf::policy_drift check_drift() {
+    log->push_back("drift");
+    return {};
+  }
 };
 static_assert(cnf::check_policy<recording_policy>());
 
