@@ -17,6 +17,15 @@
 //   auto st = policy.status().value();                        // what is programmed, what is pending
 //   policy.stop();
 //
+// Drift: check_drift() reads back what the part programmed (chains and their rule hashes, IP
+// set members, dispatch maps), rewrites only what differs from what it wants (a rule deleted
+// by hand, a chain flushed, a set member removed) in one batch, and reports each object it
+// rewrote; with nothing different it writes nothing. The host calls it on a timer
+// ([policy] refresh_interval, cnf/policy/host_settings.hpp). Changes recorded and not yet
+// applied are applied first and are not drift.
+//
+//   auto d = policy.check_drift().value();                   // d.repaired: what was put back
+//
 // Threading: every operation is called on the host's executor thread. An apply with long
 // work (a 100k-rule restore) may run it off the loop; it reports back by posting.
 //
@@ -97,6 +106,20 @@ struct policy_status {
   std::string dataplane;    ///< "iptables-legacy", "nftables", "ebpf", ...
 };
 
+/// One kernel object a drift check found different from what the part programmed, and rewrote.
+struct policy_repair {
+  std::string object;  ///< "chain cali-tw-calie1", "set cali40s:abc", "hook FORWARD", "map cali-to-wl-map", ...
+  std::string detail;  ///< what differed, e.g. "7 of 8 rules as programmed"
+  friend bool operator==(const policy_repair&, const policy_repair&) = default;
+};
+
+/// What one drift check did: how many objects it compared, and those it rewrote (empty: the
+/// kernel held what was programmed, and nothing was written).
+struct policy_drift {
+  std::size_t checked = 0;
+  std::vector<policy_repair> repaired;
+};
+
 namespace detail {
 template <class T> concept po_upsert_endpoint = requires(T& t, const workload_endpoint& e) { { t.upsert_endpoint(e) } -> returns<void>; };
 template <class T> concept po_remove_endpoint = requires(T& t, std::string_view k) { { t.remove_endpoint(k) } -> returns<void>; };
@@ -110,16 +133,17 @@ template <class T> concept po_remove_ip_set = requires(T& t, std::string_view id
 template <class T> concept po_apply = requires(T& t) { { t.apply() } -> returns<void>; };
 template <class T> concept po_status = requires(T& t) { { t.status() } -> returns<policy_status>; };
 template <class T> concept po_stop = requires(T& t) { { t.stop() } -> returns<void>; };
+template <class T> concept po_check_drift = requires(T& t) { { t.check_drift() } -> returns<policy_drift>; };
 }  // namespace detail
 
 /// A policy part: upsert_endpoint/remove_endpoint, upsert_policy/remove_policy,
 /// upsert_profile/remove_profile, add_ip_set_members/remove_ip_set_members/remove_ip_set,
-/// apply(), status(), stop().
+/// apply(), status(), stop(), check_drift().
 template <class T>
 concept policy = detail::po_upsert_endpoint<T> && detail::po_remove_endpoint<T> && detail::po_upsert_policy<T> &&
                  detail::po_remove_policy<T> && detail::po_upsert_profile<T> && detail::po_remove_profile<T> &&
                  detail::po_add_members<T> && detail::po_remove_members<T> && detail::po_remove_ip_set<T> && detail::po_apply<T> &&
-                 detail::po_status<T> && detail::po_stop<T>;
+                 detail::po_status<T> && detail::po_stop<T> && detail::po_check_drift<T>;
 
 template <class T>
 consteval bool check_policy() {
@@ -137,6 +161,8 @@ consteval bool check_policy() {
   static_assert(detail::po_apply<T>, "cnf::policy needs: apply() -> void or result<void> (programs what changed since the last apply)");
   static_assert(detail::po_status<T>, "cnf::policy needs: status() -> policy_status or result<policy_status>");
   static_assert(detail::po_stop<T>, "cnf::policy needs: stop() -> void or result<void>");
+  static_assert(detail::po_check_drift<T>,
+                "cnf::policy needs: check_drift() -> policy_drift or result<policy_drift> (reads the kernel back, rewrites what differs)");
   return policy<T>;
 }
 
@@ -155,6 +181,7 @@ struct policy_iface {
   virtual result<void> apply() noexcept = 0;
   virtual result<policy_status> status() noexcept = 0;
   virtual result<void> stop() noexcept = 0;
+  virtual result<policy_drift> check_drift() noexcept = 0;
 };
 
 template <class T>
@@ -177,6 +204,7 @@ struct policy_model final : policy_iface {
   result<void> apply() noexcept override { return call<void>([&] { return impl.apply(); }); }
   result<policy_status> status() noexcept override { return call<policy_status>([&] { return impl.status(); }); }
   result<void> stop() noexcept override { return call<void>([&] { return impl.stop(); }); }
+  result<policy_drift> check_drift() noexcept override { return call<policy_drift>([&] { return impl.check_drift(); }); }
   T impl;
 };
 }  // namespace detail
@@ -202,6 +230,7 @@ class any_policy {
   result<void> apply() const { return p_->apply(); }
   result<policy_status> status() const { return p_->status(); }
   result<void> stop() const { return p_->stop(); }
+  result<policy_drift> check_drift() const { return p_->check_drift(); }
   const std::shared_ptr<detail::policy_iface>& interface() const noexcept { return p_; }
 
  private:

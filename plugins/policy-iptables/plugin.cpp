@@ -1,13 +1,16 @@
 // The iptables policy part as a cnf plugin:
 //   [policy] plugin = "iptables"   backend = "nft" | "legacy"   interface_prefix = "cali"
 //            endpoint_to_host_action = "accept" | "drop" | "return"
+//            refresh_interval = 10 (seconds between the agent's drift checks; 0: none)
 #include <cnf/plugin.hpp>
 #include <cnf/plugins/policy_iptables.hpp>
+#include <cnf/policy/host_settings.hpp>
 
 namespace {
 
 cnf::iptables_policy::options configure(cnf::settings& s) {
   cnf::iptables_policy::options o;
+  (void)cnf::netpol::read_host_settings(s);  // refresh_interval: the agent's
   o.backend = s.get("backend", "nft");
   if (o.backend != "nft" && o.backend != "legacy") s.fail("backend", "'" + o.backend + "' is neither \"nft\" nor \"legacy\"");
   o.interface_prefix = s.get("interface_prefix", "cali");

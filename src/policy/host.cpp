@@ -8,7 +8,10 @@ namespace netpol {
 policy_host::policy_host(executor& ex, any_policy plugin, options o, logger* log)
     : ex_(ex), plugin_(std::move(plugin)), opt_(std::move(o)), log_(log ? log : &default_logger()), calc_(opt_.node) {}
 
-policy_host::~policy_host() { *alive_ = false; }
+policy_host::~policy_host() {
+  *alive_ = false;
+  if (refresh_timer_) ex_.cancel(refresh_timer_);
+}
 
 std::vector<std::string> policy_host::kinds() {
   return {"WorkloadEndpoint", "NetworkPolicy", "GlobalNetworkPolicy", "KubernetesNetworkPolicy", "NetworkSet", "GlobalNetworkSet",
@@ -100,7 +103,33 @@ result<void> policy_host::on_update(const sync_update& u) {
 void policy_host::set_in_sync(bool in_sync) {
   const bool first = in_sync && !in_sync_;
   in_sync_ = in_sync;
-  if (first) schedule();
+  if (first) {
+    schedule();
+    arm_refresh();
+  }
+}
+
+void policy_host::arm_refresh() {
+  if (opt_.refresh_interval.count() <= 0 || refresh_timer_) return;
+  refresh_timer_ = ex_.post_after(opt_.refresh_interval, [this, alive = alive_] {
+    if (!*alive) return;
+    refresh_timer_ = 0;
+    if (in_sync_ && !scheduled_) (void)check_drift();
+    arm_refresh();
+  });
+}
+
+result<policy_drift> policy_host::check_drift() {
+  auto r = plugin_.check_drift();
+  ++drift_checks_;
+  if (!r) {
+    ++drift_failures_;
+    log_->error("policy: drift check: " + r.error().message);
+    return r;
+  }
+  for (auto& x : r->repaired) log_->warn("policy: drift repaired: " + x.object + " (" + x.detail + ")");
+  drift_repairs_ += r->repaired.size();
+  return r;
 }
 
 void policy_host::schedule() {

@@ -67,6 +67,7 @@ struct policy_archetype {
   void apply() {}
   cnf::policy_status status() { return {}; }
   void stop() {}
+  cnf::policy_drift check_drift() { return {}; }
 };
 
 }  // namespace cnf_test

@@ -12,6 +12,7 @@ struct policy_without_apply {
   void remove_ip_set(std::string_view) {}
   cnf::policy_status status() { return {}; }
   void stop() {}
+  cnf::policy_drift check_drift() { return {}; }
 };
 static_assert(cnf::check_policy<policy_without_apply>());
 int main() {}

@@ -752,3 +752,92 @@ TEST_CASE("the plugin loads through cnf's loader; settings errors name the key",
   CHECK_THAT(refused.error().message, Catch::Contains("test.toml:4") && Catch::Contains("datastore.timeout_ms") &&
                                           Catch::Contains("did you mean 'watch_timeout_s'"));
 }
+
+// The kinds the policy part reads (cnf/policy/host.hpp), as on the local and etcd datastores:
+// Calico's NetworkPolicy, GlobalNetworkPolicy, NetworkSet and GlobalNetworkSet as cnf's CRDs;
+// KubernetesNetworkPolicy as the native networking.k8s.io/v1 NetworkPolicy and Namespace as the
+// core v1 Namespace (the stand-in serves both as Kubernetes does: at their own paths, with their
+// own apiVersion and kind, and refuses anything else there).
+TEST_CASE("policy kinds: Calico's as CRDs, K8s NetworkPolicy and Namespace as Kubernetes' own types", "[kubernetes][policy]") {
+  CHECK(k8s::api_resource_of("KubernetesNetworkPolicy").prefix == "/apis/networking.k8s.io/v1");
+  CHECK(k8s::api_resource_of("KubernetesNetworkPolicy").kind == "NetworkPolicy");
+  CHECK(k8s::api_resource_of("Namespace").prefix == "/api/v1");
+  CHECK(k8s::api_resource_of("NetworkPolicy").prefix == "/apis/crd.cnf.dev/v1");
+  CHECK(k8s::api_resource_of("GlobalNetworkSet").plural == "globalnetworksets");
+
+  standin s;
+  auto ds = open_ds(s);
+  const std::string calico_np = R"({"selector":"app == 'web'","types":["Ingress"],"ingress":[{"action":"Allow"}]})";
+  const std::string k8s_np = R"({"podSelector":{"matchLabels":{"app":"web"}},"policyTypes":["Ingress"]})";
+  // Same name and namespace in both NetworkPolicy APIs: two different objects.
+  auto cnp = ds.create(make("NetworkPolicy", "web", calico_np, "team-a"));
+  REQUIRE(cnp);
+  auto knp = ds.create(make("KubernetesNetworkPolicy", "web", k8s_np, "team-a"));
+  REQUIRE(knp);
+  CHECK(knp->kind == "KubernetesNetworkPolicy");
+  REQUIRE(ds.create(make("GlobalNetworkPolicy", "deny-all", R"j({"selector":"all()","order":2000})j")));
+  REQUIRE(ds.create(make("NetworkSet", "partners", R"({"nets":["192.0.2.0/24"]})", "team-a", {{"role", "partner"}})));
+  REQUIRE(ds.create(make("GlobalNetworkSet", "internet", R"({"nets":["0.0.0.0/0"]})", "", {{"role", "internet"}})));
+  auto ns = ds.create(make("Namespace", "team-b", "{}", "", {{"team", "b"}}));
+  REQUIRE(ns);
+
+  auto g = ds.get({"KubernetesNetworkPolicy", "team-a", "web"});
+  REQUIRE(g);
+  CHECK(same_json(g->spec, k8s_np));
+  auto gc = ds.get({"NetworkPolicy", "team-a", "web"});
+  REQUIRE(gc);
+  CHECK(same_json(gc->spec, calico_np));
+  auto gs = ds.get({"GlobalNetworkSet", "", "internet"});
+  REQUIRE(gs);
+  CHECK(gs->labels.at("role") == "internet");
+  auto l = ds.list({.kind = "NetworkSet"});
+  REQUIRE(l);
+  REQUIRE(l->items.size() == 1);
+  CHECK(l->items[0].ns == "team-a");
+
+  // The Namespace is a core v1 Namespace: the core read shows it with its labels.
+  auto core = ds.list_namespaces();
+  REQUIRE(core);
+  bool seen = false;
+  for (auto& n : *core)
+    if (n.name == "team-b") seen = n.labels == std::map<std::string, std::string>{{"team", "b"}};
+  CHECK(seen);
+
+  // Scopes are Kubernetes': a K8s NetworkPolicy needs a namespace, a GlobalNetworkSet has none.
+  auto no_ns = ds.create(make("KubernetesNetworkPolicy", "x", k8s_np));
+  REQUIRE_FALSE(no_ns);
+  CHECK(no_ns.error().code == cnf::errc::invalid);
+  CHECK_THAT(no_ns.error().message, Catch::Contains("namespaced"));
+  auto with_ns = ds.create(make("GlobalNetworkSet", "y", "{}", "team-a"));
+  REQUIRE_FALSE(with_ns);
+  CHECK_THAT(with_ns.error().message, Catch::Contains("cluster-scoped"));
+
+  // Watches of the native types deliver their changes; update and remove work by revision.
+  recorder knps, nss;
+  auto hk = ds.watch(wopt("KubernetesNetworkPolicy"), knps.callback());
+  auto hn = ds.watch(wopt("Namespace"), nss.callback());
+  REQUIRE(hk);
+  REQUIRE(hn);
+  REQUIRE(knps.wait_count(T::in_sync, 1));
+  REQUIRE(nss.wait_count(T::in_sync, 1));
+  auto changed = *knp;
+  changed.spec = R"({"podSelector":{},"policyTypes":["Ingress","Egress"]})";
+  auto u = ds.update(changed);
+  REQUIRE(u);
+  auto relabelled = *ns;
+  relabelled.labels = {{"team", "c"}};
+  REQUIRE(ds.update(relabelled));
+  REQUIRE(knps.wait_for(T::modified, "web"));
+  REQUIRE(nss.wait_for(T::modified, "team-b"));
+  REQUIRE(ds.remove({"KubernetesNetworkPolicy", "team-a", "web"}, u->revision));
+  REQUIRE(knps.wait_for(T::deleted, "web"));
+  CHECK(ds.get({"NetworkPolicy", "team-a", "web"}));  // the Calico one stays
+  for (auto& e : knps.events())
+    if (e.kind == T::modified) CHECK(same_json(e.object.spec, changed.spec));
+  for (auto& e : nss.events())
+    if (e.kind == T::modified) CHECK(e.object.labels.at("team") == "c");
+  CHECK(errors_in(knps) == 0);
+  CHECK(errors_in(nss) == 0);
+  hk->cancel();
+  hn->cancel();
+}

@@ -19,7 +19,10 @@
 #     than the bounded history (as an ERROR event, or as HTTP 410 in "gone-mode http");
 #   - "Authorization: Bearer <token>" (or a verified client certificate), 401 otherwise;
 #   - TLS with a certificate given on the command line;
-#   - read-only core /api/v1 nodes, namespaces and pods from a fixture file.
+#   - read-only core /api/v1 nodes and pods from a fixture file;
+#   - two of Kubernetes' own types served like custom resources (read-write, watchable):
+#     networking.k8s.io/v1 networkpolicies (namespaced) and core v1 namespaces (seeded from
+#     the fixture file's namespaces).
 # It does not validate specs against the CRD schemas, has no admission, finalizers,
 # field/label selectors, server-side apply, PATCH or multiple API versions.
 #
@@ -102,7 +105,7 @@ class Watcher:
 
     def __init__(self, ctx, ns, bookmarks):
         self.plural, self.ns, self.bookmarks = ctx["plural"], ns, bookmarks
-        self.kind, self.api_version = ctx["crd"]["kind"], ctx["group"] + "/" + ctx["version"]
+        self.kind, self.api_version = ctx["crd"]["kind"], ctx["api_version"]
         self.queue = []
         self.drop = False
 
@@ -244,6 +247,8 @@ class Handler(BaseHTTPRequestHandler):
             parts = [p for p in url.path.split("/") if p]
             if url.path == "/version":
                 return self.send_json(200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-cnf-standin"})
+            if parts[:3] == ["api", "v1", "namespaces"] and (len(parts) <= 4 or method != "GET"):
+                return self.custom(method, "", "v1", parts[2:], q)
             if parts[:2] == ["api", "v1"]:
                 if method != "GET":
                     return self.fail(405, "MethodNotAllowed", "the stand-in serves core resources read-only")
@@ -297,7 +302,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.fail(404, "NotFound", "the server could not find the requested resource")
         plural = rest[0]
         name = rest[1] if len(rest) == 2 else None
-        crd = self.server.crds.get(plural)
+        crd = self.server.builtins.get((group, plural)) or self.server.crds.get(plural)
         if crd is None or crd["group"] != group or version not in crd["versions"]:
             return self.fail(404, "NotFound", "the server could not find the requested resource (%s.%s/%s)" % (plural, group, version))
         namespaced = crd["scope"] == "Namespaced"
@@ -308,7 +313,8 @@ class Handler(BaseHTTPRequestHandler):
         for key in ("labelSelector", "fieldSelector"):
             if key in q:
                 return self.fail(400, "BadRequest", "the stand-in does not support %s" % key)
-        ctx = {"crd": crd, "plural": plural, "group": group, "version": version, "ns": ns or ""}
+        ctx = {"crd": crd, "plural": crd.get("key", plural), "group": group, "version": version, "ns": ns or "",
+               "api_version": (group + "/" if group else "") + version}
         if method == "GET" and name is None and q.get("watch") in ("1", "true"):
             return self.watch(ctx, ns, q)
         if method == "GET" and name is None:
@@ -330,9 +336,9 @@ class Handler(BaseHTTPRequestHandler):
     def check_object(self, ctx, obj, name=None):
         if not isinstance(obj, dict):
             return (400, "BadRequest", "the body must be a JSON object")
-        if obj.get("apiVersion") != ctx["group"] + "/" + ctx["version"] or obj.get("kind") != ctx["crd"]["kind"]:
-            return (400, "BadRequest", "apiVersion/kind %s/%s do not match %s/%s %s" % (
-                obj.get("apiVersion"), obj.get("kind"), ctx["group"], ctx["version"], ctx["crd"]["kind"]))
+        if obj.get("apiVersion") != ctx["api_version"] or obj.get("kind") != ctx["crd"]["kind"]:
+            return (400, "BadRequest", "apiVersion/kind %s/%s do not match %s %s" % (
+                obj.get("apiVersion"), obj.get("kind"), ctx["api_version"], ctx["crd"]["kind"]))
         meta = obj.get("metadata")
         if not isinstance(meta, dict):
             return (422, "Invalid", "metadata: Required value")
@@ -471,7 +477,7 @@ class Handler(BaseHTTPRequestHandler):
         if limit and len(keys) > limit:
             last = page[-1]
             meta["continue"] = base64.b64encode(json.dumps({"rv": snap, "after": [last[1], last[2]]}).encode()).decode()
-        self.send_json(200, {"apiVersion": ctx["group"] + "/" + ctx["version"], "kind": ctx["crd"]["kind"] + "List",
+        self.send_json(200, {"apiVersion": ctx["api_version"], "kind": ctx["crd"]["kind"] + "List",
                              "metadata": meta, "items": items})
 
     # ---- watch ----
@@ -626,6 +632,18 @@ def main():
         sys.exit("standin: no CRD manifests in " + args.crds)
     srv.fixtures = json.load(open(args.fixtures)) if args.fixtures else {}
     srv.store = Store(args.history)
+    # Kubernetes' own types the plugin writes, by (group, plural); "key" keeps them apart from
+    # cnf's CRDs of the same plural in the store.
+    srv.builtins = {
+        ("networking.k8s.io", "networkpolicies"): {"group": "networking.k8s.io", "kind": "NetworkPolicy", "scope": "Namespaced",
+                                                   "versions": ["v1"], "key": "networkpolicies.networking.k8s.io"},
+        ("", "namespaces"): {"group": "", "kind": "Namespace", "scope": "Cluster", "versions": ["v1"], "key": "namespaces"},
+    }
+    for n in srv.fixtures.get("namespaces", []):
+        obj = dict(n, apiVersion="v1", kind="Namespace")
+        obj["metadata"] = dict(n["metadata"])
+        obj["metadata"].setdefault("resourceVersion", "1")
+        srv.store.objects[("namespaces", "", obj["metadata"]["name"])] = obj
     srv.client_ca = args.client_ca
     srv.ssl_ctx = None
     if args.cert:

@@ -75,7 +75,8 @@ TEST_CASE("every cnf kind has a CRD manifest with the plural and scope the plugi
   namespace cnfk = cnf::kinds;
   for (auto kind : {cnfk::ip_pool, cnfk::ipam_block, cnfk::block_affinity, cnfk::ipam_handle, cnfk::ipam_config,
                     cnfk::ip_reservation, cnfk::node, cnfk::bgp_peer, cnfk::bgp_configuration, cnfk::workload_endpoint,
-                    cnfk::network_policy, cnfk::global_network_policy, cnfk::host_endpoint, cnfk::network_set}) {
+                    cnfk::network_policy, cnfk::global_network_policy, cnfk::host_endpoint, cnfk::network_set,
+                    std::string_view("GlobalNetworkSet")}) {
     std::string plural = k8s::plural_of(kind);
     INFO(kind << " -> " << plural);
     auto path = std::filesystem::path(CNF_TEST_SOURCE_DIR) / "examples/crds" / ("crd.cnf.dev_" + plural + ".yaml");
@@ -94,6 +95,24 @@ TEST_CASE("every cnf kind has a CRD manifest with the plural and scope the plugi
   CHECK(k8s::plural_of("BlockAffinity") == "blockaffinities");
   CHECK(k8s::plural_of("NetworkPolicy") == "networkpolicies");
   CHECK(!k8s::kind_is_namespaced("SomethingElse"));
+  // Kubernetes' own types, with no CRD of cnf's: the native NetworkPolicy API and core Namespaces.
+  CHECK(k8s::kind_is_namespaced("KubernetesNetworkPolicy") == true);
+  CHECK(k8s::kind_is_namespaced("Namespace") == false);
+  auto knp = k8s::api_resource_of("KubernetesNetworkPolicy");
+  CHECK(knp.prefix == "/apis/networking.k8s.io/v1");
+  CHECK(knp.plural == "networkpolicies");
+  CHECK(knp.api_version == "networking.k8s.io/v1");
+  CHECK(knp.kind == "NetworkPolicy");
+  CHECK_FALSE(knp.custom);
+  auto ns = k8s::api_resource_of("Namespace");
+  CHECK(ns.prefix == "/api/v1");
+  CHECK(ns.api_version == "v1");
+  CHECK(ns.kind == "Namespace");
+  auto cnp = k8s::api_resource_of("NetworkPolicy", "example.org", "v2");
+  CHECK(cnp.prefix == "/apis/example.org/v2");
+  CHECK(cnp.api_version == "example.org/v2");
+  CHECK(cnp.kind == "NetworkPolicy");
+  CHECK(cnp.custom);
 }
 
 namespace {

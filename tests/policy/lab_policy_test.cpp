@@ -3,6 +3,8 @@
 // policy-nftables.toml); pods x/a and z/c on node-1, y/b on node-2. The agents program
 // policy from what `cnf apply -f` / `cnf delete` write:
 //   baseline                         every pair answers
+//   a rule of y/b's chain deleted
+//     by hand on node-2              the agent's drift check puts it back (counted in its status)
 //   K8s default-deny-ingress in y    nothing reaches y/b; y/b still reaches the others
 //   + Namespace x labelled team=x,
 //     allow ingress from team=x      x/a reaches y/b again, z/c still does not
@@ -31,6 +33,7 @@
 #include <filesystem>
 #include <future>
 #include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -136,6 +139,44 @@ void scenario(const std::string& plugin) {
   auto base = kernel();
   CHECK_THAT(base, Contains("cali-tw-"));  // the endpoint chains exist before any policy (profiles)
   CHECK_THAT(base, !Contains("cali-pi-"));
+
+  // Drift: a rule of y/b's ingress chain deleted by hand in node-2's namespace comes back with
+  // the agent's next check (the profile's refresh_interval is 2 s; the deadline is generous).
+  {
+    auto chain_of = [&](const std::string& table) {
+      auto p = table.find("cali-tw-");
+      REQUIRE(p != std::string::npos);
+      return table.substr(p, table.find_first_of(" \n{},", p) - p);
+    };
+    const std::string tw = chain_of(base);
+    auto chain = [&] {
+      if (nft) return sh("ip netns exec " + node2 + " nft list chain ip calico " + tw + " 2>&1");
+      std::string out;
+      std::istringstream in(sh("ip netns exec " + node2 + " iptables-nft-save -t filter 2>&1"));
+      for (std::string l; std::getline(in, l);)
+        if (l.starts_with("-A " + tw + " ")) out += l + "\n";
+      return out;
+    };
+    const auto whole = chain();
+    REQUIRE_THAT(whole, Contains("cali:"));
+    CHECK(policy_status("node-2").at("driftRepairs").to_number<int>() == 0);  // checks ran, nothing differed
+    if (nft) {
+      auto handles = sh("ip netns exec " + node2 + " nft -a list chain ip calico " + tw);
+      auto h = handles.find("ct state invalid drop");
+      REQUIRE(h != std::string::npos);
+      auto hp = handles.find("# handle ", h);
+      REQUIRE(hp != std::string::npos);
+      sh("ip netns exec " + node2 + " nft delete rule ip calico " + tw + " handle " + handles.substr(hp + 9, handles.find('\n', hp) - hp - 9));
+    } else {
+      sh("ip netns exec " + node2 + " iptables-nft -D " + tw + " 2");
+    }
+    REQUIRE(chain() != whole);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (chain() != whole && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    CHECK(chain() == whole);
+    CHECK(policy_status("node-2").at("driftRepairs").to_number<int>() >= 1);
+    CHECK(policy_status("node-2").at("refreshIntervalMs").to_number<int>() == 2000);
+  }
 
   const auto deny = apply("deny.yaml", R"(apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy

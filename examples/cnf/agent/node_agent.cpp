@@ -190,12 +190,19 @@ cnf::result<void> node_agent::start() {
       mesh_default_ = rs->get<bool>("node_to_node_mesh", mesh_default_);
     }
   if (policy_plugin_) {
-    policy_ = std::make_unique<cnf::netpol::policy_host>(loop_, policy_plugin_, cnf::netpol::policy_host::options{name_}, &log_);
+    // [policy] refresh_interval: the host's key in the plugin's section (the plugin validated it too).
+    auto ps = cnf::settings::parse(prof_.text, prof_.file, "policy");
+    if (!ps) return ps.error();
+    const auto hs = cnf::netpol::read_host_settings(*ps);
+    if (!ps->diagnostics().empty()) return cnf::error(cnf::errc::invalid, cnf::join_diagnostics(ps->diagnostics()));
+    policy_ = std::make_unique<cnf::netpol::policy_host>(loop_, policy_plugin_, cnf::netpol::policy_host::options{name_, hs.refresh_interval},
+                                                         &log_);
     for (auto& k : cnf::netpol::policy_host::kinds()) {
       policy_kinds_.insert(k);
       if (std::find(so.kinds.begin(), so.kinds.end(), k) == so.kinds.end()) so.kinds.push_back(k);
     }
-    log_.info("policy: " + policy_name_ + " (programs nothing before the first complete sync)");
+    log_.info("policy: " + policy_name_ + " (programs nothing before the first complete sync; " +
+              (hs.refresh_interval.count() ? fmt::format("checks for drift every {} ms)", hs.refresh_interval.count()) : std::string("no drift checks)")));
   }
   so.log = &log_;
   sync_ = std::make_unique<cnf::syncer>(ds_, loop_, so);
@@ -978,6 +985,10 @@ std::string node_agent::status_json() const {
     // loop, after the flush the change scheduled; with `failures` unchanged, it succeeded).
     po["updates"] = policy_updates_;
     po["upToDate"] = policy_->flushes() > policy_flushes_at_update_;
+    po["refreshIntervalMs"] = policy_->refresh_interval().count();
+    po["driftChecks"] = policy_->drift_checks();
+    po["driftRepairs"] = policy_->drift_repairs();
+    po["driftCheckFailures"] = policy_->drift_failures();
     json::array pnotes;
     if (auto st = policy_plugin_.status()) {
       po["dataplane"] = st->dataplane;
@@ -1047,6 +1058,10 @@ std::string node_agent::metrics() const {
   if (policy_) {
     counter("cnf_policy_flushes_total", "Policy flushes (changes delivered to the policy part and applied)", policy_->flushes());
     counter("cnf_policy_flush_failures_total", "Policy flushes that failed (retried)", policy_->failures());
+    counter("cnf_policy_drift_checks_total", "Drift checks (the kernel's chains and sets compared with what was programmed)",
+            policy_->drift_checks());
+    counter("cnf_policy_drift_repairs_total", "Chains, sets and hooks found changed in the kernel and rewritten", policy_->drift_repairs());
+    counter("cnf_policy_drift_check_failures_total", "Drift checks that failed", policy_->drift_failures());
     gauge("cnf_policy_invalid_resources", "Policy resources that do not parse (their previous version stays)", "",
           static_cast<double>(policy_invalid_.size()));
   }

@@ -12,7 +12,9 @@
 // (cnf::netpol::policy_host::kinds()) and hands every change of those to the policy host,
 // which programs nothing before the first complete sync and then one coalesced flush per
 // burst of changes. A policy resource that does not parse is logged with its field and
-// listed in the status; the rest stays programmed.
+// listed in the status; the rest stays programmed. Every [policy] refresh_interval (default
+// 10 s) the policy part checks the kernel for drift and puts back what was changed by hand;
+// each repair is logged and counted (status "driftRepairs", cnf_policy_drift_repairs_total).
 #pragma once
 #include <cnf/encap.hpp>
 #include <cnf/event_loop.hpp>
@@ -20,6 +22,7 @@
 #include <cnf/model/bgp.hpp>
 #include <cnf/model/node.hpp>
 #include <cnf/policy/host.hpp>
+#include <cnf/policy/host_settings.hpp>
 #include <cnf/profile.hpp>
 #include <cnf/route_table.hpp>
 #include <cnf/routing.hpp>

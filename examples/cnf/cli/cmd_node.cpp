@@ -155,9 +155,9 @@ int node_status(const std::string& profile_arg, const std::string& output) {
   if (const auto* po = o.if_contains("policy"); po && po->is_object()) {
     const auto& p = po->get_object();
     std::cout << "\nPolicy (" << str(p, "plugin") << ")\n";
-    print_table({{"PLUGIN", "DATAPLANE", "ENDPOINTS", "POLICIES", "PROFILES", "IP SETS", "RULES", "FLUSHES", "FAILURES"},
+    print_table({{"PLUGIN", "DATAPLANE", "ENDPOINTS", "POLICIES", "PROFILES", "IP SETS", "RULES", "FLUSHES", "FAILURES", "DRIFT REPAIRS"},
                  {str(p, "plugin"), str(p, "dataplane"), str(p, "endpoints"), str(p, "policies"), str(p, "profiles"), str(p, "ipSets"),
-                  str(p, "rules"), str(p, "flushes"), str(p, "failures")}});
+                  str(p, "rules"), str(p, "flushes"), str(p, "failures"), str(p, "driftRepairs")}});
     if (const auto* notes = p.if_contains("notes"); notes && notes->is_array())
       for (auto& n : notes->get_array())
         if (n.is_string()) std::cout << n.get_string() << "\n";

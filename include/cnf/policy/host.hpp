@@ -14,12 +14,17 @@
 //   cnf::netpol::policy_host host(loop, plugin, {.node = "node-1"}, &log);
 //   syncer.on_update([&](const cnf::sync_update& u) { (void)host.on_update(u); });
 //   syncer.on_status([&](cnf::sync_status s) { host.set_in_sync(s == cnf::sync_status::in_sync); });
+//
+// Drift: with options.refresh_interval above zero, once in sync, the host asks the plugin to
+// check_drift() every interval (skipped while a flush is due: that one programs the kernel
+// anyway), logs one line per object the plugin put back, and counts checks and repairs.
 #pragma once
 #include <cnf/executor.hpp>
 #include <cnf/log.hpp>
 #include <cnf/policy/calculator.hpp>
 #include <cnf/syncer.hpp>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +36,8 @@ class policy_host {
  public:
   struct options {
     std::string node;
+    /// Between two drift checks (cnf/policy/host_settings.hpp reads it from the profile); zero: none.
+    std::chrono::milliseconds refresh_interval{0};
   };
   policy_host(executor& ex, any_policy plugin, options o, logger* log = nullptr);
   ~policy_host();
@@ -46,10 +53,18 @@ class policy_host {
   /// Flushes done and failed since start.
   std::size_t flushes() const { return flushes_; }
   std::size_t failures() const { return failures_; }
+  /// Asks the plugin to repair drift now (the timer calls this); logs and counts what it did.
+  result<policy_drift> check_drift();
+  /// Drift checks done, objects repaired by them, checks that failed, since start.
+  std::size_t drift_checks() const { return drift_checks_; }
+  std::size_t drift_repairs() const { return drift_repairs_; }
+  std::size_t drift_failures() const { return drift_failures_; }
+  std::chrono::milliseconds refresh_interval() const { return opt_.refresh_interval; }
   const calculator& calc() const { return calc_; }
 
  private:
   void schedule();
+  void arm_refresh();
   executor& ex_;
   any_policy plugin_;
   options opt_;
@@ -57,6 +72,8 @@ class policy_host {
   calculator calc_;
   bool in_sync_ = false, scheduled_ = false;
   std::size_t flushes_ = 0, failures_ = 0;
+  std::size_t drift_checks_ = 0, drift_repairs_ = 0, drift_failures_ = 0;
+  executor::timer_id refresh_timer_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

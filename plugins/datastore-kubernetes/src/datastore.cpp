@@ -160,9 +160,10 @@ struct datastore::impl : std::enable_shared_from_this<datastore::impl> {
         return error(errc::invalid, "resource kind '" + std::string(kind) + "' has no Kubernetes plural (letters and digits only)");
     if (!ns.empty() && !is_dns1123_label(ns))
       return error(errc::invalid, "namespace '" + std::string(ns) + "' is not a valid Kubernetes namespace name (a DNS-1123 label)");
-    std::string p = api_base;
+    auto where = api_resource_of(kind, opt.group, opt.version);
+    std::string p = where.prefix;
     if (!ns.empty()) p += "/namespaces/" + std::string(ns);
-    return p + "/" + plural_of(kind);
+    return p + "/" + where.plural;
   }
 
   /// Keys of one object must match the kind's scope (Kubernetes fixes it per CRD).
@@ -246,8 +247,9 @@ struct datastore::impl : std::enable_shared_from_this<datastore::impl> {
     if (raw_name.empty()) return error(errc::invalid, what + " (" + where + "): metadata.name is missing");
     auto name = decode_name(raw_name);
     if (!name) return error(errc::invalid, what + " (" + where + "): " + name.error().message);
-    if (auto k = member_string(&o, "kind"); !k.empty() && k != kind)
-      return error(errc::invalid, what + " (" + where + "): the object's kind is '" + k + "', expected '" + std::string(kind) + "'");
+    const auto object_kind = api_resource_of(kind, opt.group, opt.version).kind;
+    if (auto k = member_string(&o, "kind"); !k.empty() && k != object_kind)
+      return error(errc::invalid, what + " (" + where + "): the object's kind is '" + k + "', expected '" + object_kind + "'");
     resource r;
     r.kind = std::string(kind);
     r.ns = std::move(ns);
@@ -291,8 +293,9 @@ struct datastore::impl : std::enable_shared_from_this<datastore::impl> {
       meta["annotations"] = json::object{{replaces_annotation, r.revision}};
     }
     json::object o;
-    o["apiVersion"] = opt.group + "/" + opt.version;
-    o["kind"] = r.kind;
+    const auto where = api_resource_of(r.kind, opt.group, opt.version);
+    o["apiVersion"] = where.api_version;
+    o["kind"] = where.kind;
     o["metadata"] = std::move(meta);
     o["spec"] = std::move(spec);
     return json::serialize(o);

@@ -1,4 +1,5 @@
-// Kubernetes object names for cnf resource names, and CRD plurals for cnf kinds.
+// Kubernetes object names for cnf resource names, CRD plurals for cnf kinds, and where each
+// kind lives in the API server (cnf's CRDs, or Kubernetes' own NetworkPolicy and Namespace).
 #include <cnf/plugins/kubernetes.hpp>
 
 CNF_BEGIN_NAMESPACE
@@ -7,6 +8,10 @@ namespace {
 
 constexpr std::string_view marker = "enc--";
 constexpr std::size_t max_name = 253;
+// Kinds the policy part reads that cnf::kinds does not name (cnf/policy/host.hpp).
+constexpr std::string_view kubernetes_network_policy = "KubernetesNetworkPolicy";
+constexpr std::string_view namespace_kind = "Namespace";
+constexpr std::string_view global_network_set = "GlobalNetworkSet";
 
 bool alnum(char c) noexcept { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
 
@@ -89,8 +94,18 @@ std::string plural_of(std::string_view kind) {
   return s + "s";
 }
 
+api_resource api_resource_of(std::string_view kind, std::string_view group, std::string_view version) {
+  if (kind == kubernetes_network_policy) return {"/apis/networking.k8s.io/v1", "networkpolicies", "networking.k8s.io/v1", "NetworkPolicy", false};
+  if (kind == namespace_kind) return {"/api/v1", "namespaces", "v1", "Namespace", false};
+  const std::string gv = std::string(group) + "/" + std::string(version);
+  return {"/apis/" + gv, plural_of(kind), gv, std::string(kind), true};
+}
+
 std::optional<bool> kind_is_namespaced(std::string_view kind) noexcept {
-  if (kind == kinds::workload_endpoint || kind == kinds::network_policy || kind == kinds::network_set) return true;
+  if (kind == kinds::workload_endpoint || kind == kinds::network_policy || kind == kinds::network_set ||
+      kind == kubernetes_network_policy)
+    return true;
+  if (kind == global_network_set || kind == namespace_kind) return false;
   for (auto k : {kinds::ip_pool, kinds::ipam_block, kinds::block_affinity, kinds::ipam_handle, kinds::ipam_config,
                  kinds::ip_reservation, kinds::node, kinds::bgp_peer, kinds::bgp_configuration,
                  kinds::global_network_policy, kinds::host_endpoint})

@@ -469,7 +469,7 @@ std::map<std::string, chain> dataplane::desired() const {
   return out;
 }
 
-result<void> dataplane::read_kernel() {
+result<void> dataplane::read_chains() {
   auto r = run({"iptables-" + opt_.backend + "-save", "-t", "filter"}, {});
   if (!r) return r.error();
   if (r->status != 0) return cnf::error(errc::io, "iptables-" + opt_.backend + "-save -t filter: " + r->err);
@@ -495,11 +495,35 @@ result<void> dataplane::read_kernel() {
       kernel_[name].push_back(h);
     }
   }
+  return {};
+}
+
+result<std::map<std::string, std::set<std::string>>> dataplane::read_sets() const {
+  auto r = run({opt_.ipset, "save"}, {});
+  if (!r) return r.error();
+  if (r->status != 0) return cnf::error(errc::io, opt_.ipset + " save: " + r->err);
+  std::map<std::string, std::set<std::string>> out;
+  std::istringstream in(r->out);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream w(line);
+    std::string verb, name, member;
+    w >> verb >> name >> member;
+    if (!name.starts_with("cali40")) continue;
+    if (verb == "create") out[name];
+    else if (verb == "add") out[name].insert(member.find('/') == std::string::npos ? member + "/32" : member);
+  }
+  return out;
+}
+
+result<void> dataplane::read_kernel() {
+  if (auto r = read_chains(); !r) return r;
   // IP sets: every cali40 set is rebuilt by swap; those nobody wants are destroyed.
   auto l = run({opt_.ipset, "list", "-n"}, {});
   if (!l) return l.error();
   if (l->status != 0) return cnf::error(errc::io, opt_.ipset + " list -n: " + l->err);
   std::istringstream sets(l->out);
+  std::string line;
   while (std::getline(sets, line)) {
     if (line.starts_with("cali4t")) sets_to_destroy_.insert("\x01" + line);  // a temporary left by a crash
     if (!line.starts_with("cali40")) continue;
@@ -604,15 +628,65 @@ result<void> dataplane::apply() {
   return {};
 }
 
-result<std::size_t> dataplane::check_drift() {
-  auto before = kernel_;
-  if (auto r = read_kernel(); !r) return r.error();
-  auto want = desired();
-  std::size_t differ = 0;
-  for (auto& [name, c] : want)
-    if (auto k = kernel_.find(name); k == kernel_.end() || k->second != c.hashes) ++differ;
+namespace {
+/// "holds 7 of its 8 rules" (+ ", 1 other"): how a chain read back differs from the wanted one.
+std::string chain_difference(const std::vector<std::string>& have, const std::vector<std::string>& want) {
+  std::set<std::string> h(have.begin(), have.end()), w(want.begin(), want.end());
+  std::size_t kept = 0;
+  for (auto& x : w) kept += h.count(x);
+  std::size_t others = 0;
+  for (auto& x : have) others += w.count(x) ? 0 : 1;
+  std::string d = "holds " + std::to_string(kept) + " of its " + std::to_string(want.size()) + " rules";
+  if (others) d += ", and " + std::to_string(others) + " rule" + (others == 1 ? "" : "s") + " cnf did not write";
+  if (kept == want.size() && !others) d += " out of order";
+  return d;
+}
+}  // namespace
+
+result<policy_drift> dataplane::check_drift() {
+  // What was recorded and not applied yet is not drift: apply it first.
+  if (!kernel_read_ || pending_ || !dirty_chains_.empty())
+    if (auto r = apply(); !r) return r.error();
+  policy_drift d;
+  if (auto r = read_chains(); !r) return r.error();
+  const auto want = desired();
+  for (auto& [name, c] : want) {
+    ++d.checked;
+    auto k = kernel_.find(name);
+    if (k == kernel_.end()) d.repaired.push_back({"chain " + name, "missing"});
+    else if (k->second != c.hashes) d.repaired.push_back({"chain " + name, chain_difference(k->second, c.hashes)});
+  }
+  for (auto& [name, h] : kernel_)
+    if (!want.contains(name)) d.repaired.push_back({"chain " + name, "not cnf's: deleted"});
+  d.checked += 2;
+  if (!forward_hooked_) d.repaired.push_back({"hook FORWARD", "the jump to cali-FORWARD is missing"});
+  if (!input_hooked_) d.repaired.push_back({"hook INPUT", "the jump to cali-INPUT is missing"});
+  auto kernel_sets = read_sets();
+  if (!kernel_sets) return kernel_sets.error();
+  for (auto& [id, s] : sets_) {
+    ++d.checked;
+    const auto name = ipset_name(id);
+    auto k = kernel_sets->find(name);
+    if (k == kernel_sets->end()) {
+      s.fresh = true;
+      d.repaired.push_back({"set " + name, "missing"});
+      continue;
+    }
+    std::size_t missing = 0, extra = k->second.size();
+    for (auto& m : s.members) {
+      if (k->second.count(m.canonical().to_string())) --extra;
+      else ++missing;
+    }
+    if (missing || extra) {
+      s.fresh = true;  // refilled under a temporary name and swapped in
+      d.repaired.push_back({"set " + name, std::to_string(missing) + " member" + (missing == 1 ? "" : "s") + " missing, " +
+                                               std::to_string(extra) + " not cnf's"});
+    }
+  }
+  if (d.repaired.empty()) return d;
+  compare_all_ = true;
   if (auto r = apply(); !r) return r.error();
-  return differ;
+  return d;
 }
 
 result<policy_status> dataplane::status() {

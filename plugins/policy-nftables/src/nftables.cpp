@@ -4,6 +4,7 @@
 #include <nftables/libnftables.h>
 
 #include <algorithm>
+#include <optional>
 #include <sstream>
 #include <tuple>
 
@@ -367,6 +368,7 @@ result<void> dataplane::apply() {
   if (tx.empty()) {
     dirty_chains_.clear();
     compare_all_ = false;
+    pending_ = 0;
     return {};
   }
   last_ = tx;
@@ -386,42 +388,172 @@ result<void> dataplane::apply() {
   return {};
 }
 
-result<std::size_t> dataplane::check_drift() {
-  if (!table_made_) {
-    if (auto r = apply(); !r) return r.error();
-    return std::size_t{0};
-  }
-  auto listing = run("list table ip " + opt_.table, true);
-  if (!listing) return listing.error();
-  std::map<std::string, std::vector<std::string>> seen;
-  std::istringstream in(*listing);
-  std::string line, cur;
+namespace {
+
+/// The table as `nft list table` prints it: chains with their rules' hashes ("?" for a rule
+/// without one), sets and maps with their elements.
+struct listed_table {
+  std::map<std::string, std::vector<std::string>> chains;
+  std::map<std::string, std::set<std::string>> sets;
+  std::map<std::string, std::map<std::string, std::string>> maps;  // map -> key -> verdict
+};
+
+listed_table parse_listing(const std::string& text) {
+  listed_table t;
+  std::istringstream in(text);
+  std::string line, cur, elements;
+  enum { none, in_chain, in_set, in_map } where = none;
+  bool collecting = false;
+  auto finish_elements = [&] {
+    // "a, b, c" (sets) or "\"k\" : goto c, ..." (maps), braces already stripped.
+    std::size_t b = 0;
+    while (b < elements.size()) {
+      auto e = elements.find(',', b);
+      if (e == std::string::npos) e = elements.size();
+      auto item = elements.substr(b, e - b);
+      auto f = item.find_first_not_of(" \t"), l = item.find_last_not_of(" \t");
+      if (f != std::string::npos) {
+        item = item.substr(f, l - f + 1);
+        if (where == in_set) {
+          t.sets[cur].insert(item.find('/') == std::string::npos ? item + "/32" : item);
+        } else if (auto c = item.find(" : "); c != std::string::npos) {
+          auto key = item.substr(0, c);
+          if (key.size() >= 2 && key.front() == '"') key = key.substr(1, key.size() - 2);
+          t.maps[cur][key] = item.substr(c + 3);
+        }
+      }
+      b = e + 1;
+    }
+    elements.clear();
+    collecting = false;
+  };
   while (std::getline(in, line)) {
     auto p = line.find_first_not_of(" \t");
     if (p == std::string::npos) continue;
     std::string_view l(line.c_str() + p);
-    if (l.starts_with("chain ")) {
-      cur = std::string(l.substr(6, l.find(' ', 6) - 6));
-      seen[cur];
+    if (collecting) {
+      auto close = l.find('}');
+      elements += " " + std::string(l.substr(0, close));
+      if (close != std::string_view::npos) finish_elements();
+      continue;
+    }
+    auto block = [&](std::string_view kw) {
+      return l.starts_with(kw) ? std::optional<std::string>(std::string(l.substr(kw.size(), l.find(' ', kw.size()) - kw.size()))) : std::nullopt;
+    };
+    if (auto n = block("chain ")) {
+      cur = *n, where = in_chain;
+      t.chains[cur];
+    } else if (auto n2 = block("set ")) {
+      cur = *n2, where = in_set;
+      t.sets[cur];
+    } else if (auto n3 = block("map ")) {
+      cur = *n3, where = in_map;
+      t.maps[cur];
     } else if (l == "}") {
+      where = none;
       cur.clear();
-    } else if (!cur.empty()) {
-      if (auto c = l.find("comment \"cali:"); c != std::string_view::npos) seen[cur].push_back(std::string(l.substr(c + 14, 16)));
-      else if (!l.starts_with("type ")) seen[cur].push_back("?");
+    } else if ((where == in_set || where == in_map) && l.starts_with("elements = {")) {
+      auto body = l.substr(12);
+      auto close = body.find('}');
+      elements = std::string(body.substr(0, close));
+      collecting = true;
+      if (close != std::string_view::npos) finish_elements();
+    } else if (where == in_chain) {
+      if (auto c = l.find("comment \"cali:"); c != std::string_view::npos) t.chains[cur].push_back(std::string(l.substr(c + 14, 16)));
+      else if (!l.starts_with("type ") && !l.starts_with("policy ")) t.chains[cur].push_back("?");
     }
   }
-  std::size_t differ = 0;
-  for (auto& [name, c] : desired())
-    if (auto it = seen.find(name); it == seen.end() || it->second != c.hashes) {
-      ++differ;
-      if (it == seen.end()) kernel_.erase(name);
-      else kernel_[name] = it->second;
-    }
-  if (differ) {
-    compare_all_ = true;
+  return t;
+}
+
+std::string chain_difference(const std::vector<std::string>& have, const std::vector<std::string>& want) {
+  std::set<std::string> h(have.begin(), have.end()), w(want.begin(), want.end());
+  std::size_t kept = 0, others = 0;
+  for (auto& x : w) kept += h.count(x);
+  for (auto& x : have) others += w.count(x) ? 0 : 1;
+  std::string d = "holds " + std::to_string(kept) + " of its " + std::to_string(want.size()) + " rules";
+  if (others) d += ", and " + std::to_string(others) + " rule" + (others == 1 ? "" : "s") + " cnf did not write";
+  if (kept == want.size() && !others) d += " out of order";
+  return d;
+}
+
+}  // namespace
+
+result<policy_drift> dataplane::check_drift() {
+  // What was recorded and not applied yet is not drift: apply it first.
+  if (!table_made_ || pending_ || !dirty_chains_.empty())
     if (auto r = apply(); !r) return r.error();
+  policy_drift d;
+  auto listing = run("list table ip " + opt_.table, true);
+  if (!listing) {
+    // The whole table is gone (nft says "No such file or directory"): the next apply makes it again.
+    auto tables = run("list tables ip", true);
+    if (!tables || tables->find("table ip " + opt_.table + "\n") != std::string::npos) return listing.error();
+    d.checked = 1;
+    d.repaired.push_back({"table ip " + opt_.table, "missing"});
+    table_made_ = false;
+    if (auto r = apply(); !r) return r.error();
+    return d;
   }
-  return differ;
+  const auto seen = parse_listing(*listing);
+  for (auto& [name, c] : desired()) {
+    ++d.checked;
+    auto it = seen.chains.find(name);
+    if (it == seen.chains.end()) {
+      d.repaired.push_back({"chain " + name, "missing"});
+      kernel_.erase(name);
+    } else if (it->second != c.hashes) {
+      d.repaired.push_back({"chain " + name, chain_difference(it->second, c.hashes)});
+      kernel_[name] = it->second;
+    }
+  }
+  const auto want = desired();
+  for (auto& [name, h] : seen.chains)
+    if (!want.contains(name)) {
+      d.repaired.push_back({"chain " + name, "not cnf's: deleted"});
+      kernel_[name] = h;
+    }
+  for (auto& [id, st] : sets_) {
+    ++d.checked;
+    const auto n = set_name(id);
+    auto it = seen.sets.find(n);
+    if (it == seen.sets.end()) {
+      d.repaired.push_back({"set " + n, "missing"});
+      st.fresh = true;
+      continue;
+    }
+    std::size_t missing = 0, extra = it->second.size();
+    for (auto& m : st.members) {
+      if (it->second.count(m.canonical().to_string())) --extra;
+      else ++missing;
+    }
+    if (missing || extra) {
+      st.fresh = true;  // flushed and refilled in the repair's transaction
+      d.repaired.push_back({"set " + n, std::to_string(missing) + " member" + (missing == 1 ? "" : "s") + " missing, " +
+                                            std::to_string(extra) + " not cnf's"});
+    }
+  }
+  for (int dir = 0; dir < 2; ++dir) {
+    ++d.checked;
+    const std::string map = dir == 0 ? "cali-from-wl-map" : "cali-to-wl-map";
+    auto it = seen.maps.find(map);
+    std::map<std::string, std::string> have;
+    if (it != seen.maps.end())
+      for (auto& [k, v] : it->second)
+        if (v.starts_with("goto ")) have[k] = v.substr(5);
+    if (it == seen.maps.end()) {
+      d.repaired.push_back({"map " + map, "missing"});
+      table_made_ = false;  // a map cannot be re-added alone under the chains that use it: the table is rebuilt
+    } else if (have != kernel_maps_[dir]) {
+      d.repaired.push_back({"map " + map, std::to_string(have.size()) + " of " + std::to_string(kernel_maps_[dir].size()) +
+                                              " entries, some not as programmed"});
+      kernel_maps_[dir] = std::move(have);
+    }
+  }
+  if (d.repaired.empty()) return d;
+  compare_all_ = true;
+  if (auto r = apply(); !r) return r.error();
+  return d;
 }
 
 result<policy_status> dataplane::status() {

@@ -16,7 +16,8 @@
 // Accept mark 0x10000, pass mark 0x20000 (cleared together: MARK and 0xfffcffff). Every rule
 // carries a "cali:<hash>" comment; the hash chains the chain name, the previous rule's hash
 // and the rule, so the hashes read back with iptables-save show which chains differ from what
-// is wanted (drift, or what a previous run left). IP sets are cali40s:<id> (hash:net); a new
+// is wanted (drift, or what a previous run left). check_drift() compares them, and the
+// members of the sets (ipset save), with what was programmed and rewrites only what differs. IP sets are cali40s:<id> (hash:net); a new
 // or resynced set is filled under a temporary name and swapped in; changes are add/del.
 //
 // apply(): one `ipset restore`, then one `iptables-restore --noflush` of the filter table
@@ -80,8 +81,10 @@ class dataplane {
   result<policy_status> status();
   result<void> stop();
 
-  /// Reads the table back and rewrites chains whose rule hashes differ (drift repair).
-  result<std::size_t> check_drift();
+  /// Applies what is pending, then reads the table (one iptables-save) and the sets (one ipset
+  /// save) back and rewrites the chains whose rule hashes differ and the sets whose members
+  /// differ, in one restore each; reports what it rewrote. Nothing differs: nothing written.
+  result<policy_drift> check_drift();
   /// The chains wanted now (rendered), for tests.
   std::map<std::string, chain> desired() const;
   /// The last iptables-restore input, for tests and logs.
@@ -93,7 +96,9 @@ class dataplane {
     std::set<ip_prefix> added, removed;
     bool fresh = true;  // not yet in the kernel (or to be rebuilt): fill and swap
   };
-  result<void> read_kernel();
+  result<void> read_kernel();  // at start: chains, and the sweep of stale sets
+  result<void> read_chains();  // kernel_ and the hooks, from one iptables-save
+  result<std::map<std::string, std::set<std::string>>> read_sets() const;  // cali40 set -> members
   std::vector<std::string> render_rules(const std::vector<policy_rule>& rules, std::string_view direction) const;
   chain endpoint_chain(const workload_endpoint& e, bool ingress) const;
   void render_dispatch(std::map<std::string, chain>& out) const;
@@ -108,7 +113,7 @@ class dataplane {
   std::set<std::string> dirty_chains_;          // of those, changed since the last apply
   std::map<std::string, std::set<std::string>> pols_of_ep_;  // endpoint key -> policy keys
   bool compare_all_ = true;                     // the kernel's state was (re)read
-  std::map<std::string, chain> dynamic_chains() const;  // endpoint and dispatch chains  // rendered at upsert: cali-pi/po/pri/pro
+  std::map<std::string, chain> dynamic_chains() const;  // endpoint and dispatch chains
   std::map<std::string, std::vector<std::string>> chains_of_;  // policy key / profile name -> its chain names
   std::map<std::string, std::vector<std::string>> kernel_;     // chain -> hashes programmed
   bool kernel_read_ = false;

@@ -15,8 +15,8 @@
 // Every rule carries comment "cali:<hash>" (chained as in the iptables part). apply() sends one
 // transaction (libnftables): only changed chains are flushed and refilled, map and set
 // elements added and deleted; the first apply replaces the whole table atomically (sweeping
-// whatever a previous run left). check_drift() lists the table and rewrites chains whose
-// hashes differ. IPv4 only for now.
+// whatever a previous run left). check_drift() lists the table and rewrites the chains whose
+// hashes differ, the sets and map entries that differ. IPv4 only for now.
 #pragma once
 #include <cnf/policy.hpp>
 
@@ -61,7 +61,10 @@ class dataplane {
   result<policy_status> status();
   result<void> stop();
 
-  result<std::size_t> check_drift();
+  /// Applies what is pending, then lists the table once and rewrites, in one transaction, the
+  /// chains whose rule hashes differ, the sets whose elements differ and the dispatch map
+  /// entries that differ (the whole table when it is gone); reports what it rewrote.
+  result<policy_drift> check_drift();
   std::map<std::string, chain> desired() const;
   const std::string& last_transaction() const { return last_; }
 
