@@ -30,7 +30,7 @@ build "$work/good"
 cp "$work/good/cnf-ipam-fixed.so" "$prefix/lib/cnf/plugins/"
 out=$("$prefix/bin/cnf" plugins 2>&1)
 echo "$out"
-echo "$out" | grep -E "^ipam +fixed +1.0.0 +1 +$prefix/lib/cnf/plugins/cnf-ipam-fixed.so" > /dev/null \
+echo "$out" | grep -E "^ipam +fixed +1.0.0 +2 +$prefix/lib/cnf/plugins/cnf-ipam-fixed.so" > /dev/null \
   || { echo "FAIL: the out-of-tree plugin is not listed"; exit 1; }
 echo "$out" | grep -E "^datastore +local " > /dev/null || { echo "FAIL: built-in plugins not listed"; exit 1; }
 
