@@ -265,11 +265,21 @@ class containerd_node {
     if (!up || daemon_->poll()) throw std::runtime_error("containerd did not start:\n" + cnf_test::read_file(dir_ / "containerd.log"));
     // Its private mount namespace, whose processes shutdown() ends: never the test's own
     // or PID 1's (containerd is running, so unshare has happened).
+    // The namespace is held open until shutdown() has swept it: a namespace's inode number
+    // is freed with it and handed to the next namespace made on the machine (once that was
+    // the mount namespace of an `ip netns exec` of another test, whose process the sweep
+    // then killed). Held, the number stays containerd's.
     struct stat mine {}, init {}, st {};
     const bool init_known = ::stat("/proc/1/ns/mnt", &init) == 0;  // not always readable
-    if (::stat(("/proc/" + std::to_string(daemon_->pid()) + "/ns/mnt").c_str(), &st) == 0 &&
-        ::stat("/proc/self/ns/mnt", &mine) == 0 && st.st_ino != mine.st_ino && (!init_known || st.st_ino != init.st_ino))
+    const int fd = ::open(("/proc/" + std::to_string(daemon_->pid()) + "/ns/mnt").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 && ::fstat(fd, &st) == 0 && ::stat("/proc/self/ns/mnt", &mine) == 0 && st.st_ino != mine.st_ino &&
+        (!init_known || st.st_ino != init.st_ino)) {
       mount_ns_ = st.st_ino;
+      mount_ns_dev_ = st.st_dev;
+      mount_ns_fd_ = fd;
+    } else if (fd >= 0) {
+      ::close(fd);
+    }
     else
       throw std::runtime_error("containerd is not in a mount namespace of its own");
     // The socket exists before the services answer: wait for `ctr version`.
@@ -334,9 +344,12 @@ class containerd_node {
     for (int round = 0; round < 100; ++round) {
       auto left = processes_in(mount_ns_);
       if (left.empty()) break;
-      for (pid_t p : left) kill_if(p, [&] { return in_mount_ns(p, mount_ns_); });
+      for (pid_t p : left) kill_if(p, [&] { return in_mount_ns(p, mount_ns_, mount_ns_dev_); });
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
+    if (mount_ns_fd_ >= 0) ::close(mount_ns_fd_);
+    mount_ns_fd_ = -1;
+    mount_ns_ = 0;
     remove_cgroups();
   }
   /// SIGKILL to `p` only while it is still a container of this runtime: its cgroup is
@@ -354,12 +367,13 @@ class containerd_node {
     if (still_ours()) ::syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0);
     ::close(fd);
   }
-  static bool in_mount_ns(pid_t p, ino_t ns) noexcept {
+  static bool in_mount_ns(pid_t p, ino_t ns, dev_t dev) noexcept {
     struct stat st {};
-    return ::stat(("/proc/" + std::to_string(p) + "/ns/mnt").c_str(), &st) == 0 && st.st_ino == ns;
+    return ::stat(("/proc/" + std::to_string(p) + "/ns/mnt").c_str(), &st) == 0 && st.st_ino == ns && st.st_dev == dev;
   }
-  /// Live (not zombie) processes whose mount namespace has inode `ns`.
-  static std::vector<pid_t> processes_in(ino_t ns) {
+  /// Live (not zombie) processes in containerd's mount namespace (held open, so its inode
+  /// number is no other namespace's).
+  std::vector<pid_t> processes_in(ino_t ns) const {
     std::vector<pid_t> v;
     if (ns == 0) return v;
     std::error_code ec;
@@ -367,7 +381,7 @@ class containerd_node {
       const auto name = e.path().filename().string();
       if (name.find_first_not_of("0123456789") != std::string::npos) continue;
       struct stat st {};
-      if (::stat((e.path() / "ns" / "mnt").c_str(), &st) != 0 || st.st_ino != ns) continue;
+      if (::stat((e.path() / "ns" / "mnt").c_str(), &st) != 0 || st.st_ino != ns || st.st_dev != mount_ns_dev_) continue;
       const auto stat_line = cnf_test::read_file(e.path() / "stat");
       const auto paren = stat_line.rfind(')');
       if (paren != std::string::npos && paren + 2 < stat_line.size() && stat_line[paren + 2] == 'Z') continue;
@@ -398,6 +412,8 @@ class containerd_node {
   std::string containerd_, ctr_, nsenter_, unshare_;
   std::optional<background> daemon_;
   ino_t mount_ns_ = 0;  ///< containerd's private mount namespace
+  dev_t mount_ns_dev_ = 0;
+  int mount_ns_fd_ = -1;  ///< holds that namespace (and its inode number) until the sweep
 };
 
 /// True for an ELF executable without a program interpreter (statically linked).
