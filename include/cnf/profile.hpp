@@ -2,6 +2,7 @@
 //
 //   plugin_path = ["/opt/cnf/plugins"]     # optional; then $CNF_PLUGIN_PATH, then the install dir
 //   [cni]            mtu = 1450   veth_prefix = "cali"   log_level = "info"   log_file = "..."
+//                    (mtu unset: the MTU `cnf agent` detected when it serves the call, else 1500)
 //                    assign_ipv4 = true   assign_ipv6 = false
 //                    agent_socket = "/run/cnf/cni.sock"   (optional: `cnf agent` serves CNI calls there)
 //   [node]           name = "node-1"   ipv4_address = "autodetect" | "192.168.1.10/24" | "none"
@@ -53,7 +54,10 @@ struct profile {
   std::vector<std::filesystem::path> plugin_path;
 
   struct cni_section {
+    /// Pods' veths. Unless `mtu_set`, a fallback: a call `cnf agent` serves takes the MTU
+    /// the agent detected instead (the tunnel's, else the uplink's; Calico's auto MTU).
     unsigned mtu = 1500;
+    bool mtu_set = false;  ///< the profile gives `mtu`
     std::string veth_prefix = "cali";
     log_level level = log_level::info;
     std::string log_file;
@@ -158,7 +162,10 @@ inline result<profile> parse_profile(std::string text, std::string file) {
     settings s(&doc, file, "cni", {});
     if (auto mtu = s.get_optional<std::int64_t>("mtu")) {
       if (*mtu < 68 || *mtu > 65535) s.fail("mtu", "must be between 68 and 65535 (got " + std::to_string(*mtu) + ")");
-      else p.cni.mtu = static_cast<unsigned>(*mtu);
+      else {
+        p.cni.mtu = static_cast<unsigned>(*mtu);
+        p.cni.mtu_set = true;
+      }
     }
     p.cni.veth_prefix = s.get<std::string>("veth_prefix", p.cni.veth_prefix);
     if (p.cni.veth_prefix.empty() || p.cni.veth_prefix.size() > 4)

@@ -405,13 +405,25 @@ const cnf::mac_address& pod_mac_for(context& c) {
   return c.pod_mac.emplace(m);
 }
 
+/// The MTU of the pod's veth: the network config's, else the profile's, else the one the
+/// agent serving the call detected, else the profile's fallback. `checking` (CHECK, or an
+/// ADD that finds the pod attached): with nothing to go by but the fallback, 0, so the
+/// MTU is not compared with a figure the pod was never given.
+unsigned pod_mtu(const context& c, bool checking) {
+  if (c.cfg.mtu) return *c.cfg.mtu;
+  if (c.prof.cni.mtu_set) return c.prof.cni.mtu;
+  if (c.hooks && c.hooks->pod_mtu)
+    if (unsigned m = c.hooks->pod_mtu(); m >= cni::min_mtu && m <= cni::max_mtu) return m;
+  return checking ? 0 : c.prof.cni.mtu;
+}
+
 /// The plumbing request of this attachment, without addresses.
 nl::pod_plumbing_request plumbing_request_for(context& c, const std::string& host_if) {
   nl::pod_plumbing_request pr;
   pr.netns_path = c.env.netns;
   pr.pod_ifname = c.env.ifname;
   pr.host_ifname = host_if;
-  pr.mtu = c.cfg.mtu ? *c.cfg.mtu : c.prof.cni.mtu;
+  pr.mtu = pod_mtu(c, false);
   // One TX and one RX queue per end, as Calico's default num_queues: the same real queue
   // count the kernel ends up with by default, without the two RCU grace periods (under
   // the RTNL lock) it spends cutting a veth's per-CPU queues down to one.
@@ -492,7 +504,7 @@ std::optional<cni::result<cni::add_result>> repeated_add(context& c, const std::
       pr.pod_ifname = c.env.ifname;
       pr.host_ifname = host_if;
       pr.addresses = wep->addresses;
-      pr.mtu = c.cfg.mtu ? *c.cfg.mtu : c.prof.cni.mtu;
+      pr.mtu = pod_mtu(c, true);
       pr.pod_mac = c.cfg.runtime.mac;
       for (auto& e : nl::check_pod(pr)) problems.push_back(e.message);
     }
@@ -652,7 +664,7 @@ cni::result<void> cmd_check(context& c) {
   pr.pod_ifname = c.env.ifname;
   pr.host_ifname = *host_if;
   for (auto& ip : c.cfg.prev_result->ips) pr.addresses.push_back(nl::detail::host_prefix(ip.address));
-  pr.mtu = c.cfg.mtu ? *c.cfg.mtu : c.prof.cni.mtu;
+  pr.mtu = pod_mtu(c, true);
   std::vector<std::string> problems;
   for (auto& e : nl::check_pod(pr)) problems.push_back(e.message);
   bool host_listed = false;

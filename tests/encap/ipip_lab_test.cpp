@@ -131,6 +131,14 @@ TEST_CASE("ipip in cnf lab: CrossSubnet encapsulates exactly the pairs across su
     }
     auto status = L.lab({"exec", "k8s-w0", "--", cnf_bin, "node", "status"});
     CHECK_THAT(status.out, Contains("CrossSubnet") && Contains("1480") && Contains("datapath ebpf"));
+    // The profile sets no [cni] mtu: the agents served the ADDs with the tunnel's MTU (the
+    // uplink's 1500 less IPIP's 20), and say so.
+    CHECK_THAT(L.lab({"exec", "k8s-w0", "--", cnf_bin, "node", "status", "-o", "json"}).out, Contains("\"podMtu\":1480"));
+    for (auto& p : st.at("pods").as_array()) {
+      const std::string pns(p.as_object().at("netns").as_string());
+      INFO("pod netns " << pns);
+      CHECK_THAT(sh("ip -n " + pns + " link show eth0"), Contains(" mtu 1480 "));
+    }
     CHECK_THAT(sh("tc -n " + pre + "k8s-w0 filter show dev eth0 egress 2>&1; ip -n " + pre + "k8s-w0 link show"),
                Contains("ipip_egress"));
 

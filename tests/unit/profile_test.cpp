@@ -35,6 +35,7 @@ plugin = "bgp"
 )", "/etc/cnf/profile.toml");
   REQUIRE(p);
   CHECK(p->cni.mtu == 1450);
+  CHECK(p->cni.mtu_set);
   CHECK(p->cni.veth_prefix == "cnf");
   CHECK(p->cni.level == cnf::log_level::debug);
   CHECK(p->cni.log_file == "/var/log/cnf.log");
@@ -56,6 +57,7 @@ TEST_CASE("defaults: local datastore, mtu 1500, cali prefix", "[unit][profile]")
   REQUIRE(p);
   CHECK(p->datastore->plugin == "local");
   CHECK(p->cni.mtu == 1500);
+  CHECK_FALSE(p->cni.mtu_set);  // a served call takes the agent's MTU (pod_mtu hook), else 1500
   CHECK(p->cni.veth_prefix == "cali");
   CHECK(p->cni.agent_socket.empty());
   CHECK(p->cni.level == cnf::log_level::info);

@@ -161,7 +161,9 @@ struct cni_server {
       r.declined = declined;
     } else {
       std::string out;
-      int st = cnf::cni::run_call(*call, out, &s, cni_hooks());
+      auto hooks = cni_hooks();
+      if (node) hooks.pod_mtu = [this] { return node->pod_mtu(); };
+      int st = cnf::cni::run_call(*call, out, &s, hooks);
       const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
       if (st == not_served) {
         r.declined = out;

@@ -8,9 +8,12 @@
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -909,6 +912,57 @@ void node_agent::tunnel_changed(const cnf::tunnel_info& t) noexcept {
   }
 }
 
+// ---- the pods' MTU -----------------------------------------------------------------------
+
+unsigned node_agent::uplink_mtu() const {
+  const auto now = std::chrono::steady_clock::now();
+  if (uplink_mtu_ && now - uplink_mtu_read_ < std::chrono::seconds(10)) return uplink_mtu_;
+  uplink_mtu_read_ = now;
+  uplink_mtu_ = 0;
+  const cnf::ip_prefix* mine = nullptr;
+  for (auto& a : self_.addresses)
+    if (!mine && a.family() == cnf::ip_family::v4) mine = &a;
+  for (auto& a : self_.addresses)
+    if (!mine) mine = &a;
+  if (!mine) return 0;
+  // The interface holding the address (getifaddrs reads this network namespace), then its
+  // MTU through a socket of this namespace (not /sys, which may be another namespace's).
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return 0;
+  std::string name;
+  for (ifaddrs* i = list; i && name.empty(); i = i->ifa_next)
+    if (i->ifa_addr && i->ifa_name) {
+      const int af = i->ifa_addr->sa_family;
+      if (af != (mine->family() == cnf::ip_family::v4 ? AF_INET : AF_INET6)) continue;
+      const void* a = af == AF_INET ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr)
+                                    : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(i->ifa_addr)->sin6_addr);
+      if (cnf::ip_address::from_bytes(mine->family(), a) == mine->address()) name = i->ifa_name;
+    }
+  ::freeifaddrs(list);
+  if (name.empty() || name.size() >= IFNAMSIZ) return 0;
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  ifreq req {};
+  std::memcpy(req.ifr_name, name.c_str(), name.size() + 1);
+  if (::ioctl(fd, SIOCGIFMTU, &req) == 0 && req.ifr_mtu > 0) uplink_mtu_ = static_cast<unsigned>(req.ifr_mtu);
+  ::close(fd);
+  return uplink_mtu_;
+}
+
+unsigned node_agent::pod_mtu() const {
+  const unsigned up = uplink_mtu();
+  if (!encap_) return up;
+  if (tunnel_dropped_ && !pools_.empty()) return up;  // every pool Never: no tunnel, the uplink's
+  if (tunnel_.mtu) return tunnel_.mtu;                // the device's (the profile's [encapsulation] mtu, or detected)
+  // The part is in use but its device is not up yet (before the first sync, or no IPPool yet:
+  // calico-ipam makes the pool at the first allocation, so the first pod can come first):
+  // what the device will get.
+  if (auto es = cnf::settings::parse(prof_.text, prof_.file, "encapsulation"))
+    if (auto m = es->get<std::int64_t>("mtu", 0); m >= 68 && m <= 65535) return static_cast<unsigned>(m);
+  const unsigned overhead = encap_kind_of(prof_).owner == std::string_view("ipip") ? 20 : 50;
+  return up > overhead + 68 ? up - overhead : 0;
+}
+
 bool node_agent::ready() const { return sync_ && synced_once_ && sync_->status() == cnf::sync_status::in_sync; }
 
 std::string node_agent::status_json() const {
@@ -924,6 +978,7 @@ std::string node_agent::status_json() const {
   for (auto& a : self_.addresses) addrs.push_back(json::string(a.to_string()));
   self["addresses"] = std::move(addrs);
   if (self_.asn) self["asNumber"] = self_.asn;
+  self["podMtu"] = pod_mtu();  // what a served ADD gives a pod whose config and profile set no MTU
   o["node"] = std::move(self);
   json::array own;
   for (auto& p : own_blocks_) own.push_back(json::string(p.to_string()));

@@ -69,6 +69,11 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   std::string status_json() const;
   std::string metrics() const;
   void count_cni_call() { ++cni_calls_; }
+  /// The MTU for a new pod's veth when neither its network config nor the profile sets one
+  /// (Calico's auto MTU): the tunnel device's while the encapsulation part is in use (before
+  /// its device exists: the uplink's less the encapsulation's overhead), else the uplink's
+  /// (the interface holding this node's IPv4 address); 0 when no uplink is found.
+  unsigned pod_mtu() const;
 
  private:
   // routing_sink: the routing part's reports, on the loop.
@@ -88,6 +93,8 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   void write_ipip_tunnel_field();
   void drop_tunnel_address();
   void encap_failed(const std::string& what);
+
+  unsigned uplink_mtu() const;  // cached for 10 s
 
   void register_node();
   void on_update(const cnf::sync_update& u);
@@ -146,6 +153,8 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   std::uint64_t policy_updates_ = 0;                        // changes of the policy kinds received
   std::size_t policy_flushes_at_update_ = 0;                // policy_->flushes() when the last one came
   std::uint64_t cni_calls_ = 0, recalculations_ = 0, invalid_seen_ = 0;
+  mutable unsigned uplink_mtu_ = 0;
+  mutable std::chrono::steady_clock::time_point uplink_mtu_read_{};
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 

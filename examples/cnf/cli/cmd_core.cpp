@@ -69,7 +69,8 @@ int cmd_profile_check(const std::string& path) {
   std::vector<std::string> errors;
   fmt::print("profile {}\n", path);
   fmt::print("  node           {}\n", p->node_name());
-  fmt::print("  cni            mtu={} veth_prefix={} log_level={}{}\n", p->cni.mtu, p->cni.veth_prefix, cnf::to_string(p->cni.level),
+  fmt::print("  cni            mtu={} veth_prefix={} log_level={}{}\n",
+             p->cni.mtu_set ? std::to_string(p->cni.mtu) : "auto (the agent's; " + std::to_string(p->cni.mtu) + " when not served)", p->cni.veth_prefix, cnf::to_string(p->cni.level),
              p->cni.log_file.empty() ? "" : " log_file=" + p->cni.log_file);
   for (auto prt : cnf::all_parts) {
     const auto& c = p->choice(prt);

@@ -47,6 +47,10 @@ struct engine_hooks {
   std::function<cnf::result<cnf::composition>(const cnf::profile&, const cnf::plugin_loader&, const std::set<cnf::part>&,
                                                cnf::plugin_context)>
       compose;
+  /// The MTU of a new pod's veth when neither the network config nor the profile sets one
+  /// (`cnf agent` answers with the MTU it detected: the tunnel's, else the uplink's); 0 or
+  /// empty: unknown, then the profile's fallback (1500), and CHECK leaves the MTU alone.
+  std::function<unsigned()> pod_mtu;
 };
 
 /// run_call's status when it runs in an agent and the call names another profile than the
