@@ -17,6 +17,11 @@
 //   encap.status().value().pending;                           // 0 after an apply
 //   encap.stop();                                             // no sink call after it returns
 //
+// stop() removes what the part made (device, FDB and neighbour entries, datapath). Called
+// on a part that was never started, it removes what an earlier run of the same plugin left
+// on this node: `cnf agent` does that for each encapsulation plugin it finds when its
+// profile has no [encapsulation] (a part taken out of the profile leaves nothing behind).
+//
 // Threading: every operation is called on the host's executor thread, and the part calls
 // the sink only on that thread (inside apply(), or posted). A route_wanted replaces the
 // route the part wanted before for the same destination. Upserting a node that has not

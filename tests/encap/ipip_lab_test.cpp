@@ -165,6 +165,41 @@ TEST_CASE("ipip in cnf lab: CrossSubnet encapsulates exactly the pairs across su
       CHECK(f.find("ipip_ingress") != std::string::npos);
       CHECK(L.lab({"ping"}).status == 0);
       CHECK(::kill(again.pid, 0) == 0);
+
+      // The part taken out of the profile: the agent started without [encapsulation] removes
+      // the filters an earlier run left (issue 17, item 5), then the original profile again.
+      auto restart = [&](const std::string& profile_path) {
+        ::kill(again.pid, SIGTERM);
+        for (int i = 0; i < 200 && ::kill(again.pid, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        again.pid = std::stoi(sh("ip netns exec " + nns + " " + cnf_bin + " agent --profile " + profile_path + " > /dev/null 2>&1 & echo $!"));
+      };
+      std::string text = cnf_test::read_file(prof), without;
+      {
+        std::istringstream in(text);
+        bool skip = false;
+        for (std::string line; std::getline(in, line);) {
+          if (!line.empty() && line.front() == '[') skip = line.rfind("[encapsulation]", 0) == 0;
+          if (!skip) without += line + "\n";
+        }
+      }
+      REQUIRE(without.find("encapsulation") == std::string::npos);
+      const auto plain = (L.files.path / "w0-no-encap.toml").string();
+      cnf_test::write_file(plain, without);
+      restart(plain);
+      bool swept = false;
+      for (int i = 0; i < 100 && !swept; ++i) {
+        swept = sh("tc -n " + nns + " filter show dev eth0 egress; tc -n " + nns + " filter show dev eth0 ingress").find("ipip_") == std::string::npos &&
+                sh("ip netns exec " + nns + " " + cnf_bin + " node status -o json --profile " + plain).find("\"ready\":true") != std::string::npos;
+        if (!swept) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      CHECK(swept);
+      restart(prof);
+      ready = false;
+      for (int i = 0; i < 100 && !ready; ++i) {
+        ready = sh("ip netns exec " + nns + " " + cnf_bin + " node status -o json --profile " + prof).find("\"routes\":3,") != std::string::npos;
+        if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      REQUIRE(ready);
     }
 
     auto set_mode = [&](const char* mode) {

@@ -185,6 +185,28 @@ struct cni_server {
   }
 };
 
+/// The profile has no [encapsulation]: what an earlier run with one left on this node (a
+/// VXLAN device, eBPF filters) goes, as Felix removes vxlan.calico once VXLAN is off. Each
+/// encapsulation plugin of the reference set that the loader finds is composed with an
+/// empty section and stopped without being started, which the Encapsulation contract says
+/// removes its leftovers (cnf/encap.hpp). Routes are the route table's: it sweeps them.
+void sweep_encapsulation(const cnf::profile& prof, const cnf::plugin_loader& loader, cnf::plugin_context ctx, call_logger& log) {
+  for (const char* name : {"vxlan", "ipip"}) {
+    if (!loader.find(cnf::part::encapsulation, name)) continue;  // not shipped with this build
+    auto p = cnf::parse_profile(std::string("[encapsulation]\nplugin = \"") + name + "\"\n", prof.file);
+    if (!p) continue;
+    p->plugin_path = prof.plugin_path;
+    auto parts = compose_parts(*p, loader, {cnf::part::encapsulation}, ctx, /*fail_fast=*/false);
+    if (!parts || !parts->encapsulation) {
+      log.warn(std::string("encapsulation: cannot load ") + name + " to remove what it may have left: " +
+               (parts ? std::string("no part") : parts.error().message));
+      continue;
+    }
+    if (auto r = parts->encapsulation.stop(); !r)
+      log.warn(std::string("encapsulation: removing what ") + name + " left: " + r.error().message);
+  }
+}
+
 int run_agent(const std::string& profile_arg) {
   const std::string path = profile_arg.empty() ? default_profile_path() : profile_arg;
   call_logger log;
@@ -231,6 +253,7 @@ int run_agent(const std::string& profile_arg) {
     ctx.node_name = prof->node_name();
     ctx.log = &log;
     ctx.exec = &loop;
+    if (!prof->encapsulation) sweep_encapsulation(*prof, loader, ctx, log);
     std::set<cnf::part> which{cnf::part::datastore, cnf::part::routing};
     if (prof->encapsulation) {
       which.insert(cnf::part::encapsulation);

@@ -9,6 +9,7 @@
 #include <bpf/libbpf.h>
 
 #include <arpa/inet.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -148,6 +149,39 @@ result<void> bpf_datapath::del_peer(const ip_address& node) {
   std::uint32_t k = be32_of(node);
   if (bpf_map_delete_elem(obj_->peers_fd, &k) && errno != ENOENT) return bpf_error(errno, "remove peer " + node.to_string());
   return {};
+}
+
+result<int> bpf_datapath::sweep(int ifindex) {
+  int removed = 0;
+  for (auto point : {BPF_TC_EGRESS, BPF_TC_INGRESS}) {
+    bpf_tc_hook hook{};
+    hook.sz = sizeof hook;
+    hook.ifindex = ifindex;
+    hook.attach_point = point;
+    bpf_tc_opts o{};
+    o.sz = sizeof o;
+    o.handle = filter_handle;
+    o.priority = filter_priority;
+    if (int r = bpf_tc_query(&hook, &o); r) {
+      if (r == -ENOENT || r == -ENODEV || r == -EINVAL) continue;  // no filter there (or no clsact)
+      return bpf_error(r, "query tc on interface #" + std::to_string(ifindex));
+    }
+    // Ours only: the program's name says so.
+    const int fd = bpf_prog_get_fd_by_id(o.prog_id);
+    if (fd < 0) continue;  // gone meanwhile
+    bpf_prog_info info{};
+    std::uint32_t len = sizeof info;
+    const bool ours = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && std::strncmp(info.name, "ipip_", 5) == 0;
+    ::close(fd);
+    if (!ours) continue;
+    bpf_tc_opts d{};
+    d.sz = sizeof d;
+    d.handle = filter_handle;
+    d.priority = filter_priority;
+    if (int r = bpf_tc_detach(&hook, &d); r && r != -ENOENT) return bpf_error(r, "detach a leftover filter from interface #" + std::to_string(ifindex));
+    ++removed;
+  }
+  return removed;
 }
 
 result<void> bpf_datapath::detach() {

@@ -424,7 +424,31 @@ encap_status encapsulation::status() const {
   return s;
 }
 
+result<void> encapsulation::sweep_leftovers() {
+  if (!sock_) {
+    auto s = netlink::rtnl_socket::open();
+    if (!s) return std::move(s).error();
+    sock_ = std::make_unique<netlink::rtnl_socket>(std::move(*s));
+  }
+  auto links = netlink::list_links(*sock_);
+  if (!links) return std::move(links).error();
+  for (auto& l : *links) {
+    auto n = bpf_datapath::sweep(l.index);
+    if (!n) {
+      if (n.error().code == errc::unsupported) return {};  // no eBPF here: nothing of it to remove
+      return std::move(n).error();
+    }
+    if (*n) log_->info("ipip: removed the eBPF datapath an earlier run left on " + l.name + " (" + std::to_string(*n) + " tc filters)");
+  }
+  // A kernel tunl0 keeps its address: which one is ours is on the Node, which a part that
+  // was never started does not have (the device itself is the ipip module's and stays).
+  return {};
+}
+
 result<void> encapsulation::stop() {
+  // Never started: an agent whose profile no longer has this part asks for what an earlier
+  // run of it left behind.
+  if (!sink_ && !bpf_ && used_ == datapath::automatic) return sweep_leftovers();
   auto r = remove_datapath();
   sink_ = nullptr;
   datapath_dirty_ = true;

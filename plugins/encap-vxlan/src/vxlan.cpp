@@ -384,6 +384,13 @@ encap_status encapsulation::status() const {
 }
 
 result<void> encapsulation::stop() {
+  // Never started (an agent whose profile no longer has this part): the device an earlier
+  // run left goes all the same.
+  if (!sock_) {
+    auto s = netlink::rtnl_socket::open();
+    if (!s) return std::move(s).error();
+    sock_ = std::make_unique<netlink::rtnl_socket>(std::move(*s));
+  }
   auto r = remove_device();
   sink_ = nullptr;
   device_dirty_ = true;

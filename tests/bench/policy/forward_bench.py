@@ -8,7 +8,7 @@ Side by side in one run, from a pod on one lab node to a pod on another (`cnf la
   none      the plugin in place, no policy: each pod's chains are the profile's allow-all
   N         N Calico NetworkPolicies (default namespace, selector all(), Ingress) of one
             rule each, allowing TCP 5201 from a /32 that is no pod; the last one (highest
-            order) allows the client pod. A new connection walks every policy before it is
+            order) allows the client pod (TCP, and ICMP for the round trips). A new connection walks every policy before it is
             allowed; the packets after it are accepted by the conntrack rule at the top.
 plus a bare veth pair between two namespaces as the floor. Figures per case:
   Gbit/s    iperf3, one TCP stream, median of --repeat runs (the established path)
@@ -94,8 +94,10 @@ def measure(src, dst, dst_ip, args, tmp):
         stop_pid(pidfile)
         srv.wait()
         os.unlink(pidfile)
-    p = run(["ip", "netns", "exec", src, "ping", "-n", "-q", "-c", "200", "-i", "0.005", dst_ip])
+    p = run(["ip", "netns", "exec", src, "ping", "-n", "-q", "-c", "200", "-i", "0.005", dst_ip], check=False)
     m = re.search(r"= [\d.]+/([\d.]+)/", p.stdout)
+    if not m:
+        print(f"  (ping {dst_ip} from {src}: no answer; rtt not measured)\n{p.stdout.strip()}", file=sys.stderr)
     return {"gbit": statistics.median(gbits), "conn": statistics.median(rates),
             "rtt": float(m.group(1)) * 1000 if m else float("nan")}
 
@@ -137,7 +139,11 @@ spec:
       nets: [{src}]
     destination:
       ports: [{PORT}, {CONN_PORT}]
-""")
+""" + (f"""  - action: Allow
+    protocol: ICMP
+    source:
+      nets: [{src}]
+""" if last else ""))
     return "---\n".join(docs)
 
 
@@ -204,15 +210,15 @@ def main():
     tmp = tempfile.mkdtemp(prefix="cnf-bench-policy-tmp-")
     print(f"load average before: {open('/proc/loadavg').read().split()[0]}")
     floor = bare_veth(args, tmp)
-    print(f"{'case':<22}{'Gbit/s':>9}{'conn/s':>10}{'rtt us':>9}{'vs none':>22}{'programmed s':>14}")
+    print(f"{'case':<22}{'Gbit/s':>9}{'conn/s':>10}{'rtt us':>9}{'vs none':>24}{'programmed s':>14}")
     print(f"{'veth floor':<22}{floor['gbit']:>9.2f}{floor['conn']:>10.0f}{floor['rtt']:>9.0f}")
     for plugin in args.plugins.split(","):
         none = lab_case(args, tmp, plugin, 0)
         full = lab_case(args, tmp, plugin, args.policies)
         print(f"{plugin + ' none':<22}{none['gbit']:>9.2f}{none['conn']:>10.0f}{none['rtt']:>9.0f}"
-              f"{'floor x' + format(none['gbit'] / floor['gbit'], '.2f'):>22}")
+              f"{'floor x' + format(none['gbit'] / floor['gbit'], '.2f'):>24}")
         print(f"{plugin + ' ' + str(args.policies) + ' policies':<22}{full['gbit']:>9.2f}{full['conn']:>10.0f}{full['rtt']:>9.0f}"
-              f"{'x' + format(full['gbit'] / none['gbit'], '.2f') + ' Gbit, x' + format(full['conn'] / none['conn'], '.2f') + ' conn':>22}"
+              f"{'  x' + format(full['gbit'] / none['gbit'], '.2f') + ' Gbit, x' + format(full['conn'] / none['conn'], '.2f') + ' conn':>24}"
               f"{full['programmed']:>14.1f}")
     print(f"load average after: {open('/proc/loadavg').read().split()[0]}")
 

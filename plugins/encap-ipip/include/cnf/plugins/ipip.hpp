@@ -106,6 +106,12 @@ class bpf_datapath {
   result<void> del_peer(const ip_address& node);
   result<void> detach();
   bool attached() const noexcept { return ifindex_ != 0; }
+  /// Detaches this datapath's programs (tc egress and ingress at filter_handle and
+  /// filter_priority, programs named ipip_*) that an earlier run left on interface
+  /// `ifindex`, e.g. an agent since restarted without the part; a filter of another program
+  /// there is left alone. The clsact qdisc stays (its maker is unknown). Returns how many
+  /// filters it removed.
+  static result<int> sweep(int ifindex);
   int ifindex() const noexcept { return ifindex_; }
 
   /// tc filter handle and priority of the two programs (`tc filter show dev X egress`).
@@ -133,7 +139,9 @@ class encapsulation {
   void set_pools(const std::vector<encap_pool>& pools);
   result<void> apply();
   encap_status status() const;
-  /// Takes everything of the part away (filters, maps, device it made) and withdraws every route.
+  /// Takes everything of the part away (filters, maps, device it made) and withdraws every
+  /// route. On a part never started: removes the eBPF filters an earlier run left on any
+  /// interface (what an agent started without this part asks for).
   result<void> stop();
 
   const config& settings() const noexcept { return cfg_; }
@@ -144,6 +152,7 @@ class encapsulation {
   bool active() const;
   result<void> ensure_datapath();
   result<void> remove_datapath();
+  result<void> sweep_leftovers();
   result<void> ensure_kernel(int uplink, unsigned mtu);
   result<void> ensure_ebpf(int uplink, unsigned mtu, const ip_address& local);
   result<std::optional<route_entry>> route_to(const ip_prefix& block, const ip_address& node);
