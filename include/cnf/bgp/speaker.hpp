@@ -20,6 +20,7 @@
 #pragma once
 #include <cnf/bgp/rib.hpp>
 #include <cnf/bgp/session.hpp>
+#include <cnf/route_filter.hpp>
 
 #include <chrono>
 #include <map>
@@ -59,6 +60,16 @@ struct neighbor {
   bool passive = false;
   std::string password;         ///< TCP MD5 (the shell applies it)
   bool keep_next_hop = false;   ///< learned routes go to it with their own next hop (not next-hop self)
+  /// Calico's BGPFilters of its BGPPeer, in order (cnf/route_filter.hpp): import rules on the
+  /// routes learned from it, export rules on those sent to it. Changed live by add_peer: the
+  /// paths it sent (Adj-RIB-In, rejected ones included) are evaluated again and its Adj-RIB-Out
+  /// recomputed (UPDATEs / withdraws); the session is not reset.
+  std::vector<route_filter> filters;
+  /// Graceful restart on this peering (Calico's maxRestartTime), seconds; 0: the speaker's
+  /// restart_time. Advertised to it in the capability (as BIRD's per-protocol `graceful restart
+  /// time`), and as helper how long its routes are kept stale (instead of the time it advertised).
+  /// A change applies from the next session (it is in the OPEN): the session is not reset for it.
+  std::uint32_t max_restart_time = 0;
   friend bool operator==(const neighbor&, const neighbor&) = default;
 };
 
@@ -82,6 +93,7 @@ struct peer_info {
   std::size_t prefixes_received = 0;  ///< paths in its Adj-RIB-In
   std::size_t prefixes_sent = 0;      ///< prefixes in its Adj-RIB-Out
   std::size_t stale = 0;              ///< paths kept through its graceful restart
+  std::size_t filtered = 0;           ///< paths it sent that its import filters reject (kept, not used)
 };
 
 class speaker {
@@ -129,6 +141,7 @@ class speaker {
   void on_down(peer& p);
   void end_restart(peer& p);
   void import(peer& p, update_message& u);
+  void refilter(peer& p, const std::vector<route_filter>& before);
   void changed(const ip_prefix& prefix);
   void flush();
   std::shared_ptr<const path_attributes> export_to(const peer& p, const ip_prefix& prefix, ip_address& nh);

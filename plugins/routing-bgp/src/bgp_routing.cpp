@@ -492,6 +492,7 @@ struct routing::impl {
     n.asn = r.asn ? r.asn : default_asn();
     n.type = "node-to-node mesh";
     n.password = mesh_password();
+    n.max_restart_time = cfg.mesh_max_restart_time.value_or(0);
     return n;
   }
 
@@ -641,6 +642,8 @@ void routing::upsert_peer(const peer_config& p) {
   n.rr_client = !m.cluster_id().empty() && n.asn == m.asn && !p.route_reflector;
   n.password = p.password ? *p.password : m.set.password;
   n.keep_next_hop = p.keep_original_next_hop;
+  n.filters = p.filters;                 // a change of filters only: applied live by the speaker
+  n.max_restart_time = p.max_restart_time;
   m.add_neighbor(n, {p.port, p.bind_source});
 }
 
@@ -708,6 +711,9 @@ routing_status routing::status() const {
   s.plugin = "bgp";
   for (auto& [_, p] : *p_->status) s.peers.push_back(p);
   s.notes = p_->notes;
+  for (auto& [name, p] : p_->peers)
+    for (auto& f : p.filters)
+      if (!f.exists) s.notes.push_back("BGPPeer " + name + ": BGPFilter " + f.name + " does not exist: not applied (as Calico)");
   if (!p_->started) s.notes.push_back("the BGP speaker is not running");
   return s;
 }
