@@ -121,7 +121,14 @@ TEST_CASE("BGPFilter applied live: import and export rules on one peering, no se
   CHECK_THAT(L.cnf({"node", "status", "-o", "json"}).out, Contains("BGPFilter from-bird does not exist"));
   // maxRestartTime is the graceful-restart time node-1 advertises on this peering
   CHECK_THAT(b.c("show protocols all n1"), Contains("Restart time: 33"));
-  const std::string since = b.line("n1");
+  // BIRD's `since` settles a moment after Established (its channel comes up after the protocol).
+  std::string since = b.line("n1");
+  for (int i = 0; i < 20; ++i) {
+    std::this_thread::sleep_for(250ms);
+    auto again = b.line("n1");
+    if (again == since) break;
+    since = again;
+  }
   INFO("BIRD n1: " << since);
 
   // 2. The filter: import rejects BIRD's 10.200.1.0/24 only; export keeps the pool's blocks from BIRD.
