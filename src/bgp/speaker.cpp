@@ -526,7 +526,7 @@ void speaker::refilter(peer& p, const std::vector<route_filter>& before) {
     }
     for (auto& [pfx, x] : out_now) {
       if (rib_.withdraw(pfx, p.id)) changed(pfx);
-      p.filtered[pfx] = std::move(x);
+      if (!x.stale) p.filtered[pfx] = std::move(x);  // a stale one is gone for good: the peer re-sends what it still has
     }
     out_.push_back(out::log{false, "peer " + p.cfg.name + ": import filters changed: " + std::to_string(in) + " path(s) accepted again, " +
                                        std::to_string(out_now.size()) + " rejected"});

@@ -736,3 +736,28 @@ TEST_CASE("bgp speaker: maxRestartTime is advertised to that peer and bounds how
   CHECK(a.sent_count<bgp::open_message>() == opens);
   CHECK(a.peers[name(b)].state == session_state::established);
 }
+
+TEST_CASE("bgp speaker: a filter change during a peer's graceful restart does not bring stale paths back later", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  f.mesh({&a, &b});
+  b.sp.originate(pfx("10.244.2.0/26"));
+  f.run();
+  f.cut(b);
+  REQUIRE(a.routes.size() == 1);  // stale
+  cnf::route_filter flt;
+  flt.name = "no-2";
+  flt.import_v4 = {rule(cnf::filter_action::reject, cnf::filter_match::equal, "10.244.2.0/26")};
+  a.sp.add_peer(neighbor_of(b, {flt}));
+  f.run();
+  CHECK(a.routes.empty());
+  a.sp.add_peer(neighbor_of(b));  // the filter goes before b is back: the stale path stays gone
+  f.run();
+  CHECK(a.routes.empty());
+  CHECK(a.sp.peers().front().filtered == 0);
+  f.fire(a, bgp::timer_kind::connect_retry);
+  f.fire(b, bgp::timer_kind::connect_retry);
+  REQUIRE(a.peers[name(b)].state == session_state::established);
+  CHECK(a.routes.size() == 1);  // re-sent by b
+}
