@@ -69,7 +69,8 @@ void speaker::start_session(peer& p, int which, bool outgoing) {
   if (cfg_.restart_time) {
     graceful_restart g;
     g.restart_time = static_cast<std::uint16_t>(std::min<unsigned>(p.cfg.max_restart_time ? p.cfg.max_restart_time : cfg_.restart_time, 4095));
-    for (auto& f : cfg_.families) g.families.push_back({f, false});
+    g.restart_state = cfg_.restarting;
+    for (auto& f : cfg_.families) g.families.push_back({f, cfg_.restarting});
     sc.restart = std::move(g);
   }
   sl.s = std::make_unique<session>(std::move(sc), outgoing);
@@ -134,13 +135,18 @@ void speaker::remove_peer(std::string_view name) {
   flush();
 }
 
-void speaker::stop(std::string why) {
+void speaker::stop(std::string why, bool graceful) {
   stopped_ = true;
   for (auto& [_, up] : peers_) {
     auto& p = *up;
     for (int i = 1; i >= 0; --i)
       if (p.slots[i].s) {
-        p.slots[i].s->stop(err::administrative_shutdown, why);
+        auto& s = *p.slots[i].s;
+        // Only an Established session whose peer offered graceful restart can keep the routes.
+        if (graceful && i == 0 && cfg_.restart_time && s.state() == session_state::established && s.agreed().peer_restart)
+          s.stop_silently(why + " (graceful restart: no Cease)");
+        else
+          s.stop(err::administrative_shutdown, why);
         run(p, i);
       }
   }

@@ -761,3 +761,57 @@ TEST_CASE("bgp speaker: a filter change during a peer's graceful restart does no
   REQUIRE(a.peers[name(b)].state == session_state::established);
   CHECK(a.routes.size() == 1);  // re-sent by b
 }
+
+TEST_CASE("bgp speaker: a graceful stop closes without Cease; the restarted speaker sets the R bit", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  f.mesh({&a, &b});
+  a.sp.originate(pfx("10.244.1.0/26"));
+  f.run();
+  REQUIRE(b.routes.size() == 1);
+  a.sp.stop("agent restarting", true);
+  f.run();
+  CHECK(a.sent_count<bgp::notification_message>() == 0);
+  CHECK(b.routes.size() == 1);  // b, as helper, keeps a's route stale
+  CHECK(b.sp.peers().front().stale == 1);
+  CHECK(b.logged("graceful restart"));
+
+  // a "restarts": a new speaker with the R bit; b takes it back, a's End-of-RIB ends b's stale time.
+  bgp::speaker_config c = a.sp.config();
+  c.restarting = true;
+  f.wires.clear();
+  f.nodes[0] = std::make_unique<node>(c, a.addr);
+  auto& a2 = *f.nodes[0];
+  f.peer(a2, b);
+  a2.sp.originate(pfx("10.244.1.0/26"));
+  f.run();
+  f.fire(b, bgp::timer_kind::connect_retry);
+  REQUIRE(b.peers[name(a2)].state == session_state::established);
+  bool r_bit = false;
+  for (auto& m : a2.sent)
+    if (auto* o = std::get_if<bgp::open_message>(&m); o && o->restart) {
+      r_bit = o->restart->restart_state;
+      REQUIRE(!o->restart->families.empty());
+      CHECK(o->restart->families.front().forwarding_preserved);
+    }
+  CHECK(r_bit);
+  CHECK(b.routes.size() == 1);
+  CHECK(b.sp.peers().front().stale == 0);
+
+  // Without graceful restart agreed, a graceful stop still sends the Cease.
+  fabric g;
+  auto& x = g.add("10.0.0.1", 64512);
+  bgp::speaker_config yc;
+  yc.asn = 64512;
+  yc.router_id = ip("10.0.0.2").v4_host_order();
+  yc.local_addresses = {ip("10.0.0.2")};
+  yc.families = {bgp::ipv4_unicast};
+  yc.restart_time = 0;
+  g.nodes.push_back(std::make_unique<node>(yc, ip("10.0.0.2")));
+  auto& y = *g.nodes.back();
+  g.mesh({&x, &y});
+  x.sp.stop("bye", true);
+  g.run();
+  CHECK(x.sent_count<bgp::notification_message>() == 1);
+}

@@ -49,6 +49,10 @@ struct speaker_config {
   /// are kept (stale) for the restart time it advertised when its connection drops without
   /// a NOTIFICATION, until its End-of-RIB. 0: the capability is not sent, routes go at once.
   std::uint16_t restart_time = 120;
+  /// RFC 4724 restarting speaker: this speaker has just restarted after a graceful stop; its
+  /// OPENs carry the Restart State (R) bit and "forwarding state preserved" for each family
+  /// (the kernel routes of its last run are still there), until set_restarted(false).
+  bool restarting = false;
 };
 
 struct neighbor {
@@ -109,8 +113,13 @@ class speaker {
   void originate(const ip_prefix& p);
   void withdraw(const ip_prefix& p);
   void set_local_addresses(std::vector<ip_address> a);
-  /// Cease / Administrative Shutdown to every peer; nothing restarts afterwards.
-  void stop(std::string why = "cnf is stopping");
+  /// Cease / Administrative Shutdown to every peer; nothing restarts afterwards. graceful:
+  /// no NOTIFICATION to the peers that agreed graceful restart (their connection is only
+  /// closed, so as helpers they keep this speaker's routes for its restart time, RFC 4724);
+  /// the others still get the Cease.
+  void stop(std::string why = "cnf is stopping", bool graceful = false);
+  /// Clears speaker_config::restarting for the sessions opened from now on.
+  void set_restarted(bool restarting) { cfg_.restarting = restarting; }
 
   // ---- events from the shell ----
   void connected(conn_id c, const ip_address& local);   ///< an outgoing connection is up
