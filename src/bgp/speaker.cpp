@@ -31,7 +31,13 @@ constexpr std::uint64_t timer_of(std::uint64_t uid, timer_kind k) { return uid *
 afi_safi af_of(const ip_prefix& p) { return p.family() == ip_family::v4 ? ipv4_unicast : ipv6_unicast; }
 }  // namespace
 
-speaker::speaker(speaker_config c) : cfg_(std::move(c)) { rib_.multipath_enabled = cfg_.multipath; }
+speaker::speaker(speaker_config c) : cfg_(std::move(c)) {
+  rib_.multipath_enabled = cfg_.multipath;
+  if (cfg_.restarting && cfg_.restart_time) {
+    restart_window_uid_ = next_uid_++;
+    out_.push_back(out::start_timer{timer_of(restart_window_uid_, timer_kind(3)), std::chrono::seconds(cfg_.restart_time)});
+  }
+}
 speaker::~speaker() = default;
 
 speaker::peer* speaker::find(std::string_view name) {
@@ -261,6 +267,12 @@ void speaker::closed(conn_id c) {
 }
 
 void speaker::timer_fired(timer_id t) {
+  if (restart_window_uid_ && t / 4 == restart_window_uid_) {
+    restart_window_uid_ = 0;
+    cfg_.restarting = false;
+    out_.push_back(out::log{false, "graceful restart window over: new sessions no longer carry the Restart State bit"});
+    return;
+  }
   if (auto g = restart_timers_.find(t / 4); g != restart_timers_.end()) {
     peer& p = *g->second;
     restart_timers_.erase(g);

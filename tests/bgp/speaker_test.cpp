@@ -798,6 +798,11 @@ TEST_CASE("bgp speaker: a graceful stop closes without Cease; the restarted spea
   CHECK(r_bit);
   CHECK(b.routes.size() == 1);
   CHECK(b.sp.peers().front().stale == 0);
+  // The restart window ends: sessions opened from then on have no R bit.
+  REQUIRE(a2.timers_of(bgp::timer_kind(3)).size() == 1);
+  f.fire(a2, bgp::timer_kind(3));
+  CHECK(!a2.sp.config().restarting);
+  CHECK(a2.logged("graceful restart window over"));
 
   // Without graceful restart agreed, a graceful stop still sends the Cease.
   fabric g;

@@ -51,7 +51,8 @@ struct speaker_config {
   std::uint16_t restart_time = 120;
   /// RFC 4724 restarting speaker: this speaker has just restarted after a graceful stop; its
   /// OPENs carry the Restart State (R) bit and "forwarding state preserved" for each family
-  /// (the kernel routes of its last run are still there), until set_restarted(false).
+  /// (the kernel routes of its last run are still there), for restart_time seconds after it
+  /// is made (a timer it asks for at once), or until set_restarted(false).
   bool restarting = false;
 };
 
@@ -168,6 +169,7 @@ class speaker {
   std::set<ip_prefix> originated_;
   conn_id next_conn_ = 1;
   std::uint64_t next_uid_ = 1;
+  std::uint64_t restart_window_uid_ = 0;  // the timer that ends speaker_config::restarting
   peer_id next_peer_ = 1;
   bool stopped_ = false;
   bool flushing_ = false;

@@ -51,6 +51,8 @@ routing_settings read_settings(settings& s) {
   auto gr = s.get<std::int64_t>("graceful_restart_time", 120);
   if (gr < 0 || gr > 4095) s.fail("graceful_restart_time", "must be between 0 and 4095 seconds (got " + std::to_string(gr) + ")");
   else r.graceful_restart_time = static_cast<std::uint16_t>(gr);
+  r.graceful_stop = s.get<bool>("graceful_stop", false);
+  if (r.graceful_stop && r.graceful_restart_time == 0) s.fail("graceful_stop", "needs graceful_restart_time above 0 (the time peers keep the routes)");
   r.password = s.get<std::string>("password", "");
   r.secrets_dir = s.get<std::string>("secrets_dir", r.secrets_dir);
   if (r.password.size() > TCP_MD5SIG_MAXKEYLEN) s.fail("password", "longer than " + std::to_string(TCP_MD5SIG_MAXKEYLEN) + " octets (the TCP MD5 key limit)");
@@ -162,13 +164,14 @@ struct routing::impl {
   std::map<std::string, transport> transports;      // by peer name
   std::map<std::string, std::string> socket_error;  // by peer name: the last connect error
   bool quit = false;
+  bool reconfiguring = false;  // a stop + start of configure(): never graceful (the sessions must change)
 
   ~impl() { shutdown(); }
 
   void shutdown() {
     if (th.joinable()) {
-      post_io([this] {
-        sp->stop("cnf is stopping");
+      post_io([this, graceful = set.graceful_stop && !reconfiguring] {
+        sp->stop("cnf is stopping", graceful);
         pump();
         quit = true;
       });
@@ -565,6 +568,7 @@ result<void> routing::start(const node_info& self, routing_sink& sink) {
   for (auto& a : self.addresses) c.local_addresses.push_back(a.address());
   c.families = {ipv4_unicast, ipv6_unicast};
   c.restart_time = m.set.graceful_restart_time;
+  c.restarting = m.set.graceful_stop && !m.reconfiguring;  // the peers may hold our routes from the last run
   m.sp = std::make_unique<speaker>(std::move(c));
   // A restart (configure) starts from nothing: no timer or neighbor of the last run survives.
   m.quit = false;
@@ -670,9 +674,11 @@ void routing::configure(const routing_config& c) {
                 ": restarting every session");
     auto* sink = m.sink;
     for (auto& [name, _] : *m.status) sink->peer_removed(name);
+    m.reconfiguring = true;
     stop();
     m.port = 0;
     if (auto r = start(m.self, *sink); !r) m.log->error("bgp: restart: " + r.error().message);
+    m.reconfiguring = false;
     return;
   }
   if (old_mesh && !m.mesh_on()) {
