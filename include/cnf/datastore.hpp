@@ -58,6 +58,7 @@ inline constexpr std::string_view ip_reservation = "IPReservation";
 inline constexpr std::string_view node = "Node";
 inline constexpr std::string_view bgp_peer = "BGPPeer";
 inline constexpr std::string_view bgp_configuration = "BGPConfiguration";
+inline constexpr std::string_view bgp_filter = "BGPFilter";
 inline constexpr std::string_view workload_endpoint = "WorkloadEndpoint";
 inline constexpr std::string_view network_policy = "NetworkPolicy";
 inline constexpr std::string_view global_network_policy = "GlobalNetworkPolicy";

@@ -26,6 +26,7 @@
 #pragma once
 #include <cnf/detail/erasure.hpp>
 #include <cnf/node.hpp>
+#include <cnf/route_filter.hpp>
 
 #include <cstdint>
 #include <memory>
@@ -57,6 +58,7 @@ struct peer_config {
   std::uint32_t max_restart_time = 0;   ///< seconds (graceful restart); 0: the part's default
   bool bind_source = true;              ///< connect from the node's address (Calico's sourceAddress UseNodeIP)
   bool route_reflector = false;         ///< a route reflector of this node's own cluster (not its client)
+  std::vector<route_filter> filters;    ///< its BGPPeer's spec.filters, resolved, in order (a change applies live)
   friend bool operator==(const peer_config&, const peer_config&) = default;
 };
 
@@ -71,6 +73,7 @@ struct routing_config {
   std::optional<std::uint16_t> listen_port;    ///< listenPort
   std::optional<std::string> mesh_password;    ///< nodeMeshPassword (resolved)
   std::optional<std::string> route_reflector_cluster_id;  ///< this node's Node spec.bgp.routeReflectorClusterID
+  std::optional<std::uint32_t> mesh_max_restart_time;     ///< nodeMeshMaxRestartTime, seconds (graceful restart of mesh peers)
   friend bool operator==(const routing_config&, const routing_config&) = default;
 };
 

@@ -61,6 +61,11 @@ void session::start() {
   }
 }
 
+void session::stop_silently(std::string why) {
+  stopped_ = true;
+  drop(why.empty() ? "stopped" : why, false);
+}
+
 void session::stop(std::uint8_t cease_subcode, std::string why) {
   stopped_ = true;
   if (connected_) {

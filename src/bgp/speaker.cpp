@@ -23,6 +23,7 @@ struct speaker::peer {
   std::string info;
   std::map<ip_prefix, std::shared_ptr<const path_attributes>> adj_out;
   std::set<ip_prefix> pending;
+  std::map<ip_prefix, path> filtered;  // the rest of its Adj-RIB-In: paths its import filters reject
 };
 
 namespace {
@@ -30,7 +31,13 @@ constexpr std::uint64_t timer_of(std::uint64_t uid, timer_kind k) { return uid *
 afi_safi af_of(const ip_prefix& p) { return p.family() == ip_family::v4 ? ipv4_unicast : ipv6_unicast; }
 }  // namespace
 
-speaker::speaker(speaker_config c) : cfg_(std::move(c)) { rib_.multipath_enabled = cfg_.multipath; }
+speaker::speaker(speaker_config c) : cfg_(std::move(c)) {
+  rib_.multipath_enabled = cfg_.multipath;
+  if (cfg_.restarting && cfg_.restart_time) {
+    restart_window_uid_ = next_uid_++;
+    out_.push_back(out::start_timer{timer_of(restart_window_uid_, timer_kind(3)), std::chrono::seconds(cfg_.restart_time)});
+  }
+}
 speaker::~speaker() = default;
 
 speaker::peer* speaker::find(std::string_view name) {
@@ -67,8 +74,9 @@ void speaker::start_session(peer& p, int which, bool outgoing) {
   sc.auto_restart = which == 0;
   if (cfg_.restart_time) {
     graceful_restart g;
-    g.restart_time = static_cast<std::uint16_t>(std::min<unsigned>(cfg_.restart_time, 4095));
-    for (auto& f : cfg_.families) g.families.push_back({f, false});
+    g.restart_time = static_cast<std::uint16_t>(std::min<unsigned>(p.cfg.max_restart_time ? p.cfg.max_restart_time : cfg_.restart_time, 4095));
+    g.restart_state = cfg_.restarting;
+    for (auto& f : cfg_.families) g.families.push_back({f, cfg_.restarting});
     sc.restart = std::move(g);
   }
   sl.s = std::make_unique<session>(std::move(sc), outgoing);
@@ -80,6 +88,16 @@ void speaker::start_session(peer& p, int which, bool outgoing) {
 void speaker::add_peer(const neighbor& n) {
   if (auto* old = find(n.name)) {
     if (old->cfg == n) return;
+    // Filters and the restart time apply without touching the session; anything else restarts it.
+    neighbor same = n;
+    same.filters = old->cfg.filters;
+    same.max_restart_time = old->cfg.max_restart_time;
+    if (old->cfg == same) {
+      auto before = std::move(old->cfg.filters);
+      old->cfg = n;
+      refilter(*old, before);
+      return;
+    }
     remove_peer(n.name);
   }
   for (auto& a : cfg_.local_addresses)
@@ -92,6 +110,9 @@ void speaker::add_peer(const neighbor& n) {
   p.cfg = n;
   p.id = next_peer_++;
   p.ibgp = n.asn == cfg_.asn;
+  for (auto& f : n.filters)
+    if (!f.exists)
+      out_.push_back(out::log{true, "peer " + n.name + ": BGPFilter " + f.name + " does not exist; no filter applied for it (as Calico)"});
   peers_.emplace(n.name, std::move(up));
   if (stopped_) return;
   start_session(p, 0, true);
@@ -120,13 +141,18 @@ void speaker::remove_peer(std::string_view name) {
   flush();
 }
 
-void speaker::stop(std::string why) {
+void speaker::stop(std::string why, bool graceful) {
   stopped_ = true;
   for (auto& [_, up] : peers_) {
     auto& p = *up;
     for (int i = 1; i >= 0; --i)
       if (p.slots[i].s) {
-        p.slots[i].s->stop(err::administrative_shutdown, why);
+        auto& s = *p.slots[i].s;
+        // Only an Established session whose peer offered graceful restart can keep the routes.
+        if (graceful && i == 0 && cfg_.restart_time && s.state() == session_state::established && s.agreed().peer_restart)
+          s.stop_silently(why + " (graceful restart: no Cease)");
+        else
+          s.stop(err::administrative_shutdown, why);
         run(p, i);
       }
   }
@@ -241,6 +267,12 @@ void speaker::closed(conn_id c) {
 }
 
 void speaker::timer_fired(timer_id t) {
+  if (restart_window_uid_ && t / 4 == restart_window_uid_) {
+    restart_window_uid_ = 0;
+    cfg_.restarting = false;
+    out_.push_back(out::log{false, "graceful restart window over: new sessions no longer carry the Restart State bit"});
+    return;
+  }
   if (auto g = restart_timers_.find(t / 4); g != restart_timers_.end()) {
     peer& p = *g->second;
     restart_timers_.erase(g);
@@ -381,6 +413,7 @@ void speaker::on_down(peer& p) {
   p.send_eor = false;
   p.adj_out.clear();
   p.pending.clear();
+  p.filtered.clear();
   const session* s = p.slots[0].s.get();
   const auto& gr = s ? s->agreed().peer_restart : std::nullopt;
   if (cfg_.restart_time && !stopped_ && s && s->connection_lost() && gr && gr->restart_time > 0) {
@@ -390,9 +423,12 @@ void speaker::on_down(peer& p) {
     rib_.mark_stale(p.id);
     p.restart_uid = next_uid_++;
     restart_timers_[p.restart_uid] = &p;
-    out_.push_back(out::start_timer{timer_of(p.restart_uid, timer_kind(3)), std::chrono::seconds(gr->restart_time)});
+    // The time it advertised, unless this peering sets its own (Calico's maxRestartTime).
+    const std::uint32_t keep = p.cfg.max_restart_time ? p.cfg.max_restart_time : gr->restart_time;
+    out_.push_back(out::start_timer{timer_of(p.restart_uid, timer_kind(3)), std::chrono::seconds(keep)});
     out_.push_back(out::log{false, "peer " + p.cfg.name + ": connection lost, keeping its " + std::to_string(rib_.stale_of(p.id)) +
-                                       " path(s) for its graceful restart (" + std::to_string(gr->restart_time) + " s)"});
+                                       " path(s) for its graceful restart (" + std::to_string(keep) + " s" +
+                                       (p.cfg.max_restart_time ? ", this peering's maxRestartTime" : "") + ")"});
     return;
   }
   end_restart(p);
@@ -418,11 +454,15 @@ void speaker::import(peer& p, update_message& u) {
   if (u.withdraw_reason)
     out_.push_back(out::log{true, "peer " + p.cfg.name + ": UPDATE treated as withdraw (RFC 7606): " + u.withdraw_reason->to_string()});
   for (auto& d : u.discarded) out_.push_back(out::log{true, "peer " + p.cfg.name + ": attribute discarded (RFC 7606): " + d});
-  for (auto& pfx : u.withdrawn)
+  for (auto& pfx : u.withdrawn) {
+    p.filtered.erase(pfx);
     if (rib_.withdraw(pfx, p.id)) changed(pfx);
+  }
   if (u.unreach)
-    for (auto& pfx : u.unreach->withdrawn)
+    for (auto& pfx : u.unreach->withdrawn) {
+      p.filtered.erase(pfx);
       if (rib_.withdraw(pfx, p.id)) changed(pfx);
+    }
   if (u.nlri.empty() && !(u.reach && !u.reach->nlri.empty())) return;
 
   auto attrs = std::make_shared<path_attributes>(std::move(u.attrs));
@@ -454,14 +494,23 @@ void speaker::import(peer& p, update_message& u) {
     if (!why.empty()) {
       out_.push_back(out::log{true, "peer " + p.cfg.name + ": " + std::to_string(nlri.size()) + " prefix(es) ignored (first " + nlri.front().to_string() +
                                         "): " + why});
-      for (auto& pfx : nlri)
+      for (auto& pfx : nlri) {
+        p.filtered.erase(pfx);
         if (rib_.withdraw(pfx, p.id)) changed(pfx);
+      }
       return;
     }
     path x = base;
     x.next_hop = *nh;
-    for (auto& pfx : nlri)
+    for (auto& pfx : nlri) {
+      if (!p.cfg.filters.empty() && !filter_accepts(p.cfg.filters, filter_direction::import, pfx, true)) {
+        p.filtered[pfx] = x;  // kept: a filter change may let it in without asking the peer again
+        if (rib_.withdraw(pfx, p.id)) changed(pfx);
+        continue;
+      }
+      p.filtered.erase(pfx);
       if (rib_.update(pfx, x)) changed(pfx);
+    }
   };
   if (!u.nlri.empty()) take(u.nlri, attrs->next_hop);
   if (u.reach && !u.reach->nlri.empty())
@@ -470,6 +519,44 @@ void speaker::import(peer& p, update_message& u) {
 
 void speaker::changed(const ip_prefix& prefix) { dirty_.insert(prefix); }
 
+// A filter change: the peer's Adj-RIB-In (used paths in the RIB, rejected ones in `filtered`) is
+// evaluated again, and its Adj-RIB-Out recomputed against the new export rules; flush() sends the
+// difference (UPDATEs and withdraws). No other peer's state is looked at beyond the RIB changes.
+void speaker::refilter(peer& p, const std::vector<route_filter>& before) {
+  const auto& now = p.cfg.filters;
+  for (auto& f : now)
+    if (!f.exists)
+      out_.push_back(out::log{true, "peer " + p.cfg.name + ": BGPFilter " + f.name + " does not exist; no filter applied for it (as Calico)"});
+  if (!same_rules(before, now, filter_direction::import)) {
+    std::vector<std::pair<ip_prefix, path>> out_now;
+    for (auto& [pfx, e] : rib_.entries())
+      for (auto& x : e.paths)
+        if (x.from == p.id && !filter_accepts(now, filter_direction::import, pfx, true)) out_now.emplace_back(pfx, x);
+    std::size_t in = 0;
+    for (auto it = p.filtered.begin(); it != p.filtered.end();) {
+      if (filter_accepts(now, filter_direction::import, it->first, true)) {
+        if (rib_.update(it->first, it->second)) changed(it->first);
+        it = p.filtered.erase(it);
+        ++in;
+      } else {
+        ++it;
+      }
+    }
+    for (auto& [pfx, x] : out_now) {
+      if (rib_.withdraw(pfx, p.id)) changed(pfx);
+      if (!x.stale) p.filtered[pfx] = std::move(x);  // a stale one is gone for good: the peer re-sends what it still has
+    }
+    out_.push_back(out::log{false, "peer " + p.cfg.name + ": import filters changed: " + std::to_string(in) + " path(s) accepted again, " +
+                                       std::to_string(out_now.size()) + " rejected"});
+  }
+  if (!same_rules(before, now, filter_direction::export_) && p.established) {
+    for (auto& [pfx, _] : rib_.entries()) p.pending.insert(pfx);
+    for (auto& [pfx, _] : p.adj_out) p.pending.insert(pfx);
+    out_.push_back(out::log{false, "peer " + p.cfg.name + ": export filters changed: its Adj-RIB-Out is recomputed"});
+  }
+  flush();
+}
+
 std::shared_ptr<const path_attributes> speaker::export_to(const peer& p, const ip_prefix& prefix, ip_address& nh) {
   auto best = rib_.best(prefix);
   if (best.empty()) return nullptr;
@@ -477,6 +564,7 @@ std::shared_ptr<const path_attributes> speaker::export_to(const peer& p, const i
   if (b.from == p.id) return nullptr;
   const auto& neg = p.slots[0].s->agreed();
   if (std::find(neg.families.begin(), neg.families.end(), af_of(prefix)) == neg.families.end()) return nullptr;
+  if (!p.cfg.filters.empty() && !filter_accepts(p.cfg.filters, filter_direction::export_, prefix, b.from != local_peer)) return nullptr;
   bool reflected = false;
   if (b.from != local_peer && !b.ebgp && p.ibgp) {
     if (!cfg_.cluster_id) return nullptr;            // iBGP split horizon
@@ -626,6 +714,9 @@ std::vector<peer_info> speaker::peers() const {
     i.prefixes_received = rib_.paths_of(up->id);
     i.prefixes_sent = up->adj_out.size();
     i.stale = rib_.stale_of(up->id);
+    i.filtered = up->filtered.size();
+    for (auto& f : up->cfg.filters)
+      if (!f.exists && i.info.empty()) i.info = "BGPFilter " + f.name + " not found: not applied";
     v.push_back(std::move(i));
   }
   return v;

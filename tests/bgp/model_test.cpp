@@ -103,3 +103,115 @@ TEST_CASE("secretKeyRef: read where a Kubernetes secret volume puts it") {
   CHECK_THAT(missing.error().message, Contains("secret bgp/other: cannot read " + (dir / "bgp" / "other").string()));
   std::filesystem::remove_all(dir);
 }
+
+// ---- BGPFilter ----
+
+namespace {
+cnf::resource filter_res(const std::string& spec, const std::string& name = "f") { return {"BGPFilter", "", name, {}, spec, ""}; }
+std::string filter_error(const std::string& spec) {
+  auto f = cnf::model::parse_bgp_filter(filter_res(spec));
+  return f ? std::string("(accepted)") : f.error().message;
+}
+cnf::ip_prefix P(const char* s) { return cnf::ip_prefix::parse(s).value(); }
+bool accepts(const cnf::route_filter& f, cnf::filter_direction d, const char* p, bool from_peer = true) {
+  return cnf::filter_accepts(std::span(&f, 1), d, P(p), from_peer);
+}
+}  // namespace
+
+TEST_CASE("BGPFilter: Calico's sample parses, and its rules decide in order (first match, else Accept)") {
+  auto f = cnf::model::parse_bgp_filter(filter_res(R"j({
+    "exportV4": [{"action": "Accept", "matchOperator": "In", "cidr": "77.0.0.0/16", "source": "RemotePeers"},
+                 {"action": "Reject", "matchOperator": "NotIn", "cidr": "10.244.0.0/16"}],
+    "importV4": [{"action": "Accept", "matchOperator": "In", "cidr": "55.0.0.0/16", "prefixLength": {"min": 30}},
+                 {"action": "Reject", "matchOperator": "In", "cidr": "55.0.0.0/16"}],
+    "importV6": [{"action": "Accept", "matchOperator": "Equal", "cidr": "5000::/64"}, {"action": "Reject"}],
+    "exportV6": [{"action": "Reject", "matchOperator": "NotEqual", "cidr": "fd00::/64"}]})j", "my-filter"));
+  REQUIRE(f);
+  CHECK(f->name == "my-filter");
+  CHECK(f->exists);
+  REQUIRE(f->import_v4.size() == 2);
+  CHECK(f->import_v4[0].min_length == 30);
+  CHECK(!f->import_v4[0].max_length);
+  using D = cnf::filter_direction;
+  // In with prefixLength {min: 30}: only /30 .. /32 inside 55.0/16; the rest of 55.0/16 rejected
+  CHECK(accepts(*f, D::import, "55.0.1.4/30"));
+  CHECK(accepts(*f, D::import, "55.0.1.4/32"));
+  CHECK_FALSE(accepts(*f, D::import, "55.0.1.0/24"));
+  CHECK_FALSE(accepts(*f, D::import, "55.0.0.0/16"));
+  CHECK(accepts(*f, D::import, "56.0.0.0/16"));  // no rule matches: Accept
+  CHECK(accepts(*f, D::import, "55.0.0.0/8"));   // shorter than the cidr: not In
+  // source: RemotePeers only matches learned routes; this node's own go on to the next rule
+  CHECK(accepts(*f, D::export_, "77.0.3.0/24", true));
+  CHECK_FALSE(accepts(*f, D::export_, "77.0.3.0/24", false));
+  CHECK(accepts(*f, D::export_, "10.244.1.0/26", false));
+  // IPv6: Equal, then a catch-all Reject
+  CHECK(accepts(*f, D::import, "5000::/64"));
+  CHECK_FALSE(accepts(*f, D::import, "5000::/65"));
+  CHECK_FALSE(accepts(*f, D::import, "6000::/64"));
+  CHECK(accepts(*f, D::export_, "fd00::/64"));
+  CHECK_FALSE(accepts(*f, D::export_, "fd00:1::/64"));
+  // v4 rules never decide a v6 prefix and the other way round
+  CHECK(accepts(*f, D::export_, "fd00::/64"));
+
+  // Several filters on one peer: the first matching rule of the first filter that has one
+  cnf::route_filter a = *f, b;
+  b.name = "b";
+  b.import_v4 = {cnf::route_filter_rule{cnf::filter_action::reject, cnf::filter_match::any, {}, {}, {}, false}};
+  std::vector<cnf::route_filter> both{a, b};
+  CHECK(cnf::filter_accepts(both, D::import, P("55.0.1.4/30"), true));   // a accepts first
+  CHECK_FALSE(cnf::filter_accepts(both, D::import, P("56.0.0.0/16"), true));  // a has no rule; b rejects
+  CHECK(cnf::filter_accepts({}, D::import, P("56.0.0.0/16"), true));     // no filter: Accept
+
+  // NotIn with prefixLength negates the whole match (BIRD's net !~ [cidr{min,max}])
+  auto n = cnf::model::parse_bgp_filter(filter_res(
+      R"j({"importV4": [{"action": "Reject", "matchOperator": "NotIn", "cidr": "10.0.0.0/8", "prefixLength": {"min": 16, "max": 24}}]})j"));
+  REQUIRE(n);
+  CHECK(accepts(*n, D::import, "10.1.0.0/16"));
+  CHECK(accepts(*n, D::import, "10.1.2.0/24"));
+  CHECK_FALSE(accepts(*n, D::import, "10.1.2.0/26"));
+  CHECK_FALSE(accepts(*n, D::import, "10.0.0.0/8"));
+  CHECK_FALSE(accepts(*n, D::import, "11.0.0.0/16"));
+}
+
+TEST_CASE("BGPFilter: bad input names the field") {
+  CHECK_THAT(filter_error(R"j({"importv4": []})j"), Contains("BGPFilter/f: spec.importv4: unknown field; did you mean 'importV4'?"));
+  CHECK_THAT(filter_error(R"j({"importV4": [{"action": "accept", "matchOperator": "In", "cidr": "10.0.0.0/8"}]})j"),
+             Contains("spec.importV4[0].action: expected Accept or Reject (got 'accept')"));
+  CHECK_THAT(filter_error(R"j({"importV4": [{"matchOperator": "In", "cidr": "10.0.0.0/8"}]})j"), Contains("spec.importV4[0].action: is required"));
+  CHECK_THAT(filter_error(R"j({"exportV4": [{"action": "Reject", "matchOperator": "in", "cidr": "10.0.0.0/8"}]})j"),
+             Contains("spec.exportV4[0].matchOperator: expected Equal, NotEqual, In or NotIn (got 'in')"));
+  CHECK_THAT(filter_error(R"j({"exportV4": [{"action": "Reject", "matchOperator": "In", "cidr": "10.0.0.1/8"}]})j"),
+             Contains("spec.exportV4[0].cidr: invalid CIDR '10.0.0.1/8': host bits set"));
+  CHECK_THAT(filter_error(R"j({"exportV4": [{"action": "Reject", "matchOperator": "In", "cidr": "fd00::/64"}]})j"),
+             Contains("spec.exportV4[0].cidr: 'fd00::/64' is not an IPv4 CIDR"));
+  CHECK_THAT(filter_error(R"j({"exportV6": [{"action": "Reject", "matchOperator": "In", "cidr": "10.0.0.0/8"}]})j"),
+             Contains("spec.exportV6[0].cidr: '10.0.0.0/8' is not an IPv6 CIDR"));
+  CHECK_THAT(filter_error(R"j({"exportV4": [{"action": "Reject", "cidr": "10.0.0.0/8"}]})j"),
+             Contains("spec.exportV4[0].matchOperator: cidr and matchOperator go together"));
+  CHECK_THAT(filter_error(R"j({"exportV4": [{"action": "Reject", "matchOperator": "Equal"}]})j"), Contains("spec.exportV4[0].cidr: cidr and matchOperator"));
+  CHECK_THAT(filter_error(R"j({"exportV4": [{"action": "Reject", "matchOperator": "Equal", "cidr": "10.0.0.0/8", "prefixLength": {"min": 9}}]})j"),
+             Contains("spec.exportV4[0].prefixLength: needs matchOperator In or NotIn"));
+  CHECK_THAT(filter_error(R"j({"exportV4": [{"action": "Reject", "matchOperator": "In", "cidr": "10.0.0.0/8", "prefixLength": {"max": 33}}]})j"),
+             Contains("spec.exportV4[0].prefixLength.max: must be between 0 and 32"));
+  CHECK_THAT(filter_error(R"j({"exportV4": [{"action": "Reject", "matchOperator": "In", "cidr": "10.0.0.0/8", "prefixLength": {"min": 4}}]})j"),
+             Contains("spec.exportV4[0].prefixLength.min: must be at least the cidr's length 8"));
+  CHECK_THAT(filter_error(R"j({"exportV4": [{"action": "Reject", "matchOperator": "In", "cidr": "10.0.0.0/8", "prefixLength": {"min": 24, "max": 16}}]})j"),
+             Contains("spec.exportV4[0].prefixLength: min is above max"));
+  CHECK_THAT(filter_error(R"j({"exportV4": [{"action": "Reject", "matchOperator": "In", "cidr": "10.0.0.0/8", "prefixLenght": {}}]})j"),
+             Contains("spec.exportV4[0].prefixLenght: unknown field; did you mean 'prefixLength'?"));
+  CHECK_THAT(filter_error(R"j({"exportV4": [{"action": "Reject", "source": "Remote"}]})j"), Contains("spec.exportV4[0].source: expected RemotePeers"));
+  CHECK_THAT(filter_error(R"j({"exportV4": [{"action": "Reject", "interface": "*.calico"}]})j"), Contains("spec.exportV4[0].interface: not supported by cnf"));
+  CHECK_THAT(filter_error(R"j({"exportV4": {"action": "Reject"}})j"), Contains("spec.exportV4: expected a list of rules"));
+  CHECK(filter_error(R"j({})j") == "(accepted)");
+}
+
+TEST_CASE("BGPPeer filters and BGPConfiguration nodeMeshMaxRestartTime are read") {
+  auto p = cnf::model::parse_bgp_peer(peer(R"j({"peerIP": "10.0.0.1", "asNumber": 64512, "filters": ["a", "b"], "maxRestartTime": "15s"})j"));
+  REQUIRE(p);
+  CHECK(p->filters == std::vector<std::string>{"a", "b"});
+  CHECK(p->max_restart_time == 15u);
+  auto c = cnf::model::parse_bgp_configuration(config(R"j({"nodeMeshMaxRestartTime": "1m"})j"));
+  REQUIRE(c);
+  CHECK(c->node_mesh_max_restart_time == 60u);
+  CHECK_THAT(config_error(R"j({"nodeMeshMaxRestartTime": 60})j"), Contains("spec.nodeMeshMaxRestartTime: expected a duration"));
+}

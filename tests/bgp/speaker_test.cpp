@@ -5,6 +5,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <deque>
 #include <functional>
 
@@ -23,7 +25,11 @@ struct node {
   std::map<std::string, bgp::out::peer_state> peers;
   std::vector<std::string> logs;
   std::set<bgp::timer_id> timers;
+  std::map<bgp::timer_id, std::chrono::milliseconds> timer_after;  // each timer's duration when started
   std::vector<bgp::message> sent;  // every message this node sent
+  template <class M> std::size_t sent_count() const {
+    return static_cast<std::size_t>(std::count_if(sent.begin(), sent.end(), [](auto& m) { return std::holds_alternative<M>(m); }));
+  }
 
   bool logged(std::string_view s) const {
     for (auto& l : logs)
@@ -121,6 +127,7 @@ struct fabric {
         });
       } else if (auto* t = std::get_if<bgp::out::start_timer>(&a)) {
         n.timers.insert(t->timer);
+        n.timer_after[t->timer] = t->after;
       } else if (auto* st = std::get_if<bgp::out::stop_timer>(&a)) {
         n.timers.erase(st->timer);
       } else if (auto* r = std::get_if<bgp::out::route>(&a)) {
@@ -557,4 +564,259 @@ TEST_CASE("bgp speaker: without graceful restart a lost connection drops the rou
   REQUIRE(f.nodes[0]->routes.size() == 1);
   f.cut(b2);
   CHECK(f.nodes[0]->routes.empty());
+}
+
+// ---- BGPFilter (import and export rules per peer) and maxRestartTime ----
+
+namespace {
+cnf::route_filter_rule rule(cnf::filter_action a, cnf::filter_match m, const char* cidr) {
+  cnf::route_filter_rule r;
+  r.action = a;
+  r.match = m;
+  r.cidr = pfx(cidr);
+  return r;
+}
+bgp::neighbor neighbor_of(node& b, std::vector<cnf::route_filter> filters = {}) {
+  bgp::neighbor n;
+  n.name = name(b);
+  n.address = b.addr;
+  n.asn = b.sp.config().asn;
+  n.type = "node-to-node mesh";  // as fabric::peer made it: only the filters differ
+  n.filters = std::move(filters);
+  return n;
+}
+}  // namespace
+
+TEST_CASE("bgp speaker: an import filter keeps a peer's rejected paths and lets them in again live", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64513);
+  f.mesh({&a, &b});
+  b.sp.originate(pfx("10.244.2.0/26"));
+  b.sp.originate(pfx("10.244.3.0/26"));
+  b.sp.originate(pfx("10.9.0.0/16"));
+  f.run();
+  REQUIRE(a.routes.size() == 3);
+  const auto opens = a.sent_count<bgp::open_message>();
+  const auto b_updates = b.sent_count<bgp::update_message>();
+
+  // Reject what is inside 10.244.2.0/24 from /24 to /28; the rest falls to no rule: Accept.
+  cnf::route_filter flt;
+  flt.name = "no-rack2";
+  auto r = rule(cnf::filter_action::reject, cnf::filter_match::in, "10.244.2.0/24");
+  r.max_length = 28;
+  flt.import_v4 = {r};
+  a.sp.add_peer(neighbor_of(b, {flt}));
+  f.run();
+  CHECK(a.routes.count(pfx("10.244.2.0/26")) == 0);
+  CHECK(a.routes.count(pfx("10.244.3.0/26")) == 1);
+  CHECK(a.routes.count(pfx("10.9.0.0/16")) == 1);
+  CHECK(a.sp.peers().front().filtered == 1);
+  CHECK(a.sp.peers().front().prefixes_received == 2);
+  // the peer re-sending the same prefix: still rejected
+  b.sp.withdraw(pfx("10.244.2.0/26"));
+  b.sp.originate(pfx("10.244.2.0/26"));
+  f.run();
+  CHECK(a.routes.count(pfx("10.244.2.0/26")) == 0);
+  CHECK(a.sp.peers().front().filtered == 1);
+
+  // The filter goes: the kept path comes back from a's own Adj-RIB-In, b is not asked again.
+  const auto b_updates2 = b.sent_count<bgp::update_message>();
+  a.sp.add_peer(neighbor_of(b));
+  f.run();
+  CHECK(a.routes.count(pfx("10.244.2.0/26")) == 1);
+  CHECK(a.sp.peers().front().filtered == 0);
+  CHECK(b.sent_count<bgp::update_message>() == b_updates2);
+  // Neither change touched the session.
+  CHECK(a.sent_count<bgp::open_message>() == opens);
+  CHECK(a.sent_count<bgp::notification_message>() == 0);
+  CHECK(a.peers[name(b)].state == session_state::established);
+  CHECK(b_updates < b.sent_count<bgp::update_message>());
+  CHECK(a.logged("import filters changed"));
+}
+
+TEST_CASE("bgp speaker: an export filter withdraws from that peer only, and sends again when it goes", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  auto& c = f.add("10.0.0.3", 64512);
+  f.mesh({&a, &b, &c});
+  a.sp.originate(pfx("10.244.1.0/26"));
+  a.sp.originate(pfx("10.244.1.64/26"));
+  f.run();
+  REQUIRE(b.routes.size() == 2);
+  REQUIRE(c.routes.size() == 2);
+  const auto opens = a.sent_count<bgp::open_message>();
+
+  cnf::route_filter flt;
+  flt.name = "keep-first-block";
+  flt.export_v4 = {rule(cnf::filter_action::reject, cnf::filter_match::equal, "10.244.1.0/26")};
+  a.sp.add_peer(neighbor_of(b, {flt}));
+  f.run();
+  CHECK(b.routes.count(pfx("10.244.1.0/26")) == 0);
+  CHECK(b.routes.count(pfx("10.244.1.64/26")) == 1);
+  CHECK(c.routes.size() == 2);  // c's peering has no filter
+  CHECK(a.sp.adj_rib_out(name(b)).count(pfx("10.244.1.0/26")) == 0);
+
+  // NotEqual + Accept first, then a catch-all Reject: only the first block leaves.
+  cnf::route_filter only;
+  only.name = "only-first";
+  cnf::route_filter_rule all;
+  all.action = cnf::filter_action::reject;
+  only.export_v4 = {rule(cnf::filter_action::accept, cnf::filter_match::equal, "10.244.1.0/26"), all};
+  a.sp.add_peer(neighbor_of(b, {only}));
+  f.run();
+  CHECK(b.routes.count(pfx("10.244.1.0/26")) == 1);
+  CHECK(b.routes.count(pfx("10.244.1.64/26")) == 0);
+
+  a.sp.add_peer(neighbor_of(b));
+  f.run();
+  CHECK(b.routes.size() == 2);
+  CHECK(a.sent_count<bgp::open_message>() == opens);
+  CHECK(b.peers[name(a)].state == session_state::established);
+  CHECK(a.sent_count<bgp::notification_message>() == 0);
+}
+
+TEST_CASE("bgp speaker: a filter that does not exist is not applied, and says so", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  cnf::route_filter missing;
+  missing.name = "typo";
+  missing.exists = false;
+  bgp::neighbor n = neighbor_of(b, {missing});
+  a.sp.add_peer(n);
+  f.peer(b, a);
+  f.run();
+  b.sp.originate(pfx("10.244.2.0/26"));
+  f.run();
+  CHECK(a.routes.size() == 1);
+  CHECK(a.logged("BGPFilter typo does not exist"));
+  CHECK_THAT(a.sp.peers().front().info, Catch::Contains("BGPFilter typo not found"));
+}
+
+TEST_CASE("bgp speaker: maxRestartTime is advertised to that peer and bounds how long its routes stay stale", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  bgp::neighbor n = neighbor_of(b);
+  n.max_restart_time = 7;
+  a.sp.add_peer(n);
+  f.peer(b, a);
+  f.run();
+  REQUIRE(a.peers[name(b)].state == session_state::established);
+  bool seen = false;
+  for (auto& m : a.sent)
+    if (auto* o = std::get_if<bgp::open_message>(&m); o && o->restart) {
+      CHECK(o->restart->restart_time == 7);
+      seen = true;
+    }
+  CHECK(seen);
+  for (auto& m : b.sent)  // b's own default
+    if (auto* o = std::get_if<bgp::open_message>(&m); o && o->restart) CHECK(o->restart->restart_time == 120);
+  b.sp.originate(pfx("10.244.2.0/26"));
+  f.run();
+  f.cut(b);
+  REQUIRE(a.routes.size() == 1);  // stale, kept
+  auto t = a.timers_of(bgp::timer_kind(3));
+  REQUIRE(t.size() == 1);
+  CHECK(a.timer_after[t.front()] == std::chrono::seconds(7));  // not the 120 s b advertised
+  CHECK(a.logged("maxRestartTime"));
+
+  // A change of it alone does not reset the session (it applies to the next one).
+  f.fire(a, bgp::timer_kind(3));
+  CHECK(a.routes.empty());
+  f.fire(a, bgp::timer_kind::connect_retry);
+  f.fire(b, bgp::timer_kind::connect_retry);
+  REQUIRE(a.peers[name(b)].state == session_state::established);
+  const auto opens = a.sent_count<bgp::open_message>();
+  n.max_restart_time = 30;
+  a.sp.add_peer(n);
+  f.run();
+  CHECK(a.sent_count<bgp::open_message>() == opens);
+  CHECK(a.peers[name(b)].state == session_state::established);
+}
+
+TEST_CASE("bgp speaker: a filter change during a peer's graceful restart does not bring stale paths back later", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  f.mesh({&a, &b});
+  b.sp.originate(pfx("10.244.2.0/26"));
+  f.run();
+  f.cut(b);
+  REQUIRE(a.routes.size() == 1);  // stale
+  cnf::route_filter flt;
+  flt.name = "no-2";
+  flt.import_v4 = {rule(cnf::filter_action::reject, cnf::filter_match::equal, "10.244.2.0/26")};
+  a.sp.add_peer(neighbor_of(b, {flt}));
+  f.run();
+  CHECK(a.routes.empty());
+  a.sp.add_peer(neighbor_of(b));  // the filter goes before b is back: the stale path stays gone
+  f.run();
+  CHECK(a.routes.empty());
+  CHECK(a.sp.peers().front().filtered == 0);
+  f.fire(a, bgp::timer_kind::connect_retry);
+  f.fire(b, bgp::timer_kind::connect_retry);
+  REQUIRE(a.peers[name(b)].state == session_state::established);
+  CHECK(a.routes.size() == 1);  // re-sent by b
+}
+
+TEST_CASE("bgp speaker: a graceful stop closes without Cease; the restarted speaker sets the R bit", "[unit][bgp]") {
+  fabric f;
+  auto& a = f.add("10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  f.mesh({&a, &b});
+  a.sp.originate(pfx("10.244.1.0/26"));
+  f.run();
+  REQUIRE(b.routes.size() == 1);
+  a.sp.stop("agent restarting", true);
+  f.run();
+  CHECK(a.sent_count<bgp::notification_message>() == 0);
+  CHECK(b.routes.size() == 1);  // b, as helper, keeps a's route stale
+  CHECK(b.sp.peers().front().stale == 1);
+  CHECK(b.logged("graceful restart"));
+
+  // a "restarts": a new speaker with the R bit; b takes it back, a's End-of-RIB ends b's stale time.
+  bgp::speaker_config c = a.sp.config();
+  c.restarting = true;
+  f.wires.clear();
+  f.nodes[0] = std::make_unique<node>(c, a.addr);
+  auto& a2 = *f.nodes[0];
+  f.peer(a2, b);
+  a2.sp.originate(pfx("10.244.1.0/26"));
+  f.run();
+  f.fire(b, bgp::timer_kind::connect_retry);
+  REQUIRE(b.peers[name(a2)].state == session_state::established);
+  bool r_bit = false;
+  for (auto& m : a2.sent)
+    if (auto* o = std::get_if<bgp::open_message>(&m); o && o->restart) {
+      r_bit = o->restart->restart_state;
+      REQUIRE(!o->restart->families.empty());
+      CHECK(o->restart->families.front().forwarding_preserved);
+    }
+  CHECK(r_bit);
+  CHECK(b.routes.size() == 1);
+  CHECK(b.sp.peers().front().stale == 0);
+  // The restart window ends: sessions opened from then on have no R bit.
+  REQUIRE(a2.timers_of(bgp::timer_kind(3)).size() == 1);
+  f.fire(a2, bgp::timer_kind(3));
+  CHECK(!a2.sp.config().restarting);
+  CHECK(a2.logged("graceful restart window over"));
+
+  // Without graceful restart agreed, a graceful stop still sends the Cease.
+  fabric g;
+  auto& x = g.add("10.0.0.1", 64512);
+  bgp::speaker_config yc;
+  yc.asn = 64512;
+  yc.router_id = ip("10.0.0.2").v4_host_order();
+  yc.local_addresses = {ip("10.0.0.2")};
+  yc.families = {bgp::ipv4_unicast};
+  yc.restart_time = 0;
+  g.nodes.push_back(std::make_unique<node>(yc, ip("10.0.0.2")));
+  auto& y = *g.nodes.back();
+  g.mesh({&x, &y});
+  x.sp.stop("bye", true);
+  g.run();
+  CHECK(x.sent_count<bgp::notification_message>() == 1);
 }

@@ -186,7 +186,8 @@ cnf::result<void> node_agent::start() {
 
   cnf::syncer::options so;
   so.kinds = {std::string(cnf::kinds::node), std::string(cnf::kinds::ipam_block), std::string(cnf::kinds::block_affinity),
-              std::string(cnf::kinds::ip_pool), std::string(cnf::kinds::bgp_peer), std::string(cnf::kinds::bgp_configuration)};
+              std::string(cnf::kinds::ip_pool), std::string(cnf::kinds::bgp_peer), std::string(cnf::kinds::bgp_configuration),
+              std::string(cnf::kinds::bgp_filter)};
   if (prof_.routing)
     if (auto rs = cnf::settings::parse(prof_.text, prof_.file, "routing")) {
       secrets_dir_ = rs->get<std::string>("secrets_dir", secrets_dir_);
@@ -282,7 +283,7 @@ void node_agent::on_update(const cnf::sync_update& u) {
     policy_update(u);
     if (u.object.kind != cnf::kinds::node) return;  // nothing of the routes depends on the policy kinds
   }
-  if (u.object.kind == cnf::kinds::bgp_peer || u.object.kind == cnf::kinds::bgp_configuration) {
+  if (u.object.kind == cnf::kinds::bgp_peer || u.object.kind == cnf::kinds::bgp_configuration || u.object.kind == cnf::kinds::bgp_filter) {
     bgp_update(u);
   } else if (u.object.kind == cnf::kinds::node) {
     const std::string& name = u.object.name;
@@ -435,9 +436,11 @@ void node_agent::recalculate() {
 // and listed in the status until the resource is fixed or deleted.
 void node_agent::bgp_update(const cnf::sync_update& u) {
   const bool peer = u.object.kind == cnf::kinds::bgp_peer;
+  const bool filter = u.object.kind == cnf::kinds::bgp_filter;
   const std::string key = std::string(u.object.kind) + "/" + u.object.name;
   if (u.kind == cnf::sync_update::type::deleted) {
     if (peer) bgp_peers_.erase(u.object.name);
+    else if (filter) bgp_filters_.erase(u.object.name);
     else bgp_configs_.erase(u.object.name);
     invalid_.erase(key);
     return;
@@ -446,6 +449,9 @@ void node_agent::bgp_update(const cnf::sync_update& u) {
   if (peer) {
     if (auto p = cnf::model::parse_bgp_peer(u.object)) bgp_peers_[u.object.name] = std::move(*p);
     else why = p.error().message;
+  } else if (filter) {
+    if (auto f = cnf::model::parse_bgp_filter(u.object)) bgp_filters_[u.object.name] = std::move(*f);
+    else why = f.error().message;
   } else {
     if (auto c = cnf::model::parse_bgp_configuration(u.object)) bgp_configs_[u.object.name] = std::move(*c);
     else why = c.error().message;
@@ -454,7 +460,7 @@ void node_agent::bgp_update(const cnf::sync_update& u) {
     if (invalid_.erase(key)) log_.info(key + " is valid again");
     return;
   }
-  const bool had = peer ? bgp_peers_.count(u.object.name) : bgp_configs_.count(u.object.name);
+  const bool had = peer ? bgp_peers_.count(u.object.name) : filter ? bgp_filters_.count(u.object.name) : bgp_configs_.count(u.object.name);
   if (invalid_[key] != why) {
     ++invalid_seen_;
     log_.warn(why + (had ? "; its last valid version stays in force" : "; it is left out"));
@@ -476,6 +482,7 @@ cnf::routing_config node_agent::bgp_config(std::map<std::string, std::string>& e
     if (c.as_number) cfg.as_number = c.as_number;
     if (c.node_to_node_mesh_enabled) cfg.node_to_node_mesh = c.node_to_node_mesh_enabled;
     if (c.listen_port) cfg.listen_port = c.listen_port;
+    if (c.node_mesh_max_restart_time) cfg.mesh_max_restart_time = c.node_mesh_max_restart_time;
     if (c.node_mesh_password) {
       if (auto pw = cnf::model::read_secret(secrets_dir_, *c.node_mesh_password)) cfg.mesh_password = *pw;
       else errors["BGPConfiguration/" + name] = "BGPConfiguration/" + name + ": spec.nodeMeshPassword: " + pw.error().message;
@@ -500,6 +507,17 @@ void node_agent::recalculate_bgp(const std::map<std::string, cnf::remote_node>& 
   const bool mesh = cfg.node_to_node_mesh.value_or(mesh_default_);
 
   std::map<std::string, cnf::peer_config> want;
+  // BGPFilters by name, in order; one that does not exist is skipped, as Calico's confd does
+  // (the part lists it in its status notes); a filter change reaches only the peers naming it.
+  auto filters_of = [&](const cnf::model::bgp_peer& bp) {
+    std::vector<cnf::route_filter> v;
+    for (auto& fname : bp.filters) {
+      auto f = bgp_filters_.find(fname);
+      if (f != bgp_filters_.end()) v.push_back(f->second);
+      else v.push_back(cnf::route_filter{.name = fname, .exists = false, .export_v4 = {}, .import_v4 = {}, .export_v6 = {}, .import_v6 = {}});
+    }
+    return v;
+  };
   auto node_peer = [&](const cnf::model::bgp_peer& bp, const std::string& node, const cnf::remote_node& r) {
     if (mesh) return;  // the mesh peers with it already (as Calico, no second session)
     auto a = r.address(cnf::ip_family::v4);
@@ -512,6 +530,7 @@ void node_agent::recalculate_bgp(const std::map<std::string, cnf::remote_node>& 
     pc.type = bp.global() ? "global" : "node specific";
     auto n = nodes_.find(node);
     pc.route_reflector = !my_cluster.empty() && n != nodes_.end() && n->second.bgp && n->second.bgp->route_reflector_cluster_id == my_cluster;
+    pc.filters = filters_of(bp);
     want.try_emplace(node, std::move(pc));
   };
   for (auto& [name, bp] : bgp_peers_) {
@@ -536,6 +555,7 @@ void node_agent::recalculate_bgp(const std::map<std::string, cnf::remote_node>& 
       pc.keep_original_next_hop = bp.keep_original_next_hop;
       pc.max_restart_time = bp.max_restart_time.value_or(0);
       pc.bind_source = bp.source_address != "None";
+      pc.filters = filters_of(bp);
       want[name] = std::move(pc);
       continue;
     }

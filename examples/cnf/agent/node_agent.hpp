@@ -102,7 +102,7 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   void policy_update(const cnf::sync_update& u);
   void schedule();
   void recalculate();
-  // BGP configuration (BGPPeer, BGPConfiguration): what the routing part should have, diffed
+  // BGP configuration (BGPPeer, BGPConfiguration, BGPFilter): what the routing part should have, diffed
   // against what it was last told.
   void bgp_update(const cnf::sync_update& u);
   void recalculate_bgp(const std::map<std::string, cnf::remote_node>& now);
@@ -128,6 +128,7 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   std::map<std::string, cnf::remote_node> told_;            // what the routing part was last told
   std::map<std::string, cnf::model::bgp_peer> bgp_peers_;   // valid BGPPeers (the last good one of one gone bad)
   std::map<std::string, cnf::model::bgp_configuration> bgp_configs_;
+  std::map<std::string, cnf::route_filter> bgp_filters_;    // valid BGPFilters (the last good one of one gone bad)
   std::map<std::string, cnf::peer_config> peers_told_;      // configured peers the routing part was last told
   std::optional<cnf::routing_config> config_told_;
   std::map<std::string, std::string> bgp_errors_;           // a peer or configuration not acted on -> why (status)

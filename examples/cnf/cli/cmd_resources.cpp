@@ -240,6 +240,7 @@ const std::vector<kind_info>& kinds_known() {
       {"Namespace", "v1", "Namespace", false, {"finalizers"}},
       {"BGPPeer", std::string(api_version), std::string(cnf::kinds::bgp_peer), false, {}},
       {"BGPConfiguration", std::string(api_version), std::string(cnf::kinds::bgp_configuration), false, {}},
+      {"BGPFilter", std::string(api_version), std::string(cnf::kinds::bgp_filter), false, {}},
   };
   return k;
 }
@@ -304,7 +305,7 @@ cnf::result<planned> validate_document(const document& d) {
       return bad("apiVersion: a " + kind + " must be " + apis + (api.empty() ? std::string(" (apiVersion is missing)") : ", not '" + api + "'"));
     return bad("kind: '" + kind +
                "' is not supported (IPPool, IPAMConfiguration, IPReservation, NetworkPolicy, GlobalNetworkPolicy, NetworkSet, "
-               "GlobalNetworkSet, BGPPeer, BGPConfiguration of projectcalico.org/v3; NetworkPolicy of networking.k8s.io/v1; Namespace of v1)");
+               "GlobalNetworkSet, BGPPeer, BGPConfiguration, BGPFilter of projectcalico.org/v3; NetworkPolicy of networking.k8s.io/v1; Namespace of v1)");
   }
   for (auto& [k, v] : *o) {
     (void)v;
@@ -388,6 +389,8 @@ cnf::result<planned> validate_document(const document& d) {
     if (auto r = cnf::model::parse_bgp_peer(p.res); !r) return badr(field_part(r.error().message, p.res));
   } else if (info->stored == cnf::kinds::bgp_configuration) {
     if (auto r = cnf::model::parse_bgp_configuration(p.res); !r) return badr(field_part(r.error().message, p.res));
+  } else if (info->stored == cnf::kinds::bgp_filter) {
+    if (auto r = cnf::model::parse_bgp_filter(p.res); !r) return badr(field_part(r.error().message, p.res));
   } else if (kind == "Namespace") {
     if (auto* f = spec.if_contains("finalizers"); f && !f->is_null() && !f->is_array()) return badr("spec.finalizers: expected a list");
     p.res.spec = "{}";  // only its labels matter to cnf
@@ -562,12 +565,13 @@ const kind_info* resolve_kind(std::string s) {
   if (s == "namespace" || s == "namespaces" || s == "ns") return by("v1", "Namespace");
   if (s == "bgppeer" || s == "bgppeers") return by(v3, "BGPPeer");
   if (s == "bgpconfiguration" || s == "bgpconfigurations" || s == "bgpconfig" || s == "bgpconfigs") return by(v3, "BGPConfiguration");
+  if (s == "bgpfilter" || s == "bgpfilters") return by(v3, "BGPFilter");
   return nullptr;
 }
 
 constexpr std::string_view kinds_help =
     "ippools, ipreservations, ipamconfigurations, networkpolicies, globalnetworkpolicies, networksets, globalnetworksets, "
-    "networkpolicies.networking.k8s.io (knp), namespaces, bgppeers, bgpconfigurations";
+    "networkpolicies.networking.k8s.io (knp), namespaces, bgppeers, bgpconfigurations, bgpfilters";
 
 json::object v3_document(const kind_info& k, const cnf::resource& r) {
   json::object md;
@@ -688,6 +692,8 @@ int cmd_get(const std::string& profile, const std::string& kind_arg, const std::
     rows.push_back({"NAME", "PEERIP", "NODE", "ASN"});
   } else if (kv == "BGPConfiguration") {
     rows.push_back({"NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER"});
+  } else if (kv == "BGPFilter") {
+    rows.push_back({"NAME", "EXPORTV4", "IMPORTV4", "EXPORTV6", "IMPORTV6"});
   } else if (k8s) {
     rows.push_back({"NAMESPACE", "NAME", "POD-SELECTOR", "POLICY-TYPES"});
   } else if (kv == "NetworkPolicy" || kv == "GlobalNetworkPolicy") {
@@ -734,6 +740,12 @@ int cmd_get(const std::string& profile, const std::string& kind_arg, const std::
       std::string peer = spec_text(spec, "peerIP", "");
       if (peer.empty()) peer = "(" + spec_text(spec, "peerSelector", "") + ")";
       rows.push_back({r.name, peer, node, spec_text(spec, "asNumber", "")});
+    } else if (kv == "BGPFilter") {
+      auto count = [&](const char* k) {
+        auto* x = spec.if_contains(k);
+        return std::to_string(x && x->is_array() ? x->get_array().size() : 0) + " rule(s)";
+      };
+      rows.push_back({r.name, count("exportV4"), count("importV4"), count("exportV6"), count("importV6")});
     } else if (kv == "BGPConfiguration") {
       rows.push_back({r.name, spec_text(spec, "logSeverityScreen", "Info"), spec_text(spec, "nodeToNodeMeshEnabled", "true"),
                       spec_text(spec, "asNumber", "64512")});

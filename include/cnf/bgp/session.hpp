@@ -74,6 +74,9 @@ class session {
 
   void start();                 ///< ManualStart: Idle -> Connect (or Active when passive)
   void stop(std::uint8_t cease_subcode = err::administrative_shutdown, std::string why = {});  ///< ManualStop: Cease, Idle, no restart
+  /// ManualStop without the NOTIFICATION (RFC 4724 restarting speaker): the connection is just
+  /// closed, so a graceful-restart helper keeps this side's routes for the restart time.
+  void stop_silently(std::string why);
   /// The connection is up: one this session asked for (action::connect), or an accepted one
   /// this session adopts (any state but OpenSent and later).
   void tcp_connected();

@@ -20,6 +20,7 @@
 #pragma once
 #include <cnf/bgp/rib.hpp>
 #include <cnf/bgp/session.hpp>
+#include <cnf/route_filter.hpp>
 
 #include <chrono>
 #include <map>
@@ -48,6 +49,11 @@ struct speaker_config {
   /// are kept (stale) for the restart time it advertised when its connection drops without
   /// a NOTIFICATION, until its End-of-RIB. 0: the capability is not sent, routes go at once.
   std::uint16_t restart_time = 120;
+  /// RFC 4724 restarting speaker: this speaker has just restarted after a graceful stop; its
+  /// OPENs carry the Restart State (R) bit and "forwarding state preserved" for each family
+  /// (the kernel routes of its last run are still there), for restart_time seconds after it
+  /// is made (a timer it asks for at once), or until set_restarted(false).
+  bool restarting = false;
 };
 
 struct neighbor {
@@ -59,6 +65,16 @@ struct neighbor {
   bool passive = false;
   std::string password;         ///< TCP MD5 (the shell applies it)
   bool keep_next_hop = false;   ///< learned routes go to it with their own next hop (not next-hop self)
+  /// Calico's BGPFilters of its BGPPeer, in order (cnf/route_filter.hpp): import rules on the
+  /// routes learned from it, export rules on those sent to it. Changed live by add_peer: the
+  /// paths it sent (Adj-RIB-In, rejected ones included) are evaluated again and its Adj-RIB-Out
+  /// recomputed (UPDATEs / withdraws); the session is not reset.
+  std::vector<route_filter> filters;
+  /// Graceful restart on this peering (Calico's maxRestartTime), seconds; 0: the speaker's
+  /// restart_time. Advertised to it in the capability (as BIRD's per-protocol `graceful restart
+  /// time`), and as helper how long its routes are kept stale (instead of the time it advertised).
+  /// A change applies from the next session (it is in the OPEN): the session is not reset for it.
+  std::uint32_t max_restart_time = 0;
   friend bool operator==(const neighbor&, const neighbor&) = default;
 };
 
@@ -82,6 +98,7 @@ struct peer_info {
   std::size_t prefixes_received = 0;  ///< paths in its Adj-RIB-In
   std::size_t prefixes_sent = 0;      ///< prefixes in its Adj-RIB-Out
   std::size_t stale = 0;              ///< paths kept through its graceful restart
+  std::size_t filtered = 0;           ///< paths it sent that its import filters reject (kept, not used)
 };
 
 class speaker {
@@ -97,8 +114,13 @@ class speaker {
   void originate(const ip_prefix& p);
   void withdraw(const ip_prefix& p);
   void set_local_addresses(std::vector<ip_address> a);
-  /// Cease / Administrative Shutdown to every peer; nothing restarts afterwards.
-  void stop(std::string why = "cnf is stopping");
+  /// Cease / Administrative Shutdown to every peer; nothing restarts afterwards. graceful:
+  /// no NOTIFICATION to the peers that agreed graceful restart (their connection is only
+  /// closed, so as helpers they keep this speaker's routes for its restart time, RFC 4724);
+  /// the others still get the Cease.
+  void stop(std::string why = "cnf is stopping", bool graceful = false);
+  /// Clears speaker_config::restarting for the sessions opened from now on.
+  void set_restarted(bool restarting) { cfg_.restarting = restarting; }
 
   // ---- events from the shell ----
   void connected(conn_id c, const ip_address& local);   ///< an outgoing connection is up
@@ -129,6 +151,7 @@ class speaker {
   void on_down(peer& p);
   void end_restart(peer& p);
   void import(peer& p, update_message& u);
+  void refilter(peer& p, const std::vector<route_filter>& before);
   void changed(const ip_prefix& prefix);
   void flush();
   std::shared_ptr<const path_attributes> export_to(const peer& p, const ip_prefix& prefix, ip_address& nh);
@@ -146,6 +169,7 @@ class speaker {
   std::set<ip_prefix> originated_;
   conn_id next_conn_ = 1;
   std::uint64_t next_uid_ = 1;
+  std::uint64_t restart_window_uid_ = 0;  // the timer that ends speaker_config::restarting
   peer_id next_peer_ = 1;
   bool stopped_ = false;
   bool flushing_ = false;

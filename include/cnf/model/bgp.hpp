@@ -1,4 +1,4 @@
-// cnf/model/bgp.hpp — Calico's projectcalico.org/v3 BGPPeer and BGPConfiguration, typed,
+// cnf/model/bgp.hpp — Calico's projectcalico.org/v3 BGPPeer, BGPConfiguration and BGPFilter, typed,
 // with the parsers `cnf apply` validates with and the node agent reads with (so what apply
 // accepts, the agents act on).
 //
@@ -8,6 +8,7 @@
 //   auto p = cnf::model::parse_bgp_peer(res);           // res: a datastore resource of kind BGPPeer
 //   if (p && p->applies_to(node_name, node_labels)) ... // Calico's node / nodeSelector rules
 //   auto c = cnf::model::parse_bgp_configuration(res);  // "default", or "node.<name>"
+//   auto f = cnf::model::parse_bgp_filter(res);         // a cnf::route_filter (cnf/route_filter.hpp)
 //
 // Passwords: Calico's `password: {secretKeyRef: {name, key}}` names a Kubernetes secret.
 // cnf reads it where a Kubernetes secret volume puts it: the file <secrets_dir>/<name>/<key>
@@ -18,6 +19,7 @@
 #include <cnf/datastore.hpp>
 #include <cnf/net.hpp>
 #include <cnf/policy/selector.hpp>
+#include <cnf/route_filter.hpp>
 #include <cnf/settings.hpp>
 
 #include <boost/json.hpp>
@@ -387,6 +389,89 @@ inline result<bgp_configuration> parse_bgp_configuration(const resource& r) {
     }
   }
   return c;
+}
+
+/// Calico's BGPFilter: spec.exportV4, importV4, exportV6, importV6, each a list of rules
+/// {action: Accept|Reject, matchOperator: Equal|NotEqual|In|NotIn, cidr, prefixLength: {min, max},
+/// source: RemotePeers}. Spelled exactly as Calico's API validation wants them. `interface`
+/// (routes BIRD learned from kernel interfaces) has no meaning for cnf's speaker and is refused.
+inline result<route_filter> parse_bgp_filter(const resource& r) {
+  detail::bgp_reader rd{"BGPFilter/" + r.name};
+  boost::system::error_code ec;
+  auto v = boost::json::parse(r.spec.empty() ? std::string_view("{}") : std::string_view(r.spec), ec);
+  if (ec || !v.is_object()) return error(errc::invalid, rd.what + ": spec: not a JSON object");
+  const auto& o = v.get_object();
+  static const std::set<std::string> lists = {"exportV4", "importV4", "exportV6", "importV6"};
+  if (auto k = rd.known(o, lists); !k) return k.error();
+  route_filter f;
+  f.name = r.name;
+  for (const auto& list : lists) {
+    auto* x = o.if_contains(list);
+    if (!x || x->is_null()) continue;
+    const ip_family fam = list.ends_with("V4") ? ip_family::v4 : ip_family::v6;
+    const unsigned bits = fam == ip_family::v4 ? 32 : 128;
+    auto& out = list == "exportV4" ? f.export_v4 : list == "importV4" ? f.import_v4 : list == "exportV6" ? f.export_v6 : f.import_v6;
+    if (!x->is_array()) return rd.fail(list, "expected a list of rules {action, matchOperator, cidr}");
+    std::size_t i = 0;
+    for (auto& e : x->get_array()) {
+      const std::string at = list + "[" + std::to_string(i++) + "]";
+      if (!e.is_object()) return rd.fail(at, "expected a rule {action, matchOperator, cidr}");
+      const auto& ro = e.get_object();
+      if (auto k = rd.known(ro, {"action", "matchOperator", "cidr", "prefixLength", "source", "interface"}, at + "."); !k) return k.error();
+      route_filter_rule rule;
+      auto* act = ro.if_contains("action");
+      if (!act || act->is_null()) return rd.fail(at + ".action", "is required (Accept or Reject)");
+      if (!act->is_string() || (act->get_string() != "Accept" && act->get_string() != "Reject"))
+        return rd.fail(at + ".action", "expected Accept or Reject" + (act->is_string() ? " (got '" + std::string(act->get_string()) + "')" : std::string()));
+      rule.action = act->get_string() == "Accept" ? filter_action::accept : filter_action::reject;
+      auto* op = ro.if_contains("matchOperator");
+      auto* cidr = ro.if_contains("cidr");
+      const bool has_op = op && !op->is_null(), has_cidr = cidr && !cidr->is_null();
+      if (has_op) {
+        static const std::map<std::string, filter_match, std::less<>> ops = {
+            {"Equal", filter_match::equal}, {"NotEqual", filter_match::not_equal}, {"In", filter_match::in}, {"NotIn", filter_match::not_in}};
+        auto it = op->is_string() ? ops.find(std::string_view(op->get_string())) : ops.end();
+        if (it == ops.end())
+          return rd.fail(at + ".matchOperator", "expected Equal, NotEqual, In or NotIn" +
+                                                    (op->is_string() ? " (got '" + std::string(op->get_string()) + "')" : std::string()));
+        rule.match = it->second;
+      }
+      if (has_cidr) {
+        if (!cidr->is_string()) return rd.fail(at + ".cidr", "expected a CIDR such as \"10.0.0.0/8\"");
+        auto pfx = ip_prefix::parse(std::string_view(cidr->get_string()));
+        if (!pfx) return rd.fail(at + ".cidr", pfx.error().message);
+        if (pfx->family() != fam)
+          return rd.fail(at + ".cidr", "'" + std::string(cidr->get_string()) + "' is not an " + (fam == ip_family::v4 ? "IPv4" : "IPv6") + " CIDR (" + list + ")");
+        rule.cidr = *pfx;
+      }
+      if (has_op != has_cidr) return rd.fail(at + (has_op ? ".cidr" : ".matchOperator"), "cidr and matchOperator go together: give both or neither");
+      if (auto* pl = ro.if_contains("prefixLength"); pl && !pl->is_null()) {
+        if (!pl->is_object()) return rd.fail(at + ".prefixLength", "expected {min, max}");
+        if (auto k = rd.known(pl->get_object(), {"min", "max"}, at + ".prefixLength."); !k) return k.error();
+        if (rule.match != filter_match::in && rule.match != filter_match::not_in)
+          return rd.fail(at + ".prefixLength", "needs matchOperator In or NotIn (and a cidr)");
+        for (const char* k : {"min", "max"}) {
+          auto* n = pl->get_object().if_contains(k);
+          if (!n || n->is_null()) continue;
+          if (!n->is_int64() || n->get_int64() < 0 || n->get_int64() > static_cast<std::int64_t>(bits))
+            return rd.fail(at + ".prefixLength." + k, "must be between 0 and " + std::to_string(bits));
+          (std::string_view(k) == "min" ? rule.min_length : rule.max_length) = static_cast<std::uint8_t>(n->get_int64());
+        }
+        if (rule.min_length && *rule.min_length < rule.cidr.length())
+          return rd.fail(at + ".prefixLength.min", "must be at least the cidr's length " + std::to_string(rule.cidr.length()));
+        if (rule.min_length && rule.max_length && *rule.min_length > *rule.max_length)
+          return rd.fail(at + ".prefixLength", "min is above max");
+      }
+      if (auto* s = ro.if_contains("source"); s && !s->is_null()) {
+        if (!s->is_string() || s->get_string() != "RemotePeers") return rd.fail(at + ".source", "expected RemotePeers");
+        rule.remote_peers_only = true;
+      }
+      if (auto* s = ro.if_contains("interface"); s && !s->is_null())
+        return rd.fail(at + ".interface", "not supported by cnf (it matches routes BIRD learns from kernel interfaces; cnf's speaker has none)");
+      out.push_back(rule);
+    }
+  }
+  return f;
 }
 
 /// The secret a secretKeyRef names, as a Kubernetes secret volume holds it.

@@ -107,7 +107,7 @@ std::optional<bool> kind_is_namespaced(std::string_view kind) noexcept {
     return true;
   if (kind == global_network_set || kind == namespace_kind) return false;
   for (auto k : {kinds::ip_pool, kinds::ipam_block, kinds::block_affinity, kinds::ipam_handle, kinds::ipam_config,
-                 kinds::ip_reservation, kinds::node, kinds::bgp_peer, kinds::bgp_configuration,
+                 kinds::ip_reservation, kinds::node, kinds::bgp_peer, kinds::bgp_configuration, kinds::bgp_filter,
                  kinds::global_network_policy, kinds::host_endpoint})
     if (kind == k) return false;
   return std::nullopt;

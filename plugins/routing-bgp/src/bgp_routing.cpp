@@ -51,6 +51,8 @@ routing_settings read_settings(settings& s) {
   auto gr = s.get<std::int64_t>("graceful_restart_time", 120);
   if (gr < 0 || gr > 4095) s.fail("graceful_restart_time", "must be between 0 and 4095 seconds (got " + std::to_string(gr) + ")");
   else r.graceful_restart_time = static_cast<std::uint16_t>(gr);
+  r.graceful_stop = s.get<bool>("graceful_stop", false);
+  if (r.graceful_stop && r.graceful_restart_time == 0) s.fail("graceful_stop", "needs graceful_restart_time above 0 (the time peers keep the routes)");
   r.password = s.get<std::string>("password", "");
   r.secrets_dir = s.get<std::string>("secrets_dir", r.secrets_dir);
   if (r.password.size() > TCP_MD5SIG_MAXKEYLEN) s.fail("password", "longer than " + std::to_string(TCP_MD5SIG_MAXKEYLEN) + " octets (the TCP MD5 key limit)");
@@ -162,13 +164,14 @@ struct routing::impl {
   std::map<std::string, transport> transports;      // by peer name
   std::map<std::string, std::string> socket_error;  // by peer name: the last connect error
   bool quit = false;
+  bool reconfiguring = false;  // a stop + start of configure(): never graceful (the sessions must change)
 
   ~impl() { shutdown(); }
 
   void shutdown() {
     if (th.joinable()) {
-      post_io([this] {
-        sp->stop("cnf is stopping");
+      post_io([this, graceful = set.graceful_stop && !reconfiguring] {
+        sp->stop("cnf is stopping", graceful);
         pump();
         quit = true;
       });
@@ -492,6 +495,7 @@ struct routing::impl {
     n.asn = r.asn ? r.asn : default_asn();
     n.type = "node-to-node mesh";
     n.password = mesh_password();
+    n.max_restart_time = cfg.mesh_max_restart_time.value_or(0);
     return n;
   }
 
@@ -564,6 +568,7 @@ result<void> routing::start(const node_info& self, routing_sink& sink) {
   for (auto& a : self.addresses) c.local_addresses.push_back(a.address());
   c.families = {ipv4_unicast, ipv6_unicast};
   c.restart_time = m.set.graceful_restart_time;
+  c.restarting = m.set.graceful_stop && !m.reconfiguring;  // the peers may hold our routes from the last run
   m.sp = std::make_unique<speaker>(std::move(c));
   // A restart (configure) starts from nothing: no timer or neighbor of the last run survives.
   m.quit = false;
@@ -641,6 +646,8 @@ void routing::upsert_peer(const peer_config& p) {
   n.rr_client = !m.cluster_id().empty() && n.asn == m.asn && !p.route_reflector;
   n.password = p.password ? *p.password : m.set.password;
   n.keep_next_hop = p.keep_original_next_hop;
+  n.filters = p.filters;                 // a change of filters only: applied live by the speaker
+  n.max_restart_time = p.max_restart_time;
   m.add_neighbor(n, {p.port, p.bind_source});
 }
 
@@ -667,9 +674,11 @@ void routing::configure(const routing_config& c) {
                 ": restarting every session");
     auto* sink = m.sink;
     for (auto& [name, _] : *m.status) sink->peer_removed(name);
+    m.reconfiguring = true;
     stop();
     m.port = 0;
     if (auto r = start(m.self, *sink); !r) m.log->error("bgp: restart: " + r.error().message);
+    m.reconfiguring = false;
     return;
   }
   if (old_mesh && !m.mesh_on()) {
@@ -708,6 +717,9 @@ routing_status routing::status() const {
   s.plugin = "bgp";
   for (auto& [_, p] : *p_->status) s.peers.push_back(p);
   s.notes = p_->notes;
+  for (auto& [name, p] : p_->peers)
+    for (auto& f : p.filters)
+      if (!f.exists) s.notes.push_back("BGPPeer " + name + ": BGPFilter " + f.name + " does not exist: not applied (as Calico)");
   if (!p_->started) s.notes.push_back("the BGP speaker is not running");
   return s;
 }

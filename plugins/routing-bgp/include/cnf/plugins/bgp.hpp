@@ -12,6 +12,9 @@
 //   route_reflector_cluster_id = "1.1.1.1"   # be a route reflector; configured peers are its clients
 //   password = "..."           # TCP MD5 (RFC 2385) on every session
 //   graceful_restart_time = 120  # seconds advertised (RFC 4724, helper side); 0: off
+//   graceful_stop = false      # true: a clean stop sends no Cease to peers that agreed graceful
+//                              # restart (they keep this node's routes), and the next start sets
+//                              # the Restart State and forwarding-preserved bits (RFC 4724)
 //   secrets_dir = "/etc/cnf/secrets"  # a BGPPeer's password.secretKeyRef {name, key}: the file <dir>/<name>/<key>
 //
 // The cluster's BGPConfiguration reaches the part through configure(): its asNumber is the
@@ -52,6 +55,7 @@ struct routing_settings {
   std::string route_reflector_cluster_id;
   std::string password;
   std::uint16_t graceful_restart_time = 120;
+  bool graceful_stop = false;
   std::string secrets_dir = "/etc/cnf/secrets";  ///< where the host reads a BGPPeer's secretKeyRef
 };
 
