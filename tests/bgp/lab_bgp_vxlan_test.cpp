@@ -5,7 +5,7 @@
 // other node's blocks, on one subnet as BGP learned them (a plain next hop: the peer's
 // address on eth0), across subnets through vxlan.calico (the encapsulation's route wins over
 // BGP's, whose next hop is not on a connected subnet); every pod pair answers; the route
-// table holds no conflict.
+// table holds no conflict. A second case checks `cnf lab up --route-reflectors` (below).
 // Root only (else "skipped", exit 77); `cnf lab down` on every exit path.
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -147,4 +148,63 @@ TEST_CASE("bgp with vxlan CrossSubnet in cnf lab: plain next hops on a subnet, v
 
   CHECK(L.lab({"down"}).status == 0);
   CHECK_FALSE(std::filesystem::exists(L.dir));
+}
+
+// `cnf lab up --route-reflectors 2` (what the lab benchmark in tests/bench/bgp uses): node-1 and
+// node-2 reflect for the others, set up in the datastore before any agent starts, so no client
+// ever opens a session to another client; each client learns every block with the owner's
+// address as next hop (reflection keeps it), and every pod pair answers. Bad counts are refused.
+TEST_CASE("cnf lab up --route-reflectors: Calico's reflectors by label, the mesh off from the start", "[integration][bgp]") {
+  if (::access(cnf_bin.c_str(), X_OK) != 0) cnf_test::exit_77_skipped("cnf binary not built: " + cnf_bin);
+  const std::string bgp_profile = std::string(CNF_TEST_SOURCE_DIR) + "/tests/bgp/lab-bgp.toml";
+  cnf_test::lab_env L("bgprr");
+  auto too_many = L.lab({"up", "--nodes", "2", "--route-reflectors", "3", "--profile", bgp_profile});
+  CHECK(too_many.status != 0);
+  CHECK(too_many.err.find("--route-reflectors 3: more than the lab's 2 node(s)") != std::string::npos);
+  auto not_bgp = L.lab({"up", "--nodes", "2", "--route-reflectors", "1"});
+  CHECK(not_bgp.status != 0);
+  CHECK(not_bgp.err.find("needs [routing] plugin = \"bgp\"") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(L.dir / "lab.json"));
+
+  auto up = L.lab({"up", "--nodes", "5", "--route-reflectors", "2", "--pods-per-node", "1", "--profile", bgp_profile});
+  REQUIRE(up.status == 0);
+  CHECK(up.out.find("route reflectors: node-1..node-2 (cluster 244.0.0.1), node-to-node mesh off") != std::string::npos);
+  auto peers = L.run({"exec", "node-3", "--", cnf_bin, "get", "bgppeers", "-o", "yaml"}).out;
+  CHECK(peers.find("peerSelector: route-reflector == 'true'") != std::string::npos);
+  CHECK(L.run({"exec", "node-3", "--", cnf_bin, "get", "bgpconfigurations"}).out.find("false") != std::string::npos);
+
+  auto established = [&](const std::string& node) {
+    std::set<std::string> names;
+    auto r = L.run({"exec", node, "--", cnf_bin, "node", "status", "-o", "json"});
+    bj::error_code ec;
+    auto v = bj::parse(r.out, ec);
+    if (ec || !v.is_object() || !v.as_object().contains("routing")) return names;
+    for (auto& p : v.at("routing").at("peers").as_array())
+      if (p.at("state").as_string() == "Established") names.insert(std::string(p.at("name").as_string()));
+    return names;
+  };
+  const std::set<std::string> reflectors = {"node-1", "node-2"};
+  CHECK(wait_for([&] { return established("node-1") == std::set<std::string>{"node-2", "node-3", "node-4", "node-5"}; }));
+  for (const char* client : {"node-3", "node-4", "node-5"}) {
+    INFO(client);
+    CHECK(wait_for([&] { return established(client) == reflectors; }));
+  }
+  CHECK(cnf_test::read_file(L.dir / "nodes" / "node-1" / "agent.log").find("route reflector cluster 244.0.0.1, node-to-node mesh off") !=
+        std::string::npos);
+  // No client ever tried a client: the configuration was there before the first agent started.
+  CHECK(cnf_test::read_file(L.dir / "nodes" / "node-3" / "agent.log").find("peer node-4 (") == std::string::npos);
+  CHECK(cnf_test::read_file(L.dir / "nodes" / "node-5" / "agent.log").find("peer node-3 (") == std::string::npos);
+
+  // node-3's route to node-4's block goes straight to node-4 (the reflector keeps the next hop).
+  std::string routes;
+  CHECK(wait_for([&] {
+    routes = L.run({"exec", "node-3", "--", "ip", "route", "show", "proto", "81"}).out;
+    std::size_t n = 0;
+    for (const char* a : {"via 10.100.0.10 dev eth0", "via 10.100.0.11 dev eth0", "via 10.100.0.13 dev eth0", "via 10.100.0.14 dev eth0"})
+      n += routes.find(a) != std::string::npos;
+    return n == 4;
+  }));
+  INFO(routes);
+  CHECK(wait_for([&] { return L.run({"ping", "--timeout-ms", "500"}).status == 0; }, 10s));
+  CHECK(L.lab({"down"}).status == 0);
 }
