@@ -20,7 +20,7 @@ node status -o json`, and the agents' memory is read from /proc/<pid>/status (Vm
 VmHWM the peak) with the PIDs from the lab's lab.json, and their CPU time from /proc/<pid>/stat.
 `cnf lab down` on every exit path (SIGINT and SIGTERM included).
 """
-import argparse, ctypes, ipaddress, json, os, signal, statistics, subprocess, sys, tempfile, threading, time
+import argparse, ctypes, ipaddress, json, os, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.normpath(os.path.join(HERE, "..", "..", ".."))
@@ -41,29 +41,34 @@ def setns(fd):
         raise OSError(e, os.strerror(e))
 
 
-def gateways_in_pool(pool):
-    """Gateways of this thread's namespace's IPv4 routes inside the pool (/proc/thread-self/net/route)."""
-    out = set()
+def read_pool_routes(pool):
+    """This thread's namespace's IPv4 routes inside the pool (/proc/thread-self/net/route): the
+    gateways of routes via another node, and whether a blackhole (the node's own block) is there."""
+    gws, blackhole = set(), False
     with open("/proc/thread-self/net/route") as f:
-        next(f)
+        f.readline()  # the header
         for line in f:
             c = line.split()
             dst, gw, flags, mask = int(c[1], 16), int(c[2], 16), int(c[3], 16), int(c[7], 16)
-            if not flags & 0x2:  # RTF_GATEWAY
+            if ipaddress.IPv4Address(dst.to_bytes(4, "little")) not in pool or not mask:
                 continue
-            net = ipaddress.IPv4Address(dst.to_bytes(4, "little"))
-            if net in pool and mask:
-                out.add(str(ipaddress.IPv4Address(gw.to_bytes(4, "little"))))
-    return out
+            if flags & 0x2:  # RTF_GATEWAY
+                gws.add(str(ipaddress.IPv4Address(gw.to_bytes(4, "little"))))
+            elif c[0] == "*" and mask != 0xFFFFFFFF:
+                blackhole = True
+    return gws, blackhole
 
 
 class watcher(threading.Thread):
-    """Records when each node first routes something of the pool via every other node."""
+    """Records when each node first routes something of the pool via every other node, when each
+    (node, next hop) pair is first seen, and when each node's own block (its blackhole) appears."""
 
     def __init__(self, state_file, pool, t0):
         super().__init__(daemon=True)
         self.state_file, self.pool, self.t0 = state_file, pool, t0
         self.done_at = {}  # node -> seconds since t0
+        self.seen_at = {}  # (node, next hop address) -> seconds since t0
+        self.own_at = {}   # node -> seconds since t0 its blackhole appeared
         self.stop = threading.Event()
         self.error = None
 
@@ -90,10 +95,20 @@ class watcher(threading.Thread):
                             fds[name] = os.open("/var/run/netns/" + n["netns"], os.O_RDONLY)
                         except OSError:
                             continue  # not made yet
-                    setns(fds[name])
+                    try:
+                        setns(fds[name])
+                    except OSError:  # the name is there, its bind mount not yet: open it again next time
+                        os.close(fds.pop(name))
+                        continue
                     want = {a for k, a in addr.items() if k != name}
-                    if want <= gateways_in_pool(self.pool):
-                        self.done_at[name] = time.monotonic() - self.t0
+                    gws, blackhole = read_pool_routes(self.pool)
+                    now = time.monotonic() - self.t0
+                    if blackhole and name not in self.own_at:
+                        self.own_at[name] = now
+                    for g in gws:
+                        self.seen_at.setdefault((name, g), now)
+                    if want <= gws and name in self.own_at:
+                        self.done_at[name] = now
                 setns(own)
                 self.stop.wait(0.02)
         except Exception as e:  # reported by the main thread
@@ -143,12 +158,27 @@ def one_run(args, nodes, reflectors):
         w.stop.set()
         w.join()
         if w.error:
-            raise RuntimeError(f"watcher: {w.error}")
+            raise RuntimeError(f"watcher: {w.error!r}")
         st = json.load(open(os.path.join(d, "lab.json")))
         if len(w.done_at) < nodes:
             missing = sorted(set(n["name"] for n in st["nodes"]) - set(w.done_at))
             raise RuntimeError(f"{len(missing)} node(s) without every other node's block after {args.timeout} s: {missing[:10]}")
         t_all = max(w.done_at.values())
+        # Per block: from its blackhole on its owner to its route on the last other node.
+        by_addr = {n["address"]: n["name"] for n in st["nodes"]}
+        last = {}  # owner -> (time, node)
+        for (node, g), t in w.seen_at.items():
+            if g in by_addr and t >= last.get(by_addr[g], (0.0, ""))[0]:
+                last[by_addr[g]] = (t, node)
+        spread = sorted(last[o][0] - w.own_at[o] for o in last if o in w.own_at)
+        if args.logs:
+            slow = sorted(((last[o][0] - w.own_at[o], o, last[o][1]) for o in last if o in w.own_at), reverse=True)[:3]
+            for dt, o, n in slow:
+                print(f"   slow: {o}'s block (blackhole at {w.own_at[o]:.2f} s) reached {n} last, {dt:.2f} s later")
+            dst = os.path.join(args.logs, f"{nodes}-{reflectors}")
+            os.makedirs(dst, exist_ok=True)
+            for n in st["nodes"]:
+                shutil.copy(os.path.join(d, "nodes", n["name"], "agent.log"), os.path.join(dst, n["name"] + ".log"))
         phases = ", ".join(l.split(":")[0] + " at " + l[l.rfind("(") + 1:-1] for l in r.stdout.splitlines() if l.endswith(" s)"))
 
         # Not timed: the exact blocks, via the right node, protocol of cnf; every session.
@@ -182,7 +212,8 @@ def one_run(args, nodes, reflectors):
         cpu = [m["cpu"] for m in mem]
         res = dict(nodes=nodes, reflectors=reflectors, t_up=t_up, t_all=t_all, median_node=statistics.median(w.done_at.values()),
                    phases=phases, sessions=sessions // 2, rss=sum(rss), hwm=sum(hwm), cpu=sum(cpu), rss_per=sum(rss) / nodes,
-                   hwm_per=sum(hwm) / nodes, hwm_max=max(hwm))
+                   hwm_per=sum(hwm) / nodes, hwm_max=max(hwm), spread_median=statistics.median(spread), spread_max=spread[-1],
+                   spread_p90=spread[int(0.9 * (len(spread) - 1))])
         if reflectors:
             res["hwm_rr"] = statistics.mean(hwm[:reflectors])
             res["hwm_client"] = statistics.mean(hwm[reflectors:]) if nodes > reflectors else 0.0
@@ -214,6 +245,7 @@ def main():
     ap.add_argument("--profile", default=os.path.join(SRC, "tests", "bgp", "lab-bgp.toml"))
     ap.add_argument("--datastore", default="", choices=["", "local", "etcd"], help="passed to `cnf lab up` (default: the profile's)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds for `up` and for convergence (default 600)")
+    ap.add_argument("--logs", default="", help="copy the agents' logs to LOGS/<N>-<R>/ and name the slowest blocks")
     ap.add_argument("--smoke", action="store_true", help="4:1 and 4: a quick check of the benchmark itself")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -236,6 +268,8 @@ def main():
         rows.append((what, r))
         print(f"   `cnf lab up` returned after {r['t_up']:.2f} s ({r['phases']})")
         print(f"   every node routes every other node's block: {r['t_all']:.2f} s after `up` started (median node {r['median_node']:.2f} s)")
+        print(f"   a block, from its owner's blackhole to the last other node's route: median {r['spread_median']:.2f} s, "
+              f"p90 {r['spread_p90']:.2f} s, max {r['spread_max']:.2f} s (20 ms polls)")
         print(f"   {r['sessions']} BGP sessions Established; agents: VmRSS {r['rss']:.1f} MiB total ({r['rss_per']:.1f} per agent), "
               f"VmHWM {r['hwm']:.1f} MiB total ({r['hwm_per']:.1f} per agent, max {r['hwm_max']:.1f}), CPU {r['cpu']:.1f} s total")
         if refl:
