@@ -17,7 +17,8 @@ other node's address. A thread of this script watches: it joins each node's name
 lab's namespaces exist. Then, not timed: every node's routes (protocol of cnf) are checked
 against the exact blocks of the other nodes' pods, every BGP session is counted through `cnf
 node status -o json`, and the agents' memory is read from /proc/<pid>/status (VmRSS now,
-VmHWM the peak) with the PIDs from the lab's lab.json, and their CPU time from /proc/<pid>/stat.
+VmHWM the peak) with the PIDs from the lab's lab.json, and their CPU time from /proc/<pid>/stat
+(up to then, and over --idle seconds of quiet after).
 `cnf lab down` on every exit path (SIGINT and SIGTERM included).
 """
 import argparse, ctypes, ipaddress, json, os, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
@@ -173,8 +174,13 @@ def one_run(args, nodes, reflectors):
         spread = sorted(last[o][0] - w.own_at[o] for o in last if o in w.own_at)
         if args.logs:
             slow = sorted(((last[o][0] - w.own_at[o], o, last[o][1]) for o in last if o in w.own_at), reverse=True)[:3]
+            first = [n["name"] for n in st["nodes"][:max(reflectors, 1)]]
+            addr = {n["name"]: n["address"] for n in st["nodes"]}
             for dt, o, n in slow:
-                print(f"   slow: {o}'s block (blackhole at {w.own_at[o]:.2f} s) reached {n} last, {dt:.2f} s later")
+                arr = sorted(t for (node, g), t in w.seen_at.items() if by_addr.get(g) == o)
+                via = ", ".join(f"{f} at +{w.seen_at.get((f, addr[o]), float('nan')) - w.own_at[o]:.2f} s" for f in first if f != o)
+                print(f"   slow: {o}'s block (blackhole at {w.own_at[o]:.2f} s) reached {n} last, {dt:.2f} s later; "
+                      f"{via}; median node +{statistics.median(arr) - w.own_at[o]:.2f} s")
             dst = os.path.join(args.logs, f"{nodes}-{reflectors}")
             os.makedirs(dst, exist_ok=True)
             for n in st["nodes"]:
@@ -207,12 +213,14 @@ def one_run(args, nodes, reflectors):
             raise RuntimeError(f"{sessions} BGP sessions Established (counted from both ends), {want_sessions} expected")
 
         mem = [proc_status(n["agent"]["pid"]) for n in st["nodes"]]
+        time.sleep(args.idle)  # then the agents' CPU while nothing changes
+        idle_cpu = sum(proc_status(n["agent"]["pid"])["cpu"] for n in st["nodes"]) - sum(m["cpu"] for m in mem)
         rss = [m["VmRSS"] for m in mem]
         hwm = [m["VmHWM"] for m in mem]
         cpu = [m["cpu"] for m in mem]
         res = dict(nodes=nodes, reflectors=reflectors, t_up=t_up, t_all=t_all, median_node=statistics.median(w.done_at.values()),
                    phases=phases, sessions=sessions // 2, rss=sum(rss), hwm=sum(hwm), cpu=sum(cpu), rss_per=sum(rss) / nodes,
-                   hwm_per=sum(hwm) / nodes, hwm_max=max(hwm), spread_median=statistics.median(spread), spread_max=spread[-1],
+                   hwm_per=sum(hwm) / nodes, hwm_max=max(hwm), idle_cpu=idle_cpu, spread_median=statistics.median(spread), spread_max=spread[-1],
                    spread_p90=spread[int(0.9 * (len(spread) - 1))])
         if reflectors:
             res["hwm_rr"] = statistics.mean(hwm[:reflectors])
@@ -245,6 +253,7 @@ def main():
     ap.add_argument("--profile", default=os.path.join(SRC, "tests", "bgp", "lab-bgp.toml"))
     ap.add_argument("--datastore", default="", choices=["", "local", "etcd"], help="passed to `cnf lab up` (default: the profile's)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds for `up` and for convergence (default 600)")
+    ap.add_argument("--idle", type=float, default=5, help="seconds of quiet after the figures, to read the agents' idle CPU (default 5)")
     ap.add_argument("--logs", default="", help="copy the agents' logs to LOGS/<N>-<R>/ and name the slowest blocks")
     ap.add_argument("--smoke", action="store_true", help="4:1 and 4: a quick check of the benchmark itself")
     args = ap.parse_args()
@@ -272,6 +281,7 @@ def main():
               f"p90 {r['spread_p90']:.2f} s, max {r['spread_max']:.2f} s (20 ms polls)")
         print(f"   {r['sessions']} BGP sessions Established; agents: VmRSS {r['rss']:.1f} MiB total ({r['rss_per']:.1f} per agent), "
               f"VmHWM {r['hwm']:.1f} MiB total ({r['hwm_per']:.1f} per agent, max {r['hwm_max']:.1f}), CPU {r['cpu']:.1f} s total")
+        print(f"   agents' CPU over the next {args.idle:.0f} s with nothing changing: {r['idle_cpu']:.2f} s in total")
         if refl:
             print(f"   VmHWM per reflector {r['hwm_rr']:.1f} MiB, per client {r['hwm_client']:.1f} MiB")
         sys.stdout.flush()
