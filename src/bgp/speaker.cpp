@@ -347,7 +347,10 @@ void speaker::run(peer& p, int which) {
   auto& sl = p.slots[which];
   if (which == 1 && sl.s && sl.s->state() != session_state::open_sent && sl.s->state() != session_state::open_confirm) {
     sessions_.erase(sl.uid);
-    if (sl.conn) conns_.erase(sl.conn);
+    if (sl.conn) {  // never leave a connection open behind a session that is gone
+      out_.push_back(out::close{sl.conn});
+      conns_.erase(sl.conn);
+    }
     sl = slot{};
     return;
   }
@@ -359,23 +362,32 @@ void speaker::resolve_collision(peer& p) {
   auto& b = p.slots[1];
   if (!a.s || !b.s) return;
   auto opening = [](session_state s) { return s == session_state::open_sent || s == session_state::open_confirm; };
-  if (!opening(a.s->state()) || !opening(b.s->state())) return;
-  const session* told = a.s->peer_open() ? a.s.get() : b.s->peer_open() ? b.s.get() : nullptr;
-  if (!told) return;
-  const std::uint32_t remote_id = told->peer_open()->router_id;
-  const bool keep_outgoing = outgoing_wins_collision(cfg_.router_id, remote_id);
-  // The loser of the two: the one whose direction does not match.
-  const int loser = (a.s->outgoing() == keep_outgoing) ? 1 : 0;
-  const std::string why = "connection collision: BGP identifier " + ip_address::v4(cfg_.router_id).to_string() + (keep_outgoing ? " > " : " < ") +
-                          ip_address::v4(remote_id).to_string() + ", the " + (keep_outgoing ? "outgoing" : "incoming") + " connection stays";
-  out_.push_back(out::log{false, "peer " + p.cfg.name + ": " + why});
-  if (loser == 1) {
-    b.s->notify_and_close({err::cease, err::connection_collision, {}}, why);
-    run(p, 1);
-    return;
+  if (!opening(b.s->state())) return;
+  if (!opening(a.s->state())) {
+    // The session's own connection went (refused or closed by the peer: Active, Connect, Idle)
+    // while the peer's is opening: no collision left, the peer's connection is the session.
+    // Left in slot 1 it would reach Established unseen and be dropped with its socket open,
+    // the peer Established on it until its hold timer, refusing every new connection.
+    if (a.s->state() == session_state::established) return;
+    out_.push_back(out::log{false, "peer " + p.cfg.name + ": its own connection is gone, the incoming one carries on"});
+  } else {
+    const session* told = a.s->peer_open() ? a.s.get() : b.s->peer_open() ? b.s.get() : nullptr;
+    if (!told) return;
+    const std::uint32_t remote_id = told->peer_open()->router_id;
+    const bool keep_outgoing = outgoing_wins_collision(cfg_.router_id, remote_id);
+    // The loser of the two: the one whose direction does not match.
+    const int loser = (a.s->outgoing() == keep_outgoing) ? 1 : 0;
+    const std::string why = "connection collision: BGP identifier " + ip_address::v4(cfg_.router_id).to_string() + (keep_outgoing ? " > " : " < ") +
+                            ip_address::v4(remote_id).to_string() + ", the " + (keep_outgoing ? "outgoing" : "incoming") + " connection stays";
+    out_.push_back(out::log{false, "peer " + p.cfg.name + ": " + why});
+    if (loser == 1) {
+      b.s->notify_and_close({err::cease, err::connection_collision, {}}, why);
+      run(p, 1);
+      return;
+    }
+    // The incoming connection replaces the session's own: its OPEN exchange carries on.
+    a.s->notify_and_close({err::cease, err::connection_collision, {}}, why);
   }
-  // The incoming connection replaces the session's own: its OPEN exchange carries on.
-  a.s->notify_and_close({err::cease, err::connection_collision, {}}, why);
   {
     // drain a's close and timer stops without reporting a state change
     for (auto& act : a.s->take()) {
@@ -389,6 +401,7 @@ void speaker::resolve_collision(peer& p) {
   a = std::move(b);
   b = slot{};
   a.s->config().auto_restart = true;
+  a.s->config().passive = p.cfg.passive;  // the session dials again after a later loss
   sessions_[a.uid] = {&p, 0};
   if (a.conn) conns_[a.conn] = {&p, 0};
   out_.push_back(out::peer_state{p.cfg.name, a.s->state(), "OPEN received"});

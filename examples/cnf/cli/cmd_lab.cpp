@@ -62,6 +62,12 @@ void add_lab_command(CLI::App& app) {
               "pod. One kernel keeps every namespace's ARP entries under one limit (net.ipv4.neigh.default.gc_thresh3, 1024 by\n"
               "default, which the lab leaves alone); past ~500 pods dynamic entries overflow it and packets are dropped. The\n"
               "fabric's own neighbours (nodes, router) are always pinned");
+  u->add_option("--route-reflectors", up.route_reflectors,
+                "Calico's route reflection, written to the datastore before the agents start: the first N nodes labelled\n"
+                "route-reflector=true with spec.bgp.routeReflectorClusterID 244.0.0.1, BGPPeer peer-with-route-reflectors\n"
+                "(nodeSelector all(), peerSelector route-reflector == 'true') and BGPConfiguration default with\n"
+                "nodeToNodeMeshEnabled: false. Needs [routing] plugin = \"bgp\"; default 0 (the node-to-node mesh)")
+      ->check(CLI::NonNegativeNumber);
   u->add_option("--jobs", up.jobs, "CNI ADDs in flight while adding the pods (default 8)")->check(CLI::Range(1, 256));
   u->callback(guarded("up", [](const std::filesystem::path& d) {
     if (nodes > 0) up.nodes = nodes;

@@ -4,6 +4,7 @@
 #include "app.hpp"
 
 #include <cnf/loader.hpp>
+#include <cnf/model/node.hpp>
 #include <cnf/model/workload_endpoint.hpp>
 #include <cnf/netlink/address.hpp>
 #include <cnf/netlink/link.hpp>
@@ -632,6 +633,47 @@ void label_pod(const pod_state& p, const node_state& n) {
   if (!failure.empty()) throw lab_error("pod " + p.key() + ": labels: " + failure);
 }
 
+/// up --route-reflectors N: Calico's route reflection by label, in the datastore before the
+/// agents start (so the first sessions they open are the reflector ones, and no mesh session
+/// ever comes up). Each agent merges its own spec.bgp addresses into the Node written here and
+/// keeps the labels and the cluster ID. Runs in a thread inside the first node's namespace,
+/// where the lab's datastore is reachable (its etcd listens in the router namespace).
+void write_route_reflectors(const lab_state& s, int count) {
+  std::string failure;
+  std::thread t([&] {
+    try {
+      const auto& first = s.nodes.front();
+      nl::unique_fd fd(::open(netns_path(first.netns).c_str(), O_RDONLY | O_CLOEXEC));
+      if (fd.get() < 0 || ::setns(fd.get(), CLONE_NEWNET) != 0) throw lab_error("entering " + first.netns + ": " + std::strerror(errno));
+      auto prof = cnf::load_profile(first.profile);
+      if (!prof) throw lab_error(prof.error().message);
+      cnf::plugin_loader loader(plugin_search_path(&*prof));
+      cnf::plugin_context ctx;
+      ctx.node_name = first.name;
+      auto parts = compose_parts(*prof, loader, {cnf::part::datastore}, ctx);
+      if (!parts) throw lab_error(parts.error().message);
+      auto create = [&](const cnf::resource& r) {
+        if (auto w = parts->datastore.create(r); !w) throw lab_error("writing " + r.key().to_string() + ": " + w.error().message);
+      };
+      for (int i = 0; i < count; ++i) {
+        cnf::model::node n;
+        n.name = s.nodes[static_cast<std::size_t>(i)].name;
+        n.labels["route-reflector"] = "true";
+        n.bgp.emplace();
+        n.bgp->route_reflector_cluster_id = route_reflector_cluster_id;
+        create(cnf::model::to_resource(n));
+      }
+      create({std::string(cnf::kinds::bgp_peer), "", "peer-with-route-reflectors", {},
+              R"j({"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"})j", ""});
+      create({std::string(cnf::kinds::bgp_configuration), "", "default", {}, R"({"nodeToNodeMeshEnabled": false})", ""});
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  });
+  t.join();
+  if (!failure.empty()) throw lab_error("--route-reflectors: " + failure);
+}
+
 /// Makes the pod's namespace and runs the CNI ADD in its node's namespace. On failure,
 /// nothing of the pod is left (the plugin undoes its own ADD; a pod whose labels
 /// cannot be written is DELeted).
@@ -784,6 +826,11 @@ int up(const fs::path& dir, const up_options& o) {
   if (datastore != "local" && datastore != "etcd")
     throw lab_error("--profile: " + tp.file + ": [datastore] plugin = \"" + datastore + "\": the lab runs a local or an etcd datastore (--datastore local|etcd)");
   check_plugins(tp, datastore);
+  if (o.route_reflectors < 0) throw lab_error("--route-reflectors " + std::to_string(o.route_reflectors) + ": must be 0 or more");
+  if (o.route_reflectors > static_cast<int>(planned.size()))
+    throw lab_error(fmt::format("--route-reflectors {}: more than the lab's {} node(s)", o.route_reflectors, planned.size()));
+  if (o.route_reflectors > 0 && (!tp.prof.routing || tp.prof.routing->plugin != "bgp"))
+    throw lab_error("--route-reflectors: --profile " + tp.file + ": needs [routing] plugin = \"bgp\" (route reflection is BGP's)");
 
   std::error_code ec;
   const bool existed = fs::exists(dir, ec);
@@ -850,6 +897,12 @@ int up(const fs::path& dir, const up_options& o) {
     if (datastore == "etcd") {
       start_etcd(s);
       fmt::print("datastore: etcd at {} in the router namespace ({:.1f} s)\n", s.etcd_endpoint, since());
+    }
+    if (o.route_reflectors > 0) {
+      write_route_reflectors(s, o.route_reflectors);
+      fmt::print("route reflectors: {} (cluster {}), node-to-node mesh off ({:.1f} s)\n",
+                 o.route_reflectors == 1 ? s.nodes.front().name : s.nodes.front().name + ".." + s.nodes[static_cast<std::size_t>(o.route_reflectors) - 1].name,
+                 route_reflector_cluster_id, since());
     }
     start_agents(s);
     fmt::print("agents: {} serving ({:.1f} s)\n", s.nodes.size(), since());

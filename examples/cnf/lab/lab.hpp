@@ -145,7 +145,16 @@ struct up_options {
   std::string datastore;  ///< "" = the profile's; "local" or "etcd"
   int jobs = 8;           ///< CNI ADDs in flight
   bool static_neighbours = false;
+  /// Route reflectors as Calico makes them, written to the datastore before any agent starts:
+  /// the first N nodes labelled route-reflector=true with spec.bgp.routeReflectorClusterID,
+  /// BGPPeer peer-with-route-reflectors (nodeSelector all(), peerSelector route-reflector ==
+  /// 'true') and BGPConfiguration default with nodeToNodeMeshEnabled false. 0: none (the
+  /// full mesh). Needs [routing] plugin = "bgp".
+  int route_reflectors = 0;
 };
+
+/// The cluster ID `up --route-reflectors` writes on the reflectors (Calico's documented example).
+inline constexpr const char* route_reflector_cluster_id = "244.0.0.1";
 
 int up(const std::filesystem::path& dir, const up_options& o);
 int down(const std::filesystem::path& dir);
