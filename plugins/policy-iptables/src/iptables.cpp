@@ -576,7 +576,7 @@ result<void> dataplane::read_kernel() {
     if (line.starts_with("cali4t") || line.starts_with("cali6t")) sets_to_destroy_.insert(line);  // a temporary left by a crash
     if ((line.starts_with("cali40") || line.starts_with("cali60")) && !wanted.contains(line)) sets_to_destroy_.insert(line);
   }
-  for (auto& [id, s] : sets_) s.fresh = true;
+  for (auto& [id, s] : sets_) s.fresh[0] = s.fresh[1] = true;
   kernel_read_ = true;
   compare_all_ = true;
   return {};
@@ -654,7 +654,7 @@ result<void> dataplane::apply() {
       if (s.only && *s.only != f) continue;
       const auto name = ipset_name(id, f);
       const std::string create = std::string(" hash:net family ") + (f == ip_family::v4 ? "inet" : "inet6") + " maxelem 1048576 -exist\n";
-      if (s.fresh) {
+      if (s.fresh[fi(f)]) {
         const auto tmp = temp_prefix(f) + id.substr(1);
         ips += "create " + tmp + create + "flush " + tmp + "\n";
         for (auto& m : s.members)
@@ -671,7 +671,7 @@ result<void> dataplane::apply() {
     auto r = run({opt_.ipset, "restore"}, ips);
     if (!r) return r.error();
     if (r->status != 0) return cnf::error(errc::io, "ipset restore: " + r->err);
-    for (auto& [id, s] : sets_) s.fresh = false, s.added.clear(), s.removed.clear();
+    for (auto& [id, s] : sets_) s.fresh[0] = s.fresh[1] = false, s.added.clear(), s.removed.clear();
   }
   // 2. One restore per family's filter table.
   for (auto f : families())
@@ -738,7 +738,7 @@ result<policy_drift> dataplane::check_drift() {
       const auto name = ipset_name(id, f);
       auto k = kernel_sets->find(name);
       if (k == kernel_sets->end()) {
-        s.fresh = true;
+        s.fresh[fi(f)] = true;
         d.repaired.push_back({"set " + name, "missing"});
         continue;
       }
@@ -749,7 +749,7 @@ result<policy_drift> dataplane::check_drift() {
         else ++missing;
       }
       if (missing || extra) {
-        s.fresh = true;  // refilled under a temporary name and swapped in
+        s.fresh[fi(f)] = true;  // refilled under a temporary name and swapped in
         d.repaired.push_back({"set " + name, std::to_string(missing) + " member" + (missing == 1 ? "" : "s") + " missing, " +
                                                  std::to_string(extra) + " not cnf's"});
       }

@@ -352,7 +352,7 @@ std::string dataplane::transaction(ip_family f, std::vector<const chain*>& writt
   const std::string type = f == ip_family::v4 ? "ipv4_addr" : "ipv6_addr";
   for (auto& [id, s] : sets_) {
     const auto n = set_name(id, f);
-    if (s.fresh || !table_made_[i]) {
+    if (s.fresh[i] || !table_made_[i]) {
       tx += "add set " + t + " " + n + " { type " + type + "; flags interval; }\nflush set " + t + " " + n + "\n";
       if (auto x = joined(s.members); !x.empty()) tx += "add element " + t + " " + n + " { " + x + " }\n";
     } else {
@@ -433,7 +433,7 @@ result<void> dataplane::apply() {
   }
   dirty_chains_.clear();
   compare_all_ = false;
-  for (auto& [id, s] : sets_) s.fresh = false, s.added.clear(), s.removed.clear();
+  for (auto& [id, s] : sets_) s.fresh[0] = s.fresh[1] = false, s.added.clear(), s.removed.clear();
   sets_to_delete_.clear();
   pending_ = 0;
   return {};
@@ -570,7 +570,7 @@ result<void> dataplane::drift_family(ip_family f, policy_drift& d) {
     auto it = seen.sets.find(n);
     if (it == seen.sets.end()) {
       d.repaired.push_back({"set " + n, "missing"});
-      st.fresh = true;
+      st.fresh[i] = true;
       continue;
     }
     std::size_t missing = 0, extra = it->second.size();
@@ -580,7 +580,7 @@ result<void> dataplane::drift_family(ip_family f, policy_drift& d) {
       else ++missing;
     }
     if (missing || extra) {
-      st.fresh = true;  // flushed and refilled in the repair's transaction
+      st.fresh[i] = true;  // flushed and refilled in the repair's transaction
       d.repaired.push_back({"set " + n, std::to_string(missing) + " member" + (missing == 1 ? "" : "s") + " missing, " +
                                             std::to_string(extra) + " not cnf's"});
     }

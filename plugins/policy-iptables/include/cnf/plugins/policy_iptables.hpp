@@ -106,7 +106,7 @@ class dataplane {
   struct set_state {
     std::set<ip_prefix> members;  // both families: cali40<id> holds the IPv4 ones, cali60<id> the IPv6 ones
     std::set<ip_prefix> added, removed;
-    bool fresh = true;  // not yet in the kernel (or to be rebuilt): fill and swap
+    bool fresh[2] = {true, true};  // per family: not yet in the kernel (or to be rebuilt): fill and swap
     std::optional<ip_family> only;  // a not-nets set: one family's
   };
   std::vector<ip_family> families() const;

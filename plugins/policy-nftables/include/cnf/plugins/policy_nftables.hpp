@@ -78,7 +78,7 @@ class dataplane {
  private:
   struct set_state {
     std::set<ip_prefix> members, added, removed;
-    bool fresh = true;
+    bool fresh[2] = {true, true};  // per family
   };
   static constexpr std::size_t fi(ip_family f) { return f == ip_family::v4 ? 0 : 1; }
   std::vector<ip_family> families() const;
