@@ -46,13 +46,13 @@ struct cluster {
       nets.push_back(std::make_unique<test_netns>());
       p.netns_path = nets.back()->path();
       cnf_test::veth_between(node, iface(p), *nets.back(), "eth0");
-      node.exec_or_throw("sysctl -q -w net.ipv4.conf." + iface(p) + ".proxy_arp=1 net.ipv4.neigh." + iface(p) + ".proxy_delay=0 && ip route add " + p.ip +
-                         "/32 dev " + iface(p));
-      nets.back()->exec_or_throw("ip addr add " + p.ip + "/32 dev eth0 && ip route add 169.254.1.1 dev eth0 scope link && ip route add default via 169.254.1.1");
       auto p6 = p;
       p6.ip = "fd00:66::" + std::to_string(n);
-      node.exec_or_throw("ip -6 addr add fe80::1/64 dev " + iface(p) + " nodad && ip -6 route add " + p6.ip + "/128 dev " + iface(p));
-      nets.back()->exec_or_throw("ip -6 addr add " + p6.ip + "/128 dev eth0 nodad && ip -6 route add default via fe80::1 dev eth0");
+      node.exec_or_throw("sysctl -q -w net.ipv4.conf." + iface(p) + ".proxy_arp=1 net.ipv4.neigh." + iface(p) + ".proxy_delay=0 && ip route add " + p.ip +
+                         "/32 dev " + iface(p) + " && ip -6 addr add fe80::1/64 dev " + iface(p) + " nodad && ip -6 route add " + p6.ip + "/128 dev " +
+                         iface(p));
+      nets.back()->exec_or_throw("ip addr add " + p.ip + "/32 dev eth0 && ip route add 169.254.1.1 dev eth0 scope link && ip route add default via 169.254.1.1" +
+                                 " && ip -6 addr add " + p6.ip + "/128 dev eth0 nodad && ip -6 route add default via fe80::1 dev eth0");
       pods6.push_back(p6);
     }
     probe = std::make_unique<truth_table::prober>(pods);
