@@ -2,6 +2,7 @@
 //   [policy] plugin = "iptables"   backend = "nft" | "legacy"   interface_prefix = "cali"
 //            endpoint_to_host_action = "accept" | "drop" | "return"
 //            refresh_interval = 10 (seconds between the agent's drift checks; 0: none)
+//            ipv6 = true (ip6tables and cali60 sets too; false: IPv4 only)
 #include <cnf/plugin.hpp>
 #include <cnf/plugins/policy_iptables.hpp>
 #include <cnf/policy/host_settings.hpp>
@@ -13,6 +14,7 @@ cnf::iptables_policy::options configure(cnf::settings& s) {
   (void)cnf::netpol::read_host_settings(s);  // refresh_interval: the agent's
   o.backend = s.get("backend", "nft");
   if (o.backend != "nft" && o.backend != "legacy") s.fail("backend", "'" + o.backend + "' is neither \"nft\" nor \"legacy\"");
+  o.ipv6 = s.get("ipv6", true);
   o.interface_prefix = s.get("interface_prefix", "cali");
   if (o.interface_prefix.empty() || o.interface_prefix.size() > 14) s.fail("interface_prefix", "needs 1 to 14 characters");
   o.endpoint_to_host_action = s.get("endpoint_to_host_action", "accept");

@@ -2,6 +2,8 @@
 
 #include <boost/json.hpp>
 
+#include <utility>
+
 CNF_BEGIN_NAMESPACE
 namespace netpol {
 
@@ -11,6 +13,7 @@ policy_host::policy_host(executor& ex, any_policy plugin, options o, logger* log
 policy_host::~policy_host() {
   *alive_ = false;
   if (refresh_timer_) ex_.cancel(refresh_timer_);
+  if (worker_.joinable()) worker_.join();  // its report finds alive_ false and does nothing
 }
 
 std::vector<std::string> policy_host::kinds() {
@@ -114,13 +117,49 @@ void policy_host::arm_refresh() {
   refresh_timer_ = ex_.post_after(opt_.refresh_interval, [this, alive = alive_] {
     if (!*alive) return;
     refresh_timer_ = 0;
-    if (in_sync_ && !scheduled_) (void)check_drift();
+    if (in_sync_ && !scheduled_ && !drift_running_) {
+      if (opt_.drift_off_loop) {
+        start_drift_check();
+        return;  // armed again when it reports back
+      }
+      (void)check_drift();
+    }
     arm_refresh();
   });
 }
 
+void policy_host::start_drift_check() {
+  if (worker_.joinable()) worker_.join();  // the previous one has reported back: it is done
+  drift_running_ = true;
+  worker_ = std::thread([this, alive = alive_] {
+    result<policy_drift> r = [&] {
+      std::lock_guard<std::mutex> hold(plugin_mutex_);
+      return plugin_.check_drift();
+    }();
+    ex_.post([this, alive, r = std::move(r)]() mutable {
+      if (!*alive) return;
+      drift_running_ = false;
+      (void)record_drift(std::move(r));
+      if (std::exchange(flush_after_drift_, false)) schedule();
+      arm_refresh();
+    });
+  });
+}
+
+result<policy_status> policy_host::plugin_status() {
+  std::lock_guard<std::mutex> hold(plugin_mutex_);
+  return plugin_.status();
+}
+
 result<policy_drift> policy_host::check_drift() {
-  auto r = plugin_.check_drift();
+  result<policy_drift> r = [&] {
+    std::lock_guard<std::mutex> hold(plugin_mutex_);
+    return plugin_.check_drift();
+  }();
+  return record_drift(std::move(r));
+}
+
+result<policy_drift> policy_host::record_drift(result<policy_drift> r) {
   ++drift_checks_;
   if (!r) {
     ++drift_failures_;
@@ -138,6 +177,10 @@ void policy_host::schedule() {
   ex_.post([this, alive = alive_] {
     if (!*alive) return;
     scheduled_ = false;
+    if (drift_running_) {  // the worker holds the plugin: flush when it reports back, not blocking the loop
+      flush_after_drift_ = true;
+      return;
+    }
     if (auto r = flush(); !r) {
       log_->error("policy: " + r.error().message + " (retrying in 1 s)");
       ex_.post_after(std::chrono::milliseconds(1000), [this, alive] {
@@ -148,6 +191,7 @@ void policy_host::schedule() {
 }
 
 result<void> policy_host::flush() {
+  std::lock_guard<std::mutex> hold(plugin_mutex_);
   auto r = calc_.flush(plugin_);
   ++flushes_;
   if (!r) ++failures_;

@@ -841,3 +841,36 @@ TEST_CASE("policy kinds: Calico's as CRDs, K8s NetworkPolicy and Namespace as Ku
   hk->cancel();
   hn->cancel();
 }
+
+// ServiceAccount (the policy part reads its labels) is the core v1 ServiceAccount, namespaced,
+// at /api/v1/namespaces/<ns>/serviceaccounts: created, read, listed, watched, relabelled, removed.
+TEST_CASE("ServiceAccount is the core v1 ServiceAccount", "[kubernetes][policy]") {
+  standin s;
+  auto ds = open_ds(s);
+  recorder sas;
+  auto h = ds.watch(wopt("ServiceAccount"), sas.callback());
+  REQUIRE(h);
+  REQUIRE(sas.wait_count(T::in_sync, 1));
+  auto sa = ds.create(make("ServiceAccount", "front", "{}", "team-a", {{"role", "web"}}));
+  REQUIRE(sa);
+  auto g = ds.get({"ServiceAccount", "team-a", "front"});
+  REQUIRE(g);
+  CHECK(g->labels == std::map<std::string, std::string>{{"role", "web"}});
+  auto l = ds.list({.kind = "ServiceAccount"});
+  REQUIRE(l);
+  REQUIRE(l->items.size() == 1);
+  CHECK(l->items[0].ns == "team-a");
+  auto no_ns = ds.create(make("ServiceAccount", "x", "{}"));
+  REQUIRE_FALSE(no_ns);
+  CHECK_THAT(no_ns.error().message, Catch::Contains("namespaced"));
+  auto relabelled = *sa;
+  relabelled.labels = {{"role", "db"}};
+  auto u = ds.update(relabelled);
+  REQUIRE(u);
+  REQUIRE(sas.wait_for(T::modified, "front"));
+  REQUIRE(ds.remove({"ServiceAccount", "team-a", "front"}, u->revision));
+  REQUIRE(sas.wait_for(T::deleted, "front"));
+  for (auto& e : sas.events())
+    if (e.kind == T::modified) CHECK(e.object.labels.at("role") == "db");
+  CHECK(errors_in(sas) == 0);
+}

@@ -20,9 +20,9 @@
 #   - "Authorization: Bearer <token>" (or a verified client certificate), 401 otherwise;
 #   - TLS with a certificate given on the command line;
 #   - read-only core /api/v1 nodes and pods from a fixture file;
-#   - two of Kubernetes' own types served like custom resources (read-write, watchable):
-#     networking.k8s.io/v1 networkpolicies (namespaced) and core v1 namespaces (seeded from
-#     the fixture file's namespaces).
+#   - three of Kubernetes' own types served like custom resources (read-write, watchable):
+#     networking.k8s.io/v1 networkpolicies (namespaced), core v1 namespaces (seeded from
+#     the fixture file's namespaces) and core v1 serviceaccounts (namespaced).
 # It does not validate specs against the CRD schemas, has no admission, finalizers,
 # field/label selectors, server-side apply, PATCH or multiple API versions.
 #
@@ -247,6 +247,9 @@ class Handler(BaseHTTPRequestHandler):
             parts = [p for p in url.path.split("/") if p]
             if url.path == "/version":
                 return self.send_json(200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-cnf-standin"})
+            if parts[:3] == ["api", "v1", "serviceaccounts"] or (
+                    len(parts) >= 5 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "serviceaccounts"):
+                return self.custom(method, "", "v1", parts[2:], q)
             if parts[:3] == ["api", "v1", "namespaces"] and (len(parts) <= 4 or method != "GET"):
                 return self.custom(method, "", "v1", parts[2:], q)
             if parts[:2] == ["api", "v1"]:
@@ -638,6 +641,7 @@ def main():
         ("networking.k8s.io", "networkpolicies"): {"group": "networking.k8s.io", "kind": "NetworkPolicy", "scope": "Namespaced",
                                                    "versions": ["v1"], "key": "networkpolicies.networking.k8s.io"},
         ("", "namespaces"): {"group": "", "kind": "Namespace", "scope": "Cluster", "versions": ["v1"], "key": "namespaces"},
+        ("", "serviceaccounts"): {"group": "", "kind": "ServiceAccount", "scope": "Namespaced", "versions": ["v1"], "key": "serviceaccounts"},
     }
     for n in srv.fixtures.get("namespaces", []):
         obj = dict(n, apiVersion="v1", kind="Namespace")

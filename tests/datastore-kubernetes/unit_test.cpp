@@ -108,6 +108,13 @@ TEST_CASE("every cnf kind has a CRD manifest with the plural and scope the plugi
   CHECK(ns.prefix == "/api/v1");
   CHECK(ns.api_version == "v1");
   CHECK(ns.kind == "Namespace");
+  // ServiceAccount: the core v1 type, namespaced (its labels drive serviceAccountSelector).
+  CHECK(k8s::kind_is_namespaced("ServiceAccount") == true);
+  auto sa = k8s::api_resource_of("ServiceAccount");
+  CHECK(sa.prefix == "/api/v1");
+  CHECK(sa.plural == "serviceaccounts");
+  CHECK(sa.kind == "ServiceAccount");
+  CHECK_FALSE(sa.custom);
   auto cnp = k8s::api_resource_of("NetworkPolicy", "example.org", "v2");
   CHECK(cnp.prefix == "/apis/example.org/v2");
   CHECK(cnp.api_version == "example.org/v2");

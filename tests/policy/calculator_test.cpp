@@ -1,5 +1,6 @@
 #include <cnf/policy/calculator.hpp>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <netinet/in.h>
 
@@ -203,5 +204,83 @@ TEST_CASE("namespaceSelector, network sets, named ports, GlobalNetworkPolicy", "
   c.remove_endpoint("x/n1-k8s-a-eth0");
   u = c.take_updates();
   CHECK(of<update::endpoint_removal>(u).size() == 1);
+  CHECK(of<update::policy_removal>(u).size() == 1);
+}
+
+TEST_CASE("IPv6: dual-stack endpoints' IPv6 addresses reach the IP sets, v6 ipBlocks stay v6", "[unit]") {
+  calculator c("n1");
+  c.upsert_namespace("x", {{"ns", "x"}});
+  auto dual = [](std::string name, std::string v4, std::string v6, label_map l, std::string node = "n1") {
+    auto w = pod("x", name, v4, std::move(l), node);
+    w.ip_networks.push_back(pfx(v6 + "/128"));
+    return w;
+  };
+  c.upsert_endpoint(dual("a", "10.0.0.1", "fd00::1", {{"pod", "a"}}));
+  c.upsert_endpoint(dual("b", "10.0.0.2", "fd00::2", {{"pod", "b"}}, "n2"));
+  auto first = c.take_updates();
+  REQUIRE(of<update::endpoint_upsert>(first).size() == 1);
+  CHECK(of<update::endpoint_upsert>(first)[0].endpoint.ip_networks == std::vector{pfx("10.0.0.1/32"), pfx("fd00::1/128")});
+  c.upsert_policy(k8s("x", "dual", R"j({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+      {"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]},
+      {"from": [{"ipBlock": {"cidr": "fd00::/64", "except": ["fd00::2/128"]}}]}]})j"));
+  auto u = c.take_updates();
+  auto sets = of<update::ip_set_members>(u);
+  REQUIRE(sets.size() == 1);
+  CHECK(sets[0].added == std::vector{pfx("10.0.0.2/32"), pfx("fd00::2/128")});  // both families: the plugin splits them
+  auto pols = of<update::policy_upsert>(u);
+  REQUIRE(pols.size() == 1);
+  REQUIRE(pols[0].policy.ingress.size() == 2);
+  CHECK(pols[0].policy.ingress[1].source_nets == std::vector{pfx("fd00::/64")});
+  CHECK(pols[0].policy.ingress[1].not_source_nets == std::vector{pfx("fd00::2/128")});
+  // b loses its IPv6 address: one membership change, IPv6 only.
+  c.upsert_endpoint(pod("x", "b", "10.0.0.2", {{"pod", "b"}}, "n2"));
+  u = c.take_updates();
+  REQUIRE(u.size() == 1);
+  CHECK(std::get<update::ip_set_members>(u[0]).removed == std::vector{pfx("fd00::2/128")});
+  CHECK(std::get<update::ip_set_members>(u[0]).added.empty());
+}
+
+TEST_CASE("ServiceAccount labels: serviceAccountSelector and serviceAccounts.selector follow them", "[unit]") {
+  calculator c("n1");
+  c.upsert_namespace("x", {});
+  auto a = pod("x", "a", "10.0.0.1", {{"pod", "a"}});
+  a.service_account_name = "front";
+  auto b = pod("x", "b", "10.0.0.2", {{"pod", "b"}});
+  b.service_account_name = "back";
+  c.upsert_endpoint(a);
+  c.upsert_endpoint(b);
+  c.upsert_service_account("x", "front", {{"role", "web"}});
+  c.take_updates();
+  cnf::resource r;
+  r.kind = "NetworkPolicy";
+  r.ns = "x";
+  r.name = "sa";
+  r.spec = R"j({"selector": "all()", "serviceAccountSelector": "role == 'db'", "ingress": [
+      {"action": "Allow", "source": {"serviceAccounts": {"selector": "role == 'web'"}}}]})j";
+  c.upsert_policy(parse_calico_policy(r).value());
+  auto u = c.take_updates();
+  CHECK(of<update::policy_upsert>(u).empty());  // no service account has role=db yet
+  // back gains role=db: the policy now applies to b, and its source set holds a (role=web).
+  c.upsert_service_account("x", "back", {{"role", "db"}});
+  u = c.take_updates();
+  auto pols = of<update::policy_upsert>(u);
+  REQUIRE(pols.size() == 1);
+  CHECK(pols[0].policy.endpoints == std::vector<std::string>{"x/n1-k8s-b-eth0"});
+  auto sets = of<update::ip_set_members>(u);
+  REQUIRE(sets.size() == 1);
+  CHECK(sets[0].added == std::vector{pfx("10.0.0.1/32")});
+  // The ksa profile carries the labels as pcsa.* (Calico's).
+  auto profiles = of<update::profile_upsert>(u);
+  auto ksa = std::find_if(profiles.begin(), profiles.end(), [](auto& p) { return p.profile.name == "ksa.x.back"; });
+  REQUIRE(ksa != profiles.end());
+  CHECK(ksa->profile.labels_to_apply.at("pcsa.role") == "db");
+  // front loses role=web: a leaves the set; the ServiceAccount deleted: b loses the policy.
+  c.upsert_service_account("x", "front", {});
+  u = c.take_updates();
+  sets = of<update::ip_set_members>(u);
+  REQUIRE(sets.size() == 1);
+  CHECK(sets[0].removed == std::vector{pfx("10.0.0.1/32")});
+  c.remove_service_account("x", "back");
+  u = c.take_updates();
   CHECK(of<update::policy_removal>(u).size() == 1);
 }

@@ -1,6 +1,6 @@
 // `cnf apply`, `cnf get`, `cnf delete` for the policy kinds (projectcalico.org/v3 NetworkPolicy,
 // GlobalNetworkPolicy, NetworkSet, GlobalNetworkSet; networking.k8s.io/v1 NetworkPolicy; v1
-// Namespace), run as the built program against a temp local datastore that the test reads
+// Namespace and ServiceAccount), run as the built program against a temp local datastore that the test reads
 // in-process. Needs no root.
 #include <catch2/catch.hpp>
 
@@ -169,6 +169,11 @@ TEST_CASE("apply refuses bad policy documents naming the file, document and fiel
       {"apiVersion: v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec: {}\n", "apiVersion: a NetworkPolicy must be projectcalico.org/v3 or networking.k8s.io/v1"},
       {"apiVersion: v1\nkind: Namespace\nmetadata: {name: Bad.Name}\n", "metadata.name: 'Bad.Name' is not a valid namespace name"},
       {"apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n", "kind: 'Pod' is not supported"},
+      {"apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa, namespace: x}\nspec: {}\n", "spec: unknown field (a ServiceAccount has"},
+      {"apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa}\nautomountServiceAccountToken: maybe\n",
+       "automountServiceAccountToken: expected true or false"},
+      {"apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa, labels: {role: [a]}}\n", "metadata.labels.role: expected a string"},
+      {"apiVersion: projectcalico.org/v3\nkind: ServiceAccount\nmetadata: {name: sa}\n", "apiVersion: a ServiceAccount must be v1"},
   };
   for (auto& c : cases) {
     // A good document first: a file with one bad document writes nothing.
@@ -182,4 +187,58 @@ TEST_CASE("apply refuses bad policy documents naming the file, document and fiel
     REQUIRE(l);
     CHECK(l->items.empty());
   }
+}
+
+TEST_CASE("apply, get and delete v1 ServiceAccount objects: their labels are stored, the rest is not", "[cli][policy]") {
+  store s;
+  auto f = s.file("sa.yaml", R"(apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: front
+  namespace: shop
+  labels:
+    role: web
+automountServiceAccountToken: false
+secrets:
+- name: front-token
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: builder
+)");
+  auto a = s.cnf({"apply", "-f", f});
+  INFO(a.describe());
+  REQUIRE(a.status == 0);
+  CHECK_THAT(a.out, Contains("ServiceAccount/shop/front created") && Contains("ServiceAccount/default/builder created"));
+  auto ds = s.open();
+  auto g = ds.get({"ServiceAccount", "shop", "front"});
+  REQUIRE(g);
+  CHECK(g->labels == std::map<std::string, std::string>{{"role", "web"}});
+  CHECK(g->spec == "{}");
+  auto t = s.cnf({"get", "serviceaccounts", "-n", "shop"});
+  INFO(t.describe());
+  CHECK(t.status == 0);
+  CHECK_THAT(t.out, Contains("NAMESPACE") && Contains("front") && Contains("role=web"));
+  CHECK_THAT(t.out, !Contains("builder"));
+  // Relabelled through YAML that `get -o yaml` printed (no spec: a ServiceAccount has none).
+  auto y = s.cnf({"get", "sa", "front", "-n", "shop", "-o", "yaml"});
+  INFO(y.describe());
+  REQUIRE(y.status == 0);
+  CHECK_THAT(y.out, Contains("kind: ServiceAccount") && !Contains("spec"));
+  std::string relabelled = y.out;
+  relabelled.replace(relabelled.find("role: web"), 9, "role: db");
+  auto u = s.cnf({"apply", "-f", s.file("relabel.yaml", relabelled)});
+  INFO(u.describe());
+  CHECK(u.status == 0);
+  CHECK(ds.get({"ServiceAccount", "shop", "front"})->labels.at("role") == "db");
+  auto d = s.cnf({"delete", "sa", "front", "-n", "shop"});
+  INFO(d.describe());
+  CHECK(d.status == 0);
+  CHECK_FALSE(ds.get({"ServiceAccount", "shop", "front"}));
+  auto d2 = s.cnf({"delete", "-f", f});
+  CHECK_THAT(d2.out, Contains("ServiceAccount/default/builder deleted"));
+  auto l = ds.list_all({.kind = "ServiceAccount"});
+  REQUIRE(l);
+  CHECK(l->items.empty());
 }

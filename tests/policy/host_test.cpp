@@ -3,7 +3,12 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <deque>
+#include <future>
+#include <mutex>
+#include <thread>
 #include <map>
 #include <utility>
 
@@ -200,4 +205,146 @@ TEST_CASE("[policy] refresh_interval: seconds, 0 for none, a bad value names the
         "p.toml:2:20: policy.refresh_interval: must be 0 (no drift checks) or between 0.1 and 3600 seconds (got -1)");
   CHECK(read("[policy]\nrefresh_interval = 7200\n").second.find("policy.refresh_interval: must be 0") != std::string::npos);
   CHECK(read("[policy]\nrefresh_interval = \"10s\"\n").second == "p.toml:2:20: policy.refresh_interval: expected a number");
+}
+
+namespace {
+
+/// Thread-safe post() (the drift worker reports back through it); timers fired by hand.
+struct threadsafe_executor final : cnf::executor {
+  std::mutex m;
+  std::deque<std::function<void()>> q;
+  std::map<timer_id, std::function<void()>> timers;
+  timer_id next = 1;
+  void post(std::function<void()> f) override {
+    std::lock_guard<std::mutex> l(m);
+    q.push_back(std::move(f));
+  }
+  timer_id post_after(std::chrono::milliseconds, std::function<void()> f) override {
+    std::lock_guard<std::mutex> l(m);
+    timers[next] = std::move(f);
+    return next++;
+  }
+  bool cancel(timer_id id) override {
+    std::lock_guard<std::mutex> l(m);
+    return timers.erase(id) > 0;
+  }
+  bool run_one() {
+    std::function<void()> f;
+    {
+      std::lock_guard<std::mutex> l(m);
+      if (q.empty()) return false;
+      f = std::move(q.front());
+      q.pop_front();
+    }
+    f();
+    return true;
+  }
+  void drain() {
+    while (run_one()) {
+    }
+  }
+  void fire() {
+    std::map<timer_id, std::function<void()>> due;
+    {
+      std::lock_guard<std::mutex> l(m);
+      due = std::move(timers);
+      timers.clear();
+    }
+    for (auto& [id, f] : due) f();
+  }
+  /// Waits (up to 5 s) for something posted from another thread, and runs what is queued.
+  bool wait_and_drain() {
+    for (int i = 0; i < 500; ++i) {
+      if (run_one()) {
+        drain();
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+};
+
+/// A plugin whose drift check blocks until released, recording where and how it was called.
+struct slow_drift_policy {
+  struct shared {
+    std::mutex m;
+    std::vector<std::string> log;
+    std::thread::id drift_thread;
+    std::atomic<int> inside{0}, most_inside{0};
+    std::promise<void> release;
+    std::shared_future<void> released = release.get_future().share();
+  };
+  std::shared_ptr<shared> s;
+  void note(const std::string& what) {
+    const int n = ++s->inside;
+    for (int m = s->most_inside; n > m && !s->most_inside.compare_exchange_weak(m, n);) {
+    }
+    std::lock_guard<std::mutex> l(s->m);
+    s->log.push_back(what);
+  }
+  void done() { --s->inside; }
+  void upsert_endpoint(const cnf::workload_endpoint&) {}
+  void remove_endpoint(std::string_view) {}
+  void upsert_policy(const cnf::network_policy&) {}
+  void remove_policy(std::string_view) {}
+  void upsert_profile(const cnf::policy_profile&) { note("profile"), done(); }
+  void remove_profile(std::string_view) {}
+  void add_ip_set_members(std::string_view, std::span<const cnf::ip_prefix>) {}
+  void remove_ip_set_members(std::string_view, std::span<const cnf::ip_prefix>) {}
+  void remove_ip_set(std::string_view) {}
+  void apply() { note("apply"), done(); }
+  cnf::policy_status status() {
+    note("status"), done();
+    return {};
+  }
+  void stop() {}
+  cnf::policy_drift check_drift() {
+    note("drift");
+    s->drift_thread = std::this_thread::get_id();
+    s->released.wait();
+    done();
+    cnf::policy_drift d;
+    d.repaired = {{"chain cali-tw-x", "missing"}};
+    return d;
+  }
+};
+static_assert(cnf::check_policy<slow_drift_policy>());
+
+}  // namespace
+
+TEST_CASE("drift_off_loop: the check runs on a worker, the loop keeps serving, a flush due meanwhile follows the check", "[unit]") {
+  threadsafe_executor ex;
+  auto sh = std::make_shared<slow_drift_policy::shared>();
+  policy_host host(ex, cnf::any_policy(slow_drift_policy{sh}), {.node = "n1", .refresh_interval = std::chrono::seconds(10), .drift_off_loop = true});
+  host.set_in_sync(true);
+  ex.drain();
+  REQUIRE(ex.timers.size() == 1);
+  ex.fire();  // the check starts on the worker and blocks there
+  CHECK(host.drift_running());
+  CHECK(ex.timers.empty());  // armed again only when it reports back
+  // The loop is free: a change arrives and is recorded; its flush waits for the check.
+  REQUIRE(host.on_update(upd("Namespace", "", "x", "{}")));
+  ex.drain();
+  {
+    std::lock_guard<std::mutex> l(sh->m);
+    CHECK(std::count(sh->log.begin(), sh->log.end(), "apply") == 1);  // the first sync's flush only
+  }
+  CHECK(host.drift_checks() == 0);
+  sh->release.set_value();
+  REQUIRE(ex.wait_and_drain());  // the report, then the deferred flush
+  CHECK_FALSE(host.drift_running());
+  CHECK(host.drift_checks() == 1);
+  CHECK(host.drift_repairs() == 1);
+  CHECK(sh->drift_thread != std::this_thread::get_id());
+  CHECK(sh->most_inside == 1);  // never two plugin calls at once
+  {
+    std::lock_guard<std::mutex> l(sh->m);
+    REQUIRE(sh->log.size() >= 3);
+    CHECK(sh->log.back() == "apply");  // the flush that waited
+    CHECK(std::find(sh->log.begin(), sh->log.end(), "drift") < sh->log.end() - 1);
+  }
+  CHECK(host.flushes() == 2);
+  CHECK(ex.timers.size() == 1);  // armed again
+  CHECK(host.plugin_status());
 }

@@ -94,3 +94,54 @@ TEST_CASE("the dispatch chains split into a tree past 100 endpoints", "[unit]") 
   CHECK(leaf.size() == 11);  // 10 endpoints whose interface starts cali a, and the drop
   CHECK(leaf[0] == "-o " + ep(10).interface_name + " -g cali-tw-" + ep(10).interface_name);
 }
+
+TEST_CASE("IPv6: each rule only in the family of its nets, ICMPv6 in ip6tables, cali60 sets", "[unit]") {
+  dataplane dp;
+  cnf::network_policy p;
+  p.ns = "default";
+  p.name = "mixed";
+  p.endpoints = {"default/n-k8s-p1-eth0"};
+  auto rule = [](std::vector<std::string> src, cnf::policy_rule::action_type a = cnf::policy_rule::action_type::allow) {
+    cnf::policy_rule r;
+    r.action = a;
+    for (auto& s : src) r.source_nets.push_back(cnf::ip_prefix::parse(s).value());
+    return r;
+  };
+  auto v4only = rule({"10.1.0.0/16"});
+  auto v6only = rule({"fd00:1::/64"}, cnf::policy_rule::action_type::deny);
+  auto both = rule({"10.2.0.0/16", "fd00:2::/64"}, cnf::policy_rule::action_type::deny);
+  cnf::policy_rule sel;  // a selector's set: in both families, under each family's name
+  sel.source_ip_sets = {"s:abcdefghijklmnopqrstuv"};
+  sel.not_source_nets = {cnf::ip_prefix::parse("10.1.2.0/24").value(), cnf::ip_prefix::parse("fd00:1:2::/48").value()};
+  sel.action = cnf::policy_rule::action_type::deny;
+  cnf::policy_rule icmp4, icmp6, only6;
+  icmp4.protocol = 1, icmp4.icmp_type = 8, icmp4.action = cnf::policy_rule::action_type::deny;
+  icmp6.protocol = 58, icmp6.icmp_type = 128, icmp6.action = cnf::policy_rule::action_type::deny;
+  only6.family = cnf::ip_family::v6, only6.action = cnf::policy_rule::action_type::log;
+  p.ingress = {v4only, v6only, both, sel, icmp4, icmp6, only6};
+  REQUIRE(dp.upsert_policy(p));
+  REQUIRE(dp.upsert_endpoint(ep(1)));
+  auto b4 = bodies(dp.desired(cnf::ip_family::v4).at("cali-pi-default.mixed"));
+  auto b6 = bodies(dp.desired(cnf::ip_family::v6).at("cali-pi-default.mixed"));
+  REQUIRE(b4.size() == 5);
+  CHECK(b4[0] == "-s 10.1.0.0/16 -j MARK --set-xmark 0x10000/0x10000");
+  CHECK(b4[1] == "-m mark --mark 0x10000/0x10000 -j RETURN");
+  CHECK(b4[2] == "-s 10.2.0.0/16 -j DROP");
+  CHECK(b4[3].starts_with("-m set --match-set cali40s:abcdefghijklmnopqrstuv src -m set ! --match-set cali40n:"));
+  CHECK(b4[4] == "-p icmp -m icmp --icmp-type 8 -j DROP");
+  REQUIRE(b6.size() == 5);
+  CHECK(b6[0] == "-s fd00:1::/64 -j DROP");
+  CHECK(b6[1] == "-s fd00:2::/64 -j DROP");
+  CHECK(b6[2].starts_with("-m set --match-set cali60s:abcdefghijklmnopqrstuv src -m set ! --match-set cali60n:"));
+  CHECK(b6[3] == "-p ipv6-icmp -m icmp6 --icmpv6-type 128 -j DROP");
+  CHECK(b6[4].starts_with("-j LOG"));
+  // The not-nets sets differ per family (each holds its family's nets).
+  CHECK(b4[3].substr(b4[3].find("cali40n:") + 6, 24) != b6[2].substr(b6[2].find("cali60n:") + 6, 24));
+  // Workloads' router and neighbour discovery reach the host ahead of their egress policy.
+  auto to_host = bodies(dp.desired(cnf::ip_family::v6).at("cali-wl-to-host"));
+  REQUIRE(to_host.size() == 8);
+  CHECK(to_host[4] == "-p ipv6-icmp -m icmp6 --icmpv6-type 135 -j ACCEPT");
+  CHECK(to_host[6] == "-j cali-from-wl-dispatch");
+  CHECK(bodies(dp.desired(cnf::ip_family::v4).at("cali-wl-to-host")).size() == 2);
+  CHECK(ipset_name("s:x", cnf::ip_family::v6) == "cali60s:x");
+}

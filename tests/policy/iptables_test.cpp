@@ -258,3 +258,77 @@ TEST_CASE("iptables drift: a deleted rule, a flushed chain, a removed set member
     }
   }
 }
+
+TEST_CASE("IPv6: the same chains in ip6tables, cali60 sets, v6-only rules only there, drift repaired in ip6tables", "[integration]") {
+  using namespace iptables_drift;
+  for (std::string backend : {"nft", "legacy"}) {
+    DYNAMIC_SECTION(backend) {
+      test_netns node;
+      if (!backend_works(node, backend) || !node.exec("ip6tables-" + backend + "-save -t filter >/dev/null").ok()) {
+        WARN("ip6tables-" << backend << " or ipset does not work in a network namespace here; case skipped");
+        continue;
+      }
+      node.exec_or_throw("ip6tables-" + backend + " -N cali-pi-gone6 && ipset create cali60s:gone hash:net family inet6");
+      cnf_test::enter_netns in(node);
+      auto model = std::make_shared<cnf::detail::policy_model<cnf::iptables_policy::dataplane>>(cnf::iptables_policy::options{.backend = backend});
+      cnf::any_policy plugin(model);
+      calculator calc("node1");
+      calc.upsert_namespace("default", {});
+      auto web = pod("default", "web", "caliweb", "10.65.0.5", {{"app", "web"}});
+      web.ip_networks.push_back(cnf::ip_prefix::parse("fd00:65::5/128").value());
+      auto cli = pod("default", "cli", "calicli", "10.65.0.6", {{"app", "cli"}});
+      cli.ip_networks.push_back(cnf::ip_prefix::parse("fd00:65::6/128").value());
+      calc.upsert_endpoint(web);
+      calc.upsert_endpoint(cli);
+      calc.upsert_policy(k8s("default", "v6", R"({"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [
+          {"from": [{"podSelector": {"matchLabels": {"app": "cli"}}}]},
+          {"from": [{"ipBlock": {"cidr": "fd00:99::/64", "except": ["fd00:99::1/128"]}}]}]})"));
+      REQUIRE(calc.flush(plugin));
+      const auto save6 = node.exec_or_throw("ip6tables-" + backend + "-save -t filter");
+      const auto save4 = node.exec_or_throw("iptables-" + backend + "-save -t filter");
+      INFO(save6);
+      CHECK(save6.find("-A FORWARD -m comment --comment \"cali:") != std::string::npos);
+      CHECK(save6.find(":cali-tw-caliweb") != std::string::npos);
+      CHECK(save6.find("-A cali-from-wl-dispatch -i calicli ") != std::string::npos);
+      CHECK(save6.find("cali-pi-gone6") == std::string::npos);  // swept
+      CHECK(save6.find("-s fd00:99::/64") != std::string::npos);  // the v6 ipBlock, here only
+      CHECK(save4.find("fd00:99::") == std::string::npos);
+      CHECK(save6.find("--match-set cali60s:") != std::string::npos);
+      CHECK(save4.find("--match-set cali40s:") != std::string::npos);
+      CHECK(save6.find("--icmpv6-type 135 -j ACCEPT") != std::string::npos);  // neighbour discovery to the host
+      // The selector's IPv6 members in a cali60 set of family inet6, its IPv4 ones in cali40.
+      std::string set6;
+      {
+        std::istringstream ls(node.exec_or_throw("ipset list -n"));
+        for (std::string l; std::getline(ls, l);) {
+          CHECK(l != "cali60s:gone");
+          if (l.starts_with("cali60s:")) set6 = l;
+        }
+      }
+      REQUIRE_FALSE(set6.empty());
+      CHECK(node.exec_or_throw("ipset list " + set6).find("family inet6") != std::string::npos);
+      CHECK(node.exec("ipset test " + set6 + " fd00:65::6").ok());
+      CHECK(node.exec("ipset test cali40" + set6.substr(6) + " 10.65.0.6").ok());
+
+      auto none = plugin.check_drift();
+      REQUIRE(none);
+      INFO(show(*none));
+      CHECK(none->repaired.empty());
+      // A rule deleted from an ip6tables chain and an IPv6 member removed come back; the IPv4
+      // table is not touched.
+      const auto before4 = model->impl.last_restore(cnf::ip_family::v4);
+      node.exec_or_throw("ip6tables-" + backend + " -D cali-tw-caliweb 2");
+      node.exec_or_throw("ipset del " + set6 + " fd00:65::6");
+      auto d = plugin.check_drift();
+      REQUIRE(d);
+      INFO(show(*d));
+      CHECK(d->repaired.size() == 2);
+      CHECK(repaired(*d, "chain cali-tw-caliweb (ip6tables)"));
+      CHECK(repaired(*d, "set " + set6));
+      CHECK(model->impl.last_restore(cnf::ip_family::v4) == before4);
+      CHECK(node.exec_or_throw("ip6tables-" + backend + "-save -t filter | grep -c '^-A cali-tw-caliweb '") ==
+            node.exec_or_throw("iptables-" + backend + "-save -t filter | grep -c '^-A cali-tw-caliweb '"));
+      CHECK(node.exec("ipset test " + set6 + " fd00:65::6").ok());
+    }
+  }
+}

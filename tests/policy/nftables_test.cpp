@@ -184,3 +184,64 @@ TEST_CASE("nftables drift: a deleted rule, a flushed chain, a removed set elemen
   CHECK(repaired(*gone, "table ip calico"));
   CHECK(table(node) == programmed);
 }
+
+TEST_CASE("nftables IPv6: table ip6 calico beside table ip calico, v6-only rules only there, drift repaired in it", "[integration]") {
+  using namespace nftables_drift;
+  test_netns node;
+  cnf_test::enter_netns in(node);
+  auto model = std::make_shared<cnf::detail::policy_model<cnf::nftables_policy::dataplane>>();
+  cnf::any_policy plugin(model);
+  auto& dp = model->impl;
+  calculator calc("node1");
+  calc.upsert_namespace("default", {});
+  auto web = pod("default", "web", "caliweb", "10.65.0.5", {{"app", "web"}});
+  web.ip_networks.push_back(cnf::ip_prefix::parse("fd00:65::5/128").value());
+  auto cli = pod("default", "cli", "calicli", "10.65.0.6", {{"app", "cli"}});
+  cli.ip_networks.push_back(cnf::ip_prefix::parse("fd00:65::6/128").value());
+  calc.upsert_endpoint(web);
+  calc.upsert_endpoint(cli);
+  calc.upsert_policy(policy_test::k8s("default", "v6", R"({"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [
+      {"from": [{"podSelector": {"matchLabels": {"app": "cli"}}}]},
+      {"from": [{"ipBlock": {"cidr": "fd00:99::/64", "except": ["fd00:99::1/128"]}}]}]})"));
+  REQUIRE(calc.flush(plugin));
+  const auto t6 = node.exec_or_throw("nft list table ip6 calico");
+  const auto t4 = table(node);
+  INFO(t6);
+  CHECK(t6.find("chain cali-tw-caliweb {") != std::string::npos);
+  CHECK(t6.find("type filter hook forward priority filter; policy accept;") != std::string::npos);
+  CHECK(t6.find("ip6 saddr fd00:99::/64 ip6 saddr != fd00:99::1") != std::string::npos);  // the v6 ipBlock, here only
+  CHECK(t4.find("fd00:99::") == std::string::npos);
+  CHECK(t6.find("\"calicli\" : goto cali-fw-calicli") != std::string::npos);
+  std::string set6;
+  {
+    std::smatch m;
+    REQUIRE(std::regex_search(t6, m, std::regex("set (cali60s-[A-Za-z0-9_-]+) \\{")));
+    set6 = m[1].str();
+  }
+  CHECK(t6.find("type ipv6_addr") != std::string::npos);
+  CHECK(t6.find("fd00:65::6") != std::string::npos);      // cli's IPv6 address in the selector's set
+  CHECK(t6.find("10.65.0.6") == std::string::npos);       // its IPv4 one is in the ip table's
+  CHECK(t4.find("10.65.0.6") != std::string::npos);
+
+  auto none = plugin.check_drift();
+  REQUIRE(none);
+  INFO(show(*none));
+  CHECK(none->repaired.empty());
+  node.exec_or_throw("nft flush chain ip6 calico cali-tw-caliweb");
+  node.exec_or_throw("nft delete element ip6 calico " + set6 + " '{ fd00:65::6 }'");
+  auto d = plugin.check_drift();
+  REQUIRE(d);
+  INFO(show(*d));
+  CHECK(d->repaired.size() == 2);
+  CHECK(repaired(*d, "chain cali-tw-caliweb (ip6)"));
+  CHECK(repaired(*d, "set " + set6));
+  CHECK(dp.last_transaction().find("ip calico") == std::string::npos);  // the IPv4 table untouched
+  CHECK(node.exec_or_throw("nft list table ip6 calico") == t6);
+  // The whole ip6 table gone: made again, the ip one stays.
+  node.exec_or_throw("nft delete table ip6 calico");
+  auto gone = plugin.check_drift();
+  REQUIRE(gone);
+  CHECK(repaired(*gone, "table ip6 calico"));
+  CHECK(node.exec_or_throw("nft list table ip6 calico") == t6);
+  CHECK(table(node) == t4);
+}

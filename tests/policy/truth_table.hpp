@@ -9,6 +9,7 @@
 //   - the prober: servers on TCP and UDP 80 and 81 in every pod, and every one of the
 //     9 x 9 x 4 probes sent at once, with one timeout;
 //   - the expected matrices and a readable diff.
+// Addresses may be IPv4 or IPv6 (the prober and the ipBlock case follow the pods' family).
 #pragma once
 
 #include <arpa/inet.h>
@@ -93,7 +94,7 @@ inline std::vector<test_case> cases(const std::vector<pod_ref>& pods, const std:
   auto knp = [](std::string ns, std::string name, std::string spec) { return policy_doc{api::k8s, std::move(ns), std::move(name), std::move(spec)}; };
   auto cnp = [](std::string ns, std::string name, std::string spec) { return policy_doc{api::calico, std::move(ns), std::move(name), std::move(spec)}; };
   auto gnp = [](std::string name, std::string spec) { return policy_doc{api::calico_global, "", std::move(name), std::move(spec)}; };
-  const std::string yb = ip_of(pods, "y/b");
+  const std::string yb = ip_of(pods, "y/b") + (ip_of(pods, "y/b").find(':') == std::string::npos ? "/32" : "/128");
   return {
       {"no policies: everything reaches everything", {}, [](auto&, auto&, auto&, int) { return true; }},
       {"default deny ingress in x",
@@ -108,7 +109,7 @@ inline std::vector<test_case> cases(const std::vector<pod_ref>& pods, const std:
        false},
       {"x/a: allow from an ipBlock with an except (y/b's address)",
        {knp("x", "ipblock", R"j({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"ipBlock": {"cidr": ")j" + pod_cidr +
-                                R"j(", "except": [")j" + yb + R"j(/32"]}}]}]})j")},
+                                R"j(", "except": [")j" + yb + R"j("]}}]}]})j")},
        [](auto& from, auto& to, auto&, int) { return !(to.ns == "x" && to.name == "a") || !(from.ns == "y" && from.name == "b"); }},
       {"egress from y: only to namespace z, port 80 to 80 (endPort)",
        {knp("y", "egress", R"j({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "z"}}}], "ports": [{"port": 80, "endPort": 80}]}]})j")},
@@ -223,11 +224,30 @@ class enter_path {
   int old_ = -1;
 };
 
-inline sockaddr_in address(const std::string& ip, int port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<std::uint16_t>(port));
-  if (::inet_pton(AF_INET, ip.c_str(), &a.sin_addr) != 1) throw std::runtime_error("not an IPv4 address: " + ip);
+/// An IPv4 or IPv6 socket address; `len` is the size to pass with it.
+struct socket_address {
+  sockaddr_storage storage{};
+  socklen_t len = 0;
+  int family = AF_INET;
+  sockaddr* get() { return reinterpret_cast<sockaddr*>(&storage); }
+};
+
+inline socket_address address(const std::string& ip, int port) {
+  socket_address a;
+  if (ip.find(':') != std::string::npos) {
+    auto* s6 = reinterpret_cast<sockaddr_in6*>(&a.storage);
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons(static_cast<std::uint16_t>(port));
+    if (::inet_pton(AF_INET6, ip.c_str(), &s6->sin6_addr) != 1) throw std::runtime_error("not an IPv6 address: " + ip);
+    a.len = sizeof(sockaddr_in6);
+    a.family = AF_INET6;
+    return a;
+  }
+  auto* s4 = reinterpret_cast<sockaddr_in*>(&a.storage);
+  s4->sin_family = AF_INET;
+  s4->sin_port = htons(static_cast<std::uint16_t>(port));
+  if (::inet_pton(AF_INET, ip.c_str(), &s4->sin_addr) != 1) throw std::runtime_error("not an IPv4 address: " + ip);
+  a.len = sizeof(sockaddr_in);
   return a;
 }
 
@@ -240,11 +260,11 @@ class prober {
       enter_path in(p.netns_path);
       for (auto& k : probe_keys()) {
         const bool tcp = k.proto == "TCP";
-        int s = ::socket(AF_INET, (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        auto a = address(p.ip, k.port);
+        int s = ::socket(a.family, (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         int one = 1;
         ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        auto a = address(p.ip, k.port);
-        if (s < 0 || ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || (tcp && ::listen(s, 64) != 0)) {
+        if (s < 0 || ::bind(s, a.get(), a.len) != 0 || (tcp && ::listen(s, 64) != 0)) {
           const std::string why = std::strerror(errno);
           if (s >= 0) ::close(s);
           throw std::runtime_error("server " + k.str() + " in " + p.key() + " (" + p.ip + "): " + why);
@@ -272,19 +292,19 @@ class prober {
       enter_path in(pods_[i].netns_path);
       for (auto& k : probe_keys()) {
         if (k.proto == "UDP") {
-          int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+          int s = ::socket(address(pods_[i].ip, 0).family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
           for (std::size_t j = 0; j < n; ++j) {
             auto a = address(pods_[j].ip, k.port);
             const std::string msg = std::to_string(i);
-            ::sendto(s, msg.data(), msg.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof a);
+            ::sendto(s, msg.data(), msg.size(), 0, a.get(), a.len);
           }
           ::close(s);
           continue;
         }
         for (std::size_t j = 0; j < n; ++j) {
-          int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
           auto a = address(pods_[j].ip, k.port);
-          if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+          int s = ::socket(a.family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+          if (::connect(s, a.get(), a.len) == 0) {
             m[k][i][j] = true;
             ::close(s);
             continue;

@@ -199,7 +199,7 @@ cnf::result<void> node_agent::start() {
     if (!ps) return ps.error();
     const auto hs = cnf::netpol::read_host_settings(*ps);
     if (!ps->diagnostics().empty()) return cnf::error(cnf::errc::invalid, cnf::join_diagnostics(ps->diagnostics()));
-    policy_ = std::make_unique<cnf::netpol::policy_host>(loop_, policy_plugin_, cnf::netpol::policy_host::options{name_, hs.refresh_interval},
+    policy_ = std::make_unique<cnf::netpol::policy_host>(loop_, policy_plugin_, cnf::netpol::policy_host::options{name_, hs.refresh_interval, true},
                                                          &log_);
     for (auto& k : cnf::netpol::policy_host::kinds()) {
       policy_kinds_.insert(k);
@@ -1065,7 +1065,7 @@ std::string node_agent::status_json() const {
     po["driftRepairs"] = policy_->drift_repairs();
     po["driftCheckFailures"] = policy_->drift_failures();
     json::array pnotes;
-    if (auto st = policy_plugin_.status()) {
+    if (auto st = policy_->plugin_status()) {  // not while the drift worker holds the plugin
       po["dataplane"] = st->dataplane;
       po["endpoints"] = st->endpoints;
       po["policies"] = st->policies;

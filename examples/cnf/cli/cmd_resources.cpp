@@ -2,8 +2,9 @@
 //
 // Resources in Calico's projectcalico.org/v3 shape (IPPool, IPAMConfiguration,
 // IPReservation, NetworkPolicy, GlobalNetworkPolicy, NetworkSet, GlobalNetworkSet), the
-// Kubernetes NetworkPolicy (networking.k8s.io/v1, stored as KubernetesNetworkPolicy) and v1
-// Namespace objects (their labels, for namespaceSelector), BGPPeer and BGPConfiguration
+// Kubernetes NetworkPolicy (networking.k8s.io/v1, stored as KubernetesNetworkPolicy), v1
+// Namespace objects (their labels, for namespaceSelector) and v1 ServiceAccount objects (their
+// labels, for serviceAccountSelector and the ksa.<ns>.<sa> profiles), BGPPeer and BGPConfiguration
 // (validated with cnf/model/bgp.hpp, the parsers the agents read them with), in YAML or JSON, one document or
 // many, a List (or <Kind>List) too. apply validates every document (the policy kinds with
 // the policy calculation's own parsers, so what apply accepts the agents can program), and
@@ -238,6 +239,7 @@ const std::vector<kind_info>& kinds_known() {
       {"GlobalNetworkSet", std::string(api_version), "GlobalNetworkSet", false, {}},
       {"NetworkPolicy", "networking.k8s.io/v1", "KubernetesNetworkPolicy", true, {}},
       {"Namespace", "v1", "Namespace", false, {"finalizers"}},
+      {"ServiceAccount", "v1", "ServiceAccount", true, {}},
       {"BGPPeer", std::string(api_version), std::string(cnf::kinds::bgp_peer), false, {}},
       {"BGPConfiguration", std::string(api_version), std::string(cnf::kinds::bgp_configuration), false, {}},
       {"BGPFilter", std::string(api_version), std::string(cnf::kinds::bgp_filter), false, {}},
@@ -305,11 +307,26 @@ cnf::result<planned> validate_document(const document& d) {
       return bad("apiVersion: a " + kind + " must be " + apis + (api.empty() ? std::string(" (apiVersion is missing)") : ", not '" + api + "'"));
     return bad("kind: '" + kind +
                "' is not supported (IPPool, IPAMConfiguration, IPReservation, NetworkPolicy, GlobalNetworkPolicy, NetworkSet, "
-               "GlobalNetworkSet, BGPPeer, BGPConfiguration, BGPFilter of projectcalico.org/v3; NetworkPolicy of networking.k8s.io/v1; Namespace of v1)");
+               "GlobalNetworkSet, BGPPeer, BGPConfiguration, BGPFilter of projectcalico.org/v3; NetworkPolicy of networking.k8s.io/v1; Namespace, ServiceAccount of v1)");
   }
   for (auto& [k, v] : *o) {
     (void)v;
     if (k == "status" && info->kind == "Namespace") continue;  // as `kubectl get -o yaml` prints it; not stored
+    if (info->kind == "ServiceAccount") {
+      // A ServiceAccount has no spec: its own fields sit beside metadata. cnf uses only its labels.
+      if (k == "secrets" || k == "imagePullSecrets") {
+        if (!v.is_array() && !v.is_null()) return bad(std::string(k) + ": expected a list");
+        continue;
+      }
+      if (k == "automountServiceAccountToken") {
+        if (!v.is_bool() && !v.is_null()) return bad(std::string(k) + ": expected true or false");
+        continue;
+      }
+      if (k != "apiVersion" && k != "kind" && k != "metadata")
+        return bad(std::string(k) + ": unknown field (a ServiceAccount has apiVersion, kind, metadata, secrets, imagePullSecrets, "
+                                    "automountServiceAccountToken)");
+      continue;
+    }
     if (k != "apiVersion" && k != "kind" && k != "metadata" && k != "spec")
       return bad(std::string(k) + ": unknown field (a resource has apiVersion, kind, metadata, spec)");
   }
@@ -393,6 +410,8 @@ cnf::result<planned> validate_document(const document& d) {
     if (auto r = cnf::model::parse_bgp_filter(p.res); !r) return badr(field_part(r.error().message, p.res));
   } else if (kind == "Namespace") {
     if (auto* f = spec.if_contains("finalizers"); f && !f->is_null() && !f->is_array()) return badr("spec.finalizers: expected a list");
+    p.res.spec = "{}";  // only its labels matter to cnf
+  } else if (kind == "ServiceAccount") {
     p.res.spec = "{}";  // only its labels matter to cnf
   } else if (kind == "IPPool") {
     auto pl = ci::parse_pool(p.res);
@@ -563,6 +582,7 @@ const kind_info* resolve_kind(std::string s) {
       s == "k8snetworkpolicies" || s == "knp")
     return by("networking.k8s.io/v1", "NetworkPolicy");
   if (s == "namespace" || s == "namespaces" || s == "ns") return by("v1", "Namespace");
+  if (s == "serviceaccount" || s == "serviceaccounts" || s == "sa") return by("v1", "ServiceAccount");
   if (s == "bgppeer" || s == "bgppeers") return by(v3, "BGPPeer");
   if (s == "bgpconfiguration" || s == "bgpconfigurations" || s == "bgpconfig" || s == "bgpconfigs") return by(v3, "BGPConfiguration");
   if (s == "bgpfilter" || s == "bgpfilters") return by(v3, "BGPFilter");
@@ -571,7 +591,7 @@ const kind_info* resolve_kind(std::string s) {
 
 constexpr std::string_view kinds_help =
     "ippools, ipreservations, ipamconfigurations, networkpolicies, globalnetworkpolicies, networksets, globalnetworksets, "
-    "networkpolicies.networking.k8s.io (knp), namespaces, bgppeers, bgpconfigurations, bgpfilters";
+    "networkpolicies.networking.k8s.io (knp), namespaces, serviceaccounts (sa), bgppeers, bgpconfigurations, bgpfilters";
 
 json::object v3_document(const kind_info& k, const cnf::resource& r) {
   json::object md;
@@ -589,7 +609,7 @@ json::object v3_document(const kind_info& k, const cnf::resource& r) {
   d["apiVersion"] = k.api;
   d["kind"] = k.kind;
   d["metadata"] = std::move(md);
-  d["spec"] = ec ? json::value(json::string(r.spec)) : std::move(spec);
+  if (k.kind != "ServiceAccount") d["spec"] = ec ? json::value(json::string(r.spec)) : std::move(spec);  // it has none
   return d;
 }
 
@@ -703,6 +723,8 @@ int cmd_get(const std::string& profile, const std::string& kind_arg, const std::
   } else if (kv == "NetworkSet" || kv == "GlobalNetworkSet") {
     rows.push_back({"NAME", "NETS", "LABELS"});
     if (k->namespaced) rows.back().insert(rows.back().begin(), "NAMESPACE");
+  } else if (kv == "ServiceAccount") {
+    rows.push_back({"NAMESPACE", "NAME", "LABELS"});
   } else {
     rows.push_back({"NAME", "LABELS"});
   }
@@ -734,6 +756,8 @@ int cmd_get(const std::string& profile, const std::string& kind_arg, const std::
       rows.push_back(std::move(row));
     } else if (kv == "Namespace") {
       rows.push_back({r.name, labels_text(r.labels)});
+    } else if (kv == "ServiceAccount") {
+      rows.push_back({r.ns, r.name, labels_text(r.labels)});
     } else if (kv == "BGPPeer") {
       std::string node = spec_text(spec, "node", "");
       if (node.empty()) node = spec.if_contains("nodeSelector") ? "(" + spec_text(spec, "nodeSelector", "") + ")" : "(global)";
@@ -936,8 +960,9 @@ void add_resource_commands(CLI::App& app) {
   auto* apply = app.add_subcommand("apply",
                                    "Create or update resources from files: Calico's projectcalico.org/v3 IPPool, IPAMConfiguration,\n"
                                    "IPReservation, NetworkPolicy, GlobalNetworkPolicy, NetworkSet and GlobalNetworkSet, Kubernetes'\n"
-                                   "networking.k8s.io/v1 NetworkPolicy and v1 Namespace (its labels, for namespaceSelector), in YAML\n"
-                                   "or JSON, one or many documents, or a List. Every document is validated (unknown fields, CIDRs,\n"
+                                   "networking.k8s.io/v1 NetworkPolicy, v1 Namespace (its labels, for namespaceSelector) and v1\n"
+                                   "ServiceAccount (its labels, for serviceAccountSelector), in YAML or JSON, one or many documents,\n"
+                                   "or a List. Every document is validated (unknown fields, CIDRs,\n"
                                    "blockSize, overlapping pools, a changed pool CIDR, selectors, rules, ports) before anything is\n"
                                    "written: a file with an error writes nothing. Namespaced kinds without metadata.namespace go to\n"
                                    "'default'.");

@@ -18,6 +18,13 @@
 // Drift: with options.refresh_interval above zero, once in sync, the host asks the plugin to
 // check_drift() every interval (skipped while a flush is due: that one programs the kernel
 // anyway), logs one line per object the plugin put back, and counts checks and repairs.
+// With options.drift_off_loop (the node agent sets it) the timer's check runs on a worker
+// thread (started from the executor's thread, so in its network namespace): at 100k rules one
+// iptables-save takes 1 to 2 s, and the loop keeps serving CNI calls meanwhile. The host
+// then calls the plugin from one thread at a time (a mutex): a flush scheduled during a
+// check runs when the check has reported back (posted to the executor); flush() called
+// directly (a CNI ADD) waits for the check to end; plugin_status() likewise. The executor
+// must be thread-safe for post() (cnf::event_loop is).
 #pragma once
 #include <cnf/executor.hpp>
 #include <cnf/log.hpp>
@@ -26,7 +33,9 @@
 
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 CNF_BEGIN_NAMESPACE
@@ -38,6 +47,8 @@ class policy_host {
     std::string node;
     /// Between two drift checks (cnf/policy/host_settings.hpp reads it from the profile); zero: none.
     std::chrono::milliseconds refresh_interval{0};
+    /// Run the timer's drift checks on a worker thread (see above).
+    bool drift_off_loop = false;
   };
   policy_host(executor& ex, any_policy plugin, options o, logger* log = nullptr);
   ~policy_host();
@@ -60,11 +71,17 @@ class policy_host {
   std::size_t drift_repairs() const { return drift_repairs_; }
   std::size_t drift_failures() const { return drift_failures_; }
   std::chrono::milliseconds refresh_interval() const { return opt_.refresh_interval; }
+  /// A drift check is running on the worker thread now.
+  bool drift_running() const { return drift_running_; }
+  /// The plugin's status, taken when no drift check holds the plugin.
+  result<policy_status> plugin_status();
   const calculator& calc() const { return calc_; }
 
  private:
   void schedule();
   void arm_refresh();
+  void start_drift_check();                         // on the worker thread
+  result<policy_drift> record_drift(result<policy_drift> r);  // logs and counts, on the executor
   executor& ex_;
   any_policy plugin_;
   options opt_;
@@ -74,6 +91,9 @@ class policy_host {
   std::size_t flushes_ = 0, failures_ = 0;
   std::size_t drift_checks_ = 0, drift_repairs_ = 0, drift_failures_ = 0;
   executor::timer_id refresh_timer_ = 0;
+  std::mutex plugin_mutex_;  // held by whoever calls the plugin (the worker, or the executor's thread)
+  std::thread worker_;
+  bool drift_running_ = false, flush_after_drift_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

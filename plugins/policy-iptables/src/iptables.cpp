@@ -146,13 +146,28 @@ std::vector<std::string> port_chunks(const std::vector<port_range>& ports) {
 
 std::string policy_display_name(const network_policy& p) { return p.ns.empty() ? p.name : p.ns + "." + p.name; }
 
-/// Not-nets become a set of their own ("n:<hash of the nets>"): iptables takes one -s per rule.
-std::string net_set_id(const std::vector<ip_prefix>& nets) {
+/// Not-nets become a set of their own ("n:<hash of one family's nets>"): iptables takes one
+/// -s per rule.
+std::string net_set_id(const std::vector<ip_prefix>& nets, ip_family f) {
   std::string key;
   for (auto& n : nets)
-    if (n.family() == ip_family::v4) key += n.to_string() + ",";
+    if (n.family() == f) key += n.to_string() + ",";
   return key.empty() ? std::string() : "n:" + short_hash(key, 22);
 }
+
+/// Whether a rule can match packets of family f (Felix: ipVersion, the nets' families, and
+/// ICMP being IPv4's and ICMPv6 IPv6's).
+bool rule_in_family(const policy_rule& r, ip_family f) {
+  if (r.family && *r.family != f) return false;
+  if (r.protocol && *r.protocol == (f == ip_family::v4 ? 58 : 1)) return false;
+  auto has = [&](const std::vector<ip_prefix>& nets) {
+    return nets.empty() || std::any_of(nets.begin(), nets.end(), [&](const ip_prefix& n) { return n.family() == f; });
+  };
+  return has(r.source_nets) && has(r.destination_nets);
+}
+
+const char* set_prefix(ip_family f) { return f == ip_family::v4 ? "cali40" : "cali60"; }
+const char* temp_prefix(ip_family f) { return f == ip_family::v4 ? "cali4t" : "cali6t"; }
 
 }  // namespace
 
@@ -163,7 +178,7 @@ std::string chain_name(std::string_view prefix, std::string_view name) {
   return std::string(prefix) + "_" + short_hash(name, 28 - prefix.size() - 1);
 }
 
-std::string ipset_name(std::string_view id) { return "cali40" + std::string(id); }
+std::string ipset_name(std::string_view id, ip_family f) { return set_prefix(f) + std::string(id); }
 
 chain render_chain(std::string name, const std::vector<std::string>& bodies) {
   chain c;
@@ -180,43 +195,51 @@ chain render_chain(std::string name, const std::vector<std::string>& bodies) {
 
 dataplane::dataplane(options o) : opt_(std::move(o)) {}
 
-std::vector<std::string> dataplane::render_rules(const std::vector<policy_rule>& rules, std::string_view) const {
+std::vector<ip_family> dataplane::families() const {
+  if (opt_.ipv6) return {ip_family::v4, ip_family::v6};
+  return {ip_family::v4};
+}
+
+std::string dataplane::tool(ip_family f, std::string_view what) const {
+  return std::string(f == ip_family::v4 ? "iptables-" : "ip6tables-") + opt_.backend + "-" + std::string(what);
+}
+
+std::vector<std::string> dataplane::render_rules(const std::vector<policy_rule>& rules, ip_family f) const {
   std::vector<std::string> out;
+  const bool v6 = f == ip_family::v6;
   for (const auto& r : rules) {
-    if (r.family == ip_family::v6) continue;
+    if (!rule_in_family(r, f)) continue;  // matches nothing in this family
     std::string m;
     if (r.protocol) {
       if (r.not_protocol == r.protocol) continue;
       m += " -p " + proto_name(*r.protocol);
-    } else if (r.not_protocol) {
+    } else if (r.not_protocol && *r.not_protocol != (v6 ? 1 : 58)) {  // not the other family's ICMP: always true
       m += " ! -p " + proto_name(*r.not_protocol);
     }
-    auto v4 = [](const std::vector<ip_prefix>& nets, bool& none_left) {
+    auto of_family = [&](const std::vector<ip_prefix>& nets) {
       std::vector<std::string> o;
       for (auto& n : nets)
-        if (n.family() == ip_family::v4) o.push_back(n.to_string());
-      none_left = !nets.empty() && o.empty();
+        if (n.family() == f) o.push_back(n.to_string());
       return o;
     };
-    bool dead = false, d2 = false;
-    auto src = v4(r.source_nets, dead);
-    auto dst = v4(r.destination_nets, d2);
-    if (dead || d2) continue;  // only IPv6 nets: matches nothing here
-    for (auto& id : r.source_ip_sets) m += " -m set --match-set " + ipset_name(id) + " src";
-    for (auto& id : r.not_source_ip_sets) m += " -m set ! --match-set " + ipset_name(id) + " src";
-    for (auto& id : r.destination_ip_sets) m += " -m set --match-set " + ipset_name(id) + " dst";
-    for (auto& id : r.not_destination_ip_sets) m += " -m set ! --match-set " + ipset_name(id) + " dst";
+    auto src = of_family(r.source_nets);
+    auto dst = of_family(r.destination_nets);
+    for (auto& id : r.source_ip_sets) m += " -m set --match-set " + ipset_name(id, f) + " src";
+    for (auto& id : r.not_source_ip_sets) m += " -m set ! --match-set " + ipset_name(id, f) + " src";
+    for (auto& id : r.destination_ip_sets) m += " -m set --match-set " + ipset_name(id, f) + " dst";
+    for (auto& id : r.not_destination_ip_sets) m += " -m set ! --match-set " + ipset_name(id, f) + " dst";
     auto not_nets = [&](const std::vector<ip_prefix>& nets, const char* dir) {
-      if (auto id = net_set_id(nets); !id.empty()) m += " -m set ! --match-set " + ipset_name(id) + " " + dir;
+      if (auto id = net_set_id(nets, f); !id.empty()) m += " -m set ! --match-set " + ipset_name(id, f) + " " + dir;
     };
     not_nets(r.not_source_nets, "src");
     not_nets(r.not_destination_nets, "dst");
     for (auto& c : port_chunks(r.not_source_ports)) m += " -m multiport ! --sports " + c;
     for (auto& c : port_chunks(r.not_destination_ports)) m += " -m multiport ! --dports " + c;
+    const std::string icmp = v6 ? " -m icmp6 " : " -m icmp ", icmp_type = v6 ? "--icmpv6-type " : "--icmp-type ";
     if (r.icmp_type)
-      m += " -m icmp --icmp-type " + std::to_string(*r.icmp_type) + (r.icmp_code ? "/" + std::to_string(*r.icmp_code) : "");
+      m += icmp + icmp_type + std::to_string(*r.icmp_type) + (r.icmp_code ? "/" + std::to_string(*r.icmp_code) : "");
     if (r.not_icmp_type)
-      m += " -m icmp ! --icmp-type " + std::to_string(*r.not_icmp_type) + (r.not_icmp_code ? "/" + std::to_string(*r.not_icmp_code) : "");
+      m += icmp + "! " + icmp_type + std::to_string(*r.not_icmp_type) + (r.not_icmp_code ? "/" + std::to_string(*r.not_icmp_code) : "");
     std::vector<std::string> sp = port_chunks(r.source_ports), dp = port_chunks(r.destination_ports);
     if (sp.empty()) sp.emplace_back();
     if (dp.empty()) dp.emplace_back();
@@ -249,13 +272,14 @@ std::vector<std::string> dataplane::render_rules(const std::vector<policy_rule>&
 }
 
 namespace {
-/// The not-net sets a rendered rule list refers to: id -> members.
-void collect_net_sets(const std::vector<policy_rule>& rules, std::map<std::string, std::set<ip_prefix>>& out) {
+/// The not-net sets a rendered rule list refers to: id -> (family, members).
+void collect_net_sets(const std::vector<policy_rule>& rules, std::map<std::string, std::pair<ip_family, std::set<ip_prefix>>>& out) {
   for (auto& r : rules)
     for (auto* nets : {&r.not_source_nets, &r.not_destination_nets})
-      if (auto id = net_set_id(*nets); !id.empty())
-        for (auto& n : *nets)
-          if (n.family() == ip_family::v4) out[id].insert(n);
+      for (auto f : {ip_family::v4, ip_family::v6})
+        if (auto id = net_set_id(*nets, f); !id.empty() && rule_in_family(r, f))
+          for (auto& n : *nets)
+            if (n.family() == f) out[id].first = f, out[id].second.insert(n);
 }
 }  // namespace
 
@@ -274,34 +298,46 @@ result<void> dataplane::remove_endpoint(std::string_view key) {
   return {};
 }
 
+void dataplane::keep_set(const std::string& id) {
+  for (auto f : {ip_family::v4, ip_family::v6}) sets_to_destroy_.erase(ipset_name(id, f));
+}
+
+/// The chains of one policy or profile (key), in every family, and the sets they use.
+void dataplane::render_owner(const std::string& key, const std::string& in_name, const std::string& out_name, const std::vector<policy_rule>* in,
+                             const std::vector<policy_rule>* out) {
+  if (auto it = chains_of_.find(key); it != chains_of_.end())
+    for (auto& c : it->second) {
+      for (auto& pc : policy_chains_) pc.erase(c);
+      dirty_chains_.insert(c);
+    }
+  std::vector<std::string> names;
+  std::map<std::string, std::pair<ip_family, std::set<ip_prefix>>> net_sets;
+  for (auto [rules, name] : {std::pair{in, &in_name}, std::pair{out, &out_name}}) {
+    if (!rules) continue;
+    names.push_back(*name);
+    dirty_chains_.insert(*name);
+    for (auto f : families()) policy_chains_[fi(f)][*name] = render_chain(*name, render_rules(*rules, f));
+    collect_net_sets(*rules, net_sets);
+    for (auto& r : *rules)
+      for (auto* ids : {&r.source_ip_sets, &r.destination_ip_sets, &r.not_source_ip_sets, &r.not_destination_ip_sets})
+        for (auto& id : *ids) sets_.try_emplace(id), keep_set(id);
+  }
+  for (auto& [id, fm] : net_sets) {
+    auto [it, fresh] = sets_.try_emplace(id);
+    if (fresh) it->second.members = fm.second, it->second.only = fm.first;
+    keep_set(id);
+  }
+  chains_of_[key] = std::move(names);
+}
+
 result<void> dataplane::upsert_policy(const network_policy& p) {
   const auto key = p.key();
   if (auto it = pols_.find(key); it != pols_.end() && it->second == p) return {};
-  if (auto it = chains_of_.find(key); it != chains_of_.end())
-    for (auto& c : it->second) policy_chains_.erase(c), dirty_chains_.insert(c);
   if (auto it = pols_.find(key); it != pols_.end())
     for (auto& e : it->second.endpoints) pols_of_ep_[e].erase(key);
   for (auto& e : p.endpoints) pols_of_ep_[e].insert(key);
-  std::vector<std::string> names;
-  std::map<std::string, std::set<ip_prefix>> net_sets;
-  for (bool in : {true, false}) {
-    const auto& rules = in ? p.ingress : p.egress;
-    if (!(in ? p.ingress_applies : p.egress_applies)) continue;
-    auto c = render_chain(chain_name(in ? "cali-pi-" : "cali-po-", policy_display_name(p)), render_rules(rules, in ? "ingress" : "egress"));
-    names.push_back(c.name);
-    dirty_chains_.insert(c.name);
-    policy_chains_[c.name] = std::move(c);
-    collect_net_sets(rules, net_sets);
-    for (auto& r : rules)
-      for (auto* ids : {&r.source_ip_sets, &r.destination_ip_sets, &r.not_source_ip_sets, &r.not_destination_ip_sets})
-        for (auto& id : *ids) sets_.try_emplace(id), sets_to_destroy_.erase(id);
-  }
-  for (auto& [id, members] : net_sets) {
-    auto [it, fresh] = sets_.try_emplace(id);
-    if (fresh) it->second.members = members;
-    sets_to_destroy_.erase(id);
-  }
-  chains_of_[key] = std::move(names);
+  render_owner(key, chain_name("cali-pi-", policy_display_name(p)), chain_name("cali-po-", policy_display_name(p)),
+               p.ingress_applies ? &p.ingress : nullptr, p.egress_applies ? &p.egress : nullptr);
   pols_[key] = p;
   ++pending_;
   return {};
@@ -311,7 +347,10 @@ result<void> dataplane::remove_policy(std::string_view key) {
   auto it = pols_.find(std::string(key));
   if (it == pols_.end()) return {};
   for (auto& e : it->second.endpoints) pols_of_ep_[e].erase(it->first);
-  for (auto& c : chains_of_[it->first]) policy_chains_.erase(c), dirty_chains_.insert(c);
+  for (auto& c : chains_of_[it->first]) {
+    for (auto& pc : policy_chains_) pc.erase(c);
+    dirty_chains_.insert(c);
+  }
   chains_of_.erase(it->first);
   pols_.erase(it);
   ++pending_;
@@ -320,23 +359,7 @@ result<void> dataplane::remove_policy(std::string_view key) {
 
 result<void> dataplane::upsert_profile(const policy_profile& p) {
   if (auto it = profiles_.find(p.name); it != profiles_.end() && it->second == p) return {};
-  if (auto it = chains_of_.find("profile:" + p.name); it != chains_of_.end())
-    for (auto& c : it->second) policy_chains_.erase(c), dirty_chains_.insert(c);
-  std::vector<std::string> names;
-  std::map<std::string, std::set<ip_prefix>> net_sets;
-  for (bool in : {true, false}) {
-    const auto& rules = in ? p.ingress : p.egress;
-    auto c = render_chain(chain_name(in ? "cali-pri-" : "cali-pro-", p.name), render_rules(rules, in ? "ingress" : "egress"));
-    names.push_back(c.name);
-    dirty_chains_.insert(c.name);
-    policy_chains_[c.name] = std::move(c);
-    collect_net_sets(rules, net_sets);
-  }
-  for (auto& [id, members] : net_sets) {
-    auto [it, fresh] = sets_.try_emplace(id);
-    if (fresh) it->second.members = members;
-  }
-  chains_of_["profile:" + p.name] = std::move(names);
+  render_owner("profile:" + p.name, chain_name("cali-pri-", p.name), chain_name("cali-pro-", p.name), &p.ingress, &p.egress);
   profiles_[p.name] = p;
   ++pending_;
   return {};
@@ -345,7 +368,10 @@ result<void> dataplane::upsert_profile(const policy_profile& p) {
 result<void> dataplane::remove_profile(std::string_view name) {
   auto it = profiles_.find(std::string(name));
   if (it == profiles_.end()) return {};
-  for (auto& c : chains_of_["profile:" + it->first]) policy_chains_.erase(c), dirty_chains_.insert(c);
+  for (auto& c : chains_of_["profile:" + it->first]) {
+    for (auto& pc : policy_chains_) pc.erase(c);
+    dirty_chains_.insert(c);
+  }
   chains_of_.erase("profile:" + it->first);
   profiles_.erase(it);
   ++pending_;
@@ -354,9 +380,9 @@ result<void> dataplane::remove_profile(std::string_view name) {
 
 result<void> dataplane::add_ip_set_members(std::string_view id, std::span<const ip_prefix> m) {
   auto& s = sets_[std::string(id)];
-  sets_to_destroy_.erase(std::string(id));
+  keep_set(std::string(id));
   for (auto& a : m) {
-    if (a.family() != ip_family::v4) continue;
+    if (a.family() == ip_family::v6 && !opt_.ipv6) continue;
     if (s.members.insert(a).second) {
       if (!s.removed.erase(a)) s.added.insert(a);
     }
@@ -377,7 +403,11 @@ result<void> dataplane::remove_ip_set_members(std::string_view id, std::span<con
 }
 
 result<void> dataplane::remove_ip_set(std::string_view id) {
-  if (sets_.erase(std::string(id))) sets_to_destroy_.insert(std::string(id));
+  if (auto it = sets_.find(std::string(id)); it != sets_.end()) {
+    for (auto f : families())
+      if (!it->second.only || *it->second.only == f) sets_to_destroy_.insert(ipset_name(id, f));
+    sets_.erase(it);
+  }
   ++pending_;
   return {};
 }
@@ -408,7 +438,7 @@ chain dataplane::endpoint_chain(const workload_endpoint& e, bool ingress) const 
   return render_chain((ingress ? "cali-tw-" : "cali-fw-") + e.interface_name, r);
 }
 
-void dataplane::render_dispatch(std::map<std::string, chain>& out) const {
+void dataplane::render_dispatch(std::map<std::string, chain>& out, ip_family f) const {
   std::vector<const workload_endpoint*> eps;
   for (auto& [k, e] : eps_) eps.push_back(&e);
   std::sort(eps.begin(), eps.end(), [](auto* a, auto* b) { return a->interface_name < b->interface_name; });
@@ -443,15 +473,22 @@ void dataplane::render_dispatch(std::map<std::string, chain>& out) const {
   const std::string any = opt_.interface_prefix + "+";
   out["cali-INPUT"] = render_chain("cali-INPUT", {"-i " + any + " -g cali-wl-to-host"});
   const std::string to_host = opt_.endpoint_to_host_action == "drop" ? "DROP" : opt_.endpoint_to_host_action == "return" ? "RETURN" : "ACCEPT";
-  out["cali-wl-to-host"] = render_chain("cali-wl-to-host", {"-j cali-from-wl-dispatch",
-                                                            "-m comment --comment \"Configured DefaultEndpointToHostAction\" -j " + to_host});
+  std::vector<std::string> wl_to_host;
+  // IPv6: router and neighbour discovery between a workload and its host pass before the
+  // workload's egress policy (Felix's rules), or a default-deny egress cuts the pod off.
+  if (f == ip_family::v6)
+    for (int type : {130, 131, 132, 133, 135, 136})
+      wl_to_host.push_back("-p ipv6-icmp -m icmp6 --icmpv6-type " + std::to_string(type) + " -j ACCEPT");
+  wl_to_host.push_back("-j cali-from-wl-dispatch");
+  wl_to_host.push_back("-m comment --comment \"Configured DefaultEndpointToHostAction\" -j " + to_host);
+  out["cali-wl-to-host"] = render_chain("cali-wl-to-host", wl_to_host);
   out["cali-FORWARD"] = render_chain("cali-FORWARD", {"-j MARK --set-xmark 0x0/0x30000", "-i " + any + " -j cali-from-wl-dispatch",
                                                       "-o " + any + " -j cali-to-wl-dispatch",
                                                       std::string("-m mark --mark ") + accept_mark +
                                                           " -m comment --comment \"Policy explicitly accepted packet.\" -j ACCEPT"});
 }
 
-std::map<std::string, chain> dataplane::dynamic_chains() const {
+std::map<std::string, chain> dataplane::dynamic_chains(ip_family f) const {
   std::map<std::string, chain> out;
   for (auto& [k, e] : eps_) {
     auto tw = endpoint_chain(e, true);
@@ -459,32 +496,35 @@ std::map<std::string, chain> dataplane::dynamic_chains() const {
     out[tw.name] = std::move(tw);
     out[fw.name] = std::move(fw);
   }
-  render_dispatch(out);
+  render_dispatch(out, f);
   return out;
 }
 
-std::map<std::string, chain> dataplane::desired() const {
-  auto out = dynamic_chains();
-  out.insert(policy_chains_.begin(), policy_chains_.end());
+std::map<std::string, chain> dataplane::desired(ip_family f) const {
+  auto out = dynamic_chains(f);
+  const auto& pc = policy_chains_[fi(f)];
+  out.insert(pc.begin(), pc.end());
   return out;
 }
 
-result<void> dataplane::read_chains() {
-  auto r = run({"iptables-" + opt_.backend + "-save", "-t", "filter"}, {});
+result<void> dataplane::read_chains(ip_family f) {
+  const auto save = tool(f, "save");
+  auto r = run({save, "-t", "filter"}, {});
   if (!r) return r.error();
-  if (r->status != 0) return cnf::error(errc::io, "iptables-" + opt_.backend + "-save -t filter: " + r->err);
-  kernel_.clear();
-  forward_hooked_ = input_hooked_ = false;
+  if (r->status != 0) return cnf::error(errc::io, save + " -t filter: " + r->err);
+  auto& kernel = kernel_[fi(f)];
+  kernel.clear();
+  bool forward = false, input = false;
   std::istringstream in(r->out);
   std::string line;
   while (std::getline(in, line)) {
     if (line.starts_with(":cali-")) {
-      kernel_[line.substr(1, line.find(' ') - 1)];
+      kernel[line.substr(1, line.find(' ') - 1)];
     } else if (line.starts_with("-A ")) {
       auto sp = line.find(' ', 3);
       auto name = line.substr(3, sp - 3);
-      if (name == "FORWARD" && line.find("-j cali-FORWARD") != std::string::npos) forward_hooked_ = true;
-      if (name == "INPUT" && line.find("-j cali-INPUT") != std::string::npos) input_hooked_ = true;
+      if (name == "FORWARD" && line.find("-j cali-FORWARD") != std::string::npos) forward = true;
+      if (name == "INPUT" && line.find("-j cali-INPUT") != std::string::npos) input = true;
       if (!name.starts_with("cali-")) continue;
       auto c = line.find("cali:");
       std::string h;
@@ -492,9 +532,11 @@ result<void> dataplane::read_chains() {
         auto e = line.find_first_of("\" ", c);
         h = line.substr(c + 5, e == std::string::npos ? std::string::npos : e - c - 5);
       }
-      kernel_[name].push_back(h);
+      kernel[name].push_back(h);
     }
   }
+  forward_hooked_[fi(f)] = forward;
+  input_hooked_[fi(f)] = input;
   return {};
 }
 
@@ -509,30 +551,95 @@ result<std::map<std::string, std::set<std::string>>> dataplane::read_sets() cons
     std::istringstream w(line);
     std::string verb, name, member;
     w >> verb >> name >> member;
-    if (!name.starts_with("cali40")) continue;
+    const bool v4 = name.starts_with("cali40");
+    if (!v4 && !name.starts_with("cali60")) continue;
     if (verb == "create") out[name];
-    else if (verb == "add") out[name].insert(member.find('/') == std::string::npos ? member + "/32" : member);
+    else if (verb == "add") out[name].insert(member.find('/') == std::string::npos ? member + (v4 ? "/32" : "/128") : member);
   }
   return out;
 }
 
 result<void> dataplane::read_kernel() {
-  if (auto r = read_chains(); !r) return r;
-  // IP sets: every cali40 set is rebuilt by swap; those nobody wants are destroyed.
+  for (auto f : families())
+    if (auto r = read_chains(f); !r) return r;
+  // IP sets: every cali40/cali60 set is rebuilt by swap; those nobody wants are destroyed.
   auto l = run({opt_.ipset, "list", "-n"}, {});
   if (!l) return l.error();
   if (l->status != 0) return cnf::error(errc::io, opt_.ipset + " list -n: " + l->err);
+  std::set<std::string> wanted;
+  for (auto& [id, s] : sets_)
+    for (auto f : families())
+      if (!s.only || *s.only == f) wanted.insert(ipset_name(id, f));
   std::istringstream sets(l->out);
   std::string line;
   while (std::getline(sets, line)) {
-    if (line.starts_with("cali4t")) sets_to_destroy_.insert("\x01" + line);  // a temporary left by a crash
-    if (!line.starts_with("cali40")) continue;
-    auto id = line.substr(6);
-    if (!sets_.contains(id)) sets_to_destroy_.insert(id);
+    if (line.starts_with("cali4t") || line.starts_with("cali6t")) sets_to_destroy_.insert(line);  // a temporary left by a crash
+    if ((line.starts_with("cali40") || line.starts_with("cali60")) && !wanted.contains(line)) sets_to_destroy_.insert(line);
   }
-  for (auto& [id, s] : sets_) s.fresh = true;
+  for (auto& [id, s] : sets_) s.fresh[0] = s.fresh[1] = true;
   kernel_read_ = true;
   compare_all_ = true;
+  return {};
+}
+
+result<void> dataplane::apply_family(ip_family f) {
+  // One restore of this family's filter table: only chains whose hashes differ. Policy and
+  // profile chains: those changed since the last apply (all after a read of the kernel);
+  // endpoint and dispatch chains: rendered each time, cheap.
+  const auto i = fi(f);
+  auto& kernel = kernel_[i];
+  const auto& pchains = policy_chains_[i];
+  auto dyn = dynamic_chains(f);
+  std::string decl, rules, dels;
+  std::vector<const chain*> written;
+  std::vector<std::string> stale;
+  auto consider = [&](const chain& c) {
+    auto k = kernel.find(c.name);
+    if (k != kernel.end() && k->second == c.hashes) return;
+    decl += ":" + c.name + " - [0:0]\n";
+    for (auto& r : c.rules) rules += "-A " + c.name + " " + r + "\n";
+    written.push_back(&c);
+  };
+  if (compare_all_)
+    for (auto& [name, c] : pchains) consider(c);
+  else
+    for (auto& name : dirty_chains_)
+      if (auto it = pchains.find(name); it != pchains.end()) consider(it->second);
+  for (auto& [name, c] : dyn) consider(c);
+  for (auto& [name, h] : kernel)
+    if (!pchains.contains(name) && !dyn.contains(name)) {
+      decl += ":" + name + " - [0:0]\n";
+      dels += "-X " + name + "\n";
+      stale.push_back(name);
+    }
+  if (!forward_hooked_[i]) rules += "-I FORWARD 1 -m comment --comment \"cali:" + short_hash("FORWARD\n\n-j cali-FORWARD", 16) + "\" -j cali-FORWARD\n";
+  if (!input_hooked_[i]) rules += "-I INPUT 1 -m comment --comment \"cali:" + short_hash("INPUT\n\n-j cali-INPUT", 16) + "\" -j cali-INPUT\n";
+  if (decl.empty() && forward_hooked_[i] && input_hooked_[i]) return {};
+  last_restore_[i] = "*filter\n" + decl + rules + dels + "COMMIT\n";
+  const auto restore = tool(f, "restore");
+  auto r = run({restore, "--noflush", "--wait"}, last_restore_[i]);
+  if (!r) return r.error();
+  if (r->status != 0) {
+    std::string msg = r->err;
+    // "iptables-restore: line N failed": name the line.
+    // legacy: "Error occurred at line: N"; nft: "line N failed".
+    auto p = msg.find("line: ");
+    if (p != std::string::npos) p += 6;
+    else if ((p = msg.find("line ")) != std::string::npos) p += 5;
+    if (p != std::string::npos) {
+      auto n = std::strtoul(msg.c_str() + p, nullptr, 10);
+      std::istringstream in(last_restore_[i]);
+      std::string l;
+      for (unsigned long k = 1; k <= n && std::getline(in, l); ++k) {
+      }
+      if (n) msg = "line " + std::to_string(n) + " (" + l + "): " + msg;
+    }
+    while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+    return cnf::error(errc::io, restore + " refused the change, nothing applied: " + msg);
+  }
+  for (auto* c : written) kernel[c->name] = c->hashes;
+  for (auto& n : stale) kernel.erase(n);
+  forward_hooked_[i] = input_hooked_[i] = true;
   return {};
 }
 
@@ -540,85 +647,41 @@ result<void> dataplane::apply() {
   if (!kernel_read_)
     if (auto r = read_kernel(); !r) return r;
   // 1. IP sets: new ones filled under a temporary name and swapped in; changes by add/del.
+  // Each id is two kernel sets, cali40<id> (IPv4 members) and cali60<id> (IPv6 members).
   std::string ips;
-  for (auto& [id, s] : sets_) {
-    const auto name = ipset_name(id);
-    if (s.fresh) {
-      const auto tmp = "cali4t" + id.substr(1);
-      ips += "create " + tmp + " hash:net family inet maxelem 1048576 -exist\nflush " + tmp + "\n";
-      for (auto& m : s.members) ips += "add " + tmp + " " + m.to_string() + "\n";
-      ips += "create " + name + " hash:net family inet maxelem 1048576 -exist\nswap " + tmp + " " + name + "\ndestroy " + tmp + "\n";
-    } else {
-      for (auto& m : s.removed) ips += "del " + name + " " + m.to_string() + " -exist\n";
-      for (auto& m : s.added) ips += "add " + name + " " + m.to_string() + " -exist\n";
+  for (auto& [id, s] : sets_)
+    for (auto f : families()) {
+      if (s.only && *s.only != f) continue;
+      const auto name = ipset_name(id, f);
+      const std::string create = std::string(" hash:net family ") + (f == ip_family::v4 ? "inet" : "inet6") + " maxelem 1048576 -exist\n";
+      if (s.fresh[fi(f)]) {
+        const auto tmp = temp_prefix(f) + id.substr(1);
+        ips += "create " + tmp + create + "flush " + tmp + "\n";
+        for (auto& m : s.members)
+          if (m.family() == f) ips += "add " + tmp + " " + m.to_string() + "\n";
+        ips += "create " + name + create + "swap " + tmp + " " + name + "\ndestroy " + tmp + "\n";
+      } else {
+        for (auto& m : s.removed)
+          if (m.family() == f) ips += "del " + name + " " + m.to_string() + " -exist\n";
+        for (auto& m : s.added)
+          if (m.family() == f) ips += "add " + name + " " + m.to_string() + " -exist\n";
+      }
     }
-  }
   if (!ips.empty()) {
     auto r = run({opt_.ipset, "restore"}, ips);
     if (!r) return r.error();
     if (r->status != 0) return cnf::error(errc::io, "ipset restore: " + r->err);
-    for (auto& [id, s] : sets_) s.fresh = false, s.added.clear(), s.removed.clear();
+    for (auto& [id, s] : sets_) s.fresh[0] = s.fresh[1] = false, s.added.clear(), s.removed.clear();
   }
-  // 2. One iptables-restore of the filter table: only chains whose hashes differ.
-  // Policy and profile chains: those changed since the last apply (all after a read of the
-  // kernel); endpoint and dispatch chains: rendered each time, cheap.
-  auto dyn = dynamic_chains();
-  std::string decl, rules, dels;
-  std::vector<const chain*> written;
-  std::vector<std::string> stale;
-  auto consider = [&](const chain& c) {
-    auto k = kernel_.find(c.name);
-    if (k != kernel_.end() && k->second == c.hashes) return;
-    decl += ":" + c.name + " - [0:0]\n";
-    for (auto& r : c.rules) rules += "-A " + c.name + " " + r + "\n";
-    written.push_back(&c);
-  };
-  if (compare_all_)
-    for (auto& [name, c] : policy_chains_) consider(c);
-  else
-    for (auto& name : dirty_chains_)
-      if (auto it = policy_chains_.find(name); it != policy_chains_.end()) consider(it->second);
-  for (auto& [name, c] : dyn) consider(c);
-  for (auto& [name, h] : kernel_)
-    if (!policy_chains_.contains(name) && !dyn.contains(name)) {
-      decl += ":" + name + " - [0:0]\n";
-      dels += "-X " + name + "\n";
-      stale.push_back(name);
-    }
-  if (!forward_hooked_) rules += "-I FORWARD 1 -m comment --comment \"cali:" + short_hash("FORWARD\n\n-j cali-FORWARD", 16) + "\" -j cali-FORWARD\n";
-  if (!input_hooked_) rules += "-I INPUT 1 -m comment --comment \"cali:" + short_hash("INPUT\n\n-j cali-INPUT", 16) + "\" -j cali-INPUT\n";
-  if (!decl.empty() || !forward_hooked_ || !input_hooked_) {
-    last_restore_ = "*filter\n" + decl + rules + dels + "COMMIT\n";
-    auto r = run({"iptables-" + opt_.backend + "-restore", "--noflush", "--wait"}, last_restore_);
-    if (!r) return r.error();
-    if (r->status != 0) {
-      std::string msg = r->err;
-      // "iptables-restore: line N failed": name the line.
-      // legacy: "Error occurred at line: N"; nft: "line N failed".
-      auto p = msg.find("line: ");
-      if (p != std::string::npos) p += 6;
-      else if ((p = msg.find("line ")) != std::string::npos) p += 5;
-      if (p != std::string::npos) {
-        auto n = std::strtoul(msg.c_str() + p, nullptr, 10);
-        std::istringstream in(last_restore_);
-        std::string l;
-        for (unsigned long i = 1; i <= n && std::getline(in, l); ++i) {
-        }
-        if (n) msg = "line " + std::to_string(n) + " (" + l + "): " + msg;
-      }
-      while (!msg.empty() && msg.back() == '\n') msg.pop_back();
-      return cnf::error(errc::io, "iptables-" + opt_.backend + "-restore refused the change, nothing applied: " + msg);
-    }
-    for (auto* c : written) kernel_[c->name] = c->hashes;
-    for (auto& n : stale) kernel_.erase(n);
-    forward_hooked_ = input_hooked_ = true;
-  }
+  // 2. One restore per family's filter table.
+  for (auto f : families())
+    if (auto r = apply_family(f); !r) return r;
   dirty_chains_.clear();
   compare_all_ = false;
   // 3. Sets no rule refers to any more.
   if (!sets_to_destroy_.empty()) {
     std::string d;
-    for (auto& id : sets_to_destroy_) d += "destroy " + (id.starts_with("\x01") ? id.substr(1) : ipset_name(id)) + "\n";
+    for (auto& name : sets_to_destroy_) d += "destroy " + name + "\n";
     auto r = run({opt_.ipset, "restore", "-exist"}, d);
     if (!r) return r.error();
     if (r->status != 0) return cnf::error(errc::io, "ipset destroy of unused sets: " + r->err);
@@ -648,41 +711,49 @@ result<policy_drift> dataplane::check_drift() {
   if (!kernel_read_ || pending_ || !dirty_chains_.empty())
     if (auto r = apply(); !r) return r.error();
   policy_drift d;
-  if (auto r = read_chains(); !r) return r.error();
-  const auto want = desired();
-  for (auto& [name, c] : want) {
-    ++d.checked;
-    auto k = kernel_.find(name);
-    if (k == kernel_.end()) d.repaired.push_back({"chain " + name, "missing"});
-    else if (k->second != c.hashes) d.repaired.push_back({"chain " + name, chain_difference(k->second, c.hashes)});
+  for (auto f : families()) {
+    const auto i = fi(f);
+    // IPv4 objects are named as they are; IPv6 ones say so.
+    const std::string fam = f == ip_family::v4 ? "" : " (ip6tables)";
+    if (auto r = read_chains(f); !r) return r.error();
+    const auto want = desired(f);
+    for (auto& [name, c] : want) {
+      ++d.checked;
+      auto k = kernel_[i].find(name);
+      if (k == kernel_[i].end()) d.repaired.push_back({"chain " + name + fam, "missing"});
+      else if (k->second != c.hashes) d.repaired.push_back({"chain " + name + fam, chain_difference(k->second, c.hashes)});
+    }
+    for (auto& [name, h] : kernel_[i])
+      if (!want.contains(name)) d.repaired.push_back({"chain " + name + fam, "not cnf's: deleted"});
+    d.checked += 2;
+    if (!forward_hooked_[i]) d.repaired.push_back({"hook FORWARD" + fam, "the jump to cali-FORWARD is missing"});
+    if (!input_hooked_[i]) d.repaired.push_back({"hook INPUT" + fam, "the jump to cali-INPUT is missing"});
   }
-  for (auto& [name, h] : kernel_)
-    if (!want.contains(name)) d.repaired.push_back({"chain " + name, "not cnf's: deleted"});
-  d.checked += 2;
-  if (!forward_hooked_) d.repaired.push_back({"hook FORWARD", "the jump to cali-FORWARD is missing"});
-  if (!input_hooked_) d.repaired.push_back({"hook INPUT", "the jump to cali-INPUT is missing"});
   auto kernel_sets = read_sets();
   if (!kernel_sets) return kernel_sets.error();
-  for (auto& [id, s] : sets_) {
-    ++d.checked;
-    const auto name = ipset_name(id);
-    auto k = kernel_sets->find(name);
-    if (k == kernel_sets->end()) {
-      s.fresh = true;
-      d.repaired.push_back({"set " + name, "missing"});
-      continue;
+  for (auto& [id, s] : sets_)
+    for (auto f : families()) {
+      if (s.only && *s.only != f) continue;
+      ++d.checked;
+      const auto name = ipset_name(id, f);
+      auto k = kernel_sets->find(name);
+      if (k == kernel_sets->end()) {
+        s.fresh[fi(f)] = true;
+        d.repaired.push_back({"set " + name, "missing"});
+        continue;
+      }
+      std::size_t missing = 0, extra = k->second.size();
+      for (auto& m : s.members) {
+        if (m.family() != f) continue;
+        if (k->second.count(m.canonical().to_string())) --extra;
+        else ++missing;
+      }
+      if (missing || extra) {
+        s.fresh[fi(f)] = true;  // refilled under a temporary name and swapped in
+        d.repaired.push_back({"set " + name, std::to_string(missing) + " member" + (missing == 1 ? "" : "s") + " missing, " +
+                                                 std::to_string(extra) + " not cnf's"});
+      }
     }
-    std::size_t missing = 0, extra = k->second.size();
-    for (auto& m : s.members) {
-      if (k->second.count(m.canonical().to_string())) --extra;
-      else ++missing;
-    }
-    if (missing || extra) {
-      s.fresh = true;  // refilled under a temporary name and swapped in
-      d.repaired.push_back({"set " + name, std::to_string(missing) + " member" + (missing == 1 ? "" : "s") + " missing, " +
-                                               std::to_string(extra) + " not cnf's"});
-    }
-  }
   if (d.repaired.empty()) return d;
   compare_all_ = true;
   if (auto r = apply(); !r) return r.error();
@@ -695,8 +766,10 @@ result<policy_status> dataplane::status() {
   s.policies = pols_.size();
   s.profiles = profiles_.size();
   s.ip_sets = sets_.size();
-  for (auto& [n, c] : policy_chains_) s.rules += c.rules.size();
-  for (auto& [n, c] : dynamic_chains()) s.rules += c.rules.size();
+  for (auto f : families()) {
+    for (auto& [n, c] : policy_chains_[fi(f)]) s.rules += c.rules.size();
+    for (auto& [n, c] : dynamic_chains(f)) s.rules += c.rules.size();
+  }
   s.pending = pending_;
   s.dataplane = "iptables-" + opt_.backend;
   return s;

@@ -36,7 +36,24 @@ std::string chain_name(std::string_view prefix, std::string_view name) {
   return std::string(prefix) + "_" + short_hash(name, 28 - prefix.size() - 1);
 }
 
-std::string set_name(std::string_view id) { return "cali40" + std::string(id.substr(0, 1)) + "-" + std::string(id.substr(2)); }
+std::string set_name(std::string_view id, ip_family f) {
+  return (f == ip_family::v4 ? "cali40" : "cali60") + std::string(id.substr(0, 1)) + "-" + std::string(id.substr(2));
+}
+
+/// Whether a rule can match packets of family f (Felix: ipVersion, the nets' families, and
+/// ICMP being IPv4's and ICMPv6 IPv6's).
+bool rule_in_family(const policy_rule& r, ip_family f) {
+  if (r.family && *r.family != f) return false;
+  if (r.protocol && *r.protocol == (f == ip_family::v4 ? 58 : 1)) return false;
+  auto has = [&](const std::vector<ip_prefix>& nets) {
+    return nets.empty() || std::any_of(nets.begin(), nets.end(), [&](const ip_prefix& n) { return n.family() == f; });
+  };
+  return has(r.source_nets) && has(r.destination_nets);
+}
+
+std::string element(const ip_prefix& a) {
+  return a.length() == (a.family() == ip_family::v4 ? 32 : 128) ? a.address().to_string() : a.to_string();
+}
 
 std::string display_name(const network_policy& p) { return p.ns.empty() ? p.name : p.ns + "." + p.name; }
 
@@ -72,10 +89,10 @@ std::string anon(const std::vector<std::string>& items) {
   return s + " }";
 }
 
-std::vector<std::string> v4(const std::vector<ip_prefix>& nets) {
+std::vector<std::string> of_family(const std::vector<ip_prefix>& nets, ip_family f) {
   std::vector<std::string> o;
   for (auto& n : nets)
-    if (n.family() == ip_family::v4) o.push_back(n.length() == 32 ? n.address().to_string() : n.to_string());
+    if (n.family() == f) o.push_back(element(n));
   return o;
 }
 
@@ -106,33 +123,42 @@ result<std::string> dataplane::run(const std::string& cmds, bool want_output) {
   return want_output ? std::string(nft_ctx_get_output_buffer(ctx.get())) : std::string();
 }
 
-std::vector<std::string> dataplane::render_rules(const std::vector<policy_rule>& rules) const {
+std::vector<ip_family> dataplane::families() const {
+  if (opt_.ipv6) return {ip_family::v4, ip_family::v6};
+  return {ip_family::v4};
+}
+
+std::string dataplane::table(ip_family f) const { return (f == ip_family::v4 ? "ip " : "ip6 ") + opt_.table; }
+
+std::vector<std::string> dataplane::render_rules(const std::vector<policy_rule>& rules, ip_family f) const {
   std::vector<std::string> out;
+  const bool v6 = f == ip_family::v6;
+  const std::string ip = v6 ? " ip6" : " ip";
   for (const auto& r : rules) {
-    if (r.family == ip_family::v6) continue;
+    if (!rule_in_family(r, f)) continue;  // matches nothing in this family
     std::string m;
     if (r.protocol) {
       if (r.not_protocol == r.protocol) continue;
       m += " meta l4proto " + proto(*r.protocol);
-    } else if (r.not_protocol) {
+    } else if (r.not_protocol && *r.not_protocol != (v6 ? 1 : 58)) {  // not the other family's ICMP: always true
       m += " meta l4proto != " + proto(*r.not_protocol);
     }
-    auto src = v4(r.source_nets), dst = v4(r.destination_nets);
-    if ((!r.source_nets.empty() && src.empty()) || (!r.destination_nets.empty() && dst.empty())) continue;
-    if (!src.empty()) m += " ip saddr " + anon(src);
-    if (auto n = v4(r.not_source_nets); !n.empty()) m += " ip saddr != " + anon(n);
-    if (!dst.empty()) m += " ip daddr " + anon(dst);
-    if (auto n = v4(r.not_destination_nets); !n.empty()) m += " ip daddr != " + anon(n);
-    for (auto& id : r.source_ip_sets) m += " ip saddr @" + set_name(id);
-    for (auto& id : r.not_source_ip_sets) m += " ip saddr != @" + set_name(id);
-    for (auto& id : r.destination_ip_sets) m += " ip daddr @" + set_name(id);
-    for (auto& id : r.not_destination_ip_sets) m += " ip daddr != @" + set_name(id);
+    auto src = of_family(r.source_nets, f), dst = of_family(r.destination_nets, f);
+    if (!src.empty()) m += ip + " saddr " + anon(src);
+    if (auto n = of_family(r.not_source_nets, f); !n.empty()) m += ip + " saddr != " + anon(n);
+    if (!dst.empty()) m += ip + " daddr " + anon(dst);
+    if (auto n = of_family(r.not_destination_nets, f); !n.empty()) m += ip + " daddr != " + anon(n);
+    for (auto& id : r.source_ip_sets) m += ip + " saddr @" + set_name(id, f);
+    for (auto& id : r.not_source_ip_sets) m += ip + " saddr != @" + set_name(id, f);
+    for (auto& id : r.destination_ip_sets) m += ip + " daddr @" + set_name(id, f);
+    for (auto& id : r.not_destination_ip_sets) m += ip + " daddr != @" + set_name(id, f);
     if (!r.source_ports.empty()) m += " th sport " + anon(ports(r.source_ports));
     if (!r.not_source_ports.empty()) m += " th sport != " + anon(ports(r.not_source_ports));
     if (!r.destination_ports.empty()) m += " th dport " + anon(ports(r.destination_ports));
     if (!r.not_destination_ports.empty()) m += " th dport != " + anon(ports(r.not_destination_ports));
-    if (r.icmp_type) m += " icmp type " + std::to_string(*r.icmp_type) + (r.icmp_code ? " icmp code " + std::to_string(*r.icmp_code) : "");
-    if (r.not_icmp_type) m += " icmp type != " + std::to_string(*r.not_icmp_type);
+    const std::string icmp = v6 ? " icmpv6" : " icmp";
+    if (r.icmp_type) m += icmp + " type " + std::to_string(*r.icmp_type) + (r.icmp_code ? icmp + " code " + std::to_string(*r.icmp_code) : "");
+    if (r.not_icmp_type) m += icmp + " type != " + std::to_string(*r.not_icmp_type);
     switch (r.action) {
       case policy_rule::action_type::allow: m += " meta mark set meta mark | 0x10000 return"; break;
       case policy_rule::action_type::pass: m += " meta mark set meta mark | 0x20000 return"; break;
@@ -158,26 +184,39 @@ result<void> dataplane::remove_endpoint(std::string_view key) {
   return {};
 }
 
-result<void> dataplane::upsert_policy(const network_policy& p) {
-  const auto key = p.key();
-  if (auto it = pols_.find(key); it != pols_.end() && it->second == p) return {};
-  for (auto& c : chains_of_[key]) policy_chains_.erase(c), dirty_chains_.insert(c);
-  if (auto it = pols_.find(key); it != pols_.end())
-    for (auto& e : it->second.endpoints) pols_of_ep_[e].erase(key);
-  for (auto& e : p.endpoints) pols_of_ep_[e].insert(key);
+void dataplane::drop_chains(const std::string& key) {
+  if (auto it = chains_of_.find(key); it != chains_of_.end())
+    for (auto& c : it->second) {
+      for (auto& pc : policy_chains_) pc.erase(c);
+      dirty_chains_.insert(c);
+    }
+}
+
+/// The chains of one policy or profile (key), in every family, and the sets they use.
+void dataplane::render_owner(const std::string& key, const std::string& in_name, const std::string& out_name, const std::vector<policy_rule>* in,
+                             const std::vector<policy_rule>* out) {
+  drop_chains(key);
   std::vector<std::string> names;
-  for (bool in : {true, false}) {
-    if (!(in ? p.ingress_applies : p.egress_applies)) continue;
-    const auto& rules = in ? p.ingress : p.egress;
-    auto c = render_chain(chain_name(in ? "cali-pi-" : "cali-po-", display_name(p)), render_rules(rules));
-    names.push_back(c.name);
-    dirty_chains_.insert(c.name);
-    policy_chains_[c.name] = std::move(c);
-    for (auto& r : rules)
+  for (auto [rules, name] : {std::pair{in, &in_name}, std::pair{out, &out_name}}) {
+    if (!rules) continue;
+    names.push_back(*name);
+    dirty_chains_.insert(*name);
+    for (auto f : families()) policy_chains_[fi(f)][*name] = render_chain(*name, render_rules(*rules, f));
+    for (auto& r : *rules)
       for (auto* ids : {&r.source_ip_sets, &r.destination_ip_sets, &r.not_source_ip_sets, &r.not_destination_ip_sets})
         for (auto& id : *ids) sets_.try_emplace(id), sets_to_delete_.erase(id);
   }
   chains_of_[key] = std::move(names);
+}
+
+result<void> dataplane::upsert_policy(const network_policy& p) {
+  const auto key = p.key();
+  if (auto it = pols_.find(key); it != pols_.end() && it->second == p) return {};
+  if (auto it = pols_.find(key); it != pols_.end())
+    for (auto& e : it->second.endpoints) pols_of_ep_[e].erase(key);
+  for (auto& e : p.endpoints) pols_of_ep_[e].insert(key);
+  render_owner(key, chain_name("cali-pi-", display_name(p)), chain_name("cali-po-", display_name(p)), p.ingress_applies ? &p.ingress : nullptr,
+               p.egress_applies ? &p.egress : nullptr);
   pols_[key] = p;
   ++pending_;
   return {};
@@ -187,7 +226,7 @@ result<void> dataplane::remove_policy(std::string_view key) {
   auto it = pols_.find(std::string(key));
   if (it == pols_.end()) return {};
   for (auto& e : it->second.endpoints) pols_of_ep_[e].erase(it->first);
-  for (auto& c : chains_of_[it->first]) policy_chains_.erase(c), dirty_chains_.insert(c);
+  drop_chains(it->first);
   chains_of_.erase(it->first);
   pols_.erase(it);
   ++pending_;
@@ -196,16 +235,7 @@ result<void> dataplane::remove_policy(std::string_view key) {
 
 result<void> dataplane::upsert_profile(const policy_profile& p) {
   if (auto it = profiles_.find(p.name); it != profiles_.end() && it->second == p) return {};
-  const auto key = "profile:" + p.name;
-  for (auto& c : chains_of_[key]) policy_chains_.erase(c), dirty_chains_.insert(c);
-  std::vector<std::string> names;
-  for (bool in : {true, false}) {
-    auto c = render_chain(chain_name(in ? "cali-pri-" : "cali-pro-", p.name), render_rules(in ? p.ingress : p.egress));
-    names.push_back(c.name);
-    dirty_chains_.insert(c.name);
-    policy_chains_[c.name] = std::move(c);
-  }
-  chains_of_[key] = std::move(names);
+  render_owner("profile:" + p.name, chain_name("cali-pri-", p.name), chain_name("cali-pro-", p.name), &p.ingress, &p.egress);
   profiles_[p.name] = p;
   ++pending_;
   return {};
@@ -214,7 +244,7 @@ result<void> dataplane::upsert_profile(const policy_profile& p) {
 result<void> dataplane::remove_profile(std::string_view name) {
   auto it = profiles_.find(std::string(name));
   if (it == profiles_.end()) return {};
-  for (auto& c : chains_of_["profile:" + it->first]) policy_chains_.erase(c), dirty_chains_.insert(c);
+  drop_chains("profile:" + it->first);
   chains_of_.erase("profile:" + it->first);
   profiles_.erase(it);
   ++pending_;
@@ -225,7 +255,7 @@ result<void> dataplane::add_ip_set_members(std::string_view id, std::span<const 
   auto& s = sets_[std::string(id)];
   sets_to_delete_.erase(std::string(id));
   for (auto& a : m)
-    if (a.family() == ip_family::v4 && s.members.insert(a).second && !s.removed.erase(a)) s.added.insert(a);
+    if ((a.family() == ip_family::v4 || opt_.ipv6) && s.members.insert(a).second && !s.removed.erase(a)) s.added.insert(a);
   ++pending_;
   return {};
 }
@@ -270,13 +300,13 @@ chain dataplane::endpoint_chain(const workload_endpoint& e, bool ingress) const 
   return render_chain((ingress ? "cali-tw-" : "cali-fw-") + e.interface_name, r);
 }
 
-std::map<std::string, chain> dataplane::desired() const {
-  auto out = dynamic_chains();
-  out.insert(policy_chains_.begin(), policy_chains_.end());
+std::map<std::string, chain> dataplane::desired(ip_family f) const {
+  auto out = dynamic_chains(f);
+  out.insert(policy_chains_[fi(f)].begin(), policy_chains_[fi(f)].end());
   return out;
 }
 
-std::map<std::string, chain> dataplane::dynamic_chains() const {
+std::map<std::string, chain> dataplane::dynamic_chains(ip_family f) const {
   std::map<std::string, chain> out;
   for (auto& [k, e] : eps_) {
     auto tw = endpoint_chain(e, true), fw = endpoint_chain(e, false);
@@ -287,47 +317,56 @@ std::map<std::string, chain> dataplane::dynamic_chains() const {
   out["cali-to-wl-dispatch"] = render_chain("cali-to-wl-dispatch", {"oifname vmap @cali-to-wl-map", "drop"});
   const std::string any = "\"" + opt_.interface_prefix + "*\"";
   out["cali-INPUT"] = render_chain("cali-INPUT", {"iifname " + any + " goto cali-wl-to-host"});
-  out["cali-wl-to-host"] = render_chain("cali-wl-to-host", {"jump cali-from-wl-dispatch", opt_.endpoint_to_host_action});
+  std::vector<std::string> to_host;
+  // IPv6: router and neighbour discovery between a workload and its host pass before the
+  // workload's egress policy (Felix's rules), or a default-deny egress cuts the pod off.
+  if (f == ip_family::v6) to_host.push_back("icmpv6 type { 130, 131, 132, 133, 135, 136 } accept");
+  to_host.push_back("jump cali-from-wl-dispatch");
+  to_host.push_back(opt_.endpoint_to_host_action);
+  out["cali-wl-to-host"] = render_chain("cali-wl-to-host", to_host);
   out["cali-FORWARD"] = render_chain("cali-FORWARD", {"meta mark set meta mark & 0xfffcffff", "iifname " + any + " jump cali-from-wl-dispatch",
                                                       "oifname " + any + " jump cali-to-wl-dispatch", "meta mark & 0x10000 == 0x10000 accept"});
   return out;
 }
 
-result<void> dataplane::apply() {
-  const std::string t = "ip " + opt_.table;
+/// One family's part of the transaction; `written`, `stale` and `dyn` say what it changes.
+std::string dataplane::transaction(ip_family f, std::vector<const chain*>& written, std::vector<std::string>& stale, std::map<std::string, chain>& dyn) {
+  const auto i = fi(f);
+  const std::string t = table(f);
+  auto& kernel = kernel_[i];
   std::string tx;
-  if (!table_made_) {
+  if (!table_made_[i]) {
     // The first apply replaces whatever a previous run left, in the same transaction.
     tx += "add table " + t + "\ndelete table " + t + "\nadd table " + t + "\n";
     tx += "add map " + t + " cali-from-wl-map { type ifname : verdict; }\nadd map " + t + " cali-to-wl-map { type ifname : verdict; }\n";
-    kernel_.clear();
-    kernel_maps_[0].clear();
-    kernel_maps_[1].clear();
-    for (auto& [id, s] : sets_) s.fresh = true;
+    kernel.clear();
+    kernel_maps_[i][0].clear();
+    kernel_maps_[i][1].clear();
   }
-  auto joined = [](const std::set<ip_prefix>& m) {
+  auto joined = [&](const std::set<ip_prefix>& m) {
     std::string x;
-    for (auto& a : m) x += (x.empty() ? "" : ", ") + (a.length() == 32 ? a.address().to_string() : a.to_string());
+    for (auto& a : m)
+      if (a.family() == f) x += (x.empty() ? "" : ", ") + element(a);
     return x;
   };
+  const std::string type = f == ip_family::v4 ? "ipv4_addr" : "ipv6_addr";
   for (auto& [id, s] : sets_) {
-    const auto n = set_name(id);
-    if (s.fresh) {
-      tx += "add set " + t + " " + n + " { type ipv4_addr; flags interval; }\nflush set " + t + " " + n + "\n";
-      if (!s.members.empty()) tx += "add element " + t + " " + n + " { " + joined(s.members) + " }\n";
+    const auto n = set_name(id, f);
+    if (s.fresh[i] || !table_made_[i]) {
+      tx += "add set " + t + " " + n + " { type " + type + "; flags interval; }\nflush set " + t + " " + n + "\n";
+      if (auto x = joined(s.members); !x.empty()) tx += "add element " + t + " " + n + " { " + x + " }\n";
     } else {
-      if (!s.removed.empty()) tx += "delete element " + t + " " + n + " { " + joined(s.removed) + " }\n";
-      if (!s.added.empty()) tx += "add element " + t + " " + n + " { " + joined(s.added) + " }\n";
+      if (auto x = joined(s.removed); !x.empty()) tx += "delete element " + t + " " + n + " { " + x + " }\n";
+      if (auto x = joined(s.added); !x.empty()) tx += "add element " + t + " " + n + " { " + x + " }\n";
     }
   }
-  auto dyn = dynamic_chains();
+  dyn = dynamic_chains(f);
+  const auto& pchains = policy_chains_[i];
   std::string decl, fill, dels;
-  std::vector<const chain*> written;
-  std::vector<std::string> stale;
   auto consider = [&](const chain& c) {
-    auto k = kernel_.find(c.name);
-    if (k != kernel_.end() && k->second == c.hashes) return;
-    if (k == kernel_.end())
+    auto k = kernel.find(c.name);
+    if (k != kernel.end() && k->second == c.hashes) return;
+    if (k == kernel.end())
       decl += "add chain " + t + " " + c.name + (c.name == "cali-FORWARD"  ? " { type filter hook forward priority filter; policy accept; }"
                                         : c.name == "cali-INPUT" ? " { type filter hook input priority filter; policy accept; }"
                                                                  : "") + "\n";
@@ -336,11 +375,11 @@ result<void> dataplane::apply() {
     for (auto& r : c.rules) fill += "add rule " + t + " " + c.name + " " + r + "\n";
     written.push_back(&c);
   };
-  if (compare_all_ || !table_made_)
-    for (auto& [name, c] : policy_chains_) consider(c);
+  if (compare_all_ || !table_made_[i])
+    for (auto& [name, c] : pchains) consider(c);
   else
     for (auto& name : dirty_chains_)
-      if (auto it = policy_chains_.find(name); it != policy_chains_.end()) consider(it->second);
+      if (auto it = pchains.find(name); it != pchains.end()) consider(it->second);
   for (auto& [name, c] : dyn) consider(c);
   // Dispatch maps: interface -> goto the endpoint's chain.
   std::string maps;
@@ -348,23 +387,32 @@ result<void> dataplane::apply() {
     std::map<std::string, std::string> m;
     for (auto& [k, e] : eps_) m[e.interface_name] = (dir == 0 ? "cali-fw-" : "cali-tw-") + e.interface_name;
     const char* map = dir == 0 ? "cali-from-wl-map" : "cali-to-wl-map";
-    for (auto& [ifc, ch] : kernel_maps_[dir])
+    for (auto& [ifc, ch] : kernel_maps_[i][dir])
       if (!m.contains(ifc) || m[ifc] != ch) maps += "delete element " + t + " " + map + " { \"" + ifc + "\" }\n";
     for (auto& [ifc, ch] : m)
-      if (auto it = kernel_maps_[dir].find(ifc); it == kernel_maps_[dir].end() || it->second != ch)
+      if (auto it = kernel_maps_[i][dir].find(ifc); it == kernel_maps_[i][dir].end() || it->second != ch)
         maps += "add element " + t + " " + map + " { \"" + ifc + "\" : goto " + ch + " }\n";
   }
-  for (auto& [name, h] : kernel_)
-    if (!policy_chains_.contains(name) && !dyn.contains(name)) {
+  for (auto& [name, h] : kernel)
+    if (!pchains.contains(name) && !dyn.contains(name)) {
       fill += "flush chain " + t + " " + name + "\n";
       dels += "delete chain " + t + " " + name + "\n";
       stale.push_back(name);
     }
   std::string sets_gone;
-  for (auto& id : sets_to_delete_) sets_gone += "delete set " + t + " " + set_name(id) + "\n";
+  if (table_made_[i])
+    for (auto& id : sets_to_delete_) sets_gone += "delete set " + t + " " + set_name(id, f) + "\n";
   // Order: sets and chains exist before rules and map elements refer to them; what goes
   // goes after the last reference to it.
-  tx += decl + maps + fill + dels + (table_made_ ? sets_gone : "");
+  return tx + decl + maps + fill + dels + sets_gone;
+}
+
+result<void> dataplane::apply() {
+  std::vector<const chain*> written[2];
+  std::vector<std::string> stale[2];
+  std::map<std::string, chain> dyn[2];
+  std::string tx;
+  for (auto f : families()) tx += transaction(f, written[fi(f)], stale[fi(f)], dyn[fi(f)]);
   if (tx.empty()) {
     dirty_chains_.clear();
     compare_all_ = false;
@@ -373,16 +421,19 @@ result<void> dataplane::apply() {
   }
   last_ = tx;
   if (auto r = run(tx); !r) return r.error();
-  table_made_ = true;
-  for (auto* c : written) kernel_[c->name] = c->hashes;
+  for (auto f : families()) {
+    const auto i = fi(f);
+    table_made_[i] = true;
+    for (auto* c : written[i]) kernel_[i][c->name] = c->hashes;
+    for (auto& n : stale[i]) kernel_[i].erase(n);
+    for (int dir = 0; dir < 2; ++dir) {
+      kernel_maps_[i][dir].clear();
+      for (auto& [k, e] : eps_) kernel_maps_[i][dir][e.interface_name] = (dir == 0 ? "cali-fw-" : "cali-tw-") + e.interface_name;
+    }
+  }
   dirty_chains_.clear();
   compare_all_ = false;
-  for (auto& n : stale) kernel_.erase(n);
-  for (int dir = 0; dir < 2; ++dir) {
-    kernel_maps_[dir].clear();
-    for (auto& [k, e] : eps_) kernel_maps_[dir][e.interface_name] = (dir == 0 ? "cali-fw-" : "cali-tw-") + e.interface_name;
-  }
-  for (auto& [id, s] : sets_) s.fresh = false, s.added.clear(), s.removed.clear();
+  for (auto& [id, s] : sets_) s.fresh[0] = s.fresh[1] = false, s.added.clear(), s.removed.clear();
   sets_to_delete_.clear();
   pending_ = 0;
   return {};
@@ -398,7 +449,7 @@ struct listed_table {
   std::map<std::string, std::map<std::string, std::string>> maps;  // map -> key -> verdict
 };
 
-listed_table parse_listing(const std::string& text) {
+listed_table parse_listing(const std::string& text, const std::string& host_len) {
   listed_table t;
   std::istringstream in(text);
   std::string line, cur, elements;
@@ -415,7 +466,7 @@ listed_table parse_listing(const std::string& text) {
       if (f != std::string::npos) {
         item = item.substr(f, l - f + 1);
         if (where == in_set) {
-          t.sets[cur].insert(item.find('/') == std::string::npos ? item + "/32" : item);
+          t.sets[cur].insert(item.find('/') == std::string::npos ? item + host_len : item);
         } else if (auto c = item.find(" : "); c != std::string::npos) {
           auto key = item.substr(0, c);
           if (key.size() >= 2 && key.front() == '"') key = key.substr(1, key.size() - 2);
@@ -479,56 +530,57 @@ std::string chain_difference(const std::vector<std::string>& have, const std::ve
 
 }  // namespace
 
-result<policy_drift> dataplane::check_drift() {
-  // What was recorded and not applied yet is not drift: apply it first.
-  if (!table_made_ || pending_ || !dirty_chains_.empty())
-    if (auto r = apply(); !r) return r.error();
-  policy_drift d;
-  auto listing = run("list table ip " + opt_.table, true);
+/// One family's table listed and compared; what differs is marked for the repair's apply.
+result<void> dataplane::drift_family(ip_family f, policy_drift& d) {
+  const auto i = fi(f);
+  const std::string t = table(f);
+  // IPv4 objects are named as they are; IPv6 ones say so.
+  const std::string fam = f == ip_family::v4 ? "" : " (ip6)";
+  auto listing = run("list table " + t, true);
   if (!listing) {
     // The whole table is gone (nft says "No such file or directory"): the next apply makes it again.
-    auto tables = run("list tables ip", true);
-    if (!tables || tables->find("table ip " + opt_.table + "\n") != std::string::npos) return listing.error();
-    d.checked = 1;
-    d.repaired.push_back({"table ip " + opt_.table, "missing"});
-    table_made_ = false;
-    if (auto r = apply(); !r) return r.error();
-    return d;
+    auto tables = run(std::string("list tables ") + (f == ip_family::v4 ? "ip" : "ip6"), true);
+    if (!tables || tables->find("table " + t + "\n") != std::string::npos) return listing.error();
+    ++d.checked;
+    d.repaired.push_back({"table " + t, "missing"});
+    table_made_[i] = false;
+    return {};
   }
-  const auto seen = parse_listing(*listing);
-  for (auto& [name, c] : desired()) {
+  const auto seen = parse_listing(*listing, f == ip_family::v4 ? "/32" : "/128");
+  const auto want = desired(f);
+  for (auto& [name, c] : want) {
     ++d.checked;
     auto it = seen.chains.find(name);
     if (it == seen.chains.end()) {
-      d.repaired.push_back({"chain " + name, "missing"});
-      kernel_.erase(name);
+      d.repaired.push_back({"chain " + name + fam, "missing"});
+      kernel_[i].erase(name);
     } else if (it->second != c.hashes) {
-      d.repaired.push_back({"chain " + name, chain_difference(it->second, c.hashes)});
-      kernel_[name] = it->second;
+      d.repaired.push_back({"chain " + name + fam, chain_difference(it->second, c.hashes)});
+      kernel_[i][name] = it->second;
     }
   }
-  const auto want = desired();
   for (auto& [name, h] : seen.chains)
     if (!want.contains(name)) {
-      d.repaired.push_back({"chain " + name, "not cnf's: deleted"});
-      kernel_[name] = h;
+      d.repaired.push_back({"chain " + name + fam, "not cnf's: deleted"});
+      kernel_[i][name] = h;
     }
   for (auto& [id, st] : sets_) {
     ++d.checked;
-    const auto n = set_name(id);
+    const auto n = set_name(id, f);
     auto it = seen.sets.find(n);
     if (it == seen.sets.end()) {
       d.repaired.push_back({"set " + n, "missing"});
-      st.fresh = true;
+      st.fresh[i] = true;
       continue;
     }
     std::size_t missing = 0, extra = it->second.size();
     for (auto& m : st.members) {
+      if (m.family() != f) continue;
       if (it->second.count(m.canonical().to_string())) --extra;
       else ++missing;
     }
     if (missing || extra) {
-      st.fresh = true;  // flushed and refilled in the repair's transaction
+      st.fresh[i] = true;  // flushed and refilled in the repair's transaction
       d.repaired.push_back({"set " + n, std::to_string(missing) + " member" + (missing == 1 ? "" : "s") + " missing, " +
                                             std::to_string(extra) + " not cnf's"});
     }
@@ -542,14 +594,26 @@ result<policy_drift> dataplane::check_drift() {
       for (auto& [k, v] : it->second)
         if (v.starts_with("goto ")) have[k] = v.substr(5);
     if (it == seen.maps.end()) {
-      d.repaired.push_back({"map " + map, "missing"});
-      table_made_ = false;  // a map cannot be re-added alone under the chains that use it: the table is rebuilt
-    } else if (have != kernel_maps_[dir]) {
-      d.repaired.push_back({"map " + map, std::to_string(have.size()) + " of " + std::to_string(kernel_maps_[dir].size()) +
-                                              " entries, some not as programmed"});
-      kernel_maps_[dir] = std::move(have);
+      d.repaired.push_back({"map " + map + fam, "missing"});
+      table_made_[i] = false;  // a map cannot be re-added alone under the chains that use it: the table is rebuilt
+    } else if (have != kernel_maps_[i][dir]) {
+      d.repaired.push_back({"map " + map + fam, std::to_string(have.size()) + " of " + std::to_string(kernel_maps_[i][dir].size()) +
+                                                    " entries, some not as programmed"});
+      kernel_maps_[i][dir] = std::move(have);
     }
   }
+  return {};
+}
+
+result<policy_drift> dataplane::check_drift() {
+  // What was recorded and not applied yet is not drift: apply it first.
+  bool made = true;
+  for (auto f : families()) made = made && table_made_[fi(f)];
+  if (!made || pending_ || !dirty_chains_.empty())
+    if (auto r = apply(); !r) return r.error();
+  policy_drift d;
+  for (auto f : families())
+    if (auto r = drift_family(f, d); !r) return r.error();
   if (d.repaired.empty()) return d;
   compare_all_ = true;
   if (auto r = apply(); !r) return r.error();
@@ -562,8 +626,10 @@ result<policy_status> dataplane::status() {
   s.policies = pols_.size();
   s.profiles = profiles_.size();
   s.ip_sets = sets_.size();
-  for (auto& [n, c] : policy_chains_) s.rules += c.rules.size();
-  for (auto& [n, c] : dynamic_chains()) s.rules += c.rules.size();
+  for (auto f : families()) {
+    for (auto& [n, c] : policy_chains_[fi(f)]) s.rules += c.rules.size();
+    for (auto& [n, c] : dynamic_chains(f)) s.rules += c.rules.size();
+  }
   s.pending = pending_;
   s.dataplane = "nftables";
   return s;

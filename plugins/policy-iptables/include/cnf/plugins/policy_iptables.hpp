@@ -25,7 +25,15 @@
 // destroys the IP sets no rule uses any more. The first apply reads the table back and sweeps
 // every stale cali- chain and cali40 set. A refused restore leaves the table as it was (the
 // restore is one transaction) and the error names the line the kernel refused.
-// IPv4 only for now: IPv6 nets, sets and rules with ipVersion 6 are left out.
+//
+// IPv6 (options.ipv6, on by default), as Felix does it: the same chains in ip6tables (one
+// ip6tables-restore --noflush of its filter table, besides the IPv4 one), IP sets cali60s:<id>
+// (family inet6) beside cali40s:<id> holding the same selector's IPv6 members, each rule only
+// in the family of its nets (a rule with IPv4 nets only is not in the IPv6 chain, and the
+// reverse; ipVersion likewise; protocol ICMP is IPv4's, ICMPv6 IPv6's), ICMPv6 matches
+// (-m icmp6), and ICMPv6 router and neighbour discovery from the workloads accepted before
+// their egress policy in cali-wl-to-host (or a default-deny egress would cut the pod off
+// its gateway). Drift checks and the start-up sweep cover both families.
 //
 //   cnf::iptables_policy::dataplane dp({.backend = "nft"});
 //   dp.upsert_endpoint(wep); dp.upsert_profile(kns); dp.apply().value();
@@ -33,6 +41,7 @@
 #include <cnf/policy.hpp>
 
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -47,6 +56,8 @@ struct options {
   /// What happens to traffic from a workload to this host once its egress policy let it
   /// through (Felix's DefaultEndpointToHostAction): "accept", "drop" or "return" (to INPUT).
   std::string endpoint_to_host_action = "accept";
+  /// Program ip6tables and cali60 sets too (Felix's ipv6Support).
+  bool ipv6 = true;
 };
 
 /// One chain as wanted: rules as iptables-restore lines without "-A <chain> ", and their hashes.
@@ -59,8 +70,8 @@ struct chain {
 
 /// "cali-pi-<name>" when it fits 28 characters, else "cali-pi-_<hash>".
 std::string chain_name(std::string_view prefix, std::string_view name);
-/// "cali40" + id ("s:..." -> "cali40s:...").
-std::string ipset_name(std::string_view id);
+/// "cali40" + id ("s:..." -> "cali40s:..."), or "cali60" + id for IPv6.
+std::string ipset_name(std::string_view id, ip_family f = ip_family::v4);
 /// Rules as Felix renders them: the rule's match and action, the hash comment added.
 chain render_chain(std::string name, const std::vector<std::string>& rule_bodies);
 
@@ -85,41 +96,49 @@ class dataplane {
   /// save) back and rewrites the chains whose rule hashes differ and the sets whose members
   /// differ, in one restore each; reports what it rewrote. Nothing differs: nothing written.
   result<policy_drift> check_drift();
-  /// The chains wanted now (rendered), for tests.
-  std::map<std::string, chain> desired() const;
-  /// The last iptables-restore input, for tests and logs.
-  const std::string& last_restore() const { return last_restore_; }
+  /// The chains wanted now (rendered) in one family's filter table, for tests.
+  std::map<std::string, chain> desired(ip_family f = ip_family::v4) const;
+  /// The last iptables-restore (ip6tables-restore) input, for tests and logs.
+  const std::string& last_restore(ip_family f = ip_family::v4) const { return last_restore_[fi(f)]; }
 
  private:
+  static constexpr std::size_t fi(ip_family f) { return f == ip_family::v4 ? 0 : 1; }
   struct set_state {
-    std::set<ip_prefix> members;
+    std::set<ip_prefix> members;  // both families: cali40<id> holds the IPv4 ones, cali60<id> the IPv6 ones
     std::set<ip_prefix> added, removed;
-    bool fresh = true;  // not yet in the kernel (or to be rebuilt): fill and swap
+    bool fresh[2] = {true, true};  // per family: not yet in the kernel (or to be rebuilt): fill and swap
+    std::optional<ip_family> only;  // a not-nets set: one family's
   };
+  std::vector<ip_family> families() const;
+  std::string tool(ip_family f, std::string_view what) const;  // "iptables-nft-restore", "ip6tables-legacy-save", ...
   result<void> read_kernel();  // at start: chains, and the sweep of stale sets
-  result<void> read_chains();  // kernel_ and the hooks, from one iptables-save
-  result<std::map<std::string, std::set<std::string>>> read_sets() const;  // cali40 set -> members
-  std::vector<std::string> render_rules(const std::vector<policy_rule>& rules, std::string_view direction) const;
+  result<void> read_chains(ip_family f);  // kernel_ and the hooks, from one iptables-save
+  result<std::map<std::string, std::set<std::string>>> read_sets() const;  // cali40/cali60 set -> members
+  std::vector<std::string> render_rules(const std::vector<policy_rule>& rules, ip_family f) const;
   chain endpoint_chain(const workload_endpoint& e, bool ingress) const;
-  void render_dispatch(std::map<std::string, chain>& out) const;
+  void render_dispatch(std::map<std::string, chain>& out, ip_family f) const;
+  void render_owner(const std::string& key, const std::string& in_name, const std::string& out_name, const std::vector<policy_rule>* in,
+                    const std::vector<policy_rule>* out);
+  result<void> apply_family(ip_family f);
+  void keep_set(const std::string& id);  // a set in use again: not destroyed
 
   options opt_;
   std::map<std::string, workload_endpoint> eps_;
   std::map<std::string, network_policy> pols_;
   std::map<std::string, policy_profile> profiles_;
   std::map<std::string, set_state> sets_;
-  std::set<std::string> sets_to_destroy_;
-  std::map<std::string, chain> policy_chains_;  // rendered at upsert: cali-pi/po/pri/pro
+  std::set<std::string> sets_to_destroy_;       // kernel set names
+  std::map<std::string, chain> policy_chains_[2];  // per family, rendered at upsert: cali-pi/po/pri/pro
   std::set<std::string> dirty_chains_;          // of those, changed since the last apply
   std::map<std::string, std::set<std::string>> pols_of_ep_;  // endpoint key -> policy keys
   bool compare_all_ = true;                     // the kernel's state was (re)read
-  std::map<std::string, chain> dynamic_chains() const;  // endpoint and dispatch chains
+  std::map<std::string, chain> dynamic_chains(ip_family f) const;  // endpoint and dispatch chains
   std::map<std::string, std::vector<std::string>> chains_of_;  // policy key / profile name -> its chain names
-  std::map<std::string, std::vector<std::string>> kernel_;     // chain -> hashes programmed
+  std::map<std::string, std::vector<std::string>> kernel_[2];  // per family: chain -> hashes programmed
   bool kernel_read_ = false;
-  bool forward_hooked_ = false, input_hooked_ = false;
+  bool forward_hooked_[2] = {false, false}, input_hooked_[2] = {false, false};
   std::size_t pending_ = 0;
-  std::string last_restore_;
+  std::string last_restore_[2];
 };
 
 }  // namespace iptables_policy
