@@ -4,6 +4,7 @@
 // the IPv6 pool (handle vxlan-v6-tunnel-addr-<node>), writes it on its Node with the MAC of
 // vxlan-v6.calico, and programs the other node (neighbour, FDB entry to its IPv6 address,
 // route to its IPv6 block via its IPv6 tunnel address); the tunnel addresses answer ping -6.
+// The IPv6 pool set to Never takes all of it away again, and leaves IPv4 alone.
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
 
@@ -100,6 +101,22 @@ TEST_CASE("agents with vxlan on a dual-stack cluster: vxlan-v6.calico, IPv6 tunn
   CHECK(en.at("ipv6").as_object().at("device").as_string() == "vxlan-v6.calico");
   CHECK(en.at("ipv6").as_object().at("address").as_string() == b6);
   CHECK(en.at("ipv6").as_object().at("mtu").as_int64() == 1430);
+
+  // The IPv6 pool to Never, live: vxlan-v6.calico and what it made go on both nodes, the IPv6
+  // tunnel addresses leave the Nodes and go back to the pool; IPv4's tunnel stays.
+  auto pool = ds.get({"IPPool", "", "default-ipv6-ippool"});
+  REQUIRE(pool);
+  pool->spec = R"j({"cidr":"fd00:244::/48","blockSize":122,"nodeSelector":"all()","ipipMode":"Never","vxlanMode":"Never"})j";
+  REQUIRE(ds.update(*pool));
+  CHECK(wait_for([&] {
+    return spec_field(ds, "node-a", "ipv6VXLANTunnelAddr").empty() && spec_field(ds, "node-b", "ipv6VXLANTunnelAddr").empty() &&
+           !a.ip("link show vxlan-v6.calico").ok() && !b.ip("link show vxlan-v6.calico").ok();
+  }));
+  CHECK(b.ip("-6 route show proto 81").output.find(a_block) == std::string::npos);
+  CHECK(spec_field(ds, "node-a", "vxlanTunnelMACAddrV6").empty());
+  CHECK_FALSE(spec_field(ds, "node-a", "ipv4VXLANTunnelAddr").empty());
+  CHECK(b.ip("link show vxlan.calico").ok());
+  CHECK(wait_for([&] { return read_file(na.log).find("released this node's tunnel address " + a6 + " (vxlan-v6-tunnel-addr-node-a)") != std::string::npos; }));
 
   CHECK(agent_a->stop(SIGTERM) == 0);
   CHECK(agent_b->stop(SIGTERM) == 0);
