@@ -67,12 +67,15 @@ struct tunnel_info {
   std::optional<ip_address> address;
   std::optional<mac_address> mac;
   unsigned mtu = 0;
+  ip_family family = ip_family::v4;  ///< the family of the traffic it carries (vxlan-v6.calico: v6)
   friend bool operator==(const tunnel_info&, const tunnel_info&) = default;
 };
 
 struct encap_status {
-  encap_mode mode = encap_mode::never;
-  tunnel_info tunnel;
+  encap_mode mode = encap_mode::never;   ///< IPv4 pools (or the profile's override)
+  tunnel_info tunnel;                    ///< the IPv4 tunnel
+  encap_mode mode_v6 = encap_mode::never;  ///< IPv6 pools; never for a part that carries no IPv6
+  tunnel_info tunnel_v6{{}, std::nullopt, std::nullopt, 0, ip_family::v6};  ///< the IPv6 tunnel (vxlan-v6.calico)
   std::size_t remote_nodes = 0;  ///< nodes reached through the tunnel (after the last apply)
   std::size_t routes = 0;        ///< routes the part wants now
   std::size_t pending = 0;       ///< node changes recorded and not yet applied
@@ -87,7 +90,8 @@ class encap_sink {
   virtual void route_wanted(const route_entry& r) noexcept = 0;
   /// The part no longer wants its route to dst.
   virtual void route_unwanted(const ip_prefix& dst) noexcept = 0;
-  /// The tunnel device changed (recreated, new MAC or address, MTU).
+  /// A tunnel device changed (recreated, new MAC or address, MTU); t.family says which one
+  /// when a part has one per family (vxlan.calico, vxlan-v6.calico).
   virtual void tunnel_changed(const tunnel_info& t) noexcept = 0;
 
  protected:

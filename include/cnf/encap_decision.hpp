@@ -23,13 +23,14 @@ inline result<encap_mode> parse_encap_mode(std::string_view text, std::string_vi
   return error(errc::invalid, std::string(field) + ": '" + std::string(text) + "' is not a mode; expected Always, CrossSubnet or Never");
 }
 
-/// CrossSubnet's question: is `r`'s IPv4 address on none of `self`'s IPv4 subnets?
-/// (A node with no IPv4 address counts as elsewhere.)
-inline bool crosses_subnet(const node_info& self, const remote_node& r) {
-  auto a = r.address(ip_family::v4);
+/// CrossSubnet's question: is `r`'s address of family `f` on none of `self`'s subnets of that
+/// family? (A node with no address of the family counts as elsewhere.) Calico asks it per
+/// family: IPv4 blocks from the IPv4 addresses, IPv6 blocks from the IPv6 ones.
+inline bool crosses_subnet(const node_info& self, const remote_node& r, ip_family f = ip_family::v4) {
+  auto a = r.address(f);
   if (!a) return true;
   for (auto& s : self.addresses)
-    if (s.family() == ip_family::v4 && s.canonical().contains(*a)) return false;
+    if (s.family() == f && s.canonical().contains(*a)) return false;
   return true;
 }
 

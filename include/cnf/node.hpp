@@ -21,9 +21,12 @@ struct node_info {
   std::string router_id;
   std::map<std::string, std::string> labels;
   /// This node's tunnel endpoints once the host has them (assigned through IPAM, written on
-  /// its Node): spec.ipv4VXLANTunnelAddr, spec.vxlanTunnelMACAddr, spec.bgp.ipv4IPIPTunnelAddr.
+  /// its Node): spec.ipv4VXLANTunnelAddr, spec.vxlanTunnelMACAddr, spec.bgp.ipv4IPIPTunnelAddr,
+  /// and for IPv6 pools spec.ipv6VXLANTunnelAddr, spec.vxlanTunnelMACAddrV6.
   std::optional<ip_address> vxlan_tunnel_address;
   std::optional<mac_address> vxlan_tunnel_mac;
+  std::optional<ip_address> vxlan_tunnel_address_v6;
+  std::optional<mac_address> vxlan_tunnel_mac_v6;
   std::optional<ip_address> ipip_tunnel_address;
   friend bool operator==(const node_info&, const node_info&) = default;
 };

@@ -1,13 +1,18 @@
 // The vxlan part in a network namespace (root): the device, neighbour and FDB entries it
 // makes are read back from the kernel (`ip -d link`, `ip neigh`, `bridge fdb`); the routes it
 // wants reach the sink, never the kernel; stop leaves nothing of it and touches nothing else.
+// Dual stack: two node namespaces, each with vxlan.calico and vxlan-v6.calico programmed by
+// the part and its routes put in the kernel by cnf's route table; pods behind each answer
+// ping and ping -6 across the tunnels.
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
 
 #include "../integration/netns_harness.hpp"
 #include "../support/root_gate.hpp"
 
+#include <cnf/event_loop.hpp>
 #include <cnf/plugins/vxlan.hpp>
+#include <cnf/route_table.hpp>
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -244,4 +249,182 @@ TEST_CASE("vxlan in a namespace: a VNI or port already in use is a clear error a
     CHECK_THAT(r.error().message, Catch::Contains("not a vxlan device"));
     CHECK(ns.node.ip("link show vxlan.calico").ok());
   }
+}
+
+namespace {
+/// Hands the part's routes to a cnf route table (owner "vxlan"), as the agent does.
+struct table_sink final : cnf::encap_sink {
+  cnf::route_table& rt;
+  std::vector<cnf::tunnel_info> tunnels;
+  explicit table_sink(cnf::route_table& t) : rt(t) {}
+  void route_wanted(const cnf::route_entry& r) noexcept override { rt.set("vxlan", r); }
+  void route_unwanted(const cnf::ip_prefix& p) noexcept override { rt.remove("vxlan", p); }
+  void tunnel_changed(const cnf::tunnel_info& t) noexcept override { tunnels.push_back(t); }
+};
+
+/// One node: its namespace, a pod namespace behind a veth (IPv4 and IPv6 pod addresses, the
+/// node's end the pod's gateway), the part and a route table opened in the node namespace.
+struct dual_node {
+  cnf_test::test_netns ns, pod;
+  cnf::event_loop loop;  // never run: the test applies the table itself
+  std::unique_ptr<cnf::route_table> rt;
+  std::unique_ptr<table_sink> sink;
+  cnf::vxlan::encapsulation part{cnf::vxlan::config{}};
+  cnf::node_info self;
+
+  dual_node(const std::string& name, int n) {
+    const std::string i = std::to_string(n);
+    cnf_test::veth_between(pod, "eth0", ns, "cali" + i);
+    pod.exec_or_throw("ip addr add 10.244." + i + ".5/24 dev eth0 && ip route add default via 10.244." + i + ".1 && "
+                      "ip -6 addr add fd00:244:0:" + i + "::5/64 dev eth0 nodad && ip -6 route add default via fd00:244:0:" + i + "::1");
+    ns.exec_or_throw("ip addr add 10.244." + i + ".1/24 dev cali" + i + " && ip -6 addr add fd00:244:0:" + i + "::1/64 dev cali" + i + " nodad");
+    cnf_test::set_ip_forward(ns);
+    self.name = name;
+    self.addresses = {pfx(("192.168.90." + i + "/24").c_str()), pfx(("fd00:90::" + i + "/64").c_str())};
+    self.vxlan_tunnel_address = ip(("10.244." + i + ".0").c_str());
+    self.vxlan_tunnel_address_v6 = ip(("fd00:244:0:" + i + "::").c_str());
+    cnf_test::enter_netns in(ns);
+    cnf::route_table::options o;
+    o.watch_kernel = false;
+    rt = std::make_unique<cnf::route_table>(loop, o);
+    sink = std::make_unique<table_sink>(*rt);
+  }
+  cnf::remote_node as_remote(int n) const {
+    const std::string i = std::to_string(n);
+    cnf::remote_node r;
+    r.name = self.name;
+    r.addresses = self.addresses;
+    r.pod_cidrs = {pfx(("10.244." + i + ".0/24").c_str()), pfx(("fd00:244:0:" + i + "::/64").c_str())};
+    r.vxlan_tunnel_address = self.vxlan_tunnel_address;
+    r.vxlan_tunnel_address_v6 = self.vxlan_tunnel_address_v6;
+    return r;
+  }
+  void apply_routes() {
+    auto r = rt->apply_now();
+    if (!r) FAIL("route table: " << r.error().message);
+  }
+};
+
+const std::vector<cnf::encap_pool> dual_pools{{"v4", pfx("10.244.0.0/16"), cnf::encap_mode::always},
+                                              {"v6", pfx("fd00:244::/48"), cnf::encap_mode::always}};
+}  // namespace
+
+TEST_CASE("vxlan dual stack between two node namespaces: vxlan-v6.calico carries ping -6 between pods", "[integration][vxlan][ipv6]") {
+  dual_node a("node-a", 1), b("node-b", 2);
+  cnf_test::veth_between(a.ns, "eth0", b.ns, "eth0");
+  a.ns.exec_or_throw("ip addr add 192.168.90.1/24 dev eth0 && ip -6 addr add fd00:90::1/64 dev eth0 nodad");
+  b.ns.exec_or_throw("ip addr add 192.168.90.2/24 dev eth0 && ip -6 addr add fd00:90::2/64 dev eth0 nodad");
+  const auto links_before = a.ns.ip("-o link show").output;
+  const auto routes6_before = a.ns.ip("-6 route show").output;
+
+  for (auto* n : {&a, &b}) {
+    cnf_test::enter_netns in(n->ns);
+    n->part.set_pools(dual_pools);
+    auto t = n->part.start(n->self, *n->sink);
+    REQUIRE(t);
+    CHECK(t->device == "vxlan.calico");
+  }
+  a.part.upsert_node(b.as_remote(2));
+  b.part.upsert_node(a.as_remote(1));
+  for (auto* n : {&a, &b}) {
+    cnf_test::enter_netns in(n->ns);
+    REQUIRE(n->part.apply());
+    n->apply_routes();
+  }
+
+  // The IPv6 device, as Calico makes it: VNI 4096, port 4789, over the node's IPv6 address,
+  // MTU uplink - 70, its derived MAC, the IPv6 tunnel address (no DAD), up.
+  auto link = sh(a.ns, "ip -d link show vxlan-v6.calico");
+  CHECK(has(link, "vxlan id 4096"));
+  CHECK(has(link, "local fd00:90::1 dev eth0"));
+  CHECK(has(link, "dstport 4789"));
+  CHECK(has(link, "nolearning"));
+  CHECK(has(link, "mtu 1430"));
+  CHECK(has(link, "link/ether " + cnf::vxlan::derive_mac_v6("node-a").to_string()));
+  CHECK(has(link, ",UP"));
+  auto addr6 = sh(a.ns, "ip -6 addr show dev vxlan-v6.calico");
+  CHECK(has(addr6, "inet6 fd00:244:0:1::/128"));
+  INFO(addr6);
+  CHECK_FALSE(has(addr6, "fd00:244:0:1::/128 scope global tentative"));
+  CHECK(has(sh(a.ns, "ip -d link show vxlan.calico"), "local 192.168.90.1 dev eth0"));  // both, same VNI and port
+  auto st = a.part.status();
+  CHECK(st.mode_v6 == cnf::encap_mode::always);
+  CHECK(st.tunnel_v6.device == "vxlan-v6.calico");
+  CHECK(st.tunnel_v6.address == ip("fd00:244:0:1::"));
+  CHECK(st.tunnel_v6.mtu == 1430);
+  CHECK(st.tunnel.mtu == 1450);
+  CHECK(st.routes == 2);
+  CHECK(st.notes.empty());
+  bool told_v6 = false;
+  for (auto& t : a.sink->tunnels) told_v6 = told_v6 || (t.family == cnf::ip_family::v6 && t.address == ip("fd00:244:0:1::"));
+  CHECK(told_v6);
+
+  // Node b in a's kernel: the IPv6 neighbour, the FDB entry to b's IPv6 address, the route.
+  const std::string bmac6 = cnf::vxlan::derive_mac_v6("node-b").to_string();
+  CHECK(has(sh(a.ns, "ip -6 neigh show dev vxlan-v6.calico"), "fd00:244:0:2:: lladdr " + bmac6 + " PERMANENT"));
+  CHECK(has(sh(a.ns, "bridge fdb show dev vxlan-v6.calico"), bmac6 + " dst fd00:90::2 self permanent"));
+  CHECK(has(sh(a.ns, "ip -6 route show proto 80"), "fd00:244:0:2::/64 via fd00:244:0:2:: dev vxlan-v6.calico"));
+  CHECK(has(sh(a.ns, "ip -6 route show proto 80"), "onlink"));
+  CHECK(has(sh(a.ns, "ip route show proto 80"), "10.244.2.0/24 via 10.244.2.0 dev vxlan.calico onlink"));
+
+  // Pod to pod, both families; the IPv6 echo went through vxlan-v6.calico.
+  CHECK(cnf_test::ping_ok(a.pod, "fd00:244:0:2::5", 2));
+  CHECK(cnf_test::ping_ok(b.pod, "fd00:244:0:1::5", 2));
+  CHECK(cnf_test::ping_ok(a.pod, "10.244.2.5", 2));
+  CHECK(std::stoul(sh(a.ns, "cat /sys/class/net/vxlan-v6.calico/statistics/tx_packets")) >= 2);
+
+  // The IPv6 pool goes to Never: only the IPv6 device and what it made go; IPv4 carries on.
+  {
+    cnf_test::enter_netns in(a.ns);
+    a.part.set_pools({dual_pools[0], {"v6", pfx("fd00:244::/48"), cnf::encap_mode::never}});
+    REQUIRE(a.part.apply());
+    a.apply_routes();
+  }
+  CHECK_FALSE(a.ns.ip("link show vxlan-v6.calico").ok());
+  CHECK_FALSE(has(sh(a.ns, "ip -6 route show"), "fd00:244:0:2::/64"));
+  CHECK(a.part.status().tunnel_v6.mtu == 0);
+  CHECK(cnf_test::ping_ok(a.pod, "10.244.2.5", 1));
+  CHECK_FALSE(cnf_test::ping_ok(a.pod, "fd00:244:0:2::5", 1));
+
+  // Teardown: stop leaves each node's kernel as it was before the part started.
+  for (auto* n : {&a, &b}) {
+    cnf_test::enter_netns in(n->ns);
+    REQUIRE(n->part.stop());
+    n->apply_routes();
+    CHECK(n->rt->desired().empty());
+  }
+  CHECK(a.ns.ip("-o link show").output == links_before);
+  CHECK(a.ns.ip("-6 route show").output == routes6_before);
+  CHECK_FALSE(has(sh(b.ns, "ip -o link show"), "vxlan"));
+  CHECK(sh(b.ns, "ip route show proto 80; ip -6 route show proto 80").empty());
+  CHECK_FALSE(has(sh(b.ns, "ip -6 neigh show; bridge fdb show"), cnf::vxlan::derive_mac_v6("node-a").to_string()));
+}
+
+TEST_CASE("vxlan IPv6: a node without an IPv6 address gets no vxlan-v6.calico, and says why", "[integration][vxlan][ipv6]") {
+  node_ns ns;
+  cnf_test::enter_netns in(ns.node);
+  recording_sink sink;
+  cnf::node_info self;
+  self.name = "node-a";
+  self.addresses = {pfx("192.168.90.1/24")};
+  self.vxlan_tunnel_address = ip("10.244.0.1");
+  self.vxlan_tunnel_address_v6 = ip("fd00:244::1");
+  cnf::vxlan::encapsulation e(cnf::vxlan::config{});
+  e.set_pools(dual_pools);
+  REQUIRE(e.start(self, sink));
+  REQUIRE(e.apply());
+  CHECK(ns.node.ip("link show vxlan.calico").ok());
+  CHECK_FALSE(ns.node.ip("link show vxlan-v6.calico").ok());
+  auto st = e.status();
+  REQUIRE(st.notes.size() == 1);
+  CHECK(has(st.notes[0], "this node has no IPv6 address: no vxlan-v6.calico"));
+  // An IPv6 address arrives (and its uplink has a bigger MTU): the device follows, MTU - 70.
+  sh(ns.node, "ip link set eth0 mtu 9000 && ip -6 addr add fd00:90::1/64 dev eth0 nodad");
+  self.addresses.push_back(pfx("fd00:90::1/64"));
+  REQUIRE(e.set_node(self));
+  REQUIRE(e.apply());
+  CHECK(has(sh(ns.node, "ip -d link show vxlan-v6.calico"), "mtu 8930"));
+  CHECK(e.status().notes.empty());
+  REQUIRE(e.stop());
+  CHECK_FALSE(has(sh(ns.node, "ip -o link show"), "vxlan"));
 }

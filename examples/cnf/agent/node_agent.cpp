@@ -640,8 +640,9 @@ void node_agent::set_encapsulation(cnf::any_encapsulation encap, cnf::any_ipam i
   ipam_ = std::move(ipam);
 }
 
-// The IPv4 pools and their spec.vxlanMode (absent: Never, as in Calico). A pool whose mode
-// does not parse keeps the mode it had (the node keeps its working state) and is reported.
+// The pools and their spec.vxlanMode (absent: Never, as in Calico): IPv4 and, for vxlan,
+// IPv6 (vxlan-v6.calico; Calico's IP-in-IP is IPv4 only). A pool whose mode does not parse
+// keeps the mode it had (the node keeps its working state) and is reported.
 std::vector<cnf::encap_pool> node_agent::read_pools() {
   std::vector<cnf::encap_pool> out;
   std::set<std::string> readable;  // "IPPool/<name>" whose mode parsed
@@ -656,7 +657,7 @@ std::vector<cnf::encap_pool> node_agent::read_pools() {
     const auto* c = o.if_contains("cidr");
     if (!c || !c->is_string()) continue;
     auto cidr = cnf::ip_prefix::parse(std::string_view(c->get_string()), true);
-    if (!cidr || cidr->family() != cnf::ip_family::v4) continue;
+    if (!cidr || (cidr->family() != cnf::ip_family::v4 && &encap_kind_of(prof_) != &vxlan_kind)) continue;
     cnf::encap_pool p{r.name, cidr->canonical(), cnf::encap_mode::never};
     std::string why;
     const std::string field = encap_kind_of(prof_).pool_field;
@@ -716,43 +717,47 @@ std::vector<cnf::encap_pool> node_agent::read_pools() {
   return out;
 }
 
-// This node's VXLAN tunnel address, as Calico assigns it: from a VXLAN pool through the
-// IPAM, on handle vxlan-tunnel-addr-<node>; an address the handle already holds is reused
-// (a restarted agent keeps its address).
-bool node_agent::ensure_tunnel_address(const std::vector<cnf::encap_pool>& pools) {
+// This node's tunnel address of a family, as Calico assigns it: from a pool of that family
+// whose mode is not Never, through the IPAM, on handle vxlan-tunnel-addr-<node> (IPv6:
+// vxlan-v6-tunnel-addr-<node>); an address the handle already holds is reused (a restarted
+// agent keeps its address).
+bool node_agent::ensure_tunnel_address(const std::vector<cnf::encap_pool>& pools, cnf::ip_family family) {
   const auto& kind = encap_kind_of(prof_);
-  auto& slot = &kind == &ipip_kind ? self_.ipip_tunnel_address : self_.vxlan_tunnel_address;
+  const bool v6 = family == cnf::ip_family::v6;
+  auto& slot = v6 ? self_.vxlan_tunnel_address_v6 : &kind == &ipip_kind ? self_.ipip_tunnel_address : self_.vxlan_tunnel_address;
   if (slot) return true;
+  const std::string what = std::string(kind.owner) + (v6 ? " IPv6" : "");
   if (!ipam_) {
-    encap_failed(std::string("no IPAM in the profile to assign this node's ") + kind.owner + " tunnel address");
+    encap_failed("no IPAM in the profile to assign this node's " + what + " tunnel address");
     return false;
   }
-  const std::string handle = kind.handle_prefix + name_;
+  const std::string handle = (v6 ? std::string("vxlan-v6-tunnel-addr-") : std::string(kind.handle_prefix)) + name_;
   auto all = ipam_.allocations();
   if (!all) {
     encap_failed("tunnel address: " + all.error().message);
     return false;
   }
   for (auto& a : *all)
-    if (a.handle == handle && a.address.is_v4()) {
+    if (a.handle == handle && a.address.family() == family) {
       slot = a.address;
-      log_.info(std::string(kind.owner) + ": this node's tunnel address " + a.address.to_string() + " (held by " + handle + ")");
+      log_.info(what + ": this node's tunnel address " + a.address.to_string() + " (held by " + handle + ")");
       return true;
     }
   cnf::assign_request req;
   req.handle = handle;
   req.node = name_;
-  req.attributes = {{"type", kind.address_type}, {"node", name_}};
-  req.num_v4 = 1;
+  req.attributes = {{"type", v6 ? "vxlanV6TunnelAddress" : kind.address_type}, {"node", name_}};
+  req.num_v4 = v6 ? 0 : 1;
+  req.num_v6 = v6 ? 1 : 0;
   for (auto& p : pools)
-    if (p.mode != cnf::encap_mode::never) req.pools_v4.push_back(p.cidr);
+    if (p.mode != cnf::encap_mode::never && p.cidr.family() == family) (v6 ? req.pools_v6 : req.pools_v4).push_back(p.cidr);
   auto got = ipam_.assign(req);
   if (!got || got->empty()) {
-    encap_failed("tunnel address: " + (got ? std::string("the IPAM assigned none") : got.error().message));
+    encap_failed((v6 ? "IPv6 tunnel address: " : "tunnel address: ") + (got ? std::string("the IPAM assigned none") : got.error().message));
     return false;
   }
   slot = got->front().address.address();
-  log_.info(std::string(kind.owner) + ": assigned this node's tunnel address " + slot->to_string() + " (" + handle + ")");
+  log_.info(what + ": assigned this node's tunnel address " + slot->to_string() + " (" + handle + ")");
   return true;
 }
 
@@ -774,10 +779,14 @@ void node_agent::recalculate_encap(const std::map<std::string, cnf::remote_node>
   }
   auto st = encap_.status();
   const bool wanted = st && st->mode != cnf::encap_mode::never;
-  // This node's tunnel endpoint: the MAC its Node names, if any; the address through IPAM.
-  if (auto it = nodes_.find(name_); it != nodes_.end() && it->second.vxlan_tunnel_mac_addr)
-    self_.vxlan_tunnel_mac = it->second.vxlan_tunnel_mac_addr;
-  if (wanted && !ensure_tunnel_address(pools)) return;
+  const bool wanted_v6 = st && st->mode_v6 != cnf::encap_mode::never;
+  // This node's tunnel endpoints: the MACs its Node names, if any; the addresses through IPAM.
+  if (auto it = nodes_.find(name_); it != nodes_.end()) {
+    if (it->second.vxlan_tunnel_mac_addr) self_.vxlan_tunnel_mac = it->second.vxlan_tunnel_mac_addr;
+    if (it->second.vxlan_tunnel_mac_addr_v6) self_.vxlan_tunnel_mac_v6 = it->second.vxlan_tunnel_mac_addr_v6;
+  }
+  if (wanted && !ensure_tunnel_address(pools, cnf::ip_family::v4)) return;
+  if (wanted_v6 && !ensure_tunnel_address(pools, cnf::ip_family::v6)) return;
   if (!encap_started_) {
     auto t = encap_.start(self_, *this);
     if (!t) return encap_failed("start: " + t.error().message);
@@ -799,26 +808,38 @@ void node_agent::recalculate_encap(const std::map<std::string, cnf::remote_node>
   if (wanted) {
     tunnel_dropped_ = false;
   } else if (!tunnel_dropped_) {
-    drop_tunnel_address();
+    drop_tunnel_address(cnf::ip_family::v4);
     if (!tunnel_dropped_) return;
+  }
+  if (wanted_v6) {
+    tunnel_v6_dropped_ = false;
+  } else if (!tunnel_v6_dropped_) {
+    drop_tunnel_address(cnf::ip_family::v6);
+    if (!tunnel_v6_dropped_) return;
   }
   if (!encap_error_.empty()) log_.info("encapsulation: working again");
   encap_error_.clear();
-  if (wanted) write_tunnel_fields();
+  if (wanted || wanted_v6) write_tunnel_fields();
 }
 
-// Every pool's mode is Never and the part took its device down: this node's tunnel address
-// leaves its Node (so no other node routes to it) and then goes back to the pool, as Calico's
-// tunnel address allocator does. A later Always assigns one afresh. Done once per switch to
-// Never; a failure is retried by encap_failed's timer.
-void node_agent::drop_tunnel_address() {
+// Every pool's mode of a family is Never and the part took that family's device down: this
+// node's tunnel address of the family leaves its Node (so no other node routes to it) and
+// then goes back to the pool, as Calico's tunnel address allocator does. A later Always
+// assigns one afresh. Done once per switch to Never; a failure is retried by encap_failed's timer.
+void node_agent::drop_tunnel_address(cnf::ip_family family) {
   const auto& kind = encap_kind_of(prof_);
   const bool vx = &kind == &vxlan_kind;
-  auto& slot = vx ? self_.vxlan_tunnel_address : self_.ipip_tunnel_address;
+  const bool v6 = family == cnf::ip_family::v6;
+  if (v6 && !vx) {  // IP-in-IP has no IPv6 tunnel
+    tunnel_v6_dropped_ = true;
+    return;
+  }
+  auto& slot = v6 ? self_.vxlan_tunnel_address_v6 : vx ? self_.vxlan_tunnel_address : self_.ipip_tunnel_address;
   auto on_node = [&](const cnf::model::node& n) {
+    if (v6) return n.ipv6_vxlan_tunnel_addr.has_value() || n.vxlan_tunnel_mac_addr_v6.has_value();
     return vx ? n.ipv4_vxlan_tunnel_addr.has_value() || n.vxlan_tunnel_mac_addr.has_value() : n.bgp && n.bgp->ipv4_ipip_tunnel_addr;
   };
-  const std::string field = vx ? "ipv4VXLANTunnelAddr" : "bgp.ipv4IPIPTunnelAddr";
+  const std::string field = v6 ? "ipv6VXLANTunnelAddr" : vx ? "ipv4VXLANTunnelAddr" : "bgp.ipv4IPIPTunnelAddr";
   for (int attempt = 0;; ++attempt) {
     if (attempt == 5) return encap_failed("Node/" + name_ + " kept changing while removing its " + field);
     auto cur = ds_.get({std::string(cnf::kinds::node), "", name_});
@@ -828,7 +849,10 @@ void node_agent::drop_tunnel_address() {
     if (!n) return encap_failed(n.error().message);
     if (!on_node(*n)) break;
     n->revision = cur->revision;
-    if (vx) {
+    if (v6) {
+      n->ipv6_vxlan_tunnel_addr.reset();
+      n->vxlan_tunnel_mac_addr_v6.reset();
+    } else if (vx) {
       n->ipv4_vxlan_tunnel_addr.reset();
       n->vxlan_tunnel_mac_addr.reset();
     } else {
@@ -836,13 +860,13 @@ void node_agent::drop_tunnel_address() {
     }
     auto w = ds_.update(cnf::model::to_resource(*n));
     if (w) {
-      log_.info("Node/" + name_ + ": " + field + " removed (every pool's " + kind.pool_field + " is Never)");
+      log_.info("Node/" + name_ + ": " + field + " removed (every " + (v6 ? "IPv6" : "IPv4") + " pool's " + kind.pool_field + " is Never)");
       break;
     }
     if (w.error().code != cnf::errc::conflict) return encap_failed("remove Node/" + name_ + " " + field + ": " + w.error().message);
   }
   if (ipam_) {
-    const std::string handle = kind.handle_prefix + name_;
+    const std::string handle = (v6 ? std::string("vxlan-v6-tunnel-addr-") : std::string(kind.handle_prefix)) + name_;
     auto held = ipam_.addresses_of(handle);
     if (!held) return encap_failed("tunnel address: " + held.error().message);
     if (!held->empty()) {
@@ -851,32 +875,52 @@ void node_agent::drop_tunnel_address() {
     }
   }
   slot.reset();
-  tunnel_ = {};
-  tunnel_dropped_ = true;
+  if (v6) {
+    tunnel_v6_ = {};
+    tunnel_v6_dropped_ = true;
+  } else {
+    tunnel_ = {};
+    tunnel_dropped_ = true;
+  }
 }
 
-// spec.ipv4VXLANTunnelAddr and spec.vxlanTunnelMACAddr of this node's Node, as the device has
-// them; compare-and-swap, every other field kept.
+// spec.ipv4VXLANTunnelAddr and spec.vxlanTunnelMACAddr of this node's Node, and for IPv6
+// spec.ipv6VXLANTunnelAddr and spec.vxlanTunnelMACAddrV6, as the devices have them;
+// compare-and-swap, every other field kept.
 void node_agent::write_tunnel_fields() {
-  if (!tunnel_.address) return;
-  if (&encap_kind_of(prof_) == &ipip_kind) return write_ipip_tunnel_field();
-  auto have = nodes_.find(name_);
-  if (have != nodes_.end() && have->second.ipv4_vxlan_tunnel_addr == tunnel_.address &&
-      (!tunnel_.mac || have->second.vxlan_tunnel_mac_addr == tunnel_.mac))
+  if (!tunnel_.address && !tunnel_v6_.address) return;
+  if (&encap_kind_of(prof_) == &ipip_kind) {
+    if (tunnel_.address) write_ipip_tunnel_field();
     return;
+  }
+  auto up_to_date = [&](const cnf::model::node& n) {
+    return (!tunnel_.address || (n.ipv4_vxlan_tunnel_addr == tunnel_.address && (!tunnel_.mac || n.vxlan_tunnel_mac_addr == tunnel_.mac))) &&
+           (!tunnel_v6_.address ||
+            (n.ipv6_vxlan_tunnel_addr == tunnel_v6_.address && (!tunnel_v6_.mac || n.vxlan_tunnel_mac_addr_v6 == tunnel_v6_.mac)));
+  };
+  if (auto have = nodes_.find(name_); have != nodes_.end() && up_to_date(have->second)) return;
   for (int attempt = 0; attempt < 5; ++attempt) {
     auto cur = ds_.get({std::string(cnf::kinds::node), "", name_});
     if (!cur) return encap_failed("write Node/" + name_ + " tunnel fields: " + cur.error().message);
     auto n = cnf::model::parse_node(*cur);
     if (!n) return encap_failed(n.error().message);
     n->revision = cur->revision;
-    if (n->ipv4_vxlan_tunnel_addr == tunnel_.address && (!tunnel_.mac || n->vxlan_tunnel_mac_addr == tunnel_.mac)) return;
-    n->ipv4_vxlan_tunnel_addr = tunnel_.address;
-    if (tunnel_.mac) n->vxlan_tunnel_mac_addr = tunnel_.mac;
+    if (up_to_date(*n)) return;
+    std::string said;
+    if (tunnel_.address) {
+      n->ipv4_vxlan_tunnel_addr = tunnel_.address;
+      if (tunnel_.mac) n->vxlan_tunnel_mac_addr = tunnel_.mac;
+      said = "ipv4VXLANTunnelAddr " + tunnel_.address->to_string() + (tunnel_.mac ? ", vxlanTunnelMACAddr " + tunnel_.mac->to_string() : std::string());
+    }
+    if (tunnel_v6_.address) {
+      n->ipv6_vxlan_tunnel_addr = tunnel_v6_.address;
+      if (tunnel_v6_.mac) n->vxlan_tunnel_mac_addr_v6 = tunnel_v6_.mac;
+      said += (said.empty() ? "" : ", ") + std::string("ipv6VXLANTunnelAddr ") + tunnel_v6_.address->to_string() +
+              (tunnel_v6_.mac ? ", vxlanTunnelMACAddrV6 " + tunnel_v6_.mac->to_string() : std::string());
+    }
     auto w = ds_.update(cnf::model::to_resource(*n));
     if (w) {
-      log_.info("Node/" + name_ + ": ipv4VXLANTunnelAddr " + tunnel_.address->to_string() +
-                (tunnel_.mac ? ", vxlanTunnelMACAddr " + tunnel_.mac->to_string() : std::string()));
+      log_.info("Node/" + name_ + ": " + said);
       return;
     }
     if (w.error().code != cnf::errc::conflict) return encap_failed("write Node/" + name_ + " tunnel fields: " + w.error().message);
@@ -927,7 +971,7 @@ void node_agent::route_unwanted(const cnf::ip_prefix& dst) noexcept {
 
 void node_agent::tunnel_changed(const cnf::tunnel_info& t) noexcept {
   try {
-    tunnel_ = t;
+    (t.family == cnf::ip_family::v6 ? tunnel_v6_ : tunnel_) = t;
   } catch (...) {
   }
 }
@@ -972,15 +1016,19 @@ unsigned node_agent::uplink_mtu() const {
 unsigned node_agent::pod_mtu() const {
   const unsigned up = uplink_mtu();
   if (!encap_) return up;
-  if (tunnel_dropped_ && !pools_.empty()) return up;  // every pool Never: no tunnel, the uplink's
-  if (tunnel_.mtu) return tunnel_.mtu;                // the device's (the profile's [encapsulation] mtu, or detected)
+  // A pod has one veth for both families: the smaller of the tunnels in use (vxlan-v6.calico
+  // carries 20 bytes more header than vxlan.calico).
+  const unsigned v6 = tunnel_v6_.mtu && !tunnel_v6_dropped_ ? tunnel_v6_.mtu : 0;
+  auto with_v6 = [&](unsigned m) { return v6 && (!m || v6 < m) ? v6 : m; };
+  if (tunnel_dropped_ && !pools_.empty()) return with_v6(up);  // every IPv4 pool Never: no IPv4 tunnel
+  if (tunnel_.mtu) return with_v6(tunnel_.mtu);                // the device's (the profile's [encapsulation] mtu, or detected)
   // The part is in use but its device is not up yet (before the first sync, or no IPPool yet:
   // calico-ipam makes the pool at the first allocation, so the first pod can come first):
   // what the device will get.
   if (auto es = cnf::settings::parse(prof_.text, prof_.file, "encapsulation"))
-    if (auto m = es->get<std::int64_t>("mtu", 0); m >= 68 && m <= 65535) return static_cast<unsigned>(m);
+    if (auto m = es->get<std::int64_t>("mtu", 0); m >= 68 && m <= 65535) return with_v6(static_cast<unsigned>(m));
   const unsigned overhead = encap_kind_of(prof_).owner == std::string_view("ipip") ? 20 : 50;
-  return up > overhead + 68 ? up - overhead : 0;
+  return with_v6(up > overhead + 68 ? up - overhead : 0);
 }
 
 bool node_agent::ready() const { return sync_ && synced_once_ && sync_->status() == cnf::sync_status::in_sync; }
@@ -1041,6 +1089,15 @@ std::string node_agent::status_json() const {
       en["remoteNodes"] = st->remote_nodes;
       en["routes"] = st->routes;
       en["pending"] = st->pending;
+      if (st->mode_v6 != cnf::encap_mode::never || st->tunnel_v6.address) {
+        json::object v6;
+        v6["mode"] = std::string(cnf::to_string(st->mode_v6));
+        v6["device"] = st->tunnel_v6.device;
+        v6["address"] = st->tunnel_v6.address ? st->tunnel_v6.address->to_string() : std::string();
+        v6["mac"] = st->tunnel_v6.mac ? st->tunnel_v6.mac->to_string() : std::string();
+        v6["mtu"] = st->tunnel_v6.mtu;
+        en["ipv6"] = std::move(v6);
+      }
       for (auto& n : st->notes) enotes.push_back(json::string(n));
     } else {
       enotes.push_back(json::string("encapsulation status: " + st.error().message));

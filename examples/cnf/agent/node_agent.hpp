@@ -88,10 +88,10 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   void tunnel_changed(const cnf::tunnel_info& t) noexcept override;
   void recalculate_encap(const std::map<std::string, cnf::remote_node>& now);
   std::vector<cnf::encap_pool> read_pools();
-  bool ensure_tunnel_address(const std::vector<cnf::encap_pool>& pools);
+  bool ensure_tunnel_address(const std::vector<cnf::encap_pool>& pools, cnf::ip_family family);
   void write_tunnel_fields();
   void write_ipip_tunnel_field();
-  void drop_tunnel_address();
+  void drop_tunnel_address(cnf::ip_family family);
   void encap_failed(const std::string& what);
 
   unsigned uplink_mtu() const;  // cached for 10 s
@@ -140,9 +140,11 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   cnf::any_ipam ipam_;
   bool encap_started_ = false;
   bool tunnel_dropped_ = false;  ///< every pool Never: this node's tunnel address released and off its Node
+  bool tunnel_v6_dropped_ = false;  ///< the same for the IPv6 pools (vxlan: vxlan-v6.calico)
   std::map<std::string, cnf::remote_node> encap_told_;     // what the encapsulation part was last told
   std::vector<cnf::encap_pool> pools_;                      // the last valid pools (IPPool spec.vxlanMode)
   cnf::tunnel_info tunnel_;
+  cnf::tunnel_info tunnel_v6_;                              // vxlan: vxlan-v6.calico
   std::string encap_error_;
   cnf::executor::timer_id encap_retry_ = 0;
   cnf::any_policy policy_plugin_;

@@ -1,11 +1,15 @@
 // cnf/plugins/vxlan.hpp — the `vxlan` encapsulation part, in Calico's shape.
 //
-// One device, `vxlan.calico` (VNI 4096, UDP 4789, learning off, bound to the node's uplink
-// address; MTU = the uplink's minus 50 unless set), holding this node's tunnel address. Per
-// remote node with a tunnel address: a permanent neighbour entry (its tunnel address -> its
-// VTEP MAC) and a permanent FDB entry (that MAC -> its node address), programmed in one
-// netlink batch per apply(). The routes to a remote node's blocks go via its tunnel address,
-// onlink on the device, and are handed to the host's sink (never written here).
+// One device per family, as Calico has them: `vxlan.calico` for the IPv4 pools and
+// `vxlan-v6.calico` for the IPv6 pools (both VNI 4096, UDP 4789, learning off, bound to the
+// node's uplink address of that family: spec.bgp.ipv4Address / ipv6Address). MTU = the
+// uplink's minus 50 (IPv4 underlay) or minus 70 (IPv6 underlay) unless set. Each device holds
+// this node's tunnel address of its family (spec.ipv4VXLANTunnelAddr / ipv6VXLANTunnelAddr).
+// Per remote node with a tunnel address of the family: a permanent neighbour entry (its
+// tunnel address -> its VTEP MAC of that family) and a permanent FDB entry (that MAC -> its
+// node address of that family), programmed in one netlink batch per device per apply(). The
+// routes to a remote node's blocks of the family go via its tunnel address, onlink on the
+// device, and are handed to the host's sink (never written here).
 //
 //   [encapsulation]
 //   plugin = "vxlan"
@@ -13,15 +17,18 @@
 //   # vni = 4096
 //   # port = 4789
 //   # mtu = 0                # 0: the uplink's MTU - 50
+//   # mtu_v6 = 0             # 0: the uplink's MTU - 70
 //   # device = "vxlan.calico"
+//   # device_v6 = "vxlan-v6.calico"
 //
 // Which blocks go through the tunnel: each block takes the mode of the pool that contains it
-// (set_pools: IPPool spec.vxlanMode); `mode` in the profile overrides them all. Always: every
-// remote node; CrossSubnet: only a node whose address is on none of this node's subnets;
-// Never: none. When no block can need the tunnel, the device and everything on it goes.
+// (set_pools: IPPool spec.vxlanMode); `mode` in the profile overrides them all (for IPv6 only
+// when there is an IPv6 pool). Always: every remote node; CrossSubnet: only a node whose
+// address of the block's family is on none of this node's subnets of that family; Never: none.
+// When no block of a family can need the tunnel, that family's device and everything on it go.
 //
-// The MAC of a node that has none on its Node (spec.vxlanTunnelMACAddr) is derived from its
-// name, as Calico does (derive_mac), so every node computes the same one.
+// The MAC of a node that has none on its Node (spec.vxlanTunnelMACAddr, vxlanTunnelMACAddrV6)
+// is derived from its name (derive_mac, derive_mac_v6), so every node computes the same one.
 #pragma once
 #include <cnf/encap.hpp>
 #include <cnf/log.hpp>
@@ -38,13 +45,16 @@ CNF_BEGIN_NAMESPACE
 namespace netlink { class rtnl_socket; }
 namespace vxlan {
 
-inline constexpr unsigned overhead = 50;  // outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+inline constexpr unsigned overhead = 50;     // outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+inline constexpr unsigned overhead_v6 = 70;  // outer IPv6 40 + UDP 8 + VXLAN 8 + inner Ethernet 14
 
 struct config {
   std::string device = "vxlan.calico";
+  std::string device_v6 = "vxlan-v6.calico";
   std::uint32_t vni = 4096;
   std::uint16_t port = 4789;
   unsigned mtu = 0;                     ///< 0: the uplink's MTU - overhead
+  unsigned mtu_v6 = 0;                  ///< 0: the IPv6 uplink's MTU - overhead_v6
   std::optional<encap_mode> mode;       ///< set: overrides the pools' modes
 };
 
@@ -54,10 +64,14 @@ result<encap_mode> parse_mode(std::string_view text, std::string_view field);
 /// The VTEP MAC of a node with none on its Node: byte 0x66 ('f': locally administered,
 /// unicast) followed by the first five bytes of SHA-1(node name).
 mac_address derive_mac(std::string_view node_name);
+/// The IPv6 device's VTEP MAC of a node with none on its Node (spec.vxlanTunnelMACAddrV6):
+/// byte 0x66 followed by the first five bytes of SHA-1("v6/" + node name), so that the two
+/// devices of a node never share a MAC.
+mac_address derive_mac_v6(std::string_view node_name);
 
-/// CrossSubnet's question: is `r`'s IPv4 address on none of `self`'s IPv4 subnets?
-/// (A node with no IPv4 address counts as elsewhere.)
-bool cross_subnet(const node_info& self, const remote_node& r);
+/// CrossSubnet's question: is `r`'s address of family `f` on none of `self`'s subnets of it?
+/// (A node with no address of that family counts as elsewhere.)
+bool cross_subnet(const node_info& self, const remote_node& r, ip_family f = ip_family::v4);
 
 /// The mode of a block: `override_mode` if set, else the longest pool containing it, else never.
 encap_mode mode_of(const ip_prefix& block, const std::vector<encap_pool>& pools, std::optional<encap_mode> override_mode);
@@ -71,10 +85,11 @@ struct remote_plan {
   friend bool operator==(const remote_plan&, const remote_plan&) = default;
 };
 
-/// The plan for `r`, or nullopt with `note` saying why it gets nothing (no tunnel address yet,
-/// no IPv4 address). A node none of whose blocks needs the tunnel still gets its VTEP.
+/// The plan for `r` on the device of family `f`, or nullopt with `note` saying why it gets
+/// nothing (no tunnel address of the family yet, no underlay address of the family). A node
+/// none of whose blocks needs the tunnel still gets its VTEP.
 std::optional<remote_plan> plan(const node_info& self, const remote_node& r, const std::vector<encap_pool>& pools,
-                                std::optional<encap_mode> override_mode, std::string& note);
+                                std::optional<encap_mode> override_mode, std::string& note, ip_family f = ip_family::v4);
 
 /// One kernel change on the device.
 struct kernel_op {
@@ -92,6 +107,21 @@ std::vector<kernel_op> diff(const std::string& node, const std::optional<remote_
 /// The route a block gets through the tunnel.
 route_entry route_for(const ip_prefix& block, const ip_address& tunnel, const std::string& device);
 
+namespace detail {
+/// What the part holds for one family's device.
+struct device_state {
+  ip_family family = ip_family::v4;
+  int ifindex = 0;
+  tunnel_info tunnel;
+  std::string note;                                          // why there is no device
+  bool dirty = true;                                         // the device needs a look
+  bool sweep_pending = false;
+  std::map<std::string, remote_plan, std::less<>> applied;   // in the kernel (neighbour + FDB)
+  std::map<std::string, std::string, std::less<>> notes;     // node -> why it gets nothing
+  std::map<ip_prefix, route_entry> routes;                   // what the sink was told
+};
+}  // namespace detail
+
 class encapsulation {
  public:
   explicit encapsulation(config c = {}, logger* log = nullptr);
@@ -106,18 +136,22 @@ class encapsulation {
   void set_pools(const std::vector<encap_pool>& pools);
   result<void> apply();
   encap_status status() const;
-  /// Removes the device (with its neighbour and FDB entries) and withdraws every route.
+  /// Removes both devices (with their neighbour and FDB entries) and withdraws every route.
   result<void> stop();
 
   const config& settings() const noexcept { return cfg_; }
 
  private:
-  bool active() const;
-  result<void> ensure_device();
-  result<void> remove_device();
-  result<void> sweep();
-  void want_routes(const std::string& node, const std::optional<remote_plan>& before, const std::optional<remote_plan>& after);
-  void withdraw_all();
+  using side = detail::device_state;
+  bool active(ip_family f) const;
+  const std::string& device_of(const side& d) const noexcept { return d.family == ip_family::v6 ? cfg_.device_v6 : cfg_.device; }
+  result<void> ensure_device(side& d);
+  result<void> remove_device(side& d);
+  result<void> sweep(side& d);
+  result<void> program(side& d, const std::set<std::string, std::less<>>& names);
+  void want_routes(side& d, const std::optional<remote_plan>& before, const std::optional<remote_plan>& after);
+  void withdraw_all(side& d);
+  void dirty_all();
 
   config cfg_;
   logger* log_;
@@ -126,15 +160,8 @@ class encapsulation {
   encap_sink* sink_ = nullptr;
   std::vector<encap_pool> pools_;
   std::map<std::string, remote_node, std::less<>> nodes_;
-  std::map<std::string, remote_plan, std::less<>> applied_;  // in the kernel (neighbour + FDB)
-  std::map<std::string, std::string, std::less<>> notes_;     // node -> why it gets nothing
-  std::set<std::string, std::less<>> dirty_;
-  std::map<ip_prefix, route_entry> routes_;                   // what the sink was told
-  bool device_dirty_ = true;
-  bool sweep_pending_ = false;
-  int ifindex_ = 0;
-  tunnel_info tunnel_;
-  std::string device_note_;
+  std::set<std::string, std::less<>> dirty_;   // nodes to plan again, on both devices
+  side v4_, v6_;
 };
 
 }  // namespace vxlan
