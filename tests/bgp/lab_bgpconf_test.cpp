@@ -10,12 +10,12 @@
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
 
+#include "../support/lab_datastore.hpp"
 #include "../support/lab_env.hpp"
 #include "../support/process.hpp"
 #include "../support/root_gate.hpp"
 
 #include <cnf/model/node.hpp>
-#include <cnf/plugins/local.hpp>
 
 #include <boost/json.hpp>
 
@@ -180,17 +180,9 @@ TEST_CASE("BGPPeer and BGPConfiguration applied live: only the sessions a change
   CHECK_THAT(L.cnf({"get", "bgppeers"}).out, !Contains("bad1"));
 
   // 5. A bad BGPPeer written past `cnf apply`: the agent reports it and keeps its sessions.
-  auto datastore = [&] {
-    cnf::local_datastore_options o;
-    o.dir = (L.dir / "datastore").string();
-    o.fsync = false;
-    auto ds = cnf::local_datastore::open(std::move(o));
-    REQUIRE(ds);
-    return cnf::any_datastore(std::move(*ds));
-  };
   {
     cnf::resource r{"BGPPeer", "", "broken", {}, R"({"peerIP": "10.0.0.300", "asNumber": 64513})", ""};
-    REQUIRE(datastore().create(r));
+    REQUIRE(cnf_test::lab_datastore(L).create(r));
   }
   CHECK(wait_for([&] { return bj::serialize(L.status("node-1")["invalid"]).find("BGPPeer/broken: spec.peerIP") != std::string::npos; }));
   CHECK_THAT(L.agent_log("node-1"), Contains("BGPPeer/broken: spec.peerIP: '10.0.0.300' is not an IP address"));
@@ -210,7 +202,7 @@ TEST_CASE("BGPPeer and BGPConfiguration applied live: only the sessions a change
   // 7. Route reflection chosen by label, as Calico: node-1 labelled route-reflector=true with a
   // cluster id (its speaker restarts: the id is in its OPENs), every node peers with it.
   {
-    auto ds = datastore();
+    auto ds = cnf_test::lab_datastore(L);
     auto cur = ds.get({"Node", "", "node-1"});
     REQUIRE(cur);
     auto n = cnf::model::parse_node(*cur);

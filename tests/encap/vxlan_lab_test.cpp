@@ -7,11 +7,11 @@
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
 
+#include "../support/lab_datastore.hpp"
 #include "../support/lab_env.hpp"
 #include "../support/process.hpp"
 #include "../support/root_gate.hpp"
 
-#include <cnf/plugins/local.hpp>
 
 #include <boost/json.hpp>
 
@@ -183,14 +183,7 @@ TEST_CASE("vxlan in cnf lab: CrossSubnet encapsulates exactly the pairs across s
     // A second pool overlapping the first with another mode, written past `cnf apply` (which
     // refuses overlaps) straight into the lab's datastore: the nodes name both pools in their
     // status and keep Always; once it is gone, the first pool is valid again.
-    auto local = [&] {
-      cnf::local_datastore_options o;
-      o.dir = (L.dir / "datastore").string();
-      o.fsync = false;
-      auto ds = cnf::local_datastore::open(std::move(o));
-      REQUIRE(ds);
-      return cnf::any_datastore(std::move(*ds));
-    };
+    auto local = [&] { return cnf_test::lab_datastore(L); };
     REQUIRE(local().create({"IPPool", "", "overlap", {}, R"({"cidr": "10.244.0.0/17", "vxlanMode": "Never", "ipipMode": "Never"})", ""}));
     auto invalid_on = [&](const char* node) {
       auto j = L.lab({"exec", node, "--", cnf_bin, "node", "status", "-o", "json"}).out;

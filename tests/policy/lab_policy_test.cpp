@@ -18,11 +18,11 @@
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
 
+#include "../support/lab_datastore.hpp"
 #include "../support/lab_env.hpp"
 #include "../support/process.hpp"
 #include "../support/root_gate.hpp"
 
-#include <cnf/plugins/local.hpp>
 
 #include <boost/json.hpp>
 
@@ -198,13 +198,8 @@ spec:
   // A policy that does not parse, written past `cnf apply` (straight into the lab's local
   // datastore): the agents log it and list it, keep running, and keep what they programmed.
   {
-    cnf::local_datastore_options o;
-    o.dir = (L.dir / "datastore").string();
-    o.fsync = false;
-    auto ds = cnf::local_datastore::open(std::move(o));
-    REQUIRE(ds);
     cnf::resource bad{"NetworkPolicy", "y", "broken", {}, R"({"selector": "app ==", "types": ["Ingress"]})", ""};
-    REQUIRE(cnf::any_datastore(std::move(*ds)).create(bad));
+    REQUIRE(cnf_test::lab_datastore(L).create(bad));
   }
   bool listed = false;
   for (int i = 0; i < 40 && !listed; ++i) {
