@@ -68,6 +68,11 @@ void add_lab_command(CLI::App& app) {
                 "(nodeSelector all(), peerSelector route-reflector == 'true') and BGPConfiguration default with\n"
                 "nodeToNodeMeshEnabled: false. Needs [routing] plugin = \"bgp\"; default 0 (the node-to-node mesh)")
       ->check(CLI::NonNegativeNumber);
+  u->add_flag("--ipv6", up.ipv6,
+              "Dual stack: an IPv6 /64 per subnet beside the IPv4 one (fd00:cf:64::/64, fd00:cf:65::/64, ...; router ::1, nodes\n"
+              "from ::a), each node's [node] ipv6_address set, pods given an IPv6 address too ([cni] assign_ipv6), and the IPv6 pool\n"
+              "fd00:10:244::/48 (block size 122, the IPv4 pool's vxlan_mode) added when the profile has none. `cnf lab ping -6`\n"
+              "probes the pods' IPv6 addresses");
   u->add_option("--jobs", up.jobs, "CNI ADDs in flight while adding the pods (default 8)")->check(CLI::Range(1, 256));
   u->callback(guarded("up", [](const std::filesystem::path& d) {
     if (nodes > 0) up.nodes = nodes;
@@ -107,6 +112,7 @@ void add_lab_command(CLI::App& app) {
   pi->add_option("--sample", ping.sample, "Probe K ordered pairs picked at random (default: every ordered pair)");
   pi->add_flag("--same-node", ping.same_node, "Only pairs of pods on one node, plus each pod to its own node's address");
   pi->add_option("--timeout-ms", timeout_ms, "How long unanswered probes are retried (every 250 ms); default 5000")->check(CLI::Range(100, 600000));
+  pi->add_flag("-6,--ipv6", ping.ipv6, "Probe the pods' IPv6 addresses with ICMPv6 echo (a lab made with `up --ipv6`) instead of IPv4");
   pi->add_option("--seed", ping.seed, "Seed of the --sample choice (default: random)");
   pi->callback(guarded("ping", [](const std::filesystem::path& d) {
     ping.timeout = std::chrono::milliseconds(timeout_ms);

@@ -137,6 +137,9 @@ std::string subnet_ip(int k, std::uint32_t host) {
   return fmt::format("10.{}.{}.{}", 100 + k, (host >> 8) & 0xff, host & 0xff);
 }
 
+// With --ipv6, subnet k is also fd00:cf:<100+k in hex>::/64, the same host numbers.
+std::string subnet_ip6(int k, std::uint32_t host) { return fmt::format("fd00:cf:{:x}::{:x}", 100 + k, host); }
+
 // ---- topology plan ---------------------------------------------------------------------
 
 struct plan_node {
@@ -187,6 +190,27 @@ std::string chosen_plugin(const toml::table& t, std::string_view section) {
   return {};
 }
 
+/// up --ipv6: the node's IPv6 address, IPv6 for its pods, and an IPv6 pool unless the
+/// template has one (its vxlan_mode the first IPv4 pool's: Calico has no IPIP for IPv6).
+void add_ipv6(toml::table& t, const node_state& n) {
+  ensure_table(t, "node").insert_or_assign("ipv6_address", n.address6 + "/64");
+  ensure_table(t, "cni").insert_or_assign("assign_ipv6", true);
+  auto& ipam = ensure_table(t, "ipam");
+  if (!ipam.contains("pools") || !ipam["pools"].is_array()) ipam.insert_or_assign("pools", toml::array{});
+  auto& pools = *ipam["pools"].as_array();
+  std::string vxlan_mode;
+  for (auto& e : pools) {
+    auto* pt = e.as_table();
+    if (!pt) continue;
+    const auto cidr = (*pt)["cidr"].value_or(std::string());
+    if (cidr.find(':') != std::string::npos) return;  // the template's own IPv6 pool
+    if (vxlan_mode.empty()) vxlan_mode = (*pt)["vxlan_mode"].value_or(std::string());
+  }
+  toml::table pool{{"cidr", default_ipv6_pool}, {"block_size", 122}};
+  if (!vxlan_mode.empty()) pool.insert_or_assign("vxlan_mode", vxlan_mode);
+  pools.push_back(std::move(pool));
+}
+
 /// The node's profile: the template with the node's name, the lab's datastore, the
 /// node's agent socket and log file (unless the template names one).
 std::string node_profile_text(const template_profile& tp, const lab_state& s, const node_state& n) {
@@ -199,6 +223,7 @@ std::string node_profile_text(const template_profile& tp, const lab_state& s, co
   ensure_table(t, "node").insert_or_assign("name", n.name);
   auto& cni = ensure_table(t, "cni");
   cni.insert_or_assign("agent_socket", n.agent_socket);
+  if (s.ipv6) add_ipv6(t, n);
   if (!cni.contains("log_file")) cni.insert_or_assign("log_file", (fs::path(s.dir) / "nodes" / n.name / "cni.log").string());
   if (chosen_plugin(t, "datastore") != s.datastore) t.insert_or_assign("datastore", toml::table{{"plugin", s.datastore}});
   auto& ds = ensure_table(t, "datastore");
@@ -270,7 +295,7 @@ cnf::mac_address fabric_mac(std::uint8_t kind, std::uint32_t i) {
 nl::message neigh_msg(int ifindex, const std::string& addr, const cnf::mac_address& mac) {
   nl::message m(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE);
   auto& nd = m.header<ndmsg>();
-  nd.ndm_family = AF_INET;
+  nd.ndm_family = addr.find(':') != std::string::npos ? AF_INET6 : AF_INET;
   nd.ndm_ifindex = ifindex;
   nd.ndm_state = NUD_PERMANENT;
   m.put_addr(NDA_DST, *cnf::ip_address::parse(addr));
@@ -309,7 +334,14 @@ void build_router(const lab_state& s) {
                   auto gw = cnf::ip_prefix::parse(sn.gateway + "/16", /*allow_host_bits=*/true);
                   if (!gw) return std::move(gw).error();
                   if (auto r = nl::add_address(*sock, l->index, *gw); !r) return r;
+                  if (sn.gateway6.empty()) continue;
+                  auto gw6 = cnf::ip_prefix::parse(sn.gateway6 + "/64", /*allow_host_bits=*/true);
+                  if (!gw6) return std::move(gw6).error();
+                  // No duplicate address detection: the lab numbers its fabric itself.
+                  if (auto r = nl::add_address(*sock, l->index, *gw6, IFA_F_NODAD); !r) return r;
                 }
+                if (s.ipv6)
+                  if (auto r = nl::write_sysctl("net/ipv6/conf/all/forwarding", "1"); !r) return r;
                 return nl::write_sysctl("net/ipv4/ip_forward", "1");
               }),
               "router " + s.router_netns);
@@ -364,6 +396,17 @@ void build_node_links(const lab_state& s, std::size_t first) {
                   def.gateway = *cnf::ip_address::parse(sn.gateway);
                   def.protocol = RTPROT_BOOT;  // the node's own route, not cnf's (protocol 80)
                   if (auto r = nl::add_route(*sock, def); !r) return r;
+                  if (!n.address6.empty()) {
+                    auto a6 = cnf::ip_prefix::parse(n.address6 + "/64", /*allow_host_bits=*/true);
+                    if (!a6) return std::move(a6).error();
+                    if (auto r = nl::add_address(*sock, l->index, *a6, IFA_F_NODAD); !r) return r;
+                    nl::route_spec def6;
+                    def6.dst = *cnf::ip_prefix::parse("::/0");
+                    def6.gateway = *cnf::ip_address::parse(sn.gateway6);
+                    def6.protocol = RTPROT_BOOT;
+                    if (auto r = nl::add_route(*sock, def6); !r) return r;
+                    if (auto r = nl::write_sysctl("net/ipv6/conf/all/forwarding", "1"); !r) return r;
+                  }
                   return nl::write_sysctl("net/ipv4/ip_forward", "1");
                 }),
                 "node " + n.name);
@@ -388,8 +431,8 @@ void pin_fabric(const lab_state& s) {
                   bridge[static_cast<int>(k)] = l->index;
                 }
                 for (std::size_t i = 0; i < s.nodes.size(); ++i)
-                  b.add(neigh_msg(bridge[s.nodes[i].subnet], s.nodes[i].address, fabric_mac(0x1b, static_cast<std::uint32_t>(i))),
-                        "neighbour " + s.nodes[i].address);
+                  for (auto& a : {s.nodes[i].address, s.nodes[i].address6})
+                    if (!a.empty()) b.add(neigh_msg(bridge[s.nodes[i].subnet], a, fabric_mac(0x1b, static_cast<std::uint32_t>(i))), "neighbour " + a);
                 return sock->execute(b);
               }),
               "router " + s.router_netns);
@@ -403,10 +446,12 @@ void pin_fabric(const lab_state& s) {
                   if (!l) return std::move(l).error();
                   nl::request_batch b;
                   const auto& sn = s.subnets[static_cast<std::size_t>(n.subnet)];
-                  b.add(neigh_msg(l->index, sn.gateway, fabric_mac(0x1a, static_cast<std::uint32_t>(n.subnet))), "neighbour " + sn.gateway);
+                  for (auto& gw : {sn.gateway, sn.gateway6})
+                    if (!gw.empty()) b.add(neigh_msg(l->index, gw, fabric_mac(0x1a, static_cast<std::uint32_t>(n.subnet))), "neighbour " + gw);
                   for (std::size_t j = 0; j < s.nodes.size(); ++j)
                     if (j != i && s.nodes[j].subnet == n.subnet)
-                      b.add(neigh_msg(l->index, s.nodes[j].address, fabric_mac(0x1b, static_cast<std::uint32_t>(j))), "neighbour " + s.nodes[j].address);
+                      for (auto& a : {s.nodes[j].address, s.nodes[j].address6})
+                        if (!a.empty()) b.add(neigh_msg(l->index, a, fabric_mac(0x1b, static_cast<std::uint32_t>(j))), "neighbour " + a);
                   return sock->execute(b);
                 }),
                 "node " + n.name);
@@ -852,17 +897,26 @@ int up(const fs::path& dir, const up_options& o) {
   s.phase = "building";
   s.datastore = datastore;
   s.static_neighbours = o.static_neighbours;
+  s.ipv6 = o.ipv6;
   if (!list_netns(netns_prefix(s.id)).empty())
     throw lab_error("network namespaces " + netns_prefix(s.id) + "* of an earlier lab in " + dir.string() + " are still there; run `cnf lab down` first");
   s.router_netns = netns_prefix(s.id) + "router";
-  for (int k = 0; k < subnets; ++k) s.subnets.push_back({fmt::format("10.{}.0.0/16", 100 + k), subnet_ip(k, 1), "br" + std::to_string(k)});
+  for (int k = 0; k < subnets; ++k) {
+    s.subnets.push_back({fmt::format("10.{}.0.0/16", 100 + k), subnet_ip(k, 1), "br" + std::to_string(k), "", ""});
+    if (o.ipv6) {
+      s.subnets.back().cidr6 = fmt::format("fd00:cf:{:x}::/64", 100 + k);
+      s.subnets.back().gateway6 = subnet_ip6(k, 1);
+    }
+  }
   std::vector<std::uint32_t> per_subnet(static_cast<std::size_t>(subnets), 0);
   for (std::size_t i = 0; i < planned.size(); ++i) {
     node_state n;
     n.name = planned[i].name;
     n.subnet = planned[i].subnet;
     n.netns = netns_prefix(s.id) + n.name;
-    n.address = subnet_ip(n.subnet, 10 + per_subnet[static_cast<std::size_t>(n.subnet)]++);
+    const auto host = 10 + per_subnet[static_cast<std::size_t>(n.subnet)]++;
+    n.address = subnet_ip(n.subnet, host);
+    if (o.ipv6) n.address6 = subnet_ip6(n.subnet, host);
     n.router_link = "n" + std::to_string(i);
     n.profile = (dir / "nodes" / n.name / "profile.toml").string();
     n.agent_socket = (dir / "nodes" / n.name / "cni.sock").string();
@@ -1034,15 +1088,18 @@ int status(const fs::path& dir) {
              s.datastore == "etcd" ? fmt::format(" at {} ({})", s.etcd_endpoint, alive(s.etcd) ? "running, pid " + std::to_string(s.etcd.pid) : "NOT RUNNING")
                                    : " in " + (fs::path(s.dir) / "datastore").string());
   fmt::print("router {}: ", s.router_netns);
-  for (std::size_t k = 0; k < s.subnets.size(); ++k)
+  for (std::size_t k = 0; k < s.subnets.size(); ++k) {
     fmt::print("{}{} via {} ({})", k ? ", " : "", s.subnets[k].cidr, s.subnets[k].gateway, s.subnets[k].bridge);
-  fmt::print("\n\n{:<12} {:<16} {:<14} {:<22} {}\n", "NODE", "ADDRESS", "SUBNET", "AGENT", "PODS");
+    if (!s.subnets[k].cidr6.empty()) fmt::print(" and {} via {}", s.subnets[k].cidr6, s.subnets[k].gateway6);
+  }
+  const int aw = s.ipv6 ? 30 : 16;  // the ADDRESS column: both families with --ipv6
+  fmt::print("\n\n{:<12} {:<{}} {:<14} {:<22} {}\n", "NODE", "ADDRESS", aw, "SUBNET", "AGENT", "PODS");
   std::map<std::string, int> count;
   for (auto& p : s.pods) ++count[p.node];
   for (auto& n : s.nodes) {
     const bool up = alive(n.agent);
     if (!up) ++down_agents;
-    fmt::print("{:<12} {:<16} {:<14} {:<22} {}\n", n.name, n.address, s.subnets[static_cast<std::size_t>(n.subnet)].cidr,
+    fmt::print("{:<12} {:<{}} {:<14} {:<22} {}\n", n.name, n.address6.empty() ? n.address : n.address + "," + n.address6, aw, s.subnets[static_cast<std::size_t>(n.subnet)].cidr,
                up ? "running, pid " + std::to_string(n.agent.pid) : "NOT RUNNING", count[n.name]);
   }
   if (!s.pods.empty()) {

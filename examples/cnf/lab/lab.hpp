@@ -39,6 +39,8 @@ struct subnet_state {
   std::string cidr;     ///< "10.100.0.0/16"
   std::string gateway;  ///< the router's address on it
   std::string bridge;   ///< the bridge in the router namespace
+  std::string cidr6;    ///< "fd00:cf:64::/64" with up --ipv6, else ""
+  std::string gateway6; ///< the router's IPv6 address on it ("" without --ipv6)
 };
 
 struct node_state {
@@ -46,6 +48,7 @@ struct node_state {
   std::string netns;    ///< cnflab-<id>-<name>
   int subnet = 0;
   std::string address;  ///< on eth0, without prefix length
+  std::string address6; ///< its IPv6 address on eth0 with up --ipv6, else ""
   std::string router_link;
   std::string profile;  ///< <dir>/nodes/<name>/profile.toml
   std::string agent_socket;
@@ -77,6 +80,7 @@ struct lab_state {
   std::vector<pod_state> pods;
   std::uint64_t next_pod = 0;
   bool static_neighbours = false;  ///< pods' neighbours pinned (up --static-neighbours)
+  bool ipv6 = false;               ///< a dual-stack fabric and pods (up --ipv6)
 
   node_state* find_node(const std::string& name);
   pod_state* find_pod(const std::string& key);
@@ -151,7 +155,14 @@ struct up_options {
   /// 'true') and BGPConfiguration default with nodeToNodeMeshEnabled false. 0: none (the
   /// full mesh). Needs [routing] plugin = "bgp".
   int route_reflectors = 0;
+  /// A dual-stack lab: an IPv6 /64 per subnet beside the IPv4 /16 (nodes and router), each
+  /// node's [node] ipv6_address, [cni] assign_ipv6, and an IPv6 pool when the profile has
+  /// none (default_ipv6_pool, block size 122, the IPv4 pool's vxlan_mode).
+  bool ipv6 = false;
 };
+
+/// The IPv6 pool `up --ipv6` adds to a profile that has none (a ULA /48, as Calico's default).
+inline constexpr const char* default_ipv6_pool = "fd00:10:244::/48";
 
 /// The cluster ID `up --route-reflectors` writes on the reflectors (Calico's documented example).
 inline constexpr const char* route_reflector_cluster_id = "244.0.0.1";
@@ -170,6 +181,7 @@ struct ping_options {
   bool same_node = false;  ///< only pairs on one node, plus each pod to its node
   std::chrono::milliseconds timeout{5000};
   std::uint64_t seed = 0;  ///< 0: random
+  bool ipv6 = false;       ///< probe the pods' IPv6 addresses (ICMPv6) instead of IPv4
 };
 int ping(const std::filesystem::path& dir, const ping_options& o);
 

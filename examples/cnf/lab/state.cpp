@@ -69,12 +69,13 @@ std::int64_t num(const bj::object& o, const char* k) {
 
 void save_state(const lab_state& s) {
   bj::array subnets, nodes, pods;
-  for (auto& x : s.subnets) subnets.push_back(bj::object{{"cidr", x.cidr}, {"gateway", x.gateway}, {"bridge", x.bridge}});
+  for (auto& x : s.subnets) subnets.push_back(bj::object{{"cidr", x.cidr}, {"gateway", x.gateway}, {"bridge", x.bridge}, {"cidr6", x.cidr6}, {"gateway6", x.gateway6}});
   for (auto& n : s.nodes)
     nodes.push_back(bj::object{{"name", n.name},
                                {"netns", n.netns},
                                {"subnet", n.subnet},
                                {"address", n.address},
+                               {"address6", n.address6},
                                {"router_link", n.router_link},
                                {"profile", n.profile},
                                {"agent_socket", n.agent_socket},
@@ -102,6 +103,7 @@ void save_state(const lab_state& s) {
                {"router_netns", s.router_netns},
                {"next_pod", s.next_pod},
                {"static_neighbours", s.static_neighbours},
+               {"ipv6", s.ipv6},
                {"subnets", subnets},
                {"nodes", nodes},
                {"pods", pods}};
@@ -136,10 +138,11 @@ std::optional<lab_state> load_state(const fs::path& dir) {
   s.router_netns = str(o, "router_netns");
   s.next_pod = static_cast<std::uint64_t>(num(o, "next_pod"));
   if (auto* x = o.if_contains("static_neighbours"); x && x->is_bool()) s.static_neighbours = x->as_bool();
+  if (auto* x = o.if_contains("ipv6"); x && x->is_bool()) s.ipv6 = x->as_bool();
   if (auto* a = o.if_contains("subnets"); a && a->is_array())
     for (auto& x : a->as_array()) {
       auto& xo = x.as_object();
-      s.subnets.push_back({str(xo, "cidr"), str(xo, "gateway"), str(xo, "bridge")});
+      s.subnets.push_back({str(xo, "cidr"), str(xo, "gateway"), str(xo, "bridge"), str(xo, "cidr6"), str(xo, "gateway6")});
     }
   if (auto* a = o.if_contains("nodes"); a && a->is_array())
     for (auto& x : a->as_array()) {
@@ -149,6 +152,7 @@ std::optional<lab_state> load_state(const fs::path& dir) {
       n.netns = str(xo, "netns");
       n.subnet = static_cast<int>(num(xo, "subnet"));
       n.address = str(xo, "address");
+      n.address6 = str(xo, "address6");
       n.router_link = str(xo, "router_link");
       n.profile = str(xo, "profile");
       n.agent_socket = str(xo, "agent_socket");
