@@ -189,7 +189,8 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join(PATHS) + " (the floor is always run)")
     ap.add_argument("--rounds", type=int, default=1, help="run the whole list this many times, interleaved; "
                     "Gbit/s is then the median of every round's runs, with min-max")
-    ap.add_argument("--cnf-b", default="", help="a second cnf build (A/B): its lab rows are added, marked [B]")
+    ap.add_argument("--cnf-b", default="", help="a second cnf build (A/B): its lab rows are added, marked [B]; "
+                    "the same path of both builds is a control when the change does not touch it")
     ap.add_argument("--hold", action="store_true", help="stop once each path is up (for perf/tcpdump), Enter to go on")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -223,8 +224,10 @@ def main():
     samples = {k: [] for k in keys}
     cpus = {k: [] for k in keys}
     rtts = {k: [] for k in keys}
-    for _ in range(args.rounds):
-        for k in keys:
+    for rnd in range(args.rounds):
+        # Every other round in reverse order, so a drift within a round (the machine's load, warm
+        # caches) does not favour the rows that come last, such as the [B] ones.
+        for k in (keys if rnd % 2 == 0 else keys[::-1]):
             g, c, rtt = paths[k][1]()
             samples[k] += g
             cpus[k] += c
