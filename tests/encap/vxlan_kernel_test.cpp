@@ -80,7 +80,6 @@ TEST_CASE("vxlan in a namespace: device, neighbours, FDB, routes to the sink, te
   CHECK(has(link, "local 192.168.90.1 dev eth0"));
   CHECK(has(link, "dstport 4789"));
   CHECK(has(link, "nolearning"));
-  CHECK(has(link, "noudpcsum"));  // as Calico's: no outer UDP checksum over IPv4
   CHECK(has(link, "mtu 1450"));
   CHECK(has(link, "link/ether 66:07:02:c1:cc:60"));
   CHECK(has(link, ",UP"));

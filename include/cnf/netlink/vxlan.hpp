@@ -36,7 +36,6 @@ struct vxlan_spec {
   bool learning = false;
   unsigned mtu = 0;                 ///< 0: kernel default
   std::optional<mac_address> mac;
-  std::optional<bool> udp_csum;     ///< outer UDP checksum (IFLA_VXLAN_UDP_CSUM; unset: kernel default, on for IPv4)
   friend bool operator==(const vxlan_spec&, const vxlan_spec&) = default;
 };
 
@@ -78,7 +77,6 @@ inline message new_vxlan_msg(const vxlan_spec& v) {
   if (v.link_index) m.put_u32(IFLA_VXLAN_LINK, static_cast<std::uint32_t>(v.link_index));
   m.put_u16(IFLA_VXLAN_PORT, htons(v.port));  // the kernel wants it in network byte order
   m.put_u8(IFLA_VXLAN_LEARNING, v.learning ? 1 : 0);
-  if (v.udp_csum) m.put_u8(IFLA_VXLAN_UDP_CSUM, *v.udp_csum ? 1 : 0);
   m.end_nest(data);
   m.end_nest(li);
   return m;

@@ -203,9 +203,6 @@ result<void> encapsulation::ensure_device(side& d) {
                                              "; set [encapsulation] vni or port, or remove that device");
   }
   netlink::vxlan_spec want{dev, cfg_.vni, cfg_.port, local->address(), uplink, false, mtu, mac};
-  // IPv4: no outer UDP checksum, as Calico's vxlan.calico (the inner packet carries its own;
-  // the kernel's default would be on). IPv6 keeps it: a zero UDP checksum is not allowed there.
-  if (!v6) want.udp_csum = false;
   bool created = false;
   if (mine && (mine->vni != want.vni || mine->port != want.port || mine->local != want.local || mine->link_index != want.link_index ||
                mine->learning)) {
