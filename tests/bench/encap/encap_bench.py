@@ -10,8 +10,15 @@ Side by side in one run, TCP throughput (iperf3, one stream) and ICMP round trip
   vxlan     the same with examples/profiles/vxlan.toml, the pool's vxlanMode = Always
   ipip      the same with examples/profiles/ipip.toml, ipipMode = Always (the eBPF datapath
             on a kernel without ipip, as here; kernel tunl0 elsewhere)
+and the kernel's own paths, made with `ip` alone, to compare like with like:
+  kvxlan        a kernel VXLAN pair over one veth (the issue's reference)
+  routed        the lab's shape by hand: pod, node, bridge in a router namespace, node, pod
+  routed-vxlan  the same with a kernel VXLAN device made by hand
 Each iperf3 server runs in the destination namespace with a pid file and is stopped by its
-PID. Prints Gbit/s (median of --repeat runs), the ratio to the floor, and the mean RTT.
+PID. Prints Gbit/s (median of --repeat runs), the ratio to the floor, and the mean RTT; then
+min-max, the ratios to direct / routed / vxlan by hand, and Gbit per CPU-second of the two
+iperf3s. --rounds N interleaves N passes (every other one reversed); --cnf-b adds a second
+build's lab rows for A/B; --hold stops at each path for perf/tcpdump.
 """
 import argparse, json, os, re, signal, statistics, subprocess, sys, tempfile, time
 
