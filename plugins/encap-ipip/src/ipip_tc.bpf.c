@@ -87,7 +87,12 @@ int ipip_egress(struct __sk_buff* skb) {
   for (int i = 0; i < (int)(sizeof(outer) / 2); i++) sum += w[i];
   outer.check = fold_csum(sum);
 
-  if (bpf_skb_adjust_room(skb, sizeof(struct iphdr), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4)) return TC_ACT_SHOT;
+  // FIXED_GSO: a GSO packet keeps its segment size. The pod's MTU already leaves the 20 bytes
+  // (uplink - 20), so each segment plus the outer header fits the uplink; without the flag the
+  // kernel shrinks every segment by 20 more bytes (1408 instead of 1428 bytes of TCP payload in
+  // a 1500-byte frame), and the decap below would have to grow it back.
+  if (bpf_skb_adjust_room(skb, sizeof(struct iphdr), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_FIXED_GSO))
+    return TC_ACT_SHOT;
   if (bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &outer, sizeof(outer), 0)) return TC_ACT_SHOT;
   return TC_ACT_OK;
 }
@@ -105,8 +110,12 @@ int ipip_ingress(struct __sk_buff* skb) {
   if (!self || !*self || outer->daddr != *self) return TC_ACT_OK;
   if (outer->ihl != 5 || (outer->frag_off & bpf_htons(0x3fff))) return TC_ACT_OK;  // options or fragments: the stack's
   if (!bpf_map_lookup_elem(&ipip_peers, &outer->saddr)) return TC_ACT_SHOT;        // IPIP only from known nodes
-  if (bpf_skb_adjust_room(skb, -(__s32)sizeof(struct iphdr), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_DECAP_L3_IPV4) &&
-      bpf_skb_adjust_room(skb, -(__s32)sizeof(struct iphdr), BPF_ADJ_ROOM_MAC, 0))
+  // FIXED_GSO: removing the outer header leaves each segment's payload as it was (a GRO'd
+  // IPIP packet from the NIC, or a GSO one from a veth). Without it the kernel grows the segment
+  // size by 20, and a full-size segment (1500 on the wire) no longer fits the pod's MTU of
+  // uplink - 20 when it is forwarded (ip_forward's GSO length check: ICMP frag-needed).
+  if (bpf_skb_adjust_room(skb, -(__s32)sizeof(struct iphdr), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_DECAP_L3_IPV4 | BPF_F_ADJ_ROOM_FIXED_GSO) &&
+      bpf_skb_adjust_room(skb, -(__s32)sizeof(struct iphdr), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
     return TC_ACT_SHOT;
   return TC_ACT_OK;
 }
