@@ -11,6 +11,7 @@
 #include "../support/lab_env.hpp"
 #include "../support/process.hpp"
 #include "../support/root_gate.hpp"
+#include "../support/vxlan_capture.hpp"
 
 
 #include <boost/json.hpp>
@@ -43,37 +44,6 @@ using cnf_test::capture;
 using cnf_test::lab_env;
 using cnf_test::sh;
 using agent_guard = cnf_test::pid_guard;
-
-struct seen {
-  std::set<std::pair<std::string, std::string>> vxlan_pairs;  ///< inner echo requests (src, dst pod address)
-  std::set<std::pair<std::string, std::string>> plain_pairs;  ///< echo requests not encapsulated
-  std::set<std::pair<std::string, std::string>> vxlan_outer;  ///< outer (src, dst) node addresses
-};
-
-std::string host_of(const std::string& addr_port) { return addr_port.substr(0, addr_port.rfind('.')); }
-
-seen parse_capture(const std::string& text) {
-  seen s;
-  std::istringstream in(text);
-  std::string line;
-  bool inner_next = false;
-  while (std::getline(in, line)) {
-    auto ip = line.find("IP ");
-    if (ip == std::string::npos) continue;
-    std::istringstream ls(line.substr(ip + 3));
-    std::string src, gt, dst;
-    ls >> src >> gt >> dst;
-    if (!dst.empty() && dst.back() == ':') dst.pop_back();
-    if (line.find(": VXLAN") != std::string::npos) {
-      s.vxlan_outer.insert({host_of(src), host_of(dst)});
-      inner_next = true;
-      continue;
-    }
-    if (line.find("ICMP echo request") != std::string::npos) (inner_next ? s.vxlan_pairs : s.plain_pairs).insert({src, dst});
-    inner_next = false;
-  }
-  return s;
-}
 
 }  // namespace
 
@@ -114,7 +84,7 @@ TEST_CASE("vxlan in cnf lab: CrossSubnet encapsulates exactly the pairs across s
     auto pr = L.lab({"ping"});
     CHECK(pr.status == 0);
     CHECK_THAT(pr.out, Contains("12 answered, 0 failed"));
-    auto s = parse_capture(cap.stop());
+    auto s = cnf_test::parse_vxlan_capture(cap.stop());
     INFO("capture:\n" << cnf_test::read_file(L.files.path / name));
     return s;
   };

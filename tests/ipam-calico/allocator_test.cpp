@@ -215,6 +215,30 @@ TEST_CASE("assign: dual stack, several addresses, requested addresses") {
   CHECK_FALSE(ci::lookup(ds, ip("10.20.200.8"))->allocated);
 }
 
+TEST_CASE("default pools are made per family: an IPv4 pool made by another node does not stop the IPv6 one") {
+  auto ds = fresh();
+  auto o = test_options();
+  o.default_pools.push_back({"default-ipv4-ippool", cidr("10.30.0.0/16"), 26});
+  o.default_pools.push_back({"default-ipv6-ippool", cidr("fd00:30::/48"), 122});
+  // Another node has made the IPv4 pool and not yet the IPv6 one when this node first lists.
+  add_pool(ds, "default-ipv4-ippool", "10.30.0.0/16", 26);
+  ci::ipam ipam(ds, "node-1", o);
+  auto r = ipam.assign(request("net.dual", "node-1", 1, 1));
+  REQUIRE(r);
+  REQUIRE(r->size() == 2);
+  CHECK(r->at(1).pool == "fd00:30::/48");
+  CHECK(count_kind(ds, "IPPool") == 2);
+  // A pool of each family there: nothing more is made, and a pool whose cidr cannot be read
+  // stops the defaults too (nothing is made beside what cannot be read).
+  auto ds2 = fresh();
+  add_pool(ds2, "mine-v6", "fd00:31::/64", 122);
+  cnf::resource bad{"IPPool", "", "broken", {}, R"({"cidr": "not a cidr"})", ""};
+  REQUIRE(ds2.create(bad));
+  ci::ipam other(ds2, "node-2", o);
+  (void)other.assign(request("net.v4", "node-2", 1, 0));
+  CHECK(count_kind(ds2, "IPPool") == 2);
+}
+
 TEST_CASE("assign: pool hints, disabled pools, node selectors, reservations") {
   auto ds = fresh();
   add_pool(ds, "a", "10.30.0.0/24", 28);

@@ -11,6 +11,7 @@
 #include "../support/lab_env.hpp"
 #include "../support/process.hpp"
 #include "../support/root_gate.hpp"
+#include "../support/vxlan_capture.hpp"
 
 #include <boost/json.hpp>
 
@@ -36,41 +37,6 @@ const std::string cnf_bin = std::string(CNF_TEST_BIN_DIR) + "/cnf";
 const std::string profile = std::string(CNF_TEST_SOURCE_DIR) + "/examples/profiles/vxlan.toml";
 
 using pair_set = std::set<std::pair<std::string, std::string>>;
-
-struct seen6 {
-  pair_set vxlan_pairs;  ///< inner ICMPv6 echo requests (src, dst pod address) inside UDP 4789 over IPv6
-  pair_set plain_pairs;  ///< ICMPv6 echo requests not encapsulated
-  pair_set vxlan_outer;  ///< outer (src, dst) node addresses
-};
-
-std::string host_of(const std::string& addr_port) { return addr_port.substr(0, addr_port.rfind('.')); }
-
-/// tcpdump -n lines: "IP6 a.port > b.4789: VXLAN, ..." followed by the inner packet's line
-/// "IP6 x > y: ICMP6, echo request, ...".
-seen6 parse_capture6(const std::string& text) {
-  seen6 s;
-  std::istringstream in(text);
-  bool inner_next = false;
-  for (std::string line; std::getline(in, line);) {
-    auto ip = line.find("IP6 ");
-    if (ip == std::string::npos) {
-      inner_next = false;
-      continue;
-    }
-    std::istringstream ls(line.substr(ip + 4));
-    std::string src, gt, dst;
-    ls >> src >> gt >> dst;
-    if (!dst.empty() && dst.back() == ':') dst.pop_back();
-    if (line.find(": VXLAN") != std::string::npos) {
-      s.vxlan_outer.insert({host_of(src), host_of(dst)});
-      inner_next = true;
-      continue;
-    }
-    if (line.find("ICMP6, echo request") != std::string::npos) (inner_next ? s.vxlan_pairs : s.plain_pairs).insert({src, dst});
-    inner_next = false;
-  }
-  return s;
-}
 
 }  // namespace
 
@@ -138,7 +104,7 @@ TEST_CASE("cnf lab up --ipv6: dual-stack pods, every pair answers on both famili
   auto pr = L.lab({"ping", "-6"});
   CHECK(pr.status == 0);
   CHECK_THAT(pr.out, Contains("12 answered, 0 failed") && Contains("ICMPv6"));
-  auto s = parse_capture6(cap.stop());
+  auto s = cnf_test::parse_vxlan_capture(cap.stop(), /*v6=*/true);
   INFO("capture:\n" << cnf_test::read_file(L.files.path / "ipv6.txt"));
   CHECK(s.vxlan_pairs == cross);  // each pair across subnets, in the IPv6 tunnel
   CHECK(s.plain_pairs == same);   // each pair on one subnet, natively

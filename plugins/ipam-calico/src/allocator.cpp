@@ -62,8 +62,25 @@ result<std::shared_ptr<const snapshot>> state::load(bool force) {
   lo.kind = std::string(kinds::ip_pool);
   auto pools = ds.list_all(lo);
   if (!pools) return with_context(pools.error(), "listing IPPools");
-  if (pools->items.empty() && !opts.default_pools.empty()) {
+  // The profile's pools are made for each family that has none yet, as Calico's node creates
+  // its default IPv4 and IPv6 pools. Per family, not "when there are no pools at all": nodes
+  // start together, and a node that listed after another made the IPv4 pool but before it
+  // made the IPv6 one would otherwise never have an IPv6 pool (a dual-stack ADD would fail).
+  // A pool whose cidr cannot be read counts for both families, so nothing is made beside it.
+  auto has_family = [&](ip_family f) {
+    for (auto& r : pools->items) {
+      auto spec = spec_object(r);
+      const auto* c = spec ? spec->if_contains("cidr") : nullptr;
+      auto cidr = c && c->is_string() ? ip_prefix::parse(std::string_view(c->get_string()), true) : result<ip_prefix>(error(errc::invalid, "no cidr"));
+      if (!cidr || cidr->family() == f) return true;
+    }
+    return false;
+  };
+  const bool have_v4 = has_family(ip_family::v4), have_v6 = has_family(ip_family::v6);
+  if (std::any_of(opts.default_pools.begin(), opts.default_pools.end(),
+                  [&](const pool& p) { return !(p.cidr.family() == ip_family::v4 ? have_v4 : have_v6); })) {
     for (auto& p : opts.default_pools) {
+      if (p.cidr.family() == ip_family::v4 ? have_v4 : have_v6) continue;
       auto c = ds.create(to_resource(p));
       if (!c && c.error().code != errc::already_exists) return with_context(c.error(), "creating default IPPool/" + p.name);
       if (c) log->info("calico-ipam: created IPPool/" + p.name + " (" + p.cidr.to_string() + ", blockSize " + std::to_string(p.block_size) + ")");
