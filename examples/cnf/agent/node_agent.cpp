@@ -1220,6 +1220,8 @@ std::string node_agent::metrics() const {
     gauge("cnf_route_table_routes", "Routes cnf wants in the kernel", "", static_cast<double>(rt_->desired().size()));
     gauge("cnf_route_table_conflicts", "Routes left out because a route of another protocol holds the destination", "",
           static_cast<double>(rt_->conflicts().size()));
+    gauge("cnf_route_table_stale_routes", "Routes of the last run kept through a graceful restart until relearned", "",
+          static_cast<double>(holding_stale_ ? rt_->stale().size() : 0));
     auto t = rt_->totals();
     counter("cnf_route_table_added_total", "Routes added to the kernel", t.added);
     counter("cnf_route_table_replaced_total", "Routes replaced in the kernel", t.replaced);
