@@ -10,7 +10,7 @@
 #include <version>  // defines the standard library release macros used in CNF_BUILD_TAG
 
 #ifndef CNF_ABI_VERSION
-#define CNF_ABI_VERSION 2
+#define CNF_ABI_VERSION 3
 #endif
 
 #define CNF_VERSION_MAJOR 0

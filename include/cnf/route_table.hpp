@@ -21,6 +21,15 @@
 // With watch_kernel, RTNLGRP_IPV4_ROUTE/IPV6_ROUTE notifications schedule an apply, which
 // repairs a cnf route someone deleted or changed.
 //
+// Graceful restart (RFC 4724 §4.1, the agent restarting with its forwarding state kept):
+// hold_stale(true) before set_ready(true) makes the first apply keep the routes nobody wants
+// yet instead of sweeping them, while the routing part relearns its routes; a held
+// destination that an owner wants again is programmed as usual (untouched when identical)
+// and held no more. hold_stale(false) (the routing part's peers all sent End-of-RIB, or a
+// deadline) sweeps the ones still unwanted. The kernel does not say which owner made a route,
+// so the last run's unwanted routes of every owner wait for the release alike; routes this
+// table programmed itself go as soon as nobody wants them.
+//
 // Threading: every member runs on the executor's thread except set/remove/replace_all/
 // set_owner_priority/set_ready, which are thread-safe. The executor must outlive it.
 #pragma once
@@ -100,6 +109,11 @@ class route_table {
   /// Nothing touches the kernel until ready(true) (the host's first complete sync). Then changes
   /// are applied by a coalesced apply posted on the executor.
   void set_ready(bool ready);
+  /// Keep (true) the cnf routes found in the kernel at the first apply that no owner wants,
+  /// or sweep them (false, the default) at the next apply. See "Graceful restart" above.
+  void hold_stale(bool hold);
+  /// The destinations still held (kept from the last run, wanted by nobody yet).
+  std::vector<ip_prefix> stale() const;
   /// Diff against the kernel, netlink batches, ack per request. Runs even when not ready
   /// (a host that knows better). An invalid entry (unknown device) fails alone: the rest is
   /// applied and the error names it.

@@ -16,6 +16,10 @@
 //   routing.status().value().peers;                           // for `cnf node status`
 //   routing.stop();                                           // no sink call after it returns
 //
+// Graceful restart: a part that restarts keeping its peers' routes in the kernel (bgp with
+// graceful_stop) reports its relearned routes, then initial_routes_complete(); until then the
+// host keeps the kernel routes of its last run that nobody has asked for again.
+//
 // Threading: every operation is called on the host's executor thread (plugin_context::exec),
 // and the part calls the sink only on that thread (a part with threads of its own posts to
 // the executor first). A learned route replaces the one the part learned before for the same
@@ -104,6 +108,12 @@ class routing_sink {
   virtual void route_withdrawn(const ip_prefix& prefix) noexcept = 0;
   virtual void peer_changed(const peer_status& p) noexcept = 0;
   virtual void peer_removed(std::string_view name) noexcept = 0;
+  /// Graceful restart (RFC 4724 §4.1): a part restarted with the forwarding state of its last
+  /// run kept (the host holds those kernel routes, cnf/route_table.hpp hold_stale) says when the
+  /// routes it reported since make up its whole initial table: every peer's End-of-RIB, or its
+  /// deferral time over. The host then removes the old routes not reported again. A part that
+  /// does not restart gracefully never calls it. (Last in the table: added in plugin ABI 3.)
+  virtual void initial_routes_complete() noexcept {}
 
  protected:
   ~routing_sink() = default;  // the host owns it; parts never delete it

@@ -20,6 +20,8 @@ struct speaker::peer {
   bool established = false;
   bool send_eor = false;
   std::uint64_t restart_uid = 0;  // the graceful-restart timer while its routes are stale
+  bool initial_done = false;       // selection deferral: its End-of-RIB came, or it is not waited for
+  std::vector<afi_safi> eor_awaited;  // selection deferral: the families whose End-of-RIB is still due
   std::string info;
   std::map<ip_prefix, std::shared_ptr<const path_attributes>> adj_out;
   std::set<ip_prefix> pending;
@@ -34,6 +36,7 @@ afi_safi af_of(const ip_prefix& p) { return p.family() == ip_family::v4 ? ipv4_u
 speaker::speaker(speaker_config c) : cfg_(std::move(c)) {
   rib_.multipath_enabled = cfg_.multipath;
   if (cfg_.restarting && cfg_.restart_time) {
+    deferring_ = true;
     restart_window_uid_ = next_uid_++;
     out_.push_back(out::start_timer{timer_of(restart_window_uid_, timer_kind(3)), std::chrono::seconds(cfg_.restart_time)});
   }
@@ -138,6 +141,7 @@ void speaker::remove_peer(std::string_view name) {
     if (sl.uid) sessions_.erase(sl.uid);
   }
   peers_.erase(it);
+  check_deferral();
   flush();
 }
 
@@ -271,6 +275,14 @@ void speaker::timer_fired(timer_id t) {
     restart_window_uid_ = 0;
     cfg_.restarting = false;
     out_.push_back(out::log{false, "graceful restart window over: new sessions no longer carry the Restart State bit"});
+    if (deferring_) {
+      std::string late;
+      for (auto& [name, p] : peers_)
+        if (!p->initial_done) late += (late.empty() ? "" : ", ") + name;
+      end_deferral("selection deferral time over (" + std::to_string(cfg_.restart_time) + " s)" +
+                   (late.empty() ? std::string() : ", no End-of-RIB from " + late));
+    }
+    flush();
     return;
   }
   if (auto g = restart_timers_.find(t / 4); g != restart_timers_.end()) {
@@ -419,6 +431,35 @@ void speaker::on_established(peer& p) {
   p.pending.clear();
   for (auto& [pfx, _] : rib_.entries()) p.pending.insert(pfx);
   out_.push_back(out::log{false, "peer " + p.cfg.name + " (" + p.cfg.address.to_string() + ", AS " + std::to_string(p.cfg.asn) + "): Established"});
+  if (deferring_ && !p.initial_done) {
+    // RFC 4724 §4.1: wait for the End-of-RIB of every family agreed, except from a peer that
+    // cannot send one (no capability) or is restarting too (it waits for ours: no deadlock).
+    const auto& gr = p.slots[0].s->agreed().peer_restart;
+    p.eor_awaited = p.slots[0].s->agreed().families;
+    if (!gr || gr->restart_state) {
+      p.initial_done = true;
+      out_.push_back(out::log{false, "peer " + p.cfg.name + ": " + (gr ? "restarting too (R bit)" : "no graceful restart capability") +
+                                         ": route selection does not wait for its End-of-RIB"});
+    } else if (p.eor_awaited.empty()) {
+      p.initial_done = true;
+    }
+    check_deferral();
+  }
+}
+
+void speaker::check_deferral() {
+  if (!deferring_ || peers_.empty()) return;  // no peer yet: only the timer ends it
+  for (auto& [_, p] : peers_)
+    if (!p->initial_done) return;
+  end_deferral("End-of-RIB from every graceful-restart peer");
+}
+
+void speaker::end_deferral(std::string why) {
+  if (!deferring_) return;
+  deferring_ = false;
+  out_.push_back(out::log{false, "graceful restart: route selection done (" + why + "): " + std::to_string(rib_.entries().size()) +
+                                     " prefix(es) in the RIB; sending UPDATEs and End-of-RIB to the peers"});
+  complete_ = std::move(why);  // reported by the flush that ends every event (never nested in run())
 }
 
 void speaker::on_down(peer& p) {
@@ -457,6 +498,14 @@ void speaker::end_restart(peer& p) {
 
 void speaker::import(peer& p, update_message& u) {
   if (auto eor = u.end_of_rib()) {
+    if (deferring_ && !p.initial_done) {
+      std::erase(p.eor_awaited, *eor);
+      if (p.eor_awaited.empty()) {
+        p.initial_done = true;
+        out_.push_back(out::log{false, "peer " + p.cfg.name + ": End-of-RIB received (" + std::to_string(rib_.paths_of(p.id)) + " path(s))"});
+        check_deferral();
+      }
+    }
     if (p.restart_uid) {
       const ip_family f = eor->afi == 2 ? ip_family::v6 : ip_family::v4;
       for (auto& pfx : rib_.drop_stale(p.id, f)) changed(pfx);
@@ -612,7 +661,7 @@ std::shared_ptr<const path_attributes> speaker::export_to(const peer& p, const i
 }
 
 void speaker::flush() {
-  if (flushing_) return;
+  if (flushing_ || deferring_) return;  // deferring: the RIB fills; nothing is selected or sent yet
   flushing_ = true;
   // The host's view: one route per prefix, all equal best next hops.
   for (auto& pfx : dirty_) {
@@ -639,6 +688,7 @@ void speaker::flush() {
       if (p->established) p->pending.insert(pfx);
   }
   dirty_.clear();
+  if (complete_) out_.push_back(out::initial_routes_complete{*std::exchange(complete_, std::nullopt)});
 
   for (auto& [_, up] : peers_) {
     auto& p = *up;
@@ -728,6 +778,7 @@ std::vector<peer_info> speaker::peers() const {
     i.prefixes_sent = up->adj_out.size();
     i.stale = rib_.stale_of(up->id);
     i.filtered = up->filtered.size();
+    i.awaited = deferring_ && !up->initial_done;
     for (auto& f : up->cfg.filters)
       if (!f.exists && i.info.empty()) i.info = "BGPFilter " + f.name + " not found: not applied";
     v.push_back(std::move(i));

@@ -231,6 +231,9 @@ struct route_table::state : std::enable_shared_from_this<route_table::state> {
   std::map<std::string, std::map<ip_prefix, route_entry>, std::less<>> wanted;
   bool ready = false;
   bool pending = false;
+  bool hold = false;           // hold_stale(true): keep the last run's unwanted routes
+  bool seeded = false;         // the first apply has looked at the kernel
+  std::set<ip_prefix> held;    // those routes' destinations, until wanted or released
   executor::timer_id retry = 0;
   std::set<std::string> conflicts;
   route_table_stats totals;
@@ -378,6 +381,13 @@ struct route_table::state : std::enable_shared_from_this<route_table::state> {
     }
     std::unique_lock want_lock(mu);
     const auto want = winner_ptrs();
+    if (!seeded) {
+      seeded = true;
+      if (hold)
+        for (auto& [key, k] : ours)
+          if (!want.contains(key.first)) held.insert(key.first);
+      if (!held.empty()) log(log_level::info, std::to_string(held.size()) + " route(s) of the last run kept until the routing part has relearned its routes (graceful restart)");
+    }
 
     std::vector<std::string> errors;
     std::set<std::string> now_conflicting;
@@ -425,6 +435,7 @@ struct route_table::state : std::enable_shared_from_this<route_table::state> {
           std::sort(k.hops.begin(), k.hops.end());
         }
       }
+      held.erase(dst);  // wanted again: programmed as usual from now on
       auto it = ours.find({dst, k.metric});
       if (it != ours.end()) it->second.second = true;
       if (!ok) continue;  // leave what is there until the device appears
@@ -440,9 +451,9 @@ struct route_table::state : std::enable_shared_from_this<route_table::state> {
         }
       }
     }
-    want_lock.unlock();
     for (const auto& [key, k] : ours)
-      if (!k.second) writes.emplace_back(*k.first, 0);
+      if (!k.second && !held.contains(key.first)) writes.emplace_back(*k.first, 0);
+    want_lock.unlock();
     // Deletions first, so an add that replaces a route of another metric finds room.
     std::stable_partition(writes.begin(), writes.end(), [](const auto& w) { return w.second == 0; });
 
@@ -624,6 +635,23 @@ void route_table::set_ready(bool ready) {
     s_->ready = ready;
   }
   if (ready) s_->schedule();
+}
+
+void route_table::hold_stale(bool hold) {
+  std::size_t released = 0;
+  {
+    std::lock_guard l(s_->mu);
+    if (s_->hold == hold) return;
+    s_->hold = hold;
+    if (!hold) released = std::exchange(s_->held, {}).size();
+  }
+  if (released) s_->log(log_level::info, std::to_string(released) + " route(s) of the last run not relearned: removing them");
+  s_->schedule();
+}
+
+std::vector<ip_prefix> route_table::stale() const {
+  std::lock_guard l(s_->mu);
+  return {s_->held.begin(), s_->held.end()};
 }
 
 result<route_table_stats> route_table::apply_now() { return s_->apply(); }

@@ -27,6 +27,18 @@ struct node {
   std::set<bgp::timer_id> timers;
   std::map<bgp::timer_id, std::chrono::milliseconds> timer_after;  // each timer's duration when started
   std::vector<bgp::message> sent;  // every message this node sent
+  std::vector<std::string> complete;  // out::initial_routes_complete reasons
+  std::size_t eors_sent() const {
+    return static_cast<std::size_t>(std::count_if(sent.begin(), sent.end(), [](auto& m) {
+      auto* u = std::get_if<bgp::update_message>(&m);
+      return u && u->end_of_rib();
+    }));
+  }
+  bool announced(const cnf::ip_prefix& p) const {  // an UPDATE of this node carried p
+    for (auto& m : sent)
+      if (auto* u = std::get_if<bgp::update_message>(&m); u && std::find(u->nlri.begin(), u->nlri.end(), p) != u->nlri.end()) return true;
+    return false;
+  }
   template <class M> std::size_t sent_count() const {
     return static_cast<std::size_t>(std::count_if(sent.begin(), sent.end(), [](auto& m) { return std::holds_alternative<M>(m); }));
   }
@@ -137,6 +149,8 @@ struct fabric {
         n.peers[p->name] = *p;
       } else if (auto* l = std::get_if<bgp::out::log>(&a)) {
         n.logs.push_back(l->message);
+      } else if (auto* c = std::get_if<bgp::out::initial_routes_complete>(&a)) {
+        n.complete.push_back(c->reason);
       }
     }
     return !acts.empty();
@@ -819,4 +833,121 @@ TEST_CASE("bgp speaker: a graceful stop closes without Cease; the restarted spea
   x.sp.stop("bye", true);
   g.run();
   CHECK(x.sent_count<bgp::notification_message>() == 1);
+}
+
+namespace {
+// A speaker at `address` that has just restarted gracefully (RFC 4724 restarting speaker).
+node& add_restarting(fabric& f, const char* address, std::uint32_t asn) {
+  auto& n = f.add(address, asn);
+  bgp::speaker_config c = n.sp.config();
+  c.restarting = true;
+  f.nodes.back() = std::make_unique<node>(c, n.addr);
+  return *f.nodes.back();
+}
+}  // namespace
+
+TEST_CASE("bgp speaker: a restarting speaker defers selection and its UPDATEs until every peer's End-of-RIB", "[unit][bgp]") {
+  fabric f;
+  auto& a = add_restarting(f, "10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  auto& c = f.add("10.0.0.3", 64512);
+  REQUIRE(a.sp.deferring());
+  b.sp.originate(pfx("10.244.2.0/26"));
+  c.sp.originate(pfx("10.244.3.0/26"));
+  a.sp.originate(pfx("10.244.1.0/26"));
+  f.peer(a, b);
+  f.peer(a, c);
+  f.peer(b, a);  // c does not know a yet: its session waits
+  f.run();
+  REQUIRE(a.peers[name(b)].state == session_state::established);
+  REQUIRE(a.peers[name(c)].state != session_state::established);
+  // b's table and End-of-RIB are in a's RIB, but nothing is selected for the host or sent.
+  CHECK(a.sp.table().entries().size() == 2);
+  CHECK(a.routes.empty());
+  CHECK(a.complete.empty());
+  CHECK(!a.announced(pfx("10.244.1.0/26")));
+  CHECK(a.eors_sent() == 0);
+  CHECK(b.routes.empty());
+  CHECK(a.logged("peer " + name(b) + ": End-of-RIB received (1 path(s))"));
+  auto awaited = [&] {
+    std::vector<std::string> v;
+    for (auto& p : a.sp.peers())
+      if (p.awaited) v.push_back(p.config.name);
+    return v;
+  };
+  CHECK(awaited() == std::vector<std::string>{name(c)});
+
+  // c comes up and sends its End-of-RIB: selection runs once, then UPDATEs and End-of-RIB go out.
+  f.peer(c, a);
+  f.fire(a, bgp::timer_kind::connect_retry);
+  REQUIRE(a.peers[name(c)].state == session_state::established);
+  CHECK(!a.sp.deferring());
+  REQUIRE(a.complete.size() == 1);
+  CHECK(a.complete.front() == "End-of-RIB from every graceful-restart peer");
+  CHECK(a.routes.size() == 2);
+  CHECK(b.routes.count(pfx("10.244.1.0/26")) == 1);
+  CHECK(c.routes.count(pfx("10.244.1.0/26")) == 1);
+  CHECK(a.eors_sent() == 2);  // one per peer, after its UPDATE
+  CHECK(awaited().empty());
+  // Later changes flow at once, and no second completion is reported.
+  b.sp.originate(pfx("10.244.9.0/26"));
+  f.run();
+  CHECK(a.routes.count(pfx("10.244.9.0/26")) == 1);
+  CHECK(a.complete.size() == 1);
+}
+
+TEST_CASE("bgp speaker: selection deferral ends at the restart time without a silent peer's End-of-RIB", "[unit][bgp]") {
+  fabric f;
+  auto& a = add_restarting(f, "10.0.0.1", 64512);
+  auto& b = f.add("10.0.0.2", 64512);
+  b.sp.originate(pfx("10.244.2.0/26"));
+  a.sp.originate(pfx("10.244.1.0/26"));
+  f.peer(a, b);
+  bgp::neighbor gone;  // configured, never answers
+  gone.name = "gone";
+  gone.address = ip("10.0.0.9");
+  gone.asn = 64512;
+  a.sp.add_peer(gone);
+  f.peer(b, a);
+  f.run();
+  REQUIRE(a.peers[name(b)].state == session_state::established);
+  CHECK(a.sp.deferring());
+  CHECK(a.routes.empty());
+  // The one timer of kind 3 is the restart window: its end bounds the deferral.
+  REQUIRE(a.timers_of(bgp::timer_kind(3)).size() == 1);
+  CHECK(a.timer_after[a.timers_of(bgp::timer_kind(3)).front()] == std::chrono::seconds(120));
+  f.fire(a, bgp::timer_kind(3));
+  CHECK(!a.sp.deferring());
+  REQUIRE(a.complete.size() == 1);
+  CHECK(a.complete.front() == "selection deferral time over (120 s), no End-of-RIB from gone");
+  CHECK(a.routes.count(pfx("10.244.2.0/26")) == 1);
+  CHECK(b.routes.count(pfx("10.244.1.0/26")) == 1);
+  CHECK(a.eors_sent() == 1);
+}
+
+TEST_CASE("bgp speaker: selection deferral does not wait for a peer without graceful restart, nor for one restarting too", "[unit][bgp]") {
+  fabric f;
+  auto& a = add_restarting(f, "10.0.0.1", 64512);
+  // b offers no graceful restart; c restarts as well (its OPEN has the R bit).
+  bgp::speaker_config bc;
+  bc.asn = 64512;
+  bc.router_id = ip("10.0.0.2").v4_host_order();
+  bc.local_addresses = {ip("10.0.0.2")};
+  bc.families = {bgp::ipv4_unicast};
+  bc.restart_time = 0;
+  f.nodes.push_back(std::make_unique<node>(bc, ip("10.0.0.2")));
+  auto& b = *f.nodes.back();
+  auto& c = add_restarting(f, "10.0.0.3", 64512);
+  b.sp.originate(pfx("10.244.2.0/26"));
+  a.sp.originate(pfx("10.244.1.0/26"));
+  f.mesh({&a, &b, &c});
+  REQUIRE(a.peers[name(b)].state == session_state::established);
+  REQUIRE(a.peers[name(c)].state == session_state::established);
+  CHECK(a.logged("peer " + name(b) + ": no graceful restart capability: route selection does not wait for its End-of-RIB"));
+  CHECK(a.logged("peer " + name(c) + ": restarting too (R bit): route selection does not wait for its End-of-RIB"));
+  REQUIRE(a.complete.size() == 1);
+  CHECK(a.routes.count(pfx("10.244.2.0/26")) == 1);
+  CHECK(b.routes.count(pfx("10.244.1.0/26")) == 1);
+  CHECK(c.routes.count(pfx("10.244.1.0/26")) == 1);
+  CHECK(c.routes.count(pfx("10.244.2.0/26")) == 1);
 }

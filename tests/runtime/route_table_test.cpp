@@ -337,3 +337,56 @@ TEST_CASE("route_table: a restarted table over the same kernel state changes not
   CHECK(mon.drain() == std::pair<int, int>{0, 0});
   CHECK(e.ours() == before);
 }
+
+TEST_CASE("route_table: hold_stale keeps the last run's routes until released; relearned ones stay untouched",
+          "[route_table]") {
+  env e;
+  // The last run's routes: two still wanted (a learned one, relearned identically later, and a
+  // blackhole wanted from the start), one relearned and then withdrawn, one never relearned.
+  e.ns.exec_or_throw(
+      "ip route add 10.0.0.0/24 via 192.168.1.2 dev d0 proto 80 && "
+      "ip route add 10.8.0.0/24 via 192.168.1.2 dev d0 proto 80 && "
+      "ip route add 10.9.0.0/24 via 192.168.2.2 dev d1 proto 80 && "
+      "ip route add blackhole 10.1.0.0/26 proto 80");
+  const auto kept = e.ns.ip("route show 10.0.0.0/24").output;
+  route_monitor mon;
+  cnf::route_table rt(e.loop, opts());
+  rt.hold_stale(true);
+  rt.set("blackhole", {.dst = pfx("10.1.0.0/26"), .kind = route_entry::type::blackhole});
+  rt.set_ready(true);
+  e.on_loop([] {});  // the coalesced apply posted by set_ready has run
+  e.on_loop([] {});
+  CHECK(rt.stale() == std::vector<cnf::ip_prefix>{pfx("10.0.0.0/24"), pfx("10.8.0.0/24"), pfx("10.9.0.0/24")});
+  CHECK(e.has("10.0.0.0/24 via 192.168.1.2 dev d0"));
+  CHECK(e.has("10.8.0.0/24"));
+  CHECK(e.has("10.9.0.0/24"));
+  CHECK(rt.totals() == cnf::route_table_stats{});
+
+  // Relearned: held no more, and nothing written for the identical one.
+  rt.set("routing", via("10.0.0.0/24", "192.168.1.2", "d0"));
+  rt.set("routing", via("10.8.0.0/24", "192.168.1.2", "d0"));
+  REQUIRE(eventually([&] { return rt.stale() == std::vector<cnf::ip_prefix>{pfx("10.9.0.0/24")}; }));
+  // A route wanted again and then withdrawn goes at once, as one this table programmed itself.
+  rt.set("routing", via("10.7.0.0/24", "192.168.1.2", "d0"));
+  REQUIRE(eventually([&] { return e.has("10.7.0.0/24"); }));
+  rt.remove("routing", pfx("10.8.0.0/24"));
+  rt.remove("routing", pfx("10.7.0.0/24"));
+  REQUIRE(eventually([&] { return !e.has("10.8.0.0/24") && !e.has("10.7.0.0/24"); }));
+  e.on_loop([] {});
+  CHECK(e.has("10.9.0.0/24 via 192.168.2.2 dev d1"));
+
+  // Released: the one never relearned is swept; the rest stays as it was.
+  rt.hold_stale(false);
+  REQUIRE(eventually([&] { return !e.has("10.9.0.0/24"); }));
+  CHECK(rt.stale().empty());
+  CHECK(e.ns.ip("route show 10.0.0.0/24").output == kept);
+  CHECK(e.has("blackhole 10.1.0.0/26"));
+  std::this_thread::sleep_for(100ms);
+  auto [news, dels] = mon.drain();
+  CHECK(news == 1);  // 10.7.0.0/24 only: 10.0.0.0/24 and the blackhole were never rewritten
+  CHECK(dels == 3);  // 10.7, 10.8, and 10.9 at the release
+  auto t = rt.totals();
+  CHECK(t.added == 1);
+  CHECK(t.replaced == 0);
+  CHECK(t.deleted == 3);
+}

@@ -192,6 +192,17 @@ cnf::result<void> node_agent::start() {
     if (auto rs = cnf::settings::parse(prof_.text, prof_.file, "routing")) {
       secrets_dir_ = rs->get<std::string>("secrets_dir", secrets_dir_);
       mesh_default_ = rs->get<bool>("node_to_node_mesh", mesh_default_);
+      // The routing part restarts gracefully (its peers keep this node's routes and it relearns
+      // theirs): the kernel keeps the routes of the last run until it has relearned them.
+      if (rs->get<bool>("graceful_stop", false)) {
+        const auto t = rs->get<std::int64_t>("graceful_restart_time", 120);
+        if (t > 0) {
+          holding_stale_ = true;
+          // The part ends its own wait at its restart time; this is the backstop.
+          graceful_wait_ = std::chrono::seconds(t + 5);
+          rt_->hold_stale(true);
+        }
+      }
     }
   if (policy_plugin_) {
     // [policy] refresh_interval: the host's key in the plugin's section (the plugin validated it too).
@@ -218,6 +229,7 @@ cnf::result<void> node_agent::start() {
 
 void node_agent::stop() {
   if (register_timer_) loop_.cancel(std::exchange(register_timer_, 0));
+  if (stale_timer_) loop_.cancel(std::exchange(stale_timer_, 0));
   if (encap_retry_) loop_.cancel(std::exchange(encap_retry_, 0));
   if (sync_) sync_->stop();
   // The policy host goes with the syncer; the kernel keeps its chains (a restarted agent
@@ -350,6 +362,15 @@ void node_agent::on_status(cnf::sync_status s) {
     log_.info("datastore in sync: programming routes from now on");
     recalculate();
     rt_->set_ready(true);
+    if (holding_stale_) {
+      log_.info(fmt::format("graceful restart: the routes of the last run stay in the kernel until the routing part has its peers' "
+                            "End-of-RIB (at most {} s)",
+                            graceful_wait_.count()));
+      stale_timer_ = loop_.post_after(graceful_wait_, [this] {
+        stale_timer_ = 0;
+        release_stale(fmt::format("no word from the routing part after {} s", graceful_wait_.count()));
+      });
+    }
   } else if (s == cnf::sync_status::datastore_down) {
     log_.warn("datastore down: not ready; the kernel keeps its routes until it is back");
   } else if (s == cnf::sync_status::in_sync) {
@@ -605,6 +626,23 @@ void node_agent::route_withdrawn(const cnf::ip_prefix& p) noexcept {
   } catch (const std::exception& ex) {
     log_.error(std::string("route ") + p.to_string() + ": " + ex.what());
   }
+}
+
+void node_agent::initial_routes_complete() noexcept {
+  try {
+    release_stale("the routing part has relearned its routes");
+  } catch (const std::exception& ex) {
+    log_.error(std::string("graceful restart: ") + ex.what());
+  }
+}
+
+void node_agent::release_stale(const std::string& why) {
+  if (!holding_stale_ || !rt_) return;
+  holding_stale_ = false;
+  if (stale_timer_) loop_.cancel(std::exchange(stale_timer_, 0));
+  log_.info("graceful restart over (" + why + "): removing the routes of the last run that nobody wants (" +
+            std::to_string(rt_->stale().size()) + ")");
+  rt_->hold_stale(false);
 }
 
 void node_agent::peer_changed(const cnf::peer_status& p) noexcept {
@@ -1151,6 +1189,10 @@ std::string node_agent::status_json() const {
   }
   o["routes"] = std::move(routes);
   o["conflicts"] = std::move(conflicts);
+  json::array stale;
+  if (rt_ && holding_stale_)
+    for (auto& d : rt_->stale()) stale.push_back(json::string(d.to_string()));
+  o["staleRoutes"] = std::move(stale);  // kept from the last run through a graceful restart
   o["cniCalls"] = cni_calls_;
   return json::serialize(o) + "\n";
 }
@@ -1178,6 +1220,8 @@ std::string node_agent::metrics() const {
     gauge("cnf_route_table_routes", "Routes cnf wants in the kernel", "", static_cast<double>(rt_->desired().size()));
     gauge("cnf_route_table_conflicts", "Routes left out because a route of another protocol holds the destination", "",
           static_cast<double>(rt_->conflicts().size()));
+    gauge("cnf_route_table_stale_routes", "Routes of the last run kept through a graceful restart until relearned", "",
+          static_cast<double>(holding_stale_ ? rt_->stale().size() : 0));
     auto t = rt_->totals();
     counter("cnf_route_table_added_total", "Routes added to the kernel", t.added);
     counter("cnf_route_table_replaced_total", "Routes replaced in the kernel", t.replaced);

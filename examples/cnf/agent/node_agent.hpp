@@ -81,6 +81,8 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   void route_withdrawn(const cnf::ip_prefix& p) noexcept override;
   void peer_changed(const cnf::peer_status& p) noexcept override;
   void peer_removed(std::string_view name) noexcept override;
+  void initial_routes_complete() noexcept override;
+  void release_stale(const std::string& why);
 
   // encap_sink: the encapsulation part's reports, on the loop.
   void route_wanted(const cnf::route_entry& r) noexcept override;
@@ -123,6 +125,11 @@ class node_agent final : private cnf::routing_sink, private cnf::encap_sink {
   bool pending_ = false;
   bool registered_ = false;
   cnf::executor::timer_id register_timer_ = 0;
+  // Graceful restart ([routing] graceful_stop): the last run's routes are held until the
+  // routing part's initial_routes_complete, or graceful_wait_ after the first sync at most.
+  bool holding_stale_ = false;
+  std::chrono::seconds graceful_wait_{0};
+  cnf::executor::timer_id stale_timer_ = 0;
   std::map<std::string, cnf::model::node> nodes_;           // valid Nodes (the last good one of a Node gone bad)
   std::map<std::string, std::string> invalid_;              // Node name -> why it is ignored
   std::map<std::string, cnf::remote_node> told_;            // what the routing part was last told

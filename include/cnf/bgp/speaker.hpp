@@ -53,6 +53,11 @@ struct speaker_config {
   /// OPENs carry the Restart State (R) bit and "forwarding state preserved" for each family
   /// (the kernel routes of its last run are still there), for restart_time seconds after it
   /// is made (a timer it asks for at once), or until set_restarted(false).
+  /// It also defers route selection (§4.1): no route reaches the host and no UPDATE leaves
+  /// until every peer has sent End-of-RIB for each family agreed (peers that come up without
+  /// the capability, or restarting themselves, are not waited for), or until that same timer;
+  /// then the host gets the whole table, followed by out::initial_routes_complete, and each
+  /// Established peer its UPDATEs and End-of-RIB.
   bool restarting = false;
 };
 
@@ -88,8 +93,12 @@ struct stop_timer { timer_id timer; };
 struct route { ip_prefix prefix; std::vector<ip_address> next_hops; std::string peer; };
 struct peer_state { std::string name; session_state state; std::string info; };
 struct log { bool warning; std::string message; };
+/// A restarting speaker's route selection is done (RFC 4724 §4.1): the routes reported so far
+/// are the whole initial table, so forwarding state kept from the last run may go.
+struct initial_routes_complete { std::string reason; };
 }  // namespace out
-using speaker_action = std::variant<out::connect, out::send, out::close, out::start_timer, out::stop_timer, out::route, out::peer_state, out::log>;
+using speaker_action = std::variant<out::connect, out::send, out::close, out::start_timer, out::stop_timer, out::route, out::peer_state, out::log,
+                                    out::initial_routes_complete>;
 
 struct peer_info {
   neighbor config;
@@ -99,6 +108,7 @@ struct peer_info {
   std::size_t prefixes_sent = 0;      ///< prefixes in its Adj-RIB-Out
   std::size_t stale = 0;              ///< paths kept through its graceful restart
   std::size_t filtered = 0;           ///< paths it sent that its import filters reject (kept, not used)
+  bool awaited = false;               ///< a deferring (restarting) speaker still waits for its End-of-RIB
 };
 
 class speaker {
@@ -121,6 +131,8 @@ class speaker {
   void stop(std::string why = "cnf is stopping", bool graceful = false);
   /// Clears speaker_config::restarting for the sessions opened from now on.
   void set_restarted(bool restarting) { cfg_.restarting = restarting; }
+  /// Route selection is deferred (a restarting speaker waiting for its peers' End-of-RIB).
+  bool deferring() const noexcept { return deferring_; }
 
   // ---- events from the shell ----
   void connected(conn_id c, const ip_address& local);   ///< an outgoing connection is up
@@ -150,6 +162,8 @@ class speaker {
   void on_established(peer& p);
   void on_down(peer& p);
   void end_restart(peer& p);
+  void check_deferral();
+  void end_deferral(std::string why);
   void import(peer& p, update_message& u);
   void refilter(peer& p, const std::vector<route_filter>& before);
   void changed(const ip_prefix& prefix);
@@ -173,6 +187,8 @@ class speaker {
   peer_id next_peer_ = 1;
   bool stopped_ = false;
   bool flushing_ = false;
+  bool deferring_ = false;                // RFC 4724 §4.1 selection deferral (restarting)
+  std::optional<std::string> complete_;   // out::initial_routes_complete to report after the next flush
   std::vector<speaker_action> out_;
 };
 

@@ -127,6 +127,7 @@ struct routing::impl {
   std::uint32_t asn = 0;  // this speaker's, fixed while it runs
   routing_config cfg;     // the cluster's (BGPConfiguration), over the profile's settings
   bool started = false;
+  bool deferring = false;  // restarting: the host holds the last run's routes until initial_routes_complete
 
   // The effective settings: the cluster's configuration where it says, else the profile's.
   std::uint32_t local_asn() const { return set.as_number ? set.as_number : self.asn ? self.asn : cfg.as_number ? *cfg.as_number : 64512; }
@@ -367,6 +368,13 @@ struct routing::impl {
       m.sink->peer_changed(cur);
     });
   }
+  void act(out::initial_routes_complete& x) {
+    log->info("bgp: graceful restart: initial routes complete (" + x.reason + ")");
+    to_host([](impl& m) {
+      m.deferring = false;
+      m.sink->initial_routes_complete();
+    });
+  }
   void act(out::log& x) {
     if (x.warning) log->warn("bgp: " + x.message);
     else log->info("bgp: " + x.message);
@@ -568,7 +576,10 @@ result<void> routing::start(const node_info& self, routing_sink& sink) {
   for (auto& a : self.addresses) c.local_addresses.push_back(a.address());
   c.families = {ipv4_unicast, ipv6_unicast};
   c.restart_time = m.set.graceful_restart_time;
-  c.restarting = m.set.graceful_stop && !m.reconfiguring;  // the peers may hold our routes from the last run
+  // The peers may hold our routes from the last run. A reconfiguration while the host still
+  // waits for the initial routes restarts the wait (the new speaker relearns from nothing).
+  c.restarting = m.set.graceful_stop && (!m.reconfiguring || m.deferring);
+  m.deferring = c.restarting && c.restart_time;
   m.sp = std::make_unique<speaker>(std::move(c));
   // A restart (configure) starts from nothing: no timer or neighbor of the last run survives.
   m.quit = false;
@@ -721,6 +732,9 @@ routing_status routing::status() const {
     for (auto& f : p.filters)
       if (!f.exists) s.notes.push_back("BGPPeer " + name + ": BGPFilter " + f.name + " does not exist: not applied (as Calico)");
   if (!p_->started) s.notes.push_back("the BGP speaker is not running");
+  if (p_->started && p_->deferring)
+    s.notes.push_back("graceful restart: route selection deferred until every peer's End-of-RIB (at most " +
+                      std::to_string(p_->set.graceful_restart_time) + " s); the routes of the last run stay in the kernel");
   return s;
 }
 
