@@ -26,11 +26,15 @@ build() {  # $1 = build dir, $2... = extra cmake args
     -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" > "$b.log" 2>&1 || { cat "$b.log"; exit 1; }
   cmake --build "$b" >> "$b.log" 2>&1 || { cat "$b.log"; exit 1; }
 }
+# The framework's ABI number, and another one a plugin must be refused for.
+abi=$(sed -n 's/^#define CNF_ABI_VERSION \([0-9][0-9]*\)$/\1/p' "$src_dir/include/cnf/config.hpp")
+test -n "$abi" || { echo "FAIL: no CNF_ABI_VERSION in include/cnf/config.hpp"; exit 1; }
+other=$((abi + 1))
 build "$work/good"
 cp "$work/good/cnf-ipam-fixed.so" "$prefix/lib/cnf/plugins/"
 out=$("$prefix/bin/cnf" plugins 2>&1)
 echo "$out"
-echo "$out" | grep -E "^ipam +fixed +1.0.0 +2 +$prefix/lib/cnf/plugins/cnf-ipam-fixed.so" > /dev/null \
+echo "$out" | grep -E "^ipam +fixed +1.0.0 +$abi +$prefix/lib/cnf/plugins/cnf-ipam-fixed.so" > /dev/null \
   || { echo "FAIL: the out-of-tree plugin is not listed"; exit 1; }
 echo "$out" | grep -E "^datastore +local " > /dev/null || { echo "FAIL: built-in plugins not listed"; exit 1; }
 
@@ -45,17 +49,17 @@ addresses = ["10.9.0.10/24"]
 TOML
 "$prefix/bin/cnf" profile check "$work/profile.toml"
 
-build "$work/abi3" -DCMAKE_CXX_FLAGS=-DCNF_ABI_VERSION=3
+build "$work/abi$other" -DCMAKE_CXX_FLAGS=-DCNF_ABI_VERSION=$other
 rm "$prefix/lib/cnf/plugins/cnf-ipam-fixed.so"
-cp "$work/abi3/cnf-ipam-fixed.so" "$prefix/lib/cnf/plugins/"
+cp "$work/abi$other/cnf-ipam-fixed.so" "$prefix/lib/cnf/plugins/"
 out=$("$prefix/bin/cnf" plugins 2>&1)
 echo "$out"
-echo "$out" | grep -F "refused: plugin $prefix/lib/cnf/plugins/cnf-ipam-fixed.so: built for cnf ABI version 3, but this cnf uses ABI version 2" > /dev/null \
-  || { echo "FAIL: the ABI-3 plugin was not refused with both numbers"; exit 1; }
+echo "$out" | grep -F "refused: plugin $prefix/lib/cnf/plugins/cnf-ipam-fixed.so: built for cnf ABI version $other, but this cnf uses ABI version $abi" > /dev/null \
+  || { echo "FAIL: the ABI-$other plugin was not refused with both numbers"; exit 1; }
 if "$prefix/bin/cnf" profile check "$work/profile.toml" > "$work/check.out" 2>&1; then
   echo "FAIL: profile check passed with a wrong-ABI plugin"; exit 1
 fi
-grep -F "ABI version 3" "$work/check.out" > /dev/null
+grep -F "ABI version $other" "$work/check.out" > /dev/null
 
 # Another distribution's CNI plugin: the framework's CNI engine (cnf::cni) with no hooks,
 # built against the installed package, answers VERSION and runs STATUS over a profile.
