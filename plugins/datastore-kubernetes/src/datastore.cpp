@@ -297,7 +297,14 @@ struct datastore::impl : std::enable_shared_from_this<datastore::impl> {
     o["apiVersion"] = where.api_version;
     o["kind"] = where.kind;
     o["metadata"] = std::move(meta);
-    o["spec"] = std::move(spec);
+    if (where.has_spec) {
+      o["spec"] = std::move(spec);
+    } else if (!spec.get_object().empty()) {
+      // A real API server drops an unknown top-level field with a warning: refuse rather
+      // than lose it silently.
+      return error(errc::invalid, r.key().to_string() + ": spec: a " + where.kind + " has no spec (cnf keeps only its labels), got " +
+                                      snippet(r.spec));
+    }
     return json::serialize(o);
   }
 
