@@ -2,6 +2,7 @@
 #include <cnf/plugins/policy_iptables.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -513,13 +514,16 @@ result<void> dataplane::read_chains(ip_family f) {
   if (!r) return r.error();
   if (r->status != 0) return cnf::error(errc::io, save + " -t filter: " + r->err);
   auto& kernel = kernel_[fi(f)];
+  auto& kernel_rules = kernel_rules_[fi(f)];
   kernel.clear();
+  kernel_rules.clear();
   bool forward = false, input = false;
   std::istringstream in(r->out);
   std::string line;
   while (std::getline(in, line)) {
     if (line.starts_with(":cali-")) {
       kernel[line.substr(1, line.find(' ') - 1)];
+      kernel_rules[line.substr(1, line.find(' ') - 1)];
     } else if (line.starts_with("-A ")) {
       auto sp = line.find(' ', 3);
       auto name = line.substr(3, sp - 3);
@@ -533,6 +537,7 @@ result<void> dataplane::read_chains(ip_family f) {
         h = line.substr(c + 5, e == std::string::npos ? std::string::npos : e - c - 5);
       }
       kernel[name].push_back(h);
+      kernel_rules[name].push_back(sp == std::string::npos ? std::string() : line.substr(sp + 1));
     }
   }
   forward_hooked_[fi(f)] = forward;
@@ -582,42 +587,66 @@ result<void> dataplane::read_kernel() {
   return {};
 }
 
-result<void> dataplane::apply_family(ip_family f) {
+void dataplane::stage_family(ip_family f, staged& st) const {
   // One restore of this family's filter table: only chains whose hashes differ. Policy and
   // profile chains: those changed since the last apply (all after a read of the kernel);
   // endpoint and dispatch chains: rendered each time, cheap.
   const auto i = fi(f);
-  auto& kernel = kernel_[i];
+  const auto& kernel = kernel_[i];
   const auto& pchains = policy_chains_[i];
-  auto dyn = dynamic_chains(f);
+  st.dyn = dynamic_chains(f);
   std::string decl, rules, dels;
-  std::vector<const chain*> written;
-  std::vector<std::string> stale;
   auto consider = [&](const chain& c) {
     auto k = kernel.find(c.name);
     if (k != kernel.end() && k->second == c.hashes) return;
     decl += ":" + c.name + " - [0:0]\n";
     for (auto& r : c.rules) rules += "-A " + c.name + " " + r + "\n";
-    written.push_back(&c);
+    st.written.push_back(&c);
   };
   if (compare_all_)
     for (auto& [name, c] : pchains) consider(c);
   else
     for (auto& name : dirty_chains_)
       if (auto it = pchains.find(name); it != pchains.end()) consider(it->second);
-  for (auto& [name, c] : dyn) consider(c);
+  for (auto& [name, c] : st.dyn) consider(c);
   for (auto& [name, h] : kernel)
-    if (!pchains.contains(name) && !dyn.contains(name)) {
+    if (!pchains.contains(name) && !st.dyn.contains(name)) {
       decl += ":" + name + " - [0:0]\n";
       dels += "-X " + name + "\n";
-      stale.push_back(name);
+      st.stale.push_back(name);
     }
-  if (!forward_hooked_[i]) rules += "-I FORWARD 1 -m comment --comment \"cali:" + short_hash("FORWARD\n\n-j cali-FORWARD", 16) + "\" -j cali-FORWARD\n";
-  if (!input_hooked_[i]) rules += "-I INPUT 1 -m comment --comment \"cali:" + short_hash("INPUT\n\n-j cali-INPUT", 16) + "\" -j cali-INPUT\n";
-  if (decl.empty() && forward_hooked_[i] && input_hooked_[i]) return {};
-  last_restore_[i] = "*filter\n" + decl + rules + dels + "COMMIT\n";
+  st.hook_forward = !forward_hooked_[i];
+  st.hook_input = !input_hooked_[i];
+  if (st.hook_forward) rules += "-I FORWARD 1 -m comment --comment \"cali:" + short_hash("FORWARD\n\n-j cali-FORWARD", 16) + "\" -j cali-FORWARD\n";
+  if (st.hook_input) rules += "-I INPUT 1 -m comment --comment \"cali:" + short_hash("INPUT\n\n-j cali-INPUT", 16) + "\" -j cali-INPUT\n";
+  if (decl.empty() && !st.hook_forward && !st.hook_input) return;
+  st.input = "*filter\n" + decl + rules + dels + "COMMIT\n";
+}
+
+std::string dataplane::undo_input(ip_family f, const staged& st) const {
+  const auto i = fi(f);
+  std::string decl, rules, dels;
+  auto put_back = [&](const std::string& name) {
+    decl += ":" + name + " - [0:0]\n";
+    if (auto k = kernel_rules_[i].find(name); k != kernel_rules_[i].end())
+      for (auto& r : k->second) rules += "-A " + name + " " + r + "\n";
+    else
+      dels += "-X " + name + "\n";  // it was not there
+  };
+  for (auto* c : st.written) put_back(c->name);
+  for (auto& n : st.stale) put_back(n);
+  std::string unhook;
+  if (st.hook_forward) unhook += "-D FORWARD -m comment --comment \"cali:" + short_hash("FORWARD\n\n-j cali-FORWARD", 16) + "\" -j cali-FORWARD\n";
+  if (st.hook_input) unhook += "-D INPUT -m comment --comment \"cali:" + short_hash("INPUT\n\n-j cali-INPUT", 16) + "\" -j cali-INPUT\n";
+  return "*filter\n" + decl + unhook + rules + dels + "COMMIT\n";
+}
+
+result<void> dataplane::commit_family(ip_family f, staged& st) {
+  if (st.input.empty()) return {};
+  const auto i = fi(f);
+  last_restore_[i] = st.input;
   const auto restore = tool(f, "restore");
-  auto r = run({restore, "--noflush", "--wait"}, last_restore_[i]);
+  auto r = run({restore, "--noflush", "--wait"}, st.input);
   if (!r) return r.error();
   if (r->status != 0) {
     std::string msg = r->err;
@@ -628,7 +657,7 @@ result<void> dataplane::apply_family(ip_family f) {
     else if ((p = msg.find("line ")) != std::string::npos) p += 5;
     if (p != std::string::npos) {
       auto n = std::strtoul(msg.c_str() + p, nullptr, 10);
-      std::istringstream in(last_restore_[i]);
+      std::istringstream in(st.input);
       std::string l;
       for (unsigned long k = 1; k <= n && std::getline(in, l); ++k) {
       }
@@ -637,9 +666,6 @@ result<void> dataplane::apply_family(ip_family f) {
     while (!msg.empty() && msg.back() == '\n') msg.pop_back();
     return cnf::error(errc::io, restore + " refused the change, nothing applied: " + msg);
   }
-  for (auto* c : written) kernel[c->name] = c->hashes;
-  for (auto& n : stale) kernel.erase(n);
-  forward_hooked_[i] = input_hooked_[i] = true;
   return {};
 }
 
@@ -673,9 +699,41 @@ result<void> dataplane::apply() {
     if (r->status != 0) return cnf::error(errc::io, "ipset restore: " + r->err);
     for (auto& [id, s] : sets_) s.fresh[0] = s.fresh[1] = false, s.added.clear(), s.removed.clear();
   }
-  // 2. One restore per family's filter table.
-  for (auto f : families())
-    if (auto r = apply_family(f); !r) return r;
+  // 2. One restore per family's filter table, all or none: when a later family's restore is
+  // refused, the families already committed get their previous chains back (from the rules
+  // last read or written), so a refused change leaves both tables as they were. (Nothing is
+  // checked with --test first: it parses in user space only, the kernel's refusals come at
+  // commit, and at 100k rules it would double the time of a full restore.)
+  const auto fams = families();
+  std::array<staged, 2> st;
+  for (auto f : fams) stage_family(f, st[fi(f)]);
+  for (std::size_t n = 0; n < fams.size(); ++n) {
+    if (auto r = commit_family(fams[n], st[fi(fams[n])]); !r) {
+      std::string undone;
+      for (std::size_t m = 0; m < n; ++m) {
+        const auto g = fams[m];
+        if (st[fi(g)].input.empty()) continue;
+        auto u = run({tool(g, "restore"), "--noflush", "--wait"}, undo_input(g, st[fi(g)]));
+        if (!u || u->status != 0) {
+          // The kernel is not what cnf believes: read it again before the next apply.
+          kernel_read_ = false;
+          return cnf::error(errc::io, r.error().message + "; putting back the " + tool(g, "restore") + " change failed too: " +
+                                          (u ? u->err : u.error().message));
+        }
+        undone += (undone.empty() ? "" : ", ") + tool(g, "restore");
+      }
+      if (!undone.empty()) return cnf::error(errc::io, r.error().message + " (the " + undone + " change was put back)");
+      return r;
+    }
+  }
+  for (auto f : fams) {
+    const auto i = fi(f);
+    auto& s = st[i];
+    if (s.input.empty()) continue;
+    for (auto* c : s.written) kernel_[i][c->name] = c->hashes, kernel_rules_[i][c->name] = c->rules;
+    for (auto& n : s.stale) kernel_[i].erase(n), kernel_rules_[i].erase(n);
+    forward_hooked_[i] = input_hooked_[i] = true;
+  }
   dirty_chains_.clear();
   compare_all_ = false;
   // 3. Sets no rule refers to any more.

@@ -119,7 +119,18 @@ class dataplane {
   void render_dispatch(std::map<std::string, chain>& out, ip_family f) const;
   void render_owner(const std::string& key, const std::string& in_name, const std::string& out_name, const std::vector<policy_rule>* in,
                     const std::vector<policy_rule>* out);
-  result<void> apply_family(ip_family f);
+  /// One family's restore, prepared: the input, and what the kernel holds once it commits.
+  struct staged {
+    std::map<std::string, chain> dyn;    // endpoint and dispatch chains, rendered for this apply
+    std::vector<const chain*> written;   // into policy_chains_ or dyn
+    std::vector<std::string> stale;      // cali- chains deleted
+    bool hook_forward = false, hook_input = false;  // the jumps inserted
+    std::string input;                   // empty: nothing to write
+  };
+  void stage_family(ip_family f, staged& s) const;
+  result<void> commit_family(ip_family f, staged& s);
+  /// The restore that puts back what `s` changed, from the rules last read or written.
+  std::string undo_input(ip_family f, const staged& s) const;
   void keep_set(const std::string& id);  // a set in use again: not destroyed
 
   options opt_;
@@ -135,6 +146,7 @@ class dataplane {
   std::map<std::string, chain> dynamic_chains(ip_family f) const;  // endpoint and dispatch chains
   std::map<std::string, std::vector<std::string>> chains_of_;  // policy key / profile name -> its chain names
   std::map<std::string, std::vector<std::string>> kernel_[2];  // per family: chain -> hashes programmed
+  std::map<std::string, std::vector<std::string>> kernel_rules_[2];  // per family: chain -> its rules, to undo a family
   bool kernel_read_ = false;
   bool forward_hooked_[2] = {false, false}, input_hooked_[2] = {false, false};
   std::size_t pending_ = 0;
