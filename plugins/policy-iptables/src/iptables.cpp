@@ -1,4 +1,3 @@
-#include <cnf/netlink/sha1.hpp>
 #include <cnf/plugins/policy_iptables.hpp>
 
 #include <algorithm>
@@ -15,6 +14,12 @@
 
 CNF_BEGIN_NAMESPACE
 namespace iptables_policy {
+
+using netpol::chain_difference;
+using netpol::policy_display_name;
+using netpol::protocol_name;
+using netpol::rule_in_family;
+using netpol::short_hash;
 
 namespace {
 
@@ -101,35 +106,6 @@ result<run_output> run(const std::vector<std::string>& argv, std::string_view in
   return r;
 }
 
-std::string short_hash(std::string_view data, std::size_t n) {
-  static constexpr char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  auto h = netlink::detail::sha1(data);
-  std::string out;
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (auto b : h) {
-    acc = (acc << 8) | b;
-    bits += 8;
-    while (bits >= 6 && out.size() < n) {
-      out += abc[(acc >> (bits - 6)) & 63];
-      bits -= 6;
-    }
-  }
-  return out;
-}
-
-std::string proto_name(std::uint8_t p) {
-  switch (p) {
-    case 1: return "icmp";
-    case 6: return "tcp";
-    case 17: return "udp";
-    case 58: return "ipv6-icmp";
-    case 132: return "sctp";
-    case 136: return "udplite";
-  }
-  return std::to_string(p);
-}
-
 /// multiport takes at most 15 slots (a range takes two).
 std::vector<std::string> port_chunks(const std::vector<port_range>& ports) {
   std::vector<std::string> out;
@@ -145,8 +121,6 @@ std::vector<std::string> port_chunks(const std::vector<port_range>& ports) {
   return out;
 }
 
-std::string policy_display_name(const network_policy& p) { return p.ns.empty() ? p.name : p.ns + "." + p.name; }
-
 /// Not-nets become a set of their own ("n:<hash of one family's nets>"): iptables takes one
 /// -s per rule.
 std::string net_set_id(const std::vector<ip_prefix>& nets, ip_family f) {
@@ -156,28 +130,12 @@ std::string net_set_id(const std::vector<ip_prefix>& nets, ip_family f) {
   return key.empty() ? std::string() : "n:" + short_hash(key, 22);
 }
 
-/// Whether a rule can match packets of family f (Felix: ipVersion, the nets' families, and
-/// ICMP being IPv4's and ICMPv6 IPv6's).
-bool rule_in_family(const policy_rule& r, ip_family f) {
-  if (r.family && *r.family != f) return false;
-  if (r.protocol && *r.protocol == (f == ip_family::v4 ? 58 : 1)) return false;
-  auto has = [&](const std::vector<ip_prefix>& nets) {
-    return nets.empty() || std::any_of(nets.begin(), nets.end(), [&](const ip_prefix& n) { return n.family() == f; });
-  };
-  return has(r.source_nets) && has(r.destination_nets);
-}
-
 const char* set_prefix(ip_family f) { return f == ip_family::v4 ? "cali40" : "cali60"; }
 const char* temp_prefix(ip_family f) { return f == ip_family::v4 ? "cali4t" : "cali6t"; }
 
 }  // namespace
 
-std::string chain_name(std::string_view prefix, std::string_view name) {
-  std::string full = std::string(prefix) + std::string(name);
-  bool clean = std::all_of(name.begin(), name.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_'; });
-  if (full.size() <= 28 && clean && !name.starts_with("_")) return full;
-  return std::string(prefix) + "_" + short_hash(name, 28 - prefix.size() - 1);
-}
+std::string chain_name(std::string_view prefix, std::string_view name) { return netpol::chain_name(prefix, name); }
 
 std::string ipset_name(std::string_view id, ip_family f) { return set_prefix(f) + std::string(id); }
 
@@ -213,9 +171,9 @@ std::vector<std::string> dataplane::render_rules(const std::vector<policy_rule>&
     std::string m;
     if (r.protocol) {
       if (r.not_protocol == r.protocol) continue;
-      m += " -p " + proto_name(*r.protocol);
+      m += " -p " + protocol_name(*r.protocol);
     } else if (r.not_protocol && *r.not_protocol != (v6 ? 1 : 58)) {  // not the other family's ICMP: always true
-      m += " ! -p " + proto_name(*r.not_protocol);
+      m += " ! -p " + protocol_name(*r.not_protocol);
     }
     auto of_family = [&](const std::vector<ip_prefix>& nets) {
       std::vector<std::string> o;
@@ -380,14 +338,8 @@ result<void> dataplane::remove_profile(std::string_view name) {
 }
 
 result<void> dataplane::add_ip_set_members(std::string_view id, std::span<const ip_prefix> m) {
-  auto& s = sets_[std::string(id)];
   keep_set(std::string(id));
-  for (auto& a : m) {
-    if (a.family() == ip_family::v6 && !opt_.ipv6) continue;
-    if (s.members.insert(a).second) {
-      if (!s.removed.erase(a)) s.added.insert(a);
-    }
-  }
+  sets_[std::string(id)].add(m, opt_.ipv6);
   ++pending_;
   return {};
 }
@@ -395,10 +347,7 @@ result<void> dataplane::add_ip_set_members(std::string_view id, std::span<const 
 result<void> dataplane::remove_ip_set_members(std::string_view id, std::span<const ip_prefix> m) {
   auto it = sets_.find(std::string(id));
   if (it == sets_.end()) return {};
-  for (auto& a : m)
-    if (it->second.members.erase(a)) {
-      if (!it->second.added.erase(a)) it->second.removed.insert(a);
-    }
+  it->second.remove(m);
   ++pending_;
   return {};
 }
@@ -697,7 +646,7 @@ result<void> dataplane::apply() {
     auto r = run({opt_.ipset, "restore"}, ips);
     if (!r) return r.error();
     if (r->status != 0) return cnf::error(errc::io, "ipset restore: " + r->err);
-    for (auto& [id, s] : sets_) s.fresh[0] = s.fresh[1] = false, s.added.clear(), s.removed.clear();
+    for (auto& [id, s] : sets_) s.applied();
   }
   // 2. One restore per family's filter table, all or none: when a later family's restore is
   // refused, the families already committed get their previous chains back (from the rules
@@ -749,20 +698,6 @@ result<void> dataplane::apply() {
   return {};
 }
 
-namespace {
-/// "holds 7 of its 8 rules" (+ ", 1 other"): how a chain read back differs from the wanted one.
-std::string chain_difference(const std::vector<std::string>& have, const std::vector<std::string>& want) {
-  std::set<std::string> h(have.begin(), have.end()), w(want.begin(), want.end());
-  std::size_t kept = 0;
-  for (auto& x : w) kept += h.count(x);
-  std::size_t others = 0;
-  for (auto& x : have) others += w.count(x) ? 0 : 1;
-  std::string d = "holds " + std::to_string(kept) + " of its " + std::to_string(want.size()) + " rules";
-  if (others) d += ", and " + std::to_string(others) + " rule" + (others == 1 ? "" : "s") + " cnf did not write";
-  if (kept == want.size() && !others) d += " out of order";
-  return d;
-}
-}  // namespace
 
 result<policy_drift> dataplane::check_drift() {
   // What was recorded and not applied yet is not drift: apply it first.
@@ -800,16 +735,9 @@ result<policy_drift> dataplane::check_drift() {
         d.repaired.push_back({"set " + name, "missing"});
         continue;
       }
-      std::size_t missing = 0, extra = k->second.size();
-      for (auto& m : s.members) {
-        if (m.family() != f) continue;
-        if (k->second.count(m.canonical().to_string())) --extra;
-        else ++missing;
-      }
-      if (missing || extra) {
+      if (auto diff = netpol::set_difference(s.members, f, k->second); !diff.empty()) {
         s.fresh[fi(f)] = true;  // refilled under a temporary name and swapped in
-        d.repaired.push_back({"set " + name, std::to_string(missing) + " member" + (missing == 1 ? "" : "s") + " missing, " +
-                                                 std::to_string(extra) + " not cnf's"});
+        d.repaired.push_back({"set " + name, diff});
       }
     }
   if (d.repaired.empty()) return d;

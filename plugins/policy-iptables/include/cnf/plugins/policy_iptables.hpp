@@ -39,6 +39,7 @@
 //   dp.upsert_endpoint(wep); dp.upsert_profile(kns); dp.apply().value();
 #pragma once
 #include <cnf/policy.hpp>
+#include <cnf/policy/dataplane.hpp>
 
 #include <map>
 #include <optional>
@@ -103,10 +104,9 @@ class dataplane {
 
  private:
   static constexpr std::size_t fi(ip_family f) { return f == ip_family::v4 ? 0 : 1; }
-  struct set_state {
-    std::set<ip_prefix> members;  // both families: cali40<id> holds the IPv4 ones, cali60<id> the IPv6 ones
-    std::set<ip_prefix> added, removed;
-    bool fresh[2] = {true, true};  // per family: not yet in the kernel (or to be rebuilt): fill and swap
+  // members of both families: cali40<id> holds the IPv4 ones, cali60<id> the IPv6 ones; a
+  // fresh family is filled under a temporary name and swapped in.
+  struct set_state : netpol::tracked_set {
     std::optional<ip_family> only;  // a not-nets set: one family's
   };
   std::vector<ip_family> families() const;
