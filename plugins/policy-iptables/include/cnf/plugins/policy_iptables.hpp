@@ -24,7 +24,8 @@
 // rewriting only the chains whose rules changed (and deleting chains no longer wanted), then
 // destroys the IP sets no rule uses any more. The first apply reads the table back and sweeps
 // every stale cali- chain and cali40 set. A refused restore leaves the table as it was (the
-// restore is one transaction) and the error names the line the kernel refused.
+// restore is one transaction) and the error names the line the kernel refused; with IPv6, a
+// change ip6tables refuses after iptables took it is put back in IPv4 too (both or neither).
 //
 // IPv6 (options.ipv6, on by default), as Felix does it: the same chains in ip6tables (one
 // ip6tables-restore --noflush of its filter table, besides the IPv4 one), IP sets cali60s:<id>
