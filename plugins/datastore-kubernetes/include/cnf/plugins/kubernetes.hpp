@@ -120,9 +120,11 @@ std::string plural_of(std::string_view kind);
 ///   KubernetesNetworkPolicy -> networking.k8s.io/v1 NetworkPolicy (namespaced; its spec is cnf's spec)
 ///   Namespace               -> core v1 Namespace (cluster-scoped; its labels are cnf's labels)
 ///   ServiceAccount          -> core v1 ServiceAccount (namespaced; labels only: it has no spec)
-///   Pod                     -> core v1 Pod (namespaced; labels, and its spec as cnf's spec, for
-///                              the policy part, which watches them; the API server, or the
-///                              kubelet, writes them, cnf only reads)
+///   Pod                     -> core v1 Pod (namespaced; for the policy part, which watches them:
+///                              labels, and as cnf's spec a summary {nodeName, serviceAccountName,
+///                              hostNetwork, podIPs (status.podIPs[].ip)}; cnf only reads Pods,
+///                              a write sends the summary as the spec, which only the stand-in
+///                              API server of the tests takes)
 struct api_resource {
   std::string prefix;       ///< "/apis/crd.cnf.dev/v1", "/apis/networking.k8s.io/v1", "/api/v1"
   std::string plural;       ///< "networkpolicies", "namespaces", ...
