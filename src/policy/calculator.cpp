@@ -111,20 +111,36 @@ label_map calculator::endpoint_labels(std::string_view key) const {
   auto it = eps_.find(std::string(key));
   if (it == eps_.end()) return {};
   const auto& w = it->second.wep;
-  label_map l = w.labels;
+  const pod_info* pod = pod_of(w);
+  label_map l;
+  if (pod) {
+    // The Pod's labels are the truth; of the endpoint's copy keep only what Calico adds.
+    for (auto& [k, v] : w.labels)
+      if (k.starts_with("projectcalico.org/")) l[k] = v;
+    for (auto& [k, v] : pod->labels) l[k] = v;
+  } else {
+    l = w.labels;
+  }
   l[ns_label] = w.ns;
   if (!w.orchestrator.empty()) l["projectcalico.org/orchestrator"] = w.orchestrator;
   if (auto n = namespaces_.find(w.ns); n != namespaces_.end())
     for (auto& [k, v] : n->second) l["pcns." + k] = v;
   l["pcns.projectcalico.org/name"] = w.ns;
   l["pcns.kubernetes.io/metadata.name"] = w.ns;  // set by the API server; here on every datastore
-  if (!w.service_account_name.empty()) {
-    l[sa_label] = w.service_account_name;
-    if (auto s = service_accounts_.find(w.ns + "/" + w.service_account_name); s != service_accounts_.end())
+  const std::string& sa = !w.service_account_name.empty() || !pod ? w.service_account_name : pod->service_account;
+  if (!sa.empty()) {
+    l[sa_label] = sa;
+    if (auto s = service_accounts_.find(w.ns + "/" + sa); s != service_accounts_.end())
       for (auto& [k, v] : s->second) l["pcsa." + k] = v;
-    l["pcsa.projectcalico.org/name"] = w.service_account_name;
+    l["pcsa.projectcalico.org/name"] = sa;
   }
   return l;
+}
+
+const calculator::pod_info* calculator::pod_of(const workload_endpoint& w) const {
+  if (w.pod.empty()) return nullptr;
+  auto it = pods_.find(w.ns + "/" + w.pod);
+  return it == pods_.end() ? nullptr : &it->second;
 }
 
 bool calculator::local(const std::string& member_key) const {
@@ -184,15 +200,31 @@ void calculator::remove_namespace(const std::string& name) {
 void calculator::upsert_service_account(const std::string& ns, const std::string& name, const label_map& labels) {
   service_accounts_[ns + "/" + name] = labels;
   for (auto& [k, e] : eps_)
-    if (e.wep.ns == ns && e.wep.service_account_name == name) refresh_endpoint(k);
+    if (e.wep.ns == ns && (e.wep.service_account_name == name || e.wep.service_account_name.empty())) refresh_endpoint(k);
   dirty_profiles_ = true;
 }
 
 void calculator::remove_service_account(const std::string& ns, const std::string& name) {
   service_accounts_.erase(ns + "/" + name);
   for (auto& [k, e] : eps_)
-    if (e.wep.ns == ns && e.wep.service_account_name == name) refresh_endpoint(k);
+    if (e.wep.ns == ns && (e.wep.service_account_name == name || e.wep.service_account_name.empty())) refresh_endpoint(k);
   dirty_profiles_ = true;
+}
+
+void calculator::refresh_pod(const std::string& ns, const std::string& name) {
+  for (auto& [k, e] : eps_)
+    if (e.wep.ns == ns && e.wep.pod == name) refresh_endpoint(k);
+}
+
+void calculator::upsert_pod(const std::string& ns, const std::string& name, const label_map& labels, const std::string& service_account) {
+  auto& slot = pods_[ns + "/" + name];
+  slot.labels = labels;
+  slot.service_account = service_account;
+  refresh_pod(ns, name);
+}
+
+void calculator::remove_pod(const std::string& ns, const std::string& name) {
+  if (pods_.erase(ns + "/" + name)) refresh_pod(ns, name);
 }
 
 void calculator::upsert_network_set(const network_set& n) {

@@ -18,7 +18,7 @@ policy_host::~policy_host() {
 
 std::vector<std::string> policy_host::kinds() {
   return {"WorkloadEndpoint", "NetworkPolicy", "GlobalNetworkPolicy", "KubernetesNetworkPolicy", "NetworkSet", "GlobalNetworkSet",
-          "Namespace", "ServiceAccount"};
+          "Namespace", "ServiceAccount", "Pod"};
 }
 
 result<std::vector<named_port>> workload_endpoint_ports(const resource& r) {
@@ -48,6 +48,17 @@ result<std::vector<named_port>> workload_endpoint_ports(const resource& r) {
     if (!np.name.empty()) out.push_back(std::move(np));
   }
   return out;
+}
+
+result<std::string> pod_service_account(const resource& r) {
+  boost::system::error_code ec;
+  auto v = boost::json::parse(r.spec.empty() ? std::string_view("{}") : std::string_view(r.spec), ec);
+  const std::string what = "Pod/" + r.ns + "/" + r.name;
+  if (ec || !v.is_object()) return cnf::error(errc::invalid, what + ": spec: expected a JSON object");
+  auto* sa = v.get_object().if_contains("serviceAccountName");
+  if (!sa || sa->is_null()) return std::string();
+  if (!sa->is_string()) return cnf::error(errc::invalid, what + ": spec.serviceAccountName: expected a string");
+  return std::string(sa->get_string());
 }
 
 result<void> policy_host::on_update(const sync_update& u) {
@@ -93,6 +104,14 @@ result<void> policy_host::on_update(const sync_update& u) {
   } else if (r.kind == "Namespace") {
     if (gone) calc_.remove_namespace(r.name);
     else calc_.upsert_namespace(r.name, r.labels);
+  } else if (r.kind == "Pod") {
+    if (gone) {
+      calc_.remove_pod(r.ns, r.name);
+    } else {
+      auto sa = pod_service_account(r);
+      if (!sa) return sa.error();
+      calc_.upsert_pod(r.ns, r.name, r.labels, *sa);
+    }
   } else if (r.kind == "ServiceAccount") {
     if (gone) calc_.remove_service_account(r.ns, r.name);
     else calc_.upsert_service_account(r.ns, r.name, r.labels);

@@ -15,6 +15,7 @@
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <set>
@@ -633,7 +634,9 @@ TEST_CASE("core Nodes, Namespaces and Pods are read with their labels and addres
   CHECK(p0.ns == "default");
   CHECK(p0.pod_ips == std::vector<std::string>{"10.244.2.7"});
   CHECK(p0.node_name == "node-2");
-  auto& p1 = (*all)[1];
+  auto p1_at = std::find_if(all->begin(), all->end(), [](auto& p) { return p.name == "pod-1"; });
+  REQUIRE(p1_at != all->end());
+  auto& p1 = *p1_at;
   CHECK(p1.host_network);
   CHECK(p1.pod_ips == std::vector<std::string>{"10.244.1.1", "fd00:1::1"});
   CHECK(p1.labels.at("index") == "1");
@@ -873,4 +876,79 @@ TEST_CASE("ServiceAccount is the core v1 ServiceAccount", "[kubernetes][policy]"
   for (auto& e : sas.events())
     if (e.kind == T::modified) CHECK(e.object.labels.at("role") == "db");
   CHECK(errors_in(sas) == 0);
+}
+
+// Pod (the policy part reads its labels; cnf/policy/host.hpp) is the core v1 Pod, namespaced,
+// read, listed and watched like the other kinds: a label changed on the Pod (kubectl label)
+// reaches a watcher as a modification with the new labels and the pod's spec.
+TEST_CASE("Pod is the core v1 Pod: read, listed and watched as a kind", "[kubernetes][policy]") {
+  namespace json = boost::json;
+  CHECK(k8s::api_resource_of("Pod").prefix == "/api/v1");
+  CHECK(k8s::api_resource_of("Pod").plural == "pods");
+  CHECK(k8s::api_resource_of("Pod").custom == false);
+  CHECK(k8s::kind_is_namespaced("Pod") == true);
+  json::array pods;
+  pods.push_back(json::parse(R"({"metadata":{"name":"a","namespace":"x","labels":{"app":"web"}},
+     "spec":{"nodeName":"node-1","serviceAccountName":"front","containers":[{"name":"c","image":"busybox"}]},
+     "status":{"podIPs":[{"ip":"10.244.1.2"}]}})"));
+  standin s({.fixtures = json::serialize(json::object{{"pods", pods}})});
+  auto ds = open_ds(s);
+  auto g = ds.get({"Pod", "x", "a"});
+  REQUIRE(g);
+  CHECK(g->labels == std::map<std::string, std::string>{{"app", "web"}});
+  // The spec is a summary: what the policy part reads, status.podIPs as podIPs; no containers.
+  CHECK(json::parse(g->spec) == json::parse(R"({"nodeName":"node-1","serviceAccountName":"front","podIPs":["10.244.1.2"]})"));
+  CHECK(ds.get({"Pod", "x", "nope"}).error().code == cnf::errc::not_found);
+  auto l = ds.list({.kind = "Pod"});
+  REQUIRE(l);
+  REQUIRE(l->items.size() == 1);
+  CHECK(l->items[0].ns == "x");
+
+  recorder pw;
+  auto h = ds.watch(wopt("Pod"), pw.callback());
+  REQUIRE(h);
+  REQUIRE(pw.wait_count(T::in_sync, 1));
+  // The pod relabelled (as `kubectl label pod a role=client` would) and a second pod created.
+  auto relabelled = *g;
+  relabelled.labels["role"] = "client";
+  auto u = ds.update(relabelled);
+  INFO((u ? std::string() : u.error().message));
+  REQUIRE(u);
+  REQUIRE(pw.wait_for(T::modified, "a"));
+  REQUIRE(ds.create(make("Pod", "b", R"({"nodeName":"node-1"})", "x", {{"app", "db"}})));
+  REQUIRE(pw.wait_for(T::added, "b"));
+  bool seen = false;
+  for (auto& e : pw.events())
+    if (e.kind == T::modified && e.object.name == "a") {
+      seen = true;
+      CHECK(e.object.labels.at("role") == "client");
+      CHECK(json::parse(e.object.spec).at("nodeName") == "node-1");
+    }
+  CHECK(seen);
+  REQUIRE(ds.remove({"Pod", "x", "b"}, ""));
+  REQUIRE(pw.wait_for(T::deleted, "b"));
+  CHECK(errors_in(pw) == 0);
+  h->cancel();
+}
+
+// A ServiceAccount has no spec: cnf writes none (a real API server drops the unknown field,
+// the stand-in refuses it as a strict one would), and refuses a spec with content.
+TEST_CASE("ServiceAccount objects are written without a spec", "[kubernetes][policy]") {
+  CHECK_FALSE(k8s::api_resource_of("ServiceAccount").has_spec);
+  CHECK(k8s::api_resource_of("Namespace").has_spec);
+  standin s;
+  auto ds = open_ds(s);
+  auto sa = ds.create(make("ServiceAccount", "back", "{}", "team-a", {{"role", "db"}}));
+  REQUIRE(sa);
+  auto relabelled = *sa;
+  relabelled.labels = {{"role", "web"}};
+  REQUIRE(ds.update(relabelled));
+  auto g = ds.get({"ServiceAccount", "team-a", "back"});
+  REQUIRE(g);
+  CHECK(g->labels.at("role") == "web");
+  CHECK(g->spec == "{}");
+  auto bad = ds.create(make("ServiceAccount", "odd", R"({"automountServiceAccountToken":false})", "team-a"));
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().code == cnf::errc::invalid);
+  CHECK_THAT(bad.error().message, Catch::Contains("ServiceAccount/team-a/odd") && Catch::Contains("has no spec"));
 }

@@ -19,10 +19,15 @@
 #     than the bounded history (as an ERROR event, or as HTTP 410 in "gone-mode http");
 #   - "Authorization: Bearer <token>" (or a verified client certificate), 401 otherwise;
 #   - TLS with a certificate given on the command line;
-#   - read-only core /api/v1 nodes and pods from a fixture file;
-#   - three of Kubernetes' own types served like custom resources (read-write, watchable):
+#   - read-only core /api/v1 nodes from a fixture file;
+#   - four of Kubernetes' own types served like custom resources (read-write, watchable):
 #     networking.k8s.io/v1 networkpolicies (namespaced), core v1 namespaces (seeded from
-#     the fixture file's namespaces) and core v1 serviceaccounts (namespaced).
+#     the fixture file's namespaces), core v1 serviceaccounts (namespaced) and core v1 pods
+#     (namespaced, seeded from the fixture file's pods; tests create and relabel them with
+#     POST and PUT, as the kubelet and `kubectl label` would);
+#   - strict field validation (fieldValidation=Strict) of the top-level fields of those four:
+#     an unknown one (a "spec" on a ServiceAccount) is 400 BadRequest, where a real server
+#     in its default mode drops it with a warning (the stand-in makes the loss visible).
 # It does not validate specs against the CRD schemas, has no admission, finalizers,
 # field/label selectors, server-side apply, PATCH or multiple API versions.
 #
@@ -247,8 +252,8 @@ class Handler(BaseHTTPRequestHandler):
             parts = [p for p in url.path.split("/") if p]
             if url.path == "/version":
                 return self.send_json(200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-cnf-standin"})
-            if parts[:3] == ["api", "v1", "serviceaccounts"] or (
-                    len(parts) >= 5 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "serviceaccounts"):
+            if parts[:3] in (["api", "v1", "serviceaccounts"], ["api", "v1", "pods"]) or (
+                    len(parts) >= 5 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] in ("serviceaccounts", "pods")):
                 return self.custom(method, "", "v1", parts[2:], q)
             if parts[:3] == ["api", "v1", "namespaces"] and (len(parts) <= 4 or method != "GET"):
                 return self.custom(method, "", "v1", parts[2:], q)
@@ -276,11 +281,6 @@ class Handler(BaseHTTPRequestHandler):
             return self.fail(404, "NotFound", 'nodes "%s" not found' % rest[1], {"name": rest[1], "kind": "nodes"})
         if rest == ["namespaces"]:
             return self.core_list("NamespaceList", fx.get("namespaces", []), q)
-        if rest == ["pods"]:
-            return self.core_list("PodList", fx.get("pods", []), q)
-        if len(rest) == 3 and rest[0] == "namespaces" and rest[2] == "pods":
-            pods = [p for p in fx.get("pods", []) if p["metadata"].get("namespace") == rest[1]]
-            return self.core_list("PodList", pods, q)
         return self.fail(404, "NotFound", "the server could not find the requested resource")
 
     def core_list(self, kind, items, q):
@@ -358,6 +358,12 @@ class Handler(BaseHTTPRequestHandler):
             return (422, "Invalid", '%s.%s "%s" is invalid: %s' % (ctx["plural"], ctx["group"], n, p))
         if "spec" in obj and not isinstance(obj["spec"], dict):
             return (422, "Invalid", "spec: must be an object")
+        known = ctx["crd"].get("fields")
+        if known is not None:
+            for k in obj:
+                if k not in known:
+                    return (400, "BadRequest", '%s in version "%s" cannot be handled as a %s: strict decoding error: '
+                            'unknown field "%s"' % (ctx["crd"]["kind"], ctx["version"], ctx["crd"]["kind"], k))
         return None
 
     def get(self, ctx, name):
@@ -639,15 +645,24 @@ def main():
     # cnf's CRDs of the same plural in the store.
     srv.builtins = {
         ("networking.k8s.io", "networkpolicies"): {"group": "networking.k8s.io", "kind": "NetworkPolicy", "scope": "Namespaced",
-                                                   "versions": ["v1"], "key": "networkpolicies.networking.k8s.io"},
-        ("", "namespaces"): {"group": "", "kind": "Namespace", "scope": "Cluster", "versions": ["v1"], "key": "namespaces"},
-        ("", "serviceaccounts"): {"group": "", "kind": "ServiceAccount", "scope": "Namespaced", "versions": ["v1"], "key": "serviceaccounts"},
+                                                   "versions": ["v1"], "key": "networkpolicies.networking.k8s.io",
+                                                   "fields": {"apiVersion", "kind", "metadata", "spec"}},
+        ("", "namespaces"): {"group": "", "kind": "Namespace", "scope": "Cluster", "versions": ["v1"], "key": "namespaces",
+                             "fields": {"apiVersion", "kind", "metadata", "spec", "status"}},
+        ("", "serviceaccounts"): {"group": "", "kind": "ServiceAccount", "scope": "Namespaced", "versions": ["v1"], "key": "serviceaccounts",
+                                  "fields": {"apiVersion", "kind", "metadata", "secrets", "imagePullSecrets", "automountServiceAccountToken"}},
+        ("", "pods"): {"group": "", "kind": "Pod", "scope": "Namespaced", "versions": ["v1"], "key": "pods",
+                       "fields": {"apiVersion", "kind", "metadata", "spec", "status"}},
     }
-    for n in srv.fixtures.get("namespaces", []):
-        obj = dict(n, apiVersion="v1", kind="Namespace")
-        obj["metadata"] = dict(n["metadata"])
-        obj["metadata"].setdefault("resourceVersion", "1")
-        srv.store.objects[("namespaces", "", obj["metadata"]["name"])] = obj
+    for plural, kind in (("namespaces", "Namespace"), ("pods", "Pod")):
+        for n in srv.fixtures.get(plural, []):
+            obj = dict(n, apiVersion="v1", kind=kind)
+            obj["metadata"] = dict(n["metadata"])
+            obj["metadata"].setdefault("resourceVersion", "1")
+            obj["metadata"].setdefault("uid", str(uuid.uuid4()))
+            obj["metadata"].setdefault("generation", 1)
+            obj["metadata"].setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
+            srv.store.objects[(plural, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])] = obj
     srv.client_ca = args.client_ca
     srv.ssl_ctx = None
     if args.cert:

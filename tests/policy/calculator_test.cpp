@@ -284,3 +284,53 @@ TEST_CASE("ServiceAccount labels: serviceAccountSelector and serviceAccounts.sel
   u = c.take_updates();
   CHECK(of<update::policy_removal>(u).size() == 1);
 }
+
+TEST_CASE("Pod objects: their labels win over the endpoint's copy and re-evaluate selectors live", "[unit]") {
+  calculator c("n1");
+  c.upsert_namespace("x", {});
+  // The endpoints copied app=web / app=db at ADD.
+  c.upsert_endpoint(pod("x", "a", "10.0.0.1", {{"app", "web"}}));
+  c.upsert_endpoint(pod("x", "b", "10.0.0.2", {{"app", "db"}}, "n2"));
+  c.upsert_policy(k8s("x", "web-from-client", R"j({"podSelector": {"matchLabels": {"app": "web"}},
+      "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}]}]})j"));
+  auto u = c.take_updates();
+  auto pols = of<update::policy_upsert>(u);
+  REQUIRE(pols.size() == 1);
+  REQUIRE(pols[0].policy.ingress.size() == 1);
+  const auto set = pols[0].policy.ingress[0].source_ip_sets.at(0);
+  CHECK(of<update::ip_set_members>(u).at(0).added.empty());  // nobody is role=client yet
+
+  // The Pod object of b gains role=client (its endpoint is untouched): b joins the source set.
+  c.upsert_pod("x", "b", {{"app", "db"}, {"role", "client"}});
+  CHECK(c.endpoint_labels("x/n2-k8s-b-eth0").at("role") == "client");
+  CHECK(c.endpoint_labels("x/n2-k8s-b-eth0").at("projectcalico.org/namespace") == "x");  // Calico's labels stay
+  u = c.take_updates();
+  REQUIRE(u.size() == 1);
+  CHECK(std::get<update::ip_set_members>(u[0]).id == set);
+  CHECK(std::get<update::ip_set_members>(u[0]).added == std::vector{pfx("10.0.0.2/32")});
+
+  // The Pod of a drops app=web: the endpoint's stale copy no longer counts, the policy leaves a.
+  c.upsert_pod("x", "a", {{"app", "other"}});
+  CHECK(c.endpoint_labels("x/n1-k8s-a-eth0").at("app") == "other");
+  u = c.take_updates();
+  CHECK(of<update::policy_removal>(u).size() == 1);
+  // A Pod with a label removed: gone from the endpoint too.
+  c.upsert_pod("x", "a", {});
+  CHECK_FALSE(c.endpoint_labels("x/n1-k8s-a-eth0").contains("app"));
+  // The Pod deleted: the endpoint's own copy counts again (app=web), the policy is back.
+  c.remove_pod("x", "a");
+  u = c.take_updates();
+  CHECK(of<update::policy_upsert>(u).size() == 1);
+  // A Pod of another namespace with the same name changes nothing here.
+  c.upsert_pod("y", "a", {{"app", "none"}});
+  CHECK(c.endpoint_labels("x/n1-k8s-a-eth0").at("app") == "web");
+  CHECK(c.take_updates().empty());
+  // The Pod's service account counts where the endpoint names none.
+  auto d = pod("x", "d", "10.0.0.4", {});
+  d.service_account_name.clear();
+  c.upsert_endpoint(d);
+  c.upsert_service_account("x", "front", {{"tier", "1"}});
+  c.upsert_pod("x", "d", {{"app", "d"}}, "front");
+  CHECK(c.endpoint_labels("x/n1-k8s-d-eth0").at("projectcalico.org/serviceaccount") == "front");
+  CHECK(c.endpoint_labels("x/n1-k8s-d-eth0").at("pcsa.tier") == "1");
+}

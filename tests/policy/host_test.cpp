@@ -348,3 +348,44 @@ TEST_CASE("drift_off_loop: the check runs on a worker, the loop keeps serving, a
   CHECK(ex.timers.size() == 1);  // armed again
   CHECK(host.plugin_status());
 }
+
+TEST_CASE("the policy host takes a Pod object's labels: a label changed on the Pod changes what is allowed", "[unit]") {
+  queue_executor ex;
+  std::vector<std::string> log;
+  policy_host host(ex, cnf::any_policy(recording_policy{&log}), {.node = "n1"});
+  const auto kinds = policy_host::kinds();
+  CHECK(std::count(kinds.begin(), kinds.end(), "Pod") == 1);
+  REQUIRE(host.on_update(upd("Namespace", "", "x", "{}")));
+  for (auto [pod, ip] : {std::pair{"a", "10.0.0.1/32"}, std::pair{"b", "10.0.0.2/32"}})
+    REQUIRE(host.on_update(upd("WorkloadEndpoint", "x", std::string("n1-k8s-") + pod + "-eth0",
+                               std::string(R"j({"node": "n1", "orchestrator": "k8s", "containerID": "c", "pod": ")j") + pod +
+                                   R"j(", "endpoint": "eth0", "interfaceName": "cali)j" + pod + R"j(", "ipNetworks": [")j" + ip + R"j("]})j",
+                               {{"app", pod}})));
+  REQUIRE(host.on_update(upd("KubernetesNetworkPolicy", "x", "a-from-client",
+                             R"j({"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}]}]})j")));
+  host.set_in_sync(true);
+  ex.drain();
+  auto source_members = [&] {
+    std::size_t n = 0;
+    for (auto& l : log)
+      if (l.starts_with("set+ ")) n += std::stoul(l.substr(l.rfind(' ') + 1));
+      else if (l.starts_with("set- ")) n -= std::stoul(l.substr(l.rfind(' ') + 1));
+    return n;
+  };
+  CHECK(source_members() == 0);  // nobody is role=client
+  // The Pod object of b gains role=client; its WorkloadEndpoint is untouched.
+  log.clear();
+  REQUIRE(host.on_update(upd("Pod", "x", "b", R"j({"serviceAccountName": "default", "nodeName": "n1"})j", {{"app", "b"}, {"role", "client"}})));
+  ex.drain();
+  CHECK(source_members() == 1);
+  CHECK(host.calc().endpoint_labels("x/n1-k8s-b-eth0").at("role") == "client");
+  CHECK(log.back() == "apply");
+  // The label removed on the Pod: b leaves the set again.
+  REQUIRE(host.on_update(upd("Pod", "x", "b", "{}", {{"app", "b"}}, cnf::sync_update::type::modified)));
+  ex.drain();
+  CHECK(source_members() == 0);
+  // A Pod whose spec.serviceAccountName is not a string is refused, naming it and the field.
+  auto bad = host.on_update(upd("Pod", "x", "c", R"j({"serviceAccountName": 7})j"));
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().message == "Pod/x/c: spec.serviceAccountName: expected a string");
+}

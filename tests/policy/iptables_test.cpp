@@ -332,3 +332,67 @@ TEST_CASE("IPv6: the same chains in ip6tables, cali60 sets, v6-only rules only t
     }
   }
 }
+
+// Both families or neither: a change ip6tables refuses after iptables took its half leaves
+// the IPv4 table as it was (the IPv4 half is put back), and a later good change applies.
+TEST_CASE("a change only ip6tables refuses leaves the IPv4 chains as they were", "[integration]") {
+  for (std::string backend : {"nft", "legacy"}) {
+    DYNAMIC_SECTION(backend) {
+      test_netns node;
+      if (!backend_works(node, backend) || !node.exec("ip6tables-" + backend + "-save -t filter >/dev/null").ok()) {
+        WARN("ip6tables-" << backend << " or ipset does not work in a network namespace here; case skipped");
+        continue;
+      }
+      auto table = [&](const std::string& tool) {
+        std::string out;
+        std::istringstream in(node.exec_or_throw(tool + "-" + backend + "-save -t filter"));
+        for (std::string l; std::getline(in, l);)
+          if (!l.starts_with("#")) out += l + "\n";
+        return out;
+      };
+      cnf_test::enter_netns in(node);
+      cnf::iptables_policy::dataplane dp({.backend = backend});
+      calculator calc("node1");
+      calc.upsert_namespace("default", {});
+      auto web = pod("default", "web", "caliweb", "10.65.0.5", {{"app", "web"}});
+      web.ip_networks.push_back(cnf::ip_prefix::parse("fd00:65::5/128").value());
+      calc.upsert_endpoint(web);
+      for (auto& u : calc.take_updates()) {
+        if (auto* e = std::get_if<update::endpoint_upsert>(&u)) REQUIRE(dp.upsert_endpoint(e->endpoint));
+        if (auto* p = std::get_if<update::profile_upsert>(&u)) REQUIRE(dp.upsert_profile(p->profile));
+      }
+      REQUIRE(dp.apply());
+      const auto before4 = table("iptables"), before6 = table("ip6tables");
+      REQUIRE(before4.find(":cali-tw-caliweb") != std::string::npos);
+
+      // ICMPv6 with a port: IPv6 only (IPv4 gets an empty policy chain and a jump to it);
+      // ip6tables refuses multiport without a port protocol.
+      cnf::network_policy bad;
+      bad.ns = "default";
+      bad.name = "bad6";
+      bad.endpoints = {web.key()};
+      cnf::policy_rule r;
+      r.protocol = 58;
+      r.destination_ports = {{80, 80}};
+      bad.ingress = {r};
+      REQUIRE(dp.upsert_policy(bad));
+      auto refused = dp.apply();
+      REQUIRE_FALSE(refused);
+      INFO(refused.error().message);
+      CHECK(refused.error().message.find("ip6tables-" + backend + "-restore refused the change") != std::string::npos);
+      CHECK(refused.error().message.find("iptables-" + backend + "-restore change was put back") != std::string::npos);
+      CHECK(dp.last_restore(cnf::ip_family::v4).find(":cali-pi-default.bad6") != std::string::npos);  // IPv4 took it first
+      CHECK(table("iptables") == before4);
+      CHECK(table("ip6tables") == before6);
+
+      // The bad policy gone: the next apply succeeds and changes nothing.
+      REQUIRE(dp.remove_policy(bad.key()));
+      REQUIRE(dp.apply());
+      CHECK(table("iptables") == before4);
+      CHECK(table("ip6tables") == before6);
+      auto d = dp.check_drift();
+      REQUIRE(d);
+      CHECK(d->repaired.empty());
+    }
+  }
+}

@@ -10,6 +10,9 @@
 // - an endpoint's labels are its own plus projectcalico.org/{namespace,orchestrator,
 //   serviceaccount} and its namespace's labels as "pcns.<key>" and its service account's as
 //   "pcsa.<key>" (so namespaceSelector and serviceAccounts.selector become plain selectors);
+// - where the datastore has Pod objects (kubernetes), a Pod's labels replace the copy its
+//   WorkloadEndpoint took at ADD (Calico derives the endpoint from the Pod there), so a label
+//   changed on the Pod re-evaluates every selector at once; elsewhere the endpoint's own count;
 // - a NetworkPolicy applies to endpoints in its namespace matching spec.selector; a rule
 //   selector in it without namespaceSelector means its own namespace;
 // - a policy is active on this node while it selects one of this node's endpoints; only active
@@ -111,6 +114,10 @@ class calculator {
   void remove_namespace(const std::string& name);
   void upsert_service_account(const std::string& ns, const std::string& name, const label_map& labels);
   void remove_service_account(const std::string& ns, const std::string& name);
+  /// A Pod object (the kubernetes datastore): its labels, and its service account where the
+  /// endpoint names none, win over those of the endpoints of that pod (namespace + spec.pod).
+  void upsert_pod(const std::string& ns, const std::string& name, const label_map& labels, const std::string& service_account = {});
+  void remove_pod(const std::string& ns, const std::string& name);
   void upsert_policy(const policy_def& p);
   void remove_policy(std::string_view key);
   void upsert_network_set(const network_set& n);
@@ -130,6 +137,10 @@ class calculator {
     workload_endpoint wep;
     std::vector<named_port> ports;
   };
+  struct pod_info {
+    label_map labels;
+    std::string service_account;
+  };
   struct pol {
     policy_def def;
     selector applies;
@@ -137,6 +148,8 @@ class calculator {
     bool named_ports = false;
   };
   void refresh_endpoint(const std::string& key);
+  void refresh_pod(const std::string& ns, const std::string& name);
+  const pod_info* pod_of(const workload_endpoint& w) const;
   selector entity_selector(const policy_def& p, const entity_rule& e, bool negated, bool& any) const;
   std::vector<policy_rule> resolve_rules(const pol& p, bool ingress) const;
   /// Port number -> addresses of the endpoints that give a destination port name of `r` that
@@ -150,6 +163,7 @@ class calculator {
   std::map<std::string, ep> eps_;
   std::map<std::string, label_map> namespaces_;
   std::map<std::string, label_map> service_accounts_;  // "<ns>/<sa>"
+  std::map<std::string, pod_info> pods_;               // "<ns>/<pod>"
   std::map<std::string, pol> pols_;
   std::map<std::string, network_set> sets_;
   std::map<std::string, std::set<std::string>> users_;  // selector text -> policy keys

@@ -5,7 +5,9 @@
 //   WorkloadEndpoint (spec.ports gives named ports), NetworkPolicy and GlobalNetworkPolicy
 //   (projectcalico.org/v3), KubernetesNetworkPolicy (networking.k8s.io/v1 NetworkPolicy; the
 //   resource's spec is the object's spec), NetworkSet, GlobalNetworkSet, Namespace and
-//   ServiceAccount (their labels).
+//   ServiceAccount (their labels), and Pod (its labels and spec.serviceAccountName, which win
+//   over the WorkloadEndpoint's copy; only the kubernetes datastore has Pod objects, elsewhere
+//   the kind lists empty and the WorkloadEndpoint's labels count).
 // Felix's rule: nothing reaches the plugin before set_in_sync(true). After that every change
 // schedules one flush on the executor (changes arriving meanwhile share it). A resource that
 // does not parse is refused with an error naming it and its field, and its previous version
@@ -97,6 +99,8 @@ class policy_host {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
+/// spec.serviceAccountName of a Pod resource ("" when it has none).
+result<std::string> pod_service_account(const resource& r);
 /// The named ports of a WorkloadEndpoint resource (spec.ports: [{name, protocol, port}]).
 result<std::vector<named_port>> workload_endpoint_ports(const resource& r);
 

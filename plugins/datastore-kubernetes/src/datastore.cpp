@@ -265,8 +265,24 @@ struct datastore::impl : std::enable_shared_from_this<datastore::impl> {
     else if (!spec->is_object())
       return error(errc::invalid, what + " (" + where + "): spec is " + std::string(json_type_name(*spec)) +
                                       ", not a JSON object: " + snippet(json::serialize(*spec)));
+    else if (r.kind == "Pod") r.spec = pod_summary(spec->get_object(), member_object(o, "status"));
     else r.spec = json::serialize(*spec);
     return r;
+  }
+
+  /// A Pod's spec is large (containers, volumes) and every agent caches every Pod: keep what
+  /// the policy part and the IPAM checks read.
+  static std::string pod_summary(const json::object& spec, const json::object* status) {
+    json::object s;
+    for (auto k : {"nodeName", "serviceAccountName", "hostNetwork"})
+      if (auto* v = spec.if_contains(k); v && !v->is_null()) s[k] = *v;
+    json::array ips;
+    if (auto* p = status ? status->if_contains("podIPs") : nullptr; p && p->is_array())
+      for (auto& ip : p->get_array())
+        if (ip.is_object())
+          if (auto a = member_string(&ip.get_object(), "ip"); !a.empty()) ips.emplace_back(json::string(a));
+    if (!ips.empty()) s["podIPs"] = std::move(ips);
+    return json::serialize(s);
   }
 
   /// A cnf resource -> the custom resource object to send.
@@ -297,7 +313,14 @@ struct datastore::impl : std::enable_shared_from_this<datastore::impl> {
     o["apiVersion"] = where.api_version;
     o["kind"] = where.kind;
     o["metadata"] = std::move(meta);
-    o["spec"] = std::move(spec);
+    if (where.has_spec) {
+      o["spec"] = std::move(spec);
+    } else if (!spec.get_object().empty()) {
+      // A real API server drops an unknown top-level field with a warning: refuse rather
+      // than lose it silently.
+      return error(errc::invalid, r.key().to_string() + ": spec: a " + where.kind + " has no spec (cnf keeps only its labels), got " +
+                                      snippet(r.spec));
+    }
     return json::serialize(o);
   }
 

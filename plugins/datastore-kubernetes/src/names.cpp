@@ -1,6 +1,6 @@
 // Kubernetes object names for cnf resource names, CRD plurals for cnf kinds, and where each
-// kind lives in the API server (cnf's CRDs, or Kubernetes' own NetworkPolicy, Namespace and
-// ServiceAccount).
+// kind lives in the API server (cnf's CRDs, or Kubernetes' own NetworkPolicy, Namespace,
+// ServiceAccount and Pod).
 #include <cnf/plugins/kubernetes.hpp>
 
 CNF_BEGIN_NAMESPACE
@@ -13,6 +13,7 @@ constexpr std::size_t max_name = 253;
 constexpr std::string_view kubernetes_network_policy = "KubernetesNetworkPolicy";
 constexpr std::string_view namespace_kind = "Namespace";
 constexpr std::string_view service_account_kind = "ServiceAccount";
+constexpr std::string_view pod_kind = "Pod";
 constexpr std::string_view global_network_set = "GlobalNetworkSet";
 
 bool alnum(char c) noexcept { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
@@ -99,14 +100,15 @@ std::string plural_of(std::string_view kind) {
 api_resource api_resource_of(std::string_view kind, std::string_view group, std::string_view version) {
   if (kind == kubernetes_network_policy) return {"/apis/networking.k8s.io/v1", "networkpolicies", "networking.k8s.io/v1", "NetworkPolicy", false};
   if (kind == namespace_kind) return {"/api/v1", "namespaces", "v1", "Namespace", false};
-  if (kind == service_account_kind) return {"/api/v1", "serviceaccounts", "v1", "ServiceAccount", false};
+  if (kind == service_account_kind) return {"/api/v1", "serviceaccounts", "v1", "ServiceAccount", false, false};
+  if (kind == pod_kind) return {"/api/v1", "pods", "v1", "Pod", false};
   const std::string gv = std::string(group) + "/" + std::string(version);
   return {"/apis/" + gv, plural_of(kind), gv, std::string(kind), true};
 }
 
 std::optional<bool> kind_is_namespaced(std::string_view kind) noexcept {
   if (kind == kinds::workload_endpoint || kind == kinds::network_policy || kind == kinds::network_set ||
-      kind == kubernetes_network_policy || kind == service_account_kind)
+      kind == kubernetes_network_policy || kind == service_account_kind || kind == pod_kind)
     return true;
   if (kind == global_network_set || kind == namespace_kind) return false;
   for (auto k : {kinds::ip_pool, kinds::ipam_block, kinds::block_affinity, kinds::ipam_handle, kinds::ipam_config,

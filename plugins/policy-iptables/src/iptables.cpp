@@ -1,7 +1,7 @@
-#include <cnf/netlink/sha1.hpp>
 #include <cnf/plugins/policy_iptables.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -14,6 +14,12 @@
 
 CNF_BEGIN_NAMESPACE
 namespace iptables_policy {
+
+using netpol::chain_difference;
+using netpol::policy_display_name;
+using netpol::protocol_name;
+using netpol::rule_in_family;
+using netpol::short_hash;
 
 namespace {
 
@@ -100,35 +106,6 @@ result<run_output> run(const std::vector<std::string>& argv, std::string_view in
   return r;
 }
 
-std::string short_hash(std::string_view data, std::size_t n) {
-  static constexpr char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  auto h = netlink::detail::sha1(data);
-  std::string out;
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (auto b : h) {
-    acc = (acc << 8) | b;
-    bits += 8;
-    while (bits >= 6 && out.size() < n) {
-      out += abc[(acc >> (bits - 6)) & 63];
-      bits -= 6;
-    }
-  }
-  return out;
-}
-
-std::string proto_name(std::uint8_t p) {
-  switch (p) {
-    case 1: return "icmp";
-    case 6: return "tcp";
-    case 17: return "udp";
-    case 58: return "ipv6-icmp";
-    case 132: return "sctp";
-    case 136: return "udplite";
-  }
-  return std::to_string(p);
-}
-
 /// multiport takes at most 15 slots (a range takes two).
 std::vector<std::string> port_chunks(const std::vector<port_range>& ports) {
   std::vector<std::string> out;
@@ -144,8 +121,6 @@ std::vector<std::string> port_chunks(const std::vector<port_range>& ports) {
   return out;
 }
 
-std::string policy_display_name(const network_policy& p) { return p.ns.empty() ? p.name : p.ns + "." + p.name; }
-
 /// Not-nets become a set of their own ("n:<hash of one family's nets>"): iptables takes one
 /// -s per rule.
 std::string net_set_id(const std::vector<ip_prefix>& nets, ip_family f) {
@@ -155,28 +130,12 @@ std::string net_set_id(const std::vector<ip_prefix>& nets, ip_family f) {
   return key.empty() ? std::string() : "n:" + short_hash(key, 22);
 }
 
-/// Whether a rule can match packets of family f (Felix: ipVersion, the nets' families, and
-/// ICMP being IPv4's and ICMPv6 IPv6's).
-bool rule_in_family(const policy_rule& r, ip_family f) {
-  if (r.family && *r.family != f) return false;
-  if (r.protocol && *r.protocol == (f == ip_family::v4 ? 58 : 1)) return false;
-  auto has = [&](const std::vector<ip_prefix>& nets) {
-    return nets.empty() || std::any_of(nets.begin(), nets.end(), [&](const ip_prefix& n) { return n.family() == f; });
-  };
-  return has(r.source_nets) && has(r.destination_nets);
-}
-
 const char* set_prefix(ip_family f) { return f == ip_family::v4 ? "cali40" : "cali60"; }
 const char* temp_prefix(ip_family f) { return f == ip_family::v4 ? "cali4t" : "cali6t"; }
 
 }  // namespace
 
-std::string chain_name(std::string_view prefix, std::string_view name) {
-  std::string full = std::string(prefix) + std::string(name);
-  bool clean = std::all_of(name.begin(), name.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_'; });
-  if (full.size() <= 28 && clean && !name.starts_with("_")) return full;
-  return std::string(prefix) + "_" + short_hash(name, 28 - prefix.size() - 1);
-}
+std::string chain_name(std::string_view prefix, std::string_view name) { return netpol::chain_name(prefix, name); }
 
 std::string ipset_name(std::string_view id, ip_family f) { return set_prefix(f) + std::string(id); }
 
@@ -212,9 +171,9 @@ std::vector<std::string> dataplane::render_rules(const std::vector<policy_rule>&
     std::string m;
     if (r.protocol) {
       if (r.not_protocol == r.protocol) continue;
-      m += " -p " + proto_name(*r.protocol);
+      m += " -p " + protocol_name(*r.protocol);
     } else if (r.not_protocol && *r.not_protocol != (v6 ? 1 : 58)) {  // not the other family's ICMP: always true
-      m += " ! -p " + proto_name(*r.not_protocol);
+      m += " ! -p " + protocol_name(*r.not_protocol);
     }
     auto of_family = [&](const std::vector<ip_prefix>& nets) {
       std::vector<std::string> o;
@@ -379,14 +338,8 @@ result<void> dataplane::remove_profile(std::string_view name) {
 }
 
 result<void> dataplane::add_ip_set_members(std::string_view id, std::span<const ip_prefix> m) {
-  auto& s = sets_[std::string(id)];
   keep_set(std::string(id));
-  for (auto& a : m) {
-    if (a.family() == ip_family::v6 && !opt_.ipv6) continue;
-    if (s.members.insert(a).second) {
-      if (!s.removed.erase(a)) s.added.insert(a);
-    }
-  }
+  sets_[std::string(id)].add(m, opt_.ipv6);
   ++pending_;
   return {};
 }
@@ -394,10 +347,7 @@ result<void> dataplane::add_ip_set_members(std::string_view id, std::span<const 
 result<void> dataplane::remove_ip_set_members(std::string_view id, std::span<const ip_prefix> m) {
   auto it = sets_.find(std::string(id));
   if (it == sets_.end()) return {};
-  for (auto& a : m)
-    if (it->second.members.erase(a)) {
-      if (!it->second.added.erase(a)) it->second.removed.insert(a);
-    }
+  it->second.remove(m);
   ++pending_;
   return {};
 }
@@ -513,13 +463,16 @@ result<void> dataplane::read_chains(ip_family f) {
   if (!r) return r.error();
   if (r->status != 0) return cnf::error(errc::io, save + " -t filter: " + r->err);
   auto& kernel = kernel_[fi(f)];
+  auto& kernel_rules = kernel_rules_[fi(f)];
   kernel.clear();
+  kernel_rules.clear();
   bool forward = false, input = false;
   std::istringstream in(r->out);
   std::string line;
   while (std::getline(in, line)) {
     if (line.starts_with(":cali-")) {
       kernel[line.substr(1, line.find(' ') - 1)];
+      kernel_rules[line.substr(1, line.find(' ') - 1)];
     } else if (line.starts_with("-A ")) {
       auto sp = line.find(' ', 3);
       auto name = line.substr(3, sp - 3);
@@ -533,6 +486,7 @@ result<void> dataplane::read_chains(ip_family f) {
         h = line.substr(c + 5, e == std::string::npos ? std::string::npos : e - c - 5);
       }
       kernel[name].push_back(h);
+      kernel_rules[name].push_back(sp == std::string::npos ? std::string() : line.substr(sp + 1));
     }
   }
   forward_hooked_[fi(f)] = forward;
@@ -582,42 +536,66 @@ result<void> dataplane::read_kernel() {
   return {};
 }
 
-result<void> dataplane::apply_family(ip_family f) {
+void dataplane::stage_family(ip_family f, staged& st) const {
   // One restore of this family's filter table: only chains whose hashes differ. Policy and
   // profile chains: those changed since the last apply (all after a read of the kernel);
   // endpoint and dispatch chains: rendered each time, cheap.
   const auto i = fi(f);
-  auto& kernel = kernel_[i];
+  const auto& kernel = kernel_[i];
   const auto& pchains = policy_chains_[i];
-  auto dyn = dynamic_chains(f);
+  st.dyn = dynamic_chains(f);
   std::string decl, rules, dels;
-  std::vector<const chain*> written;
-  std::vector<std::string> stale;
   auto consider = [&](const chain& c) {
     auto k = kernel.find(c.name);
     if (k != kernel.end() && k->second == c.hashes) return;
     decl += ":" + c.name + " - [0:0]\n";
     for (auto& r : c.rules) rules += "-A " + c.name + " " + r + "\n";
-    written.push_back(&c);
+    st.written.push_back(&c);
   };
   if (compare_all_)
     for (auto& [name, c] : pchains) consider(c);
   else
     for (auto& name : dirty_chains_)
       if (auto it = pchains.find(name); it != pchains.end()) consider(it->second);
-  for (auto& [name, c] : dyn) consider(c);
+  for (auto& [name, c] : st.dyn) consider(c);
   for (auto& [name, h] : kernel)
-    if (!pchains.contains(name) && !dyn.contains(name)) {
+    if (!pchains.contains(name) && !st.dyn.contains(name)) {
       decl += ":" + name + " - [0:0]\n";
       dels += "-X " + name + "\n";
-      stale.push_back(name);
+      st.stale.push_back(name);
     }
-  if (!forward_hooked_[i]) rules += "-I FORWARD 1 -m comment --comment \"cali:" + short_hash("FORWARD\n\n-j cali-FORWARD", 16) + "\" -j cali-FORWARD\n";
-  if (!input_hooked_[i]) rules += "-I INPUT 1 -m comment --comment \"cali:" + short_hash("INPUT\n\n-j cali-INPUT", 16) + "\" -j cali-INPUT\n";
-  if (decl.empty() && forward_hooked_[i] && input_hooked_[i]) return {};
-  last_restore_[i] = "*filter\n" + decl + rules + dels + "COMMIT\n";
+  st.hook_forward = !forward_hooked_[i];
+  st.hook_input = !input_hooked_[i];
+  if (st.hook_forward) rules += "-I FORWARD 1 -m comment --comment \"cali:" + short_hash("FORWARD\n\n-j cali-FORWARD", 16) + "\" -j cali-FORWARD\n";
+  if (st.hook_input) rules += "-I INPUT 1 -m comment --comment \"cali:" + short_hash("INPUT\n\n-j cali-INPUT", 16) + "\" -j cali-INPUT\n";
+  if (decl.empty() && !st.hook_forward && !st.hook_input) return;
+  st.input = "*filter\n" + decl + rules + dels + "COMMIT\n";
+}
+
+std::string dataplane::undo_input(ip_family f, const staged& st) const {
+  const auto i = fi(f);
+  std::string decl, rules, dels;
+  auto put_back = [&](const std::string& name) {
+    decl += ":" + name + " - [0:0]\n";
+    if (auto k = kernel_rules_[i].find(name); k != kernel_rules_[i].end())
+      for (auto& r : k->second) rules += "-A " + name + " " + r + "\n";
+    else
+      dels += "-X " + name + "\n";  // it was not there
+  };
+  for (auto* c : st.written) put_back(c->name);
+  for (auto& n : st.stale) put_back(n);
+  std::string unhook;
+  if (st.hook_forward) unhook += "-D FORWARD -m comment --comment \"cali:" + short_hash("FORWARD\n\n-j cali-FORWARD", 16) + "\" -j cali-FORWARD\n";
+  if (st.hook_input) unhook += "-D INPUT -m comment --comment \"cali:" + short_hash("INPUT\n\n-j cali-INPUT", 16) + "\" -j cali-INPUT\n";
+  return "*filter\n" + decl + unhook + rules + dels + "COMMIT\n";
+}
+
+result<void> dataplane::commit_family(ip_family f, staged& st) {
+  if (st.input.empty()) return {};
+  const auto i = fi(f);
+  last_restore_[i] = st.input;
   const auto restore = tool(f, "restore");
-  auto r = run({restore, "--noflush", "--wait"}, last_restore_[i]);
+  auto r = run({restore, "--noflush", "--wait"}, st.input);
   if (!r) return r.error();
   if (r->status != 0) {
     std::string msg = r->err;
@@ -628,7 +606,7 @@ result<void> dataplane::apply_family(ip_family f) {
     else if ((p = msg.find("line ")) != std::string::npos) p += 5;
     if (p != std::string::npos) {
       auto n = std::strtoul(msg.c_str() + p, nullptr, 10);
-      std::istringstream in(last_restore_[i]);
+      std::istringstream in(st.input);
       std::string l;
       for (unsigned long k = 1; k <= n && std::getline(in, l); ++k) {
       }
@@ -637,9 +615,6 @@ result<void> dataplane::apply_family(ip_family f) {
     while (!msg.empty() && msg.back() == '\n') msg.pop_back();
     return cnf::error(errc::io, restore + " refused the change, nothing applied: " + msg);
   }
-  for (auto* c : written) kernel[c->name] = c->hashes;
-  for (auto& n : stale) kernel.erase(n);
-  forward_hooked_[i] = input_hooked_[i] = true;
   return {};
 }
 
@@ -671,11 +646,43 @@ result<void> dataplane::apply() {
     auto r = run({opt_.ipset, "restore"}, ips);
     if (!r) return r.error();
     if (r->status != 0) return cnf::error(errc::io, "ipset restore: " + r->err);
-    for (auto& [id, s] : sets_) s.fresh[0] = s.fresh[1] = false, s.added.clear(), s.removed.clear();
+    for (auto& [id, s] : sets_) s.applied();
   }
-  // 2. One restore per family's filter table.
-  for (auto f : families())
-    if (auto r = apply_family(f); !r) return r;
+  // 2. One restore per family's filter table, all or none: when a later family's restore is
+  // refused, the families already committed get their previous chains back (from the rules
+  // last read or written), so a refused change leaves both tables as they were. (Nothing is
+  // checked with --test first: it parses in user space only, the kernel's refusals come at
+  // commit, and at 100k rules it would double the time of a full restore.)
+  const auto fams = families();
+  std::array<staged, 2> st;
+  for (auto f : fams) stage_family(f, st[fi(f)]);
+  for (std::size_t n = 0; n < fams.size(); ++n) {
+    if (auto r = commit_family(fams[n], st[fi(fams[n])]); !r) {
+      std::string undone;
+      for (std::size_t m = 0; m < n; ++m) {
+        const auto g = fams[m];
+        if (st[fi(g)].input.empty()) continue;
+        auto u = run({tool(g, "restore"), "--noflush", "--wait"}, undo_input(g, st[fi(g)]));
+        if (!u || u->status != 0) {
+          // The kernel is not what cnf believes: read it again before the next apply.
+          kernel_read_ = false;
+          return cnf::error(errc::io, r.error().message + "; putting back the " + tool(g, "restore") + " change failed too: " +
+                                          (u ? u->err : u.error().message));
+        }
+        undone += (undone.empty() ? "" : ", ") + tool(g, "restore");
+      }
+      if (!undone.empty()) return cnf::error(errc::io, r.error().message + " (the " + undone + " change was put back)");
+      return r;
+    }
+  }
+  for (auto f : fams) {
+    const auto i = fi(f);
+    auto& s = st[i];
+    if (s.input.empty()) continue;
+    for (auto* c : s.written) kernel_[i][c->name] = c->hashes, kernel_rules_[i][c->name] = c->rules;
+    for (auto& n : s.stale) kernel_[i].erase(n), kernel_rules_[i].erase(n);
+    forward_hooked_[i] = input_hooked_[i] = true;
+  }
   dirty_chains_.clear();
   compare_all_ = false;
   // 3. Sets no rule refers to any more.
@@ -691,20 +698,6 @@ result<void> dataplane::apply() {
   return {};
 }
 
-namespace {
-/// "holds 7 of its 8 rules" (+ ", 1 other"): how a chain read back differs from the wanted one.
-std::string chain_difference(const std::vector<std::string>& have, const std::vector<std::string>& want) {
-  std::set<std::string> h(have.begin(), have.end()), w(want.begin(), want.end());
-  std::size_t kept = 0;
-  for (auto& x : w) kept += h.count(x);
-  std::size_t others = 0;
-  for (auto& x : have) others += w.count(x) ? 0 : 1;
-  std::string d = "holds " + std::to_string(kept) + " of its " + std::to_string(want.size()) + " rules";
-  if (others) d += ", and " + std::to_string(others) + " rule" + (others == 1 ? "" : "s") + " cnf did not write";
-  if (kept == want.size() && !others) d += " out of order";
-  return d;
-}
-}  // namespace
 
 result<policy_drift> dataplane::check_drift() {
   // What was recorded and not applied yet is not drift: apply it first.
@@ -742,16 +735,9 @@ result<policy_drift> dataplane::check_drift() {
         d.repaired.push_back({"set " + name, "missing"});
         continue;
       }
-      std::size_t missing = 0, extra = k->second.size();
-      for (auto& m : s.members) {
-        if (m.family() != f) continue;
-        if (k->second.count(m.canonical().to_string())) --extra;
-        else ++missing;
-      }
-      if (missing || extra) {
+      if (auto diff = netpol::set_difference(s.members, f, k->second); !diff.empty()) {
         s.fresh[fi(f)] = true;  // refilled under a temporary name and swapped in
-        d.repaired.push_back({"set " + name, std::to_string(missing) + " member" + (missing == 1 ? "" : "s") + " missing, " +
-                                                 std::to_string(extra) + " not cnf's"});
+        d.repaired.push_back({"set " + name, diff});
       }
     }
   if (d.repaired.empty()) return d;

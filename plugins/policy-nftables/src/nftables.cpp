@@ -1,4 +1,3 @@
-#include <cnf/netlink/sha1.hpp>
 #include <cnf/plugins/policy_nftables.hpp>
 
 #include <nftables/libnftables.h>
@@ -11,51 +10,22 @@
 CNF_BEGIN_NAMESPACE
 namespace nftables_policy {
 
+using netpol::chain_difference;
+using netpol::chain_name;
+using netpol::policy_display_name;
+using netpol::protocol_name;
+using netpol::rule_in_family;
+using netpol::short_hash;
+
 namespace {
-
-std::string short_hash(std::string_view data, std::size_t n) {
-  static constexpr char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  auto h = netlink::detail::sha1(data);
-  std::string out;
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (auto b : h) {
-    acc = (acc << 8) | b;
-    bits += 8;
-    while (bits >= 6 && out.size() < n) {
-      out += abc[(acc >> (bits - 6)) & 63];
-      bits -= 6;
-    }
-  }
-  return out;
-}
-
-std::string chain_name(std::string_view prefix, std::string_view name) {
-  bool clean = std::all_of(name.begin(), name.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_'; });
-  if (prefix.size() + name.size() <= 28 && clean && !name.starts_with("_")) return std::string(prefix) + std::string(name);
-  return std::string(prefix) + "_" + short_hash(name, 28 - prefix.size() - 1);
-}
 
 std::string set_name(std::string_view id, ip_family f) {
   return (f == ip_family::v4 ? "cali40" : "cali60") + std::string(id.substr(0, 1)) + "-" + std::string(id.substr(2));
 }
 
-/// Whether a rule can match packets of family f (Felix: ipVersion, the nets' families, and
-/// ICMP being IPv4's and ICMPv6 IPv6's).
-bool rule_in_family(const policy_rule& r, ip_family f) {
-  if (r.family && *r.family != f) return false;
-  if (r.protocol && *r.protocol == (f == ip_family::v4 ? 58 : 1)) return false;
-  auto has = [&](const std::vector<ip_prefix>& nets) {
-    return nets.empty() || std::any_of(nets.begin(), nets.end(), [&](const ip_prefix& n) { return n.family() == f; });
-  };
-  return has(r.source_nets) && has(r.destination_nets);
-}
-
 std::string element(const ip_prefix& a) {
   return a.length() == (a.family() == ip_family::v4 ? 32 : 128) ? a.address().to_string() : a.to_string();
 }
-
-std::string display_name(const network_policy& p) { return p.ns.empty() ? p.name : p.ns + "." + p.name; }
 
 chain render_chain(std::string name, const std::vector<std::string>& bodies) {
   chain c;
@@ -68,18 +38,6 @@ chain render_chain(std::string name, const std::vector<std::string>& bodies) {
     prev = h;
   }
   return c;
-}
-
-std::string proto(std::uint8_t p) {
-  switch (p) {
-    case 1: return "icmp";
-    case 6: return "tcp";
-    case 17: return "udp";
-    case 58: return "ipv6-icmp";
-    case 132: return "sctp";
-    case 136: return "udplite";
-  }
-  return std::to_string(p);
 }
 
 std::string anon(const std::vector<std::string>& items) {
@@ -139,9 +97,9 @@ std::vector<std::string> dataplane::render_rules(const std::vector<policy_rule>&
     std::string m;
     if (r.protocol) {
       if (r.not_protocol == r.protocol) continue;
-      m += " meta l4proto " + proto(*r.protocol);
+      m += " meta l4proto " + protocol_name(*r.protocol);
     } else if (r.not_protocol && *r.not_protocol != (v6 ? 1 : 58)) {  // not the other family's ICMP: always true
-      m += " meta l4proto != " + proto(*r.not_protocol);
+      m += " meta l4proto != " + protocol_name(*r.not_protocol);
     }
     auto src = of_family(r.source_nets, f), dst = of_family(r.destination_nets, f);
     if (!src.empty()) m += ip + " saddr " + anon(src);
@@ -215,7 +173,7 @@ result<void> dataplane::upsert_policy(const network_policy& p) {
   if (auto it = pols_.find(key); it != pols_.end())
     for (auto& e : it->second.endpoints) pols_of_ep_[e].erase(key);
   for (auto& e : p.endpoints) pols_of_ep_[e].insert(key);
-  render_owner(key, chain_name("cali-pi-", display_name(p)), chain_name("cali-po-", display_name(p)), p.ingress_applies ? &p.ingress : nullptr,
+  render_owner(key, chain_name("cali-pi-", policy_display_name(p)), chain_name("cali-po-", policy_display_name(p)), p.ingress_applies ? &p.ingress : nullptr,
                p.egress_applies ? &p.egress : nullptr);
   pols_[key] = p;
   ++pending_;
@@ -252,10 +210,8 @@ result<void> dataplane::remove_profile(std::string_view name) {
 }
 
 result<void> dataplane::add_ip_set_members(std::string_view id, std::span<const ip_prefix> m) {
-  auto& s = sets_[std::string(id)];
   sets_to_delete_.erase(std::string(id));
-  for (auto& a : m)
-    if ((a.family() == ip_family::v4 || opt_.ipv6) && s.members.insert(a).second && !s.removed.erase(a)) s.added.insert(a);
+  sets_[std::string(id)].add(m, opt_.ipv6);
   ++pending_;
   return {};
 }
@@ -263,8 +219,7 @@ result<void> dataplane::add_ip_set_members(std::string_view id, std::span<const 
 result<void> dataplane::remove_ip_set_members(std::string_view id, std::span<const ip_prefix> m) {
   auto it = sets_.find(std::string(id));
   if (it == sets_.end()) return {};
-  for (auto& a : m)
-    if (it->second.members.erase(a) && !it->second.added.erase(a)) it->second.removed.insert(a);
+  it->second.remove(m);
   ++pending_;
   return {};
 }
@@ -286,7 +241,7 @@ chain dataplane::endpoint_chain(const workload_endpoint& e, bool ingress) const 
   if (!pols.empty()) {
     r.push_back("meta mark set meta mark & 0xfffdffff");
     for (auto* p : pols) {
-      r.push_back("meta mark & 0x20000 == 0 jump " + chain_name(ingress ? "cali-pi-" : "cali-po-", display_name(*p)));
+      r.push_back("meta mark & 0x20000 == 0 jump " + chain_name(ingress ? "cali-pi-" : "cali-po-", policy_display_name(*p)));
       r.push_back("meta mark & 0x10000 == 0x10000 return");
     }
     r.push_back("meta mark & 0x20000 == 0 drop");
@@ -433,7 +388,7 @@ result<void> dataplane::apply() {
   }
   dirty_chains_.clear();
   compare_all_ = false;
-  for (auto& [id, s] : sets_) s.fresh[0] = s.fresh[1] = false, s.added.clear(), s.removed.clear();
+  for (auto& [id, s] : sets_) s.applied();
   sets_to_delete_.clear();
   pending_ = 0;
   return {};
@@ -517,16 +472,6 @@ listed_table parse_listing(const std::string& text, const std::string& host_len)
   return t;
 }
 
-std::string chain_difference(const std::vector<std::string>& have, const std::vector<std::string>& want) {
-  std::set<std::string> h(have.begin(), have.end()), w(want.begin(), want.end());
-  std::size_t kept = 0, others = 0;
-  for (auto& x : w) kept += h.count(x);
-  for (auto& x : have) others += w.count(x) ? 0 : 1;
-  std::string d = "holds " + std::to_string(kept) + " of its " + std::to_string(want.size()) + " rules";
-  if (others) d += ", and " + std::to_string(others) + " rule" + (others == 1 ? "" : "s") + " cnf did not write";
-  if (kept == want.size() && !others) d += " out of order";
-  return d;
-}
 
 }  // namespace
 
@@ -573,16 +518,9 @@ result<void> dataplane::drift_family(ip_family f, policy_drift& d) {
       st.fresh[i] = true;
       continue;
     }
-    std::size_t missing = 0, extra = it->second.size();
-    for (auto& m : st.members) {
-      if (m.family() != f) continue;
-      if (it->second.count(m.canonical().to_string())) --extra;
-      else ++missing;
-    }
-    if (missing || extra) {
+    if (auto diff = netpol::set_difference(st.members, f, it->second); !diff.empty()) {
       st.fresh[i] = true;  // flushed and refilled in the repair's transaction
-      d.repaired.push_back({"set " + n, std::to_string(missing) + " member" + (missing == 1 ? "" : "s") + " missing, " +
-                                            std::to_string(extra) + " not cnf's"});
+      d.repaired.push_back({"set " + n, diff});
     }
   }
   for (int dir = 0; dir < 2; ++dir) {

@@ -119,17 +119,24 @@ std::string plural_of(std::string_view kind);
 /// kind cnf's kind. Two kinds the policy part reads are Kubernetes' own types:
 ///   KubernetesNetworkPolicy -> networking.k8s.io/v1 NetworkPolicy (namespaced; its spec is cnf's spec)
 ///   Namespace               -> core v1 Namespace (cluster-scoped; its labels are cnf's labels)
+///   ServiceAccount          -> core v1 ServiceAccount (namespaced; labels only: it has no spec)
+///   Pod                     -> core v1 Pod (namespaced; for the policy part, which watches them:
+///                              labels, and as cnf's spec a summary {nodeName, serviceAccountName,
+///                              hostNetwork, podIPs (status.podIPs[].ip)}; cnf only reads Pods,
+///                              a write sends the summary as the spec, which only the stand-in
+///                              API server of the tests takes)
 struct api_resource {
   std::string prefix;       ///< "/apis/crd.cnf.dev/v1", "/apis/networking.k8s.io/v1", "/api/v1"
   std::string plural;       ///< "networkpolicies", "namespaces", ...
   std::string api_version;  ///< the object's apiVersion: "crd.cnf.dev/v1", "networking.k8s.io/v1", "v1"
   std::string kind;         ///< the object's kind ("NetworkPolicy" for KubernetesNetworkPolicy)
   bool custom = true;       ///< false for Kubernetes' own types (no CRD to install)
+  bool has_spec = true;     ///< false for a type whose fields sit beside metadata (ServiceAccount)
 };
 api_resource api_resource_of(std::string_view kind, std::string_view group = default_group, std::string_view version = default_version);
 
 /// Whether cnf's CRD for `kind` is namespaced (WorkloadEndpoint, NetworkPolicy,
-/// NetworkSet, and KubernetesNetworkPolicy) or cluster-scoped (every other kind in cnf::kinds,
+/// NetworkSet, KubernetesNetworkPolicy, ServiceAccount, Pod) or cluster-scoped (every other kind in cnf::kinds,
 /// GlobalNetworkSet, Namespace); nullopt for a kind cnf
 /// ships no CRD for (its scope is then taken from the namespace the caller gives).
 /// Keys that contradict the scope are errc::invalid: Kubernetes fixes a kind's scope.

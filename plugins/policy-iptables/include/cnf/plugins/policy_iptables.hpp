@@ -24,7 +24,8 @@
 // rewriting only the chains whose rules changed (and deleting chains no longer wanted), then
 // destroys the IP sets no rule uses any more. The first apply reads the table back and sweeps
 // every stale cali- chain and cali40 set. A refused restore leaves the table as it was (the
-// restore is one transaction) and the error names the line the kernel refused.
+// restore is one transaction) and the error names the line the kernel refused; with IPv6, a
+// change ip6tables refuses after iptables took it is put back in IPv4 too (both or neither).
 //
 // IPv6 (options.ipv6, on by default), as Felix does it: the same chains in ip6tables (one
 // ip6tables-restore --noflush of its filter table, besides the IPv4 one), IP sets cali60s:<id>
@@ -39,6 +40,7 @@
 //   dp.upsert_endpoint(wep); dp.upsert_profile(kns); dp.apply().value();
 #pragma once
 #include <cnf/policy.hpp>
+#include <cnf/policy/dataplane.hpp>
 
 #include <map>
 #include <optional>
@@ -103,10 +105,9 @@ class dataplane {
 
  private:
   static constexpr std::size_t fi(ip_family f) { return f == ip_family::v4 ? 0 : 1; }
-  struct set_state {
-    std::set<ip_prefix> members;  // both families: cali40<id> holds the IPv4 ones, cali60<id> the IPv6 ones
-    std::set<ip_prefix> added, removed;
-    bool fresh[2] = {true, true};  // per family: not yet in the kernel (or to be rebuilt): fill and swap
+  // members of both families: cali40<id> holds the IPv4 ones, cali60<id> the IPv6 ones; a
+  // fresh family is filled under a temporary name and swapped in.
+  struct set_state : netpol::tracked_set {
     std::optional<ip_family> only;  // a not-nets set: one family's
   };
   std::vector<ip_family> families() const;
@@ -119,7 +120,18 @@ class dataplane {
   void render_dispatch(std::map<std::string, chain>& out, ip_family f) const;
   void render_owner(const std::string& key, const std::string& in_name, const std::string& out_name, const std::vector<policy_rule>* in,
                     const std::vector<policy_rule>* out);
-  result<void> apply_family(ip_family f);
+  /// One family's restore, prepared: the input, and what the kernel holds once it commits.
+  struct staged {
+    std::map<std::string, chain> dyn;    // endpoint and dispatch chains, rendered for this apply
+    std::vector<const chain*> written;   // into policy_chains_ or dyn
+    std::vector<std::string> stale;      // cali- chains deleted
+    bool hook_forward = false, hook_input = false;  // the jumps inserted
+    std::string input;                   // empty: nothing to write
+  };
+  void stage_family(ip_family f, staged& s) const;
+  result<void> commit_family(ip_family f, staged& s);
+  /// The restore that puts back what `s` changed, from the rules last read or written.
+  std::string undo_input(ip_family f, const staged& s) const;
   void keep_set(const std::string& id);  // a set in use again: not destroyed
 
   options opt_;
@@ -135,6 +147,7 @@ class dataplane {
   std::map<std::string, chain> dynamic_chains(ip_family f) const;  // endpoint and dispatch chains
   std::map<std::string, std::vector<std::string>> chains_of_;  // policy key / profile name -> its chain names
   std::map<std::string, std::vector<std::string>> kernel_[2];  // per family: chain -> hashes programmed
+  std::map<std::string, std::vector<std::string>> kernel_rules_[2];  // per family: chain -> its rules, to undo a family
   bool kernel_read_ = false;
   bool forward_hooked_[2] = {false, false}, input_hooked_[2] = {false, false};
   std::size_t pending_ = 0;

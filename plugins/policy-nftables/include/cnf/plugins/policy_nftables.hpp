@@ -25,6 +25,7 @@
 // Both tables change in the same transaction.
 #pragma once
 #include <cnf/policy.hpp>
+#include <cnf/policy/dataplane.hpp>
 
 #include <map>
 #include <set>
@@ -76,10 +77,7 @@ class dataplane {
   const std::string& last_transaction() const { return last_; }
 
  private:
-  struct set_state {
-    std::set<ip_prefix> members, added, removed;
-    bool fresh[2] = {true, true};  // per family
-  };
+  using set_state = netpol::tracked_set;
   static constexpr std::size_t fi(ip_family f) { return f == ip_family::v4 ? 0 : 1; }
   std::vector<ip_family> families() const;
   std::string table(ip_family f) const;  // "ip calico" / "ip6 calico"
