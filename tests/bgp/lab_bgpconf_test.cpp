@@ -3,7 +3,9 @@
 // `cnf apply -f` / `cnf delete`: BGPPeers toward BIRD (per node, one with a TCP MD5 password
 // read from a secret file, wrong then right), BGPConfiguration `default` turning the
 // node-to-node mesh off, bad resources refused naming the field, a bad BGPPeer written past
-// `cnf apply` reported by the agent, and a deleted BGPPeer closing its session. Throughout,
+// `cnf apply` reported by the agent, communities (prefixAdvertisements, standard and large, the
+// default's then node.<name>'s over them) seen on the blocks in BIRD's table and changed live,
+// logSeverityScreen per node, and a deleted BGPPeer closing its session. Throughout,
 // a session a change does not concern is never reset: BIRD's protocol keeps its `since` and the
 // agent logs its Established once.
 // Root only (else "skipped", exit 77); BIRD stopped by PID and `cnf lab down` on every exit path.
@@ -75,6 +77,30 @@ TEST_CASE("BGPPeer and BGPConfiguration applied live: only the sessions a change
   CHECK(wait_for([&] { return L.agent_log("node-2").find("node-to-node mesh disabled") != std::string::npos; }));
   const std::string n2_since = b.line("n2");
   INFO("BIRD n2: " << n2_since);
+
+  // 3b. Communities (Calico's prefixAdvertisements): both nodes' blocks reach BIRD with the
+  // default's communities, standard and large, names resolved; then node.node-1 overrides them
+  // for node-1 only, live, with its own logSeverityScreen Debug. No session resets.
+  REQUIRE(L.apply("communities.yaml", "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n"
+                                      "spec:\n  nodeToNodeMeshEnabled: false\n  logSeverityScreen: Info\n"
+                                      "  communities:\n  - name: bgp-large-community\n    value: 65000:300:1\n  - name: mine\n    value: 65000:100\n"
+                                      "  prefixAdvertisements:\n  - cidr: 10.244.0.0/16\n    communities: [mine, bgp-large-community]\n")
+              .status == 0);
+  auto bird_routes = [&](const char* proto) { return b.c(std::string("show route all protocol ") + proto); };
+  auto shows = [&](const char* proto, const char* what) { return bird_routes(proto).find(what) != std::string::npos; };
+  CHECK(wait_for([&] { return shows("n1", "BGP.community: (65000,100)") && shows("n1", "BGP.large_community: (65000, 300, 1)"); }));
+  CHECK(wait_for([&] { return shows("n2", "BGP.community: (65000,100)") && shows("n2", "BGP.large_community: (65000, 300, 1)"); }));
+  REQUIRE(L.apply("node-1.yaml", "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: node.node-1\n"
+                                 "spec:\n  logSeverityScreen: Debug\n  prefixAdvertisements:\n  - cidr: 10.244.0.0/16\n    communities: ['65000:200']\n")
+              .status == 0);
+  CHECK(wait_for([&] { return shows("n1", "BGP.community: (65000,200)") && !shows("n1", "BGP.large_community"); }));
+  INFO("BIRD n1 routes: " << bird_routes("n1") << "\nBIRD n2 routes: " << bird_routes("n2"));
+  CHECK(shows("n2", "BGP.community: (65000,100)"));  // node-2 keeps the default's
+  CHECK_THAT(L.agent_log("node-1"), Contains("bgp: log level debug (BGPConfiguration logSeverityScreen Debug)"));
+  CHECK_THAT(L.agent_log("node-1"), Contains("with communities 65000:200"));
+  CHECK_THAT(L.agent_log("node-2"), !Contains("logSeverityScreen Debug"));
+  CHECK(b.line("n1") == n1_since);
+  CHECK(b.line("n2") == n2_since);
 
   // 4. Bad resources: refused by apply, naming the field; nothing written.
   auto bad = L.apply("bad.yaml", "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: bad1\nspec:\n  peerIP: 10.0.0.300\n  asNumber: 64513\n"
