@@ -66,6 +66,15 @@ struct peer_config {
   friend bool operator==(const peer_config&, const peer_config&) = default;
 };
 
+/// Communities for the prefixes this node advertises (Calico's prefixAdvertisements): a prefix
+/// within `cidr` (as long or longer) is sent with `communities`, values "aa:nn" (standard) or
+/// "aa:nn:mm" (large), names already resolved through the BGPConfiguration's communities.
+struct prefix_advertisement {
+  ip_prefix cidr;
+  std::vector<std::string> communities;
+  friend bool operator==(const prefix_advertisement&, const prefix_advertisement&) = default;
+};
+
 /// The cluster's routing configuration (Calico's BGPConfiguration `default`, with a node's
 /// `node.<name>` over it). Unset fields: the part's own settings from the profile. A part
 /// applies a change live and touches only the sessions it concerns: the mesh going takes only
@@ -78,6 +87,8 @@ struct routing_config {
   std::optional<std::string> mesh_password;    ///< nodeMeshPassword (resolved)
   std::optional<std::string> route_reflector_cluster_id;  ///< this node's Node spec.bgp.routeReflectorClusterID
   std::optional<std::uint32_t> mesh_max_restart_time;     ///< nodeMeshMaxRestartTime, seconds (graceful restart of mesh peers)
+  std::vector<prefix_advertisement> prefix_advertisements;  ///< every entry whose cidr holds a prefix adds its communities
+  std::string log_severity_screen;  ///< logSeverityScreen: Debug, Info, Warning, Error, Fatal; empty: the host's level
   friend bool operator==(const routing_config&, const routing_config&) = default;
 };
 

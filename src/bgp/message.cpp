@@ -92,7 +92,9 @@ void write_prefix(writer& w, const ip_prefix& p) {
 bool is_well_known(std::uint8_t t) {
   return t == attr::origin || t == attr::as_path || t == attr::next_hop || t == attr::local_pref || t == attr::atomic_aggregate;
 }
-bool is_optional_transitive(std::uint8_t t) { return t == attr::communities || t == attr::aggregator || t == attr::as4_path || t == attr::as4_aggregator; }
+bool is_optional_transitive(std::uint8_t t) {
+  return t == attr::communities || t == attr::aggregator || t == attr::as4_path || t == attr::as4_aggregator || t == attr::large_community;
+}
 bool is_known(std::uint8_t t) {
   return is_well_known(t) || is_optional_transitive(t) || t == attr::med || t == attr::originator_id || t == attr::cluster_list ||
          t == attr::mp_reach_nlri || t == attr::mp_unreach_nlri;
@@ -114,6 +116,7 @@ std::string attr_name(std::uint8_t t) {
     case attr::mp_unreach_nlri: return "MP_UNREACH_NLRI";
     case attr::as4_path: return "AS4_PATH";
     case attr::as4_aggregator: return "AS4_AGGREGATOR";
+    case attr::large_community: return "LARGE_COMMUNITY";
     default: return "attribute " + std::to_string(t);
   }
 }
@@ -317,6 +320,16 @@ std::optional<decode_error> parse_attribute(std::uint8_t flags, std::uint8_t typ
       a.communities.clear();
       while (r.left()) a.communities.push_back(r.u32());
       return std::nullopt;
+    case attr::large_community:
+      // RFC 8092 §5: malformed unless a non-zero multiple of 12 (treat-as-withdraw); duplicates
+      // are not an error, and are dropped silently.
+      if (v.empty() || v.size() % 12) return length_error("a non-zero multiple of 12");
+      a.large_communities.clear();
+      while (r.left()) {
+        large_community c{r.u32(), r.u32(), r.u32()};
+        if (std::find(a.large_communities.begin(), a.large_communities.end(), c) == a.large_communities.end()) a.large_communities.push_back(c);
+      }
+      return std::nullopt;
     case attr::originator_id:
       if (v.size() != 4) return length_error("4");
       a.originator_id = r.u32();
@@ -516,6 +529,15 @@ void encode_update(writer& w, const update_message& u, const codec_options& o) {
     if (!a.communities.empty()) { for (auto c : a.communities) x.u32(c); flush(attr::optional | attr::transitive, attr::communities); }
     if (a.originator_id) { x.u32(*a.originator_id); flush(attr::optional, attr::originator_id); }
     if (!a.cluster_list.empty()) { for (auto c : a.cluster_list) x.u32(c); flush(attr::optional, attr::cluster_list); }
+    if (!a.large_communities.empty()) {
+      std::vector<large_community> sent;  // RFC 8092 §2: a value is never sent twice
+      for (auto& c : a.large_communities)
+        if (std::find(sent.begin(), sent.end(), c) == sent.end()) {
+          sent.push_back(c);
+          x.u32(c.global); x.u32(c.local1); x.u32(c.local2);
+        }
+      flush(attr::optional | attr::transitive, attr::large_community);
+    }
     for (auto& r : a.unknown) put_attribute(w, r.flags, r.type, r.value);
   }
   w.put16_at(al, static_cast<std::uint16_t>(w.b.size() - al - 2));
@@ -523,6 +545,10 @@ void encode_update(writer& w, const update_message& u, const codec_options& o) {
 }
 
 }  // namespace
+
+std::string large_community::to_string() const {
+  return std::to_string(global) + ":" + std::to_string(local1) + ":" + std::to_string(local2);
+}
 
 std::string afi_safi::to_string() const {
   if (*this == ipv4_unicast) return "ipv4-unicast";

@@ -26,6 +26,7 @@ struct speaker::peer {
   std::map<ip_prefix, std::shared_ptr<const path_attributes>> adj_out;
   std::set<ip_prefix> pending;
   std::map<ip_prefix, path> filtered;  // the rest of its Adj-RIB-In: paths its import filters reject
+  std::size_t reflected_back = 0;      // paths refused by RFC 4456 loop detection
 };
 
 namespace {
@@ -163,20 +164,26 @@ void speaker::stop(std::string why, bool graceful) {
   flush();
 }
 
-void speaker::originate(const ip_prefix& prefix) {
+void speaker::originate(const ip_prefix& prefix, std::vector<std::uint32_t> communities, std::vector<large_community> large) {
   auto pfx = prefix.canonical();
-  if (!originated_.insert(pfx).second) return;
-  // One attribute set for every originated prefix: shared, they cost one pointer each in the
-  // RIB, and the export groups them into full UPDATEs (a set per prefix meant an UPDATE per prefix).
-  static const std::shared_ptr<const path_attributes> originated_attrs = [] {
-    auto a = std::make_shared<path_attributes>();
-    a->origin = origin_type::igp;
-    return std::shared_ptr<const path_attributes>(std::move(a));
-  }();
+  // One attribute set per distinct set of communities, shared by the originated prefixes: they
+  // cost one pointer each in the RIB, and the export groups them into full UPDATEs (a set per
+  // prefix meant an UPDATE per prefix).
+  path_attributes want;
+  want.origin = origin_type::igp;
+  want.communities = std::move(communities);
+  want.large_communities = std::move(large);
+  std::erase_if(origin_attrs_, [](const auto& a) { return a.use_count() == 1; });
+  auto attrs = std::find_if(origin_attrs_.begin(), origin_attrs_.end(), [&](const auto& a) { return *a == want; });
+  if (attrs == origin_attrs_.end()) attrs = origin_attrs_.insert(origin_attrs_.end(), std::make_shared<const path_attributes>(std::move(want)));
+  if (!originated_.insert(pfx).second)
+    if (auto* e = rib_.find(pfx))
+      for (auto& x : e->paths)
+        if (x.from == local_peer && x.attrs == *attrs) return;  // unchanged
   path p;
   p.from = local_peer;
   p.peer_router_id = cfg_.router_id;
-  p.attrs = originated_attrs;
+  p.attrs = *attrs;
   if (rib_.update(pfx, std::move(p))) changed(pfx);
   flush();
 }
@@ -529,11 +536,16 @@ void speaker::import(peer& p, update_message& u) {
 
   auto attrs = std::make_shared<path_attributes>(std::move(u.attrs));
   std::string refused;
+  bool reflected_back = false;  // RFC 4456's loop detection at work, not an error: logged at debug
   if (!p.ibgp && attrs->as_path_contains(cfg_.asn)) refused = "AS_PATH loop: the path contains this speaker's AS " + std::to_string(cfg_.asn);
-  else if (p.ibgp && attrs->originator_id == cfg_.router_id) refused = "ORIGINATOR_ID is this speaker's router id (reflected back)";
-  else if (p.ibgp && cfg_.cluster_id &&
-           std::find(attrs->cluster_list.begin(), attrs->cluster_list.end(), *cfg_.cluster_id) != attrs->cluster_list.end())
+  else if (p.ibgp && attrs->originator_id == cfg_.router_id) {
+    refused = "ORIGINATOR_ID is this speaker's router id (reflected back)";
+    reflected_back = true;
+  } else if (p.ibgp && cfg_.cluster_id &&
+             std::find(attrs->cluster_list.begin(), attrs->cluster_list.end(), *cfg_.cluster_id) != attrs->cluster_list.end()) {
     refused = "CLUSTER_LIST loop: contains this speaker's cluster id";
+    reflected_back = true;
+  }
   if (!p.ibgp) {
     attrs->local_pref = 100;
     attrs->originator_id.reset();
@@ -554,8 +566,10 @@ void speaker::import(peer& p, update_message& u) {
     if (why.empty() && !nh) why = "no next hop";
     if (why.empty() && is_local(*nh)) why = "the next hop " + nh->to_string() + " is this node";
     if (!why.empty()) {
-      out_.push_back(out::log{true, "peer " + p.cfg.name + ": " + std::to_string(nlri.size()) + " prefix(es) ignored (first " + nlri.front().to_string() +
-                                        "): " + why});
+      if (reflected_back) p.reflected_back += nlri.size();
+      out_.push_back(out::log{!reflected_back, "peer " + p.cfg.name + ": " + std::to_string(nlri.size()) + " prefix(es) ignored (first " + nlri.front().to_string() +
+                                                   "): " + why + (reflected_back ? " (" + std::to_string(p.reflected_back) + " so far)" : std::string()),
+                              reflected_back});
       for (auto& pfx : nlri) {
         p.filtered.erase(pfx);
         if (rib_.withdraw(pfx, p.id)) changed(pfx);
@@ -624,6 +638,10 @@ std::shared_ptr<const path_attributes> speaker::export_to(const peer& p, const i
   if (best.empty()) return nullptr;
   const path& b = best.front();
   if (b.from == p.id) return nullptr;
+  // RFC 1997's well-known communities, on every route as BIRD does: NO_ADVERTISE to no peer,
+  // NO_EXPORT and NO_EXPORT_SUBCONFED to no eBGP peer (cnf has no confederation).
+  for (auto c : b.attrs->communities)
+    if (c == community::no_advertise || (!p.ibgp && (c == community::no_export || c == community::no_export_subconfed))) return nullptr;
   const auto& neg = p.slots[0].s->agreed();
   if (std::find(neg.families.begin(), neg.families.end(), af_of(prefix)) == neg.families.end()) return nullptr;
   if (!p.cfg.filters.empty() && !filter_accepts(p.cfg.filters, filter_direction::export_, prefix, b.from != local_peer)) return nullptr;
@@ -779,6 +797,7 @@ std::vector<peer_info> speaker::peers() const {
     i.stale = rib_.stale_of(up->id);
     i.filtered = up->filtered.size();
     i.awaited = deferring_ && !up->initial_done;
+    i.reflected_back = up->reflected_back;
     for (auto& f : up->cfg.filters)
       if (!f.exists && i.info.empty()) i.info = "BGPFilter " + f.name + " not found: not applied";
     v.push_back(std::move(i));

@@ -3,7 +3,9 @@
 // `cnf apply -f` / `cnf delete`: BGPPeers toward BIRD (per node, one with a TCP MD5 password
 // read from a secret file, wrong then right), BGPConfiguration `default` turning the
 // node-to-node mesh off, bad resources refused naming the field, a bad BGPPeer written past
-// `cnf apply` reported by the agent, and a deleted BGPPeer closing its session. Throughout,
+// `cnf apply` reported by the agent, communities (prefixAdvertisements, standard and large, the
+// default's then node.<name>'s over them) seen on the blocks in BIRD's table and changed live,
+// logSeverityScreen per node, and a deleted BGPPeer closing its session. Throughout,
 // a session a change does not concern is never reset: BIRD's protocol keeps its `since` and the
 // agent logs its Established once.
 // Root only (else "skipped", exit 77); BIRD stopped by PID and `cnf lab down` on every exit path.
@@ -11,21 +13,11 @@
 #include <catch2/catch.hpp>
 
 #include "../support/lab_datastore.hpp"
-#include "../support/lab_env.hpp"
-#include "../support/process.hpp"
 #include "../support/root_gate.hpp"
+#include "bird_lab.hpp"
 
 #include <cnf/model/node.hpp>
 
-#include <boost/json.hpp>
-
-#include <signal.h>
-#include <unistd.h>
-
-#include <chrono>
-#include <filesystem>
-#include <fstream>
-#include <functional>
 #include <string>
 #include <thread>
 
@@ -33,78 +25,12 @@ CNF_TEST_ROOT_GATE("network namespaces");
 
 using namespace std::chrono_literals;
 using Catch::Matchers::Contains;
-using cnf_test::sh;
+using namespace cnf_test::bird_lab;
 namespace bj = boost::json;
 
-namespace {
-
-const std::string cnf_bin = std::string(CNF_TEST_BIN_DIR) + "/cnf";
-
-struct lab_env : cnf_test::lab_env {
-  lab_env() : cnf_test::lab_env("bgpconf") {}
-  cnf_test::process_result cnf(std::vector<std::string> args) const {
-    std::vector<std::string> a = {"exec", "node-1", "--", cnf_bin};
-    a.insert(a.end(), args.begin(), args.end());
-    return lab(a);
-  }
-  std::string agent_log(const std::string& node) const { return cnf_test::read_file(dir / "nodes" / node / "agent.log"); }
-  bj::object status(const std::string& node) const {
-    auto r = run({"exec", node, "--", cnf_bin, "node", "status", "-o", "json"});
-    bj::error_code ec;
-    auto v = bj::parse(r.out, ec);
-    return !ec && v.is_object() ? v.get_object() : bj::object{};
-  }
-};
-
-bool wait_for(const std::function<bool()>& f, std::chrono::milliseconds limit = 20s) {
-  for (auto t0 = std::chrono::steady_clock::now(); std::chrono::steady_clock::now() - t0 < limit;) {
-    if (f()) return true;
-    std::this_thread::sleep_for(100ms);
-  }
-  return f();
-}
-
-std::size_t count(const std::string& s, const std::string& what) {
-  std::size_t n = 0;
-  for (auto p = s.find(what); p != std::string::npos; p = s.find(what, p + 1)) ++n;
-  return n;
-}
-
-// BIRD in the lab's router namespace, stopped by the PID it wrote.
-struct bird {
-  std::string ns;
-  std::filesystem::path dir;
-  ~bird() {
-    std::ifstream f(dir / "bird.pid");
-    long p = 0;
-    if (!(f >> p) || p <= 0) return;
-    ::kill(static_cast<pid_t>(p), SIGTERM);
-    for (int i = 0; i < 100 && ::kill(static_cast<pid_t>(p), 0) == 0; ++i) std::this_thread::sleep_for(20ms);
-    if (::kill(static_cast<pid_t>(p), 0) == 0) ::kill(static_cast<pid_t>(p), SIGKILL);
-  }
-  std::string c(const std::string& cmd) const { return sh("birdc -s " + (dir / "bird.ctl").string() + " " + cmd + " 2>&1"); }
-  /// "up 12:00:01.123 Established" of `show protocols`, for a protocol.
-  std::string line(const std::string& proto) const {
-    auto out = c("show protocols " + proto);
-    auto p = out.find("\n" + proto + " ");
-    return p == std::string::npos ? std::string() : out.substr(p + 1, out.find('\n', p + 1) - p - 1);
-  }
-  bool established(const std::string& proto) const { return line(proto).find("Established") != std::string::npos; }
-};
-
-std::string peer_state(const bj::object& st, const std::string& name) {
-  if (!st.contains("routing")) return "";
-  for (auto& p : st.at("routing").at("peers").as_array())
-    if (p.at("name").as_string() == name) return std::string(p.at("state").as_string());
-  return "(none)";
-}
-
-}  // namespace
-
 TEST_CASE("BGPPeer and BGPConfiguration applied live: only the sessions a change concerns are touched", "[integration][bgp]") {
-  if (::access(cnf_bin.c_str(), X_OK) != 0) cnf_test::exit_77_skipped("cnf binary not built: " + cnf_bin);
-  if (sh("command -v bird").empty()) cnf_test::exit_77_skipped("BIRD 2 is not installed (apt-get install bird2)");
-  lab_env L;
+  require_cnf_and_bird();
+  env L("bgpconf");
   const auto secrets = L.files.path / "secrets";
   std::filesystem::create_directories(secrets / "bgp");
   cnf_test::write_file(secrets / "bgp" / "right", "s3cret\n");
@@ -116,24 +42,9 @@ TEST_CASE("BGPPeer and BGPConfiguration applied live: only the sessions a change
   CHECK(wait_for([&] { return peer_state(L.status("node-1"), "node-2") == "Established"; }));
 
   // BIRD in the router namespace (10.100.0.1, AS 64513), one protocol per node; node-2's with a password.
-  bird b{"cnflab-" + L.id() + "-router", L.files.path / "bird"};
-  std::filesystem::create_directories(b.dir);
-  auto proto = [](const char* name, const char* addr, const char* extra) {
-    return std::string("protocol bgp ") + name + " { local 10.100.0.1 as 64513; neighbor " + addr + " as 64512; " + extra +
-           "\n  ipv4 { import all; export where source = RTS_STATIC; }; connect retry time 1; connect delay time 0; error wait time 1, 2; }\n";
-  };
-  cnf_test::write_file(b.dir / "bird.conf", "router id 10.100.0.1;\nprotocol device { scan time 10; }\n"
-                                            "protocol static { ipv4; route 10.200.1.0/24 blackhole; }\n" +
-                                                proto("n1", "10.100.0.10", "") + proto("n2", "10.100.0.11", "password \"s3cret\";"));
-  REQUIRE(sh("ip netns exec " + b.ns + " bird -c " + (b.dir / "bird.conf").string() + " -s " + (b.dir / "bird.ctl").string() + " -P " +
-             (b.dir / "bird.pid").string() + " 2>&1; echo rc=$?")
-              .find("rc=0") != std::string::npos);
+  bird b(L);
+  REQUIRE(b.start("route 10.200.1.0/24 blackhole;", bird::protocol("n1", "10.100.0.10") + bird::protocol("n2", "10.100.0.11", "password \"s3cret\";")));
 
-  auto apply = [&](const char* name, const std::string& yaml) {
-    const auto f = (L.files.path / name).string();
-    cnf_test::write_file(f, yaml);
-    return L.cnf({"apply", "-f", f});
-  };
   auto peer = [](const char* name, const char* node, const char* extra) {
     return std::string("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: ") + name + "\nspec:\n  node: " + node +
            "\n  peerIP: 10.100.0.1\n  asNumber: 64513\n" + extra + "---\n";
@@ -142,7 +53,7 @@ TEST_CASE("BGPPeer and BGPConfiguration applied live: only the sessions a change
   const std::string right_pw = "  password:\n    secretKeyRef:\n      name: bgp\n      key: right\n";
 
   // 1. BGPPeers applied live: node-1 to BIRD comes up, prefixes both ways; node-2's wrong password does not.
-  REQUIRE(apply("peers.yaml", peer("bird-n1", "node-1", "") + peer("bird-n2", "node-2", wrong_pw.c_str())).status == 0);
+  REQUIRE(L.apply("peers.yaml", peer("bird-n1", "node-1", "") + peer("bird-n2", "node-2", wrong_pw.c_str())).status == 0);
   CHECK(wait_for([&] { return b.established("n1"); }));
   CHECK(wait_for([&] { return b.c("show route protocol n1").find("10.244.") != std::string::npos; }));
   CHECK(wait_for([&] { return L.run({"exec", "node-1", "--", "ip", "route", "show", "proto", "81"}).out.find("10.200.1.0/24 via 10.100.0.1") != std::string::npos; }));
@@ -154,24 +65,48 @@ TEST_CASE("BGPPeer and BGPConfiguration applied live: only the sessions a change
   INFO("BIRD n1: " << n1_since);
 
   // 2. The right password: node-2's session comes up; node-1's is untouched.
-  REQUIRE(apply("peers.yaml", peer("bird-n1", "node-1", "") + peer("bird-n2", "node-2", right_pw.c_str())).status == 0);
+  REQUIRE(L.apply("peers.yaml", peer("bird-n1", "node-1", "") + peer("bird-n2", "node-2", right_pw.c_str())).status == 0);
   CHECK(wait_for([&] { return b.established("n2"); }));
   CHECK(wait_for([&] { return b.c("show route protocol n2").find("10.244.") != std::string::npos; }));
 
   // 3. The mesh off: the node-to-node sessions go, the BIRD sessions stay.
-  REQUIRE(apply("config.yaml", "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n"
-                               "spec:\n  nodeToNodeMeshEnabled: false\n  logSeverityScreen: Info\n")
+  REQUIRE(L.apply("config.yaml", "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n"
+                                 "spec:\n  nodeToNodeMeshEnabled: false\n  logSeverityScreen: Info\n")
               .status == 0);
   CHECK(wait_for([&] { return peer_state(L.status("node-1"), "node-2") == "(none)"; }));
   CHECK(wait_for([&] { return L.agent_log("node-2").find("node-to-node mesh disabled") != std::string::npos; }));
   const std::string n2_since = b.line("n2");
   INFO("BIRD n2: " << n2_since);
 
+  // 3b. Communities (Calico's prefixAdvertisements): both nodes' blocks reach BIRD with the
+  // default's communities, standard and large, names resolved; then node.node-1 overrides them
+  // for node-1 only, live, with its own logSeverityScreen Debug. No session resets.
+  REQUIRE(L.apply("communities.yaml", "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n"
+                                      "spec:\n  nodeToNodeMeshEnabled: false\n  logSeverityScreen: Info\n"
+                                      "  communities:\n  - name: bgp-large-community\n    value: 65000:300:1\n  - name: mine\n    value: 65000:100\n"
+                                      "  prefixAdvertisements:\n  - cidr: 10.244.0.0/16\n    communities: [mine, bgp-large-community]\n")
+              .status == 0);
+  auto bird_routes = [&](const char* proto) { return b.c(std::string("show route all protocol ") + proto); };
+  auto shows = [&](const char* proto, const char* what) { return bird_routes(proto).find(what) != std::string::npos; };
+  CHECK(wait_for([&] { return shows("n1", "BGP.community: (65000,100)") && shows("n1", "BGP.large_community: (65000, 300, 1)"); }));
+  CHECK(wait_for([&] { return shows("n2", "BGP.community: (65000,100)") && shows("n2", "BGP.large_community: (65000, 300, 1)"); }));
+  REQUIRE(L.apply("node-1.yaml", "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: node.node-1\n"
+                                 "spec:\n  logSeverityScreen: Debug\n  prefixAdvertisements:\n  - cidr: 10.244.0.0/16\n    communities: ['65000:200']\n")
+              .status == 0);
+  CHECK(wait_for([&] { return shows("n1", "BGP.community: (65000,200)") && !shows("n1", "BGP.large_community"); }));
+  INFO("BIRD n1 routes: " << bird_routes("n1") << "\nBIRD n2 routes: " << bird_routes("n2"));
+  CHECK(shows("n2", "BGP.community: (65000,100)"));  // node-2 keeps the default's
+  CHECK_THAT(L.agent_log("node-1"), Contains("bgp: log level debug (BGPConfiguration logSeverityScreen Debug)"));
+  CHECK_THAT(L.agent_log("node-1"), Contains("with communities 65000:200"));
+  CHECK_THAT(L.agent_log("node-2"), !Contains("logSeverityScreen Debug"));
+  CHECK(b.line("n1") == n1_since);
+  CHECK(b.line("n2") == n2_since);
+
   // 4. Bad resources: refused by apply, naming the field; nothing written.
-  auto bad = apply("bad.yaml", "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: bad1\nspec:\n  peerIP: 10.0.0.300\n  asNumber: 64513\n"
-                               "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: bad2\nspec:\n  peerIP: 10.0.0.3\n  asNumber: 4294967296\n"
-                               "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: bad3\nspec:\n  peerIp: 10.0.0.3\n  asNumber: 64513\n"
-                               "---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: node.node-1\nspec:\n  asNumber: 64600\n");
+  auto bad = L.apply("bad.yaml", "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: bad1\nspec:\n  peerIP: 10.0.0.300\n  asNumber: 64513\n"
+                                 "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: bad2\nspec:\n  peerIP: 10.0.0.3\n  asNumber: 4294967296\n"
+                                 "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: bad3\nspec:\n  peerIp: 10.0.0.3\n  asNumber: 64513\n"
+                                 "---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: node.node-1\nspec:\n  asNumber: 64600\n");
   CHECK(bad.status != 0);
   CHECK_THAT(bad.err, Contains("BGPPeer/bad1): spec.peerIP: '10.0.0.300' is not an IP address"));
   CHECK_THAT(bad.err, Contains("BGPPeer/bad2): spec.asNumber: must be between 1 and 4294967295"));
@@ -213,8 +148,8 @@ TEST_CASE("BGPPeer and BGPConfiguration applied live: only the sessions a change
     res.revision = cur->revision;
     REQUIRE(ds.update(res));
   }
-  REQUIRE(apply("rr.yaml", "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-rr\n"
-                           "spec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n")
+  REQUIRE(L.apply("rr.yaml", "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-rr\n"
+                             "spec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n")
               .status == 0);
   CHECK(wait_for([&] { return peer_state(L.status("node-2"), "node-1") == "Established"; }));
   CHECK(wait_for([&] { return peer_state(L.status("node-1"), "node-2") == "Established"; }));

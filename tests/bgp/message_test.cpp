@@ -288,3 +288,63 @@ TEST_CASE("bgp codec: attribute discard and unknown attributes", "[unit][bgp]") 
   CHECK(r.attrs.origin == bgp::origin_type::igp);
   CHECK(r.discarded.size() == 1);
 }
+
+TEST_CASE("bgp codec: LARGE_COMMUNITY (RFC 8092) round-trips, duplicates sent once and dropped on receipt", "[unit][bgp]") {
+  bgp::update_message u;
+  u.has_attributes = true;
+  u.attrs.as_path = {{bgp::as_segment::kind::sequence, {65001}}};
+  u.attrs.next_hop = ip("192.0.2.1");
+  u.attrs.communities = {0xfde80064};  // 65000:100
+  u.attrs.large_communities = {{65000, 300, 100}, {4200000000u, 1, 2}};
+  u.nlri = {pfx("10.244.1.0/26")};
+  CHECK(std::get<bgp::update_message>(roundtrip(u)) == u);
+  CHECK(std::get<bgp::update_message>(roundtrip(u, {false})) == u);
+  CHECK(u.attrs.large_communities[0].to_string() == "65000:300:100");
+  // on the wire: optional transitive, type 32, 24 octets, in ascending type order (after COMMUNITIES)
+  auto b = bgp::encode(u);
+  const bytes head{0xc0, 32, 24, 0, 0, 0xfd, 0xe8, 0, 0, 1, 0x2c, 0, 0, 0, 0x64};
+  auto at = std::search(b.begin(), b.end(), head.begin(), head.end());
+  REQUIRE(at != b.end());
+  const bytes comm{0xc0, 8, 4, 0xfd, 0xe8, 0, 0x64};
+  CHECK(std::search(b.begin(), b.end(), comm.begin(), comm.end()) < at);
+
+  // A duplicate is never sent; one received is dropped silently (not an error).
+  auto dup = u;
+  dup.attrs.large_communities.push_back({65000, 300, 100});
+  CHECK(bgp::encode(dup) == b);
+  const bytes twice{0xc0, 32, 24, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3};
+  auto r = update_of(raw_update({}, cat({origin_igp, as_path_65001, next_hop_10_0_0_1, twice}), nlri_10_1));
+  CHECK(!r.withdraw_reason);
+  CHECK(r.attrs.large_communities == std::vector<bgp::large_community>{{1, 2, 3}});
+
+  // Many: the attribute takes the extended length (30 x 12 = 360 octets) and still round-trips.
+  auto many = u;
+  many.attrs.large_communities.clear();
+  for (std::uint32_t i = 0; i < 30; ++i) many.attrs.large_communities.push_back({64512, i, i * 7});
+  CHECK(std::get<bgp::update_message>(roundtrip(many)) == many);
+  const bytes ext{0xd0, 32, 0x01, 0x68};
+  auto eb = bgp::encode(many);
+  CHECK(std::search(eb.begin(), eb.end(), ext.begin(), ext.end()) != eb.end());
+}
+
+TEST_CASE("bgp codec: a malformed LARGE_COMMUNITY is treat-as-withdraw (RFC 8092 §5, RFC 7606)", "[unit][bgp]") {
+  auto check = [](const bytes& lc, std::uint8_t sub, const char* field) {
+    auto u = update_of(raw_update({}, cat({origin_igp, as_path_65001, next_hop_10_0_0_1, lc}), nlri_10_1));
+    REQUIRE(u.withdraw_reason);
+    CHECK(u.withdraw_reason->code == 3);
+    CHECK(u.withdraw_reason->subcode == sub);
+    CHECK(u.withdraw_reason->field == field);
+    CHECK(u.nlri.empty());
+    CHECK(u.withdrawn == std::vector{pfx("10.1.0.0/16")});
+    CHECK(u.attrs.large_communities.empty());
+  };
+  SECTION("length not a multiple of 12") { check({0xc0, 32, 11, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0}, 5, "UPDATE.LARGE_COMMUNITY"); }
+  SECTION("length 13") { check({0xc0, 32, 13, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 9}, 5, "UPDATE.LARGE_COMMUNITY"); }
+  SECTION("empty") { check({0xc0, 32, 0}, 5, "UPDATE.LARGE_COMMUNITY"); }
+  SECTION("not transitive") { check({0x80, 32, 12, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3}, 4, "UPDATE.LARGE_COMMUNITY.flags"); }
+  SECTION("the error names the attribute") {
+    auto u = update_of(raw_update({}, cat({origin_igp, as_path_65001, next_hop_10_0_0_1, {0xc0, 32, 5, 1, 2, 3, 4, 5}}), nlri_10_1));
+    REQUIRE(u.withdraw_reason);
+    CHECK_THAT(u.withdraw_reason->to_string(), Catch::Contains("UPDATE.LARGE_COMMUNITY: length 5, expected a non-zero multiple of 12"));
+  }
+}

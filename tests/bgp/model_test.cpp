@@ -215,3 +215,37 @@ TEST_CASE("BGPPeer filters and BGPConfiguration nodeMeshMaxRestartTime are read"
   CHECK(c->node_mesh_max_restart_time == 60u);
   CHECK_THAT(config_error(R"j({"nodeMeshMaxRestartTime": 60})j"), Contains("spec.nodeMeshMaxRestartTime: expected a duration"));
 }
+
+TEST_CASE("BGPConfiguration communities: standard values are 16-bit pairs, large ones 32-bit triples") {
+  CHECK(config_error(R"j({"communities": [{"name": "a", "value": "65535:65535"}, {"name": "b", "value": "4294967295:0:4294967295"}]})j") == "(accepted)");
+  CHECK_THAT(config_error(R"j({"communities": [{"name": "a", "value": "65536:1"}]})j"),
+             Contains("spec.communities[0].value: expected aa:nn (standard, 16-bit numbers) or aa:nn:mm (large, 32-bit numbers)"));
+  CHECK_THAT(config_error(R"j({"communities": [{"name": "a", "value": "1:2:3:4"}]})j"), Contains("spec.communities[0].value:"));
+  CHECK_THAT(config_error(R"j({"communities": [{"name": "a", "value": "1:4294967296:3"}]})j"), Contains("spec.communities[0].value:"));
+  CHECK_THAT(config_error(R"j({"communities": [{"name": "a", "value": "1::3"}]})j"), Contains("spec.communities[0].value:"));
+  CHECK_THAT(config_error(R"j({"prefixAdvertisements": [{"cidr": "10.0.0.0/8", "communities": ["70000:1"]}]})j"),
+             Contains("spec.prefixAdvertisements[0].communities: '70000:1' is neither a name in spec.communities nor a community value"));
+}
+
+TEST_CASE("BGPConfiguration prefixAdvertisements as a node applies them: names resolved, node.<name> over default per family") {
+  auto d = cnf::model::parse_bgp_configuration(config(R"j({"communities": [{"name": "std", "value": "65000:100"}, {"name": "big", "value": "65000:300:1"}],
+    "prefixAdvertisements": [{"cidr": "10.244.0.0/16", "communities": ["std", "big", "65000:9"]},
+                             {"cidr": "fd00:244::/48", "communities": ["std"]}]})j"));
+  REQUIRE(d);
+  auto v = cnf::model::effective_prefix_advertisements(&*d, nullptr);
+  REQUIRE(v.size() == 2);
+  CHECK(v[0].cidr.to_string() == "10.244.0.0/16");
+  CHECK(v[0].communities == std::vector<std::string>{"65000:100", "65000:300:1", "65000:9"});
+  CHECK(v[1].communities == std::vector<std::string>{"65000:100"});
+  // A node's own IPv4 entries replace the default's IPv4 ones; its IPv6 ones (none) leave the default's.
+  auto n = cnf::model::parse_bgp_configuration(config(R"j({"communities": [{"name": "std", "value": "65001:1"}],
+    "prefixAdvertisements": [{"cidr": "10.244.1.0/24", "communities": ["std"]}], "logSeverityScreen": "Debug"})j", "node.n1"));
+  REQUIRE(n);
+  v = cnf::model::effective_prefix_advertisements(&*d, &*n);
+  REQUIRE(v.size() == 2);
+  CHECK(v[0].cidr.to_string() == "10.244.1.0/24");
+  CHECK(v[0].communities == std::vector<std::string>{"65001:1"});
+  CHECK(v[1].cidr.to_string() == "fd00:244::/48");
+  CHECK(cnf::model::effective_prefix_advertisements(nullptr, nullptr).empty());
+  CHECK(n->log_severity_screen == "Debug");
+}

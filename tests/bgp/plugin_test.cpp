@@ -184,3 +184,65 @@ TEST_CASE("bgp part: two nodes meshed over the loopback exchange blocks; stop se
   CHECK(!a.s.wrong_thread);
   CHECK(!b.s.wrong_thread);
 }
+
+namespace {
+struct capture_logger final : cnf::logger {
+  std::mutex mu;
+  std::vector<std::pair<cnf::log_level, std::string>> lines;
+  void write(cnf::log_level l, std::string_view m) noexcept override {
+    std::lock_guard g(mu);
+    lines.emplace_back(l, std::string(m));
+  }
+  std::size_t count(std::string_view s, std::optional<cnf::log_level> level = {}) {
+    std::lock_guard g(mu);
+    return static_cast<std::size_t>(std::count_if(lines.begin(), lines.end(), [&](auto& x) {
+      return x.second.find(s) != std::string::npos && (!level || x.first == *level);
+    }));
+  }
+};
+}  // namespace
+
+TEST_CASE("bgp part: logSeverityScreen screens the part's log; prefixAdvertisements give advertised prefixes their communities live", "[unit][bgp]") {
+  cnf::bgp::routing_settings set;
+  set.as_number = 64512;
+  set.listen_port = static_cast<std::uint16_t>(20000 + (::getpid() + 7) % 20000);
+  capture_logger log;  // the host's threshold: info
+  host a;
+  auto cfg = [](const char* level, std::vector<std::string> communities) {
+    cnf::routing_config c;
+    c.log_severity_screen = level;
+    if (!communities.empty()) c.prefix_advertisements = {{cnf::ip_prefix::parse("10.244.0.0/16").value(), communities}};
+    return c;
+  };
+  bool started = false;
+  a.on_loop([&] {
+    a.part = std::make_unique<cnf::bgp::routing>(set, &a.loop, &log);
+    a.part->configure(cfg("Warning", {}));
+    started = a.part->start(node("a", "127.0.0.1/8"), a.s).has_value();
+  });
+  REQUIRE(started);
+  CHECK(log.count("bgp: log level warn (BGPConfiguration logSeverityScreen Warning)") == 1);
+  CHECK(log.count("bgp: AS 64512") == 0);  // info, screened
+
+  // Debug: the part's debug lines reach the host's logger although the host's threshold is info.
+  a.on_loop([&] {
+    a.part->configure(cfg("Debug", {"65000:100", "65000:300:1"}));
+    a.part->advertise(cnf::ip_prefix::parse("10.244.1.0/26").value());
+    a.part->advertise(cnf::ip_prefix::parse("10.99.0.0/26").value());
+  });
+  CHECK(log.count("bgp: originate 10.244.1.0/26 with communities 65000:100 65000:300:1", cnf::log_level::debug) == 1);
+  CHECK(log.count("bgp: originate 10.99.0.0/26 (no communities)", cnf::log_level::debug) == 1);
+
+  // New communities, live: the prefixes within the cidr get them (counted), the others keep theirs.
+  a.on_loop([&] { a.part->configure(cfg("Info", {"65000:200"})); });
+  CHECK(log.count("bgp: prefixAdvertisements changed: 1 advertised prefix(es) get new communities", cnf::log_level::info) == 1);
+  CHECK(log.count("bgp: originate 10.244.1.0/26 with communities 65000:200") == 0);  // debug, screened at Info
+
+  // Error (and Fatal, cnf having no fatal level): info lines screened; unset: the host's threshold again.
+  a.on_loop([&] { a.part->configure(cfg("Fatal", {"65000:300"})); });
+  CHECK(log.count("bgp: log level error (BGPConfiguration logSeverityScreen Fatal)") == 1);
+  CHECK(log.count("prefixAdvertisements changed: 1 advertised") == 1);
+  a.on_loop([&] { a.part->configure(cfg("", {})); });
+  CHECK(log.count("bgp: log level info (the agent's)") == 1);
+  CHECK(log.count("prefixAdvertisements changed: 1 advertised") == 2);
+}

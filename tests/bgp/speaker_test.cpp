@@ -24,6 +24,7 @@ struct node {
   std::map<cnf::ip_prefix, std::vector<cnf::ip_address>> routes;
   std::map<std::string, bgp::out::peer_state> peers;
   std::vector<std::string> logs;
+  std::vector<std::string> debug_logs;  // the ones logged at debug level
   std::set<bgp::timer_id> timers;
   std::map<bgp::timer_id, std::chrono::milliseconds> timer_after;  // each timer's duration when started
   std::vector<bgp::message> sent;  // every message this node sent
@@ -149,6 +150,7 @@ struct fabric {
         n.peers[p->name] = *p;
       } else if (auto* l = std::get_if<bgp::out::log>(&a)) {
         n.logs.push_back(l->message);
+        if (l->debug) n.debug_logs.push_back(l->message);
       } else if (auto* c = std::get_if<bgp::out::initial_routes_complete>(&a)) {
         n.complete.push_back(c->reason);
       }
@@ -950,4 +952,137 @@ TEST_CASE("bgp speaker: selection deferral does not wait for a peer without grac
   CHECK(b.routes.count(pfx("10.244.1.0/26")) == 1);
   CHECK(c.routes.count(pfx("10.244.1.0/26")) == 1);
   CHECK(c.routes.count(pfx("10.244.2.0/26")) == 1);
+}
+
+TEST_CASE("bgp speaker: originated prefixes carry their communities; new ones are sent again live, reflected routes keep theirs", "[unit][bgp]") {
+  fabric f;
+  auto& rr = f.add("10.0.0.1", 64512, 0x01010101);
+  auto& c1 = f.add("10.0.0.2", 64512);
+  auto& c2 = f.add("10.0.0.3", 64512);
+  auto& x = f.add("10.0.0.9", 65001);  // eBGP peer of the reflector
+  f.peer(rr, c1, "global", true);
+  f.peer(rr, c2, "global", true);
+  f.peer(c1, rr, "global");
+  f.peer(c2, rr, "global");
+  f.peer(rr, x, "global");
+  f.peer(x, rr, "global");
+  f.run();
+  const auto p = pfx("10.244.1.0/26");
+  c1.sp.originate(p, {65000u << 16 | 100}, {{65000, 300, 100}});
+  rr.sp.originate(pfx("10.244.0.0/26"), {65000u << 16 | 7});
+  f.run();
+  auto attrs_at = [&](node& n, const cnf::ip_prefix& q) {
+    auto best = n.sp.table().best(q);
+    REQUIRE(!best.empty());
+    return *best.front().attrs;
+  };
+  // c1's communities reach c2 through the reflector untouched, and x over eBGP; the reflector's own go to all.
+  CHECK(attrs_at(c2, p).communities == std::vector<std::uint32_t>{65000u << 16 | 100});
+  CHECK(attrs_at(c2, p).large_communities == std::vector<bgp::large_community>{{65000, 300, 100}});
+  CHECK(attrs_at(x, p).communities == std::vector<std::uint32_t>{65000u << 16 | 100});
+  CHECK(attrs_at(c1, pfx("10.244.0.0/26")).communities == std::vector<std::uint32_t>{65000u << 16 | 7});
+  CHECK(attrs_at(x, pfx("10.244.0.0/26")).communities == std::vector<std::uint32_t>{65000u << 16 | 7});
+
+  // The same communities again: nothing is sent.
+  const auto updates = c1.sent_count<bgp::update_message>();
+  const auto opens = c1.sent_count<bgp::open_message>() + rr.sent_count<bgp::open_message>();
+  c1.sp.originate(p, {65000u << 16 | 100}, {{65000, 300, 100}});
+  f.run();
+  CHECK(c1.sent_count<bgp::update_message>() == updates);
+  // New ones: one UPDATE, no session touched; the reflector's own communities do not change c1's route.
+  c1.sp.originate(p, {65000u << 16 | 200}, {});
+  f.run();
+  CHECK(c1.sent_count<bgp::update_message>() == updates + 1);
+  CHECK(c1.sent_count<bgp::open_message>() + rr.sent_count<bgp::open_message>() == opens);
+  CHECK(attrs_at(c2, p).communities == std::vector<std::uint32_t>{65000u << 16 | 200});
+  CHECK(attrs_at(c2, p).large_communities.empty());
+  CHECK(attrs_at(x, p).communities == std::vector<std::uint32_t>{65000u << 16 | 200});
+  CHECK(rr.peers[name(c1)].state == session_state::established);
+}
+
+TEST_CASE("bgp speaker: well-known communities NO_EXPORT, NO_ADVERTISE, NO_EXPORT_SUBCONFED are honoured (RFC 1997)", "[unit][bgp]") {
+  fabric f;
+  auto& c = f.add("10.0.0.1", 64512);
+  auto& d = f.add("10.0.0.2", 64512);  // iBGP
+  auto& x = f.add("10.0.0.9", 65001);  // eBGP
+  auto& a = f.add("10.0.0.7", 65002);  // eBGP, the replayed routes' origin
+  for (auto* e : {&d, &x, &a}) {
+    f.peer(c, *e, "global");
+    f.peer(*e, c, "global");
+  }
+  f.run();
+  // Replay to c, as if a sent them, one UPDATE per community.
+  auto from_a = [&](const char* prefix, std::uint32_t community) {
+    bgp::update_message u;
+    u.has_attributes = true;
+    u.attrs.as_path = {{bgp::as_segment::kind::sequence, {65002}}};
+    u.attrs.next_hop = a.addr;
+    if (community) u.attrs.communities = {community};
+    u.nlri = {pfx(prefix)};
+    for (auto& [k, v] : f.wires)
+      if (k.first == f.index(c) && v.first == f.index(a)) {
+        c.sp.received(k.second, bgp::encode(u));
+        break;
+      }
+    f.run();
+  };
+  from_a("192.0.2.0/26", bgp::community::no_export);
+  from_a("192.0.2.64/26", bgp::community::no_advertise);
+  from_a("192.0.2.128/26", bgp::community::no_export_subconfed);
+  from_a("192.0.2.192/26", 0);
+  c.sp.originate(pfx("10.244.1.0/26"), {bgp::community::no_export});
+  f.run();
+  // c uses them all itself
+  for (auto* q : {"192.0.2.0/26", "192.0.2.64/26", "192.0.2.128/26", "192.0.2.192/26"}) CHECK(c.routes.count(pfx(q)));
+  auto to_d = c.sp.adj_rib_out(name(d));
+  auto to_x = c.sp.adj_rib_out(name(x));
+  // NO_EXPORT and NO_EXPORT_SUBCONFED: iBGP only; NO_ADVERTISE: nobody; none: everybody
+  CHECK(to_d.count(pfx("192.0.2.0/26")));
+  CHECK(!to_x.count(pfx("192.0.2.0/26")));
+  CHECK(!to_d.count(pfx("192.0.2.64/26")));
+  CHECK(!to_x.count(pfx("192.0.2.64/26")));
+  CHECK(to_d.count(pfx("192.0.2.128/26")));
+  CHECK(!to_x.count(pfx("192.0.2.128/26")));
+  CHECK(to_d.count(pfx("192.0.2.192/26")));
+  CHECK(to_x.count(pfx("192.0.2.192/26")));
+  // its own prefix with NO_EXPORT: to d (community kept), not to x
+  REQUIRE(to_d.count(pfx("10.244.1.0/26")));
+  CHECK(to_d[pfx("10.244.1.0/26")].communities == std::vector<std::uint32_t>{bgp::community::no_export});
+  CHECK(!to_x.count(pfx("10.244.1.0/26")));
+  CHECK(d.routes.count(pfx("192.0.2.0/26")));
+  CHECK(!x.routes.count(pfx("192.0.2.0/26")));
+  CHECK(!d.routes.count(pfx("192.0.2.64/26")));
+  // The community taken away: the prefix goes to x after all, live.
+  c.sp.originate(pfx("10.244.1.0/26"));
+  f.run();
+  CHECK(x.routes.count(pfx("10.244.1.0/26")));
+}
+
+TEST_CASE("bgp speaker: a route reflected back is refused at debug level and counted", "[unit][bgp]") {
+  fabric f;
+  auto& rr1 = f.add("10.0.0.1", 64512, 0x01010101);
+  auto& rr2 = f.add("10.0.0.2", 64512, 0x01010101);
+  auto& c = f.add("10.0.0.3", 64512);
+  // two reflectors of one cluster, both reflecting c (Calico's two reflectors); they peer as non-clients
+  f.peer(rr1, c, "global", true);
+  f.peer(rr2, c, "global", true);
+  f.peer(c, rr1, "global");
+  f.peer(c, rr2, "global");
+  f.peer(rr1, rr2, "global");
+  f.peer(rr2, rr1, "global");
+  f.run();
+  c.sp.originate(pfx("10.244.3.0/26"));
+  f.run();
+  CHECK(rr1.routes.count(pfx("10.244.3.0/26")));
+  // each reflector reflects c's route to the other, which sees its own cluster id: refused, quietly
+  std::size_t back = 0;
+  for (auto& pi : rr1.sp.peers()) back += pi.reflected_back;
+  for (auto& pi : rr2.sp.peers()) back += pi.reflected_back;
+  CHECK(back >= 1);
+  std::size_t at_debug = 0;
+  for (auto* n : {&rr1, &rr2})
+    for (auto& l : n->debug_logs) at_debug += l.find("CLUSTER_LIST loop") != std::string::npos;
+  CHECK(at_debug == back);  // every one of them at debug level, none as a warning
+  CHECK(c.routes.empty());
+  CHECK(rr2.routes[pfx("10.244.3.0/26")] == std::vector{c.addr});
 }

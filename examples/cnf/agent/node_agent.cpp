@@ -509,6 +509,12 @@ cnf::routing_config node_agent::bgp_config(std::map<std::string, std::string>& e
       else errors["BGPConfiguration/" + name] = "BGPConfiguration/" + name + ": spec.nodeMeshPassword: " + pw.error().message;
     }
   }
+  auto dflt = bgp_configs_.find("default");
+  auto mine = bgp_configs_.find("node." + name_);
+  const auto* d = dflt != bgp_configs_.end() ? &dflt->second : nullptr;
+  const auto* n = mine != bgp_configs_.end() ? &mine->second : nullptr;
+  for (auto& pa : cnf::model::effective_prefix_advertisements(d, n)) cfg.prefix_advertisements.push_back({pa.cidr, pa.communities});
+  cfg.log_severity_screen = n && !n->log_severity_screen.empty() ? n->log_severity_screen : d ? d->log_severity_screen : std::string();
   auto self_node = nodes_.find(name_);
   if (self_node != nodes_.end() && self_node->second.bgp && !self_node->second.bgp->route_reflector_cluster_id.empty())
     cfg.route_reflector_cluster_id = self_node->second.bgp->route_reflector_cluster_id;

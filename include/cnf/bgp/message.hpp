@@ -1,7 +1,7 @@
 // cnf/bgp/message.hpp — BGP-4 messages and their wire codec (RFC 4271), with the
 // capabilities and attributes cnf speaks: multiprotocol IPv4/IPv6 unicast (RFC 4760),
 // 4-octet AS (RFC 6793), route refresh (RFC 2918), graceful restart (RFC 4724),
-// communities (RFC 1997), route reflection (RFC 4456).
+// communities (RFC 1997), large communities (RFC 8092), route reflection (RFC 4456).
 //
 // Pure functions over bytes: no sockets, no clocks. A decoding error carries the
 // NOTIFICATION the speaker must send (RFC 4271 §6) and names the field. Errors RFC 7606
@@ -90,6 +90,21 @@ struct raw_attribute {
   friend bool operator==(const raw_attribute&, const raw_attribute&) = default;
 };
 
+/// A BGP large community (RFC 8092): global administrator (an AS), two local data parts.
+struct large_community {
+  std::uint32_t global = 0;
+  std::uint32_t local1 = 0;
+  std::uint32_t local2 = 0;
+  friend bool operator==(const large_community&, const large_community&) = default;
+  friend auto operator<=>(const large_community&, const large_community&) = default;
+  std::string to_string() const;  ///< "64512:1:2"
+};
+
+/// Well-known communities (RFC 1997) the speaker honours when it sends a route on.
+namespace community {
+inline constexpr std::uint32_t no_export = 0xFFFFFF01, no_advertise = 0xFFFFFF02, no_export_subconfed = 0xFFFFFF03;
+}  // namespace community
+
 struct path_attributes {
   origin_type origin = origin_type::igp;
   std::vector<as_segment> as_path;
@@ -98,6 +113,7 @@ struct path_attributes {
   std::optional<std::uint32_t> local_pref;
   bool atomic_aggregate = false;
   std::vector<std::uint32_t> communities;
+  std::vector<large_community> large_communities;  ///< LARGE_COMMUNITY (RFC 8092), duplicates removed
   std::optional<std::uint32_t> originator_id;
   std::vector<std::uint32_t> cluster_list;
   std::vector<raw_attribute> unknown;
@@ -196,6 +212,7 @@ namespace attr {
 inline constexpr std::uint8_t origin = 1, as_path = 2, next_hop = 3, med = 4, local_pref = 5, atomic_aggregate = 6, aggregator = 7,
                               communities = 8, originator_id = 9, cluster_list = 10, mp_reach_nlri = 14, mp_unreach_nlri = 15,
                               as4_path = 17, as4_aggregator = 18;
+inline constexpr std::uint8_t large_community = 32;  // RFC 8092
 inline constexpr std::uint8_t optional = 0x80, transitive = 0x40, partial = 0x20, extended_length = 0x10;
 }  // namespace attr
 

@@ -92,7 +92,7 @@ struct stop_timer { timer_id timer; };
 /// A Loc-RIB change for the host: `next_hops` empty means withdrawn.
 struct route { ip_prefix prefix; std::vector<ip_address> next_hops; std::string peer; };
 struct peer_state { std::string name; session_state state; std::string info; };
-struct log { bool warning; std::string message; };
+struct log { bool warning; std::string message; bool debug = false; };
 /// A restarting speaker's route selection is done (RFC 4724 §4.1): the routes reported so far
 /// are the whole initial table, so forwarding state kept from the last run may go.
 struct initial_routes_complete { std::string reason; };
@@ -109,6 +109,7 @@ struct peer_info {
   std::size_t stale = 0;              ///< paths kept through its graceful restart
   std::size_t filtered = 0;           ///< paths it sent that its import filters reject (kept, not used)
   bool awaited = false;               ///< a deferring (restarting) speaker still waits for its End-of-RIB
+  std::size_t reflected_back = 0;     ///< paths refused as this speaker's own come back (ORIGINATOR_ID / CLUSTER_LIST, RFC 4456)
 };
 
 class speaker {
@@ -121,7 +122,9 @@ class speaker {
   // ---- configuration ----
   void add_peer(const neighbor& n);        ///< adds, or replaces a changed peer (its session restarts)
   void remove_peer(std::string_view name); ///< Cease / Peer De-configured, its routes withdrawn
-  void originate(const ip_prefix& p);
+  /// Originates a prefix, with communities (RFC 1997) and large communities (RFC 8092);
+  /// again with other communities: the prefix is sent again with them (no session reset).
+  void originate(const ip_prefix& p, std::vector<std::uint32_t> communities = {}, std::vector<large_community> large = {});
   void withdraw(const ip_prefix& p);
   void set_local_addresses(std::vector<ip_address> a);
   /// Cease / Administrative Shutdown to every peer; nothing restarts afterwards. graceful:
@@ -181,6 +184,7 @@ class speaker {
   std::set<ip_prefix> dirty_;
   std::map<ip_prefix, std::vector<ip_address>> reported_;
   std::set<ip_prefix> originated_;
+  std::vector<std::shared_ptr<const path_attributes>> origin_attrs_;  // one per distinct community set, shared
   conn_id next_conn_ = 1;
   std::uint64_t next_uid_ = 1;
   std::uint64_t restart_window_uid_ = 0;  // the timer that ends speaker_config::restarting

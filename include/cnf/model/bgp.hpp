@@ -98,6 +98,25 @@ struct bgp_configuration {
 
 namespace detail {
 
+/// "aa:nn" (standard, RFC 1997: two 16-bit numbers) or "aa:nn:mm" (large, RFC 8092: three
+/// 32-bit numbers) as its numbers; nullopt when it is neither.
+inline std::optional<std::vector<std::uint32_t>> parse_community(std::string_view s) {
+  std::vector<std::uint32_t> parts;
+  while (true) {
+    auto colon = s.find(':');
+    auto t = s.substr(0, colon);
+    std::uint64_t n = 0;
+    auto r = std::from_chars(t.data(), t.data() + t.size(), n);
+    if (t.empty() || r.ec != std::errc() || r.ptr != t.data() + t.size() || n > 4294967295ull || parts.size() == 3) return std::nullopt;
+    parts.push_back(static_cast<std::uint32_t>(n));
+    if (colon == std::string_view::npos) break;
+    s.remove_prefix(colon + 1);
+  }
+  if (parts.size() == 2 && (parts[0] > 65535 || parts[1] > 65535)) return std::nullopt;
+  if (parts.size() != 2 && parts.size() != 3) return std::nullopt;
+  return parts;
+}
+
 inline const std::set<std::string>& bgp_peer_fields() {
   static const std::set<std::string> f = {"node", "peerIP", "asNumber", "nodeSelector", "peerSelector", "password", "keepOriginalNextHop",
                                           "maxRestartTime", "sourceAddress", "filters", "restartMode", "failureDetectionMode",
@@ -335,20 +354,7 @@ inline result<bgp_configuration> parse_bgp_configuration(const resource& r) {
     if (!s) return s.error();
     c.node_mesh_max_restart_time = *s;
   }
-  auto community_ok = [](std::string_view s) {
-    int parts = 0;
-    while (true) {
-      auto colon = s.find(':');
-      auto t = s.substr(0, colon);
-      std::uint64_t n = 0;
-      auto r = std::from_chars(t.data(), t.data() + t.size(), n);
-      if (t.empty() || r.ec != std::errc() || r.ptr != t.data() + t.size() || n > 4294967295ull) return false;
-      ++parts;
-      if (colon == std::string_view::npos) break;
-      s.remove_prefix(colon + 1);
-    }
-    return parts == 2 || parts == 3;
-  };
+  auto community_ok = [](std::string_view s) { return detail::parse_community(s).has_value(); };
   if (auto* x = o.if_contains("communities"); x && !x->is_null()) {
     if (!x->is_array()) return rd.fail("communities", "expected a list of {name, value}");
     std::size_t i = 0;
@@ -359,7 +365,8 @@ inline result<bgp_configuration> parse_bgp_configuration(const resource& r) {
       auto* n = e.get_object().if_contains("name");
       auto* val = e.get_object().if_contains("value");
       if (!n || !n->is_string() || n->get_string().empty()) return rd.fail(f + ".name", "is required");
-      if (!val || !val->is_string() || !community_ok(val->get_string())) return rd.fail(f + ".value", "expected aa:nn (standard) or aa:nn:mm (large)");
+      if (!val || !val->is_string() || !community_ok(val->get_string()))
+        return rd.fail(f + ".value", "expected aa:nn (standard, 16-bit numbers) or aa:nn:mm (large, 32-bit numbers)");
       c.communities.push_back({std::string(n->get_string()), std::string(val->get_string())});
     }
   }
@@ -389,6 +396,34 @@ inline result<bgp_configuration> parse_bgp_configuration(const resource& r) {
     }
   }
   return c;
+}
+
+/// The prefixAdvertisements a node's speaker applies, as Calico's confd renders them into
+/// BIRD's apply_communities(): per family, the `node.<name>` BGPConfiguration's entries when
+/// it has any of that family, else the `default`'s; every community name resolved to its value
+/// through the spec.communities of the same resource (a value stays as written).
+inline std::vector<bgp_prefix_advertisement> effective_prefix_advertisements(const bgp_configuration* dflt, const bgp_configuration* node) {
+  auto of = [](const bgp_configuration* c, ip_family f) {
+    std::vector<bgp_prefix_advertisement> v;
+    if (!c) return v;
+    for (auto& pa : c->prefix_advertisements) {
+      if (pa.cidr.family() != f) continue;
+      bgp_prefix_advertisement r{pa.cidr, {}};
+      for (auto& name : pa.communities) {
+        auto k = std::find_if(c->communities.begin(), c->communities.end(), [&](auto& x) { return x.name == name; });
+        r.communities.push_back(k != c->communities.end() ? k->value : name);
+      }
+      v.push_back(std::move(r));
+    }
+    return v;
+  };
+  std::vector<bgp_prefix_advertisement> out;
+  for (auto f : {ip_family::v4, ip_family::v6}) {
+    auto v = of(node, f);
+    if (v.empty()) v = of(dflt, f);
+    out.insert(out.end(), v.begin(), v.end());
+  }
+  return out;
 }
 
 /// Calico's BGPFilter: spec.exportV4, importV4, exportV6, importV6, each a list of rules

@@ -10,13 +10,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <ctime>
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 CNF_BEGIN_NAMESPACE
@@ -109,12 +112,73 @@ std::string now_hms() {
   return b;
 }
 
+// The part's log threshold: the BGPConfiguration's logSeverityScreen when one sets it (Calico
+// gives BIRD its debug level from it, per node over the default), else the host's. Messages
+// it lets through go to the host's logger whatever the host's own threshold.
+class screened_logger final : public logger {
+ public:
+  logger* host = &default_logger();
+  std::atomic<int> screen{-1};  // a log_level; -1: the host's threshold
+  void write(log_level l, std::string_view m) noexcept override { host->write(l, m); }
+  log_level threshold() const noexcept override {
+    const int s = screen.load(std::memory_order_relaxed);
+    return s < 0 ? host->threshold() : static_cast<log_level>(s);
+  }
+};
+
+// Calico's logSeverityScreen as cnf's levels (cnf has no fatal: Fatal screens as Error); -1: unset.
+int screen_of(std::string_view severity) {
+  if (severity == "Debug") return static_cast<int>(log_level::debug);
+  if (severity == "Info") return static_cast<int>(log_level::info);
+  if (severity == "Warning") return static_cast<int>(log_level::warn);
+  if (severity == "Error" || severity == "Fatal") return static_cast<int>(log_level::error);
+  return -1;
+}
+
+// The communities an originated prefix is sent with.
+struct origin_communities {
+  std::vector<std::uint32_t> standard;
+  std::vector<large_community> large;
+  friend bool operator==(const origin_communities&, const origin_communities&) = default;
+};
+
+// Calico's apply_communities(): every prefixAdvertisements entry whose cidr holds the prefix
+// adds its communities ("aa:nn" standard, "aa:nn:mm" large; each value once).
+origin_communities communities_for(const std::vector<prefix_advertisement>& pas, const ip_prefix& p) {
+  origin_communities c;
+  for (auto& pa : pas) {
+    if (!pa.cidr.contains(p)) continue;
+    for (auto& v : pa.communities) {
+      std::vector<std::uint32_t> n;
+      bool ok = true;
+      for (std::string_view s = v; ok;) {
+        auto t = s.substr(0, s.find(':'));
+        std::uint32_t x = 0;
+        auto r = std::from_chars(t.data(), t.data() + t.size(), x);
+        ok = !t.empty() && r.ec == std::errc() && r.ptr == t.data() + t.size();
+        n.push_back(x);
+        if (t.size() == s.size()) break;
+        s.remove_prefix(t.size() + 1);
+      }
+      if (ok && n.size() == 2 && n[0] <= 0xffff && n[1] <= 0xffff) {
+        const std::uint32_t x = n[0] << 16 | n[1];
+        if (std::find(c.standard.begin(), c.standard.end(), x) == c.standard.end()) c.standard.push_back(x);
+      } else if (ok && n.size() == 3) {
+        const large_community x{n[0], n[1], n[2]};
+        if (std::find(c.large.begin(), c.large.end(), x) == c.large.end()) c.large.push_back(x);
+      }  // else: refused by the model's validation before it gets here
+    }
+  }
+  return c;
+}
+
 }  // namespace
 
 struct routing::impl {
   routing_settings set;
   executor* exec = nullptr;
-  logger* log = nullptr;
+  screened_logger screened;
+  logger* log = &screened;
 
   // ---- the host's thread (the executor's) ----
   routing_sink* sink = nullptr;
@@ -126,6 +190,7 @@ struct routing::impl {
   std::vector<std::string> notes;
   std::uint32_t asn = 0;  // this speaker's, fixed while it runs
   routing_config cfg;     // the cluster's (BGPConfiguration), over the profile's settings
+  std::set<ip_prefix> advertised;  // what the host asked to advertise (kept across a restart of the speaker)
   bool started = false;
   bool deferring = false;  // restarting: the host holds the last run's routes until initial_routes_complete
 
@@ -376,8 +441,24 @@ struct routing::impl {
     });
   }
   void act(out::log& x) {
-    if (x.warning) log->warn("bgp: " + x.message);
+    if (x.debug) log->debug("bgp: " + x.message);
+    else if (x.warning) log->warn("bgp: " + x.message);
     else log->info("bgp: " + x.message);
+  }
+
+  // Originates (or re-originates with its current communities) an advertised prefix.
+  void originate(const ip_prefix& p) {
+    auto c = communities_for(cfg.prefix_advertisements, p);
+    if (log->enabled(log_level::debug)) {
+      std::string list;
+      for (auto x : c.standard) list += (list.empty() ? "" : " ") + std::to_string(x >> 16) + ":" + std::to_string(x & 0xffff);
+      for (auto& x : c.large) list += (list.empty() ? "" : " ") + x.to_string();
+      log->debug("bgp: originate " + p.to_string() + (list.empty() ? std::string(" (no communities)") : " with communities " + list));
+    }
+    post_io([this, p, c = std::move(c)]() mutable {
+      sp->originate(p, std::move(c.standard), std::move(c.large));
+      pump();
+    });
   }
 
   void on_event(std::uint64_t tag, std::uint32_t events) {
@@ -542,7 +623,7 @@ struct routing::impl {
 routing::routing(routing_settings s, executor* exec, logger* log) : p_(std::make_unique<impl>()) {
   p_->set = std::move(s);
   p_->exec = exec;
-  p_->log = log ? log : &default_logger();
+  p_->screened.host = log ? log : &default_logger();
 }
 routing::~routing() {
   if (p_) stop();
@@ -611,6 +692,7 @@ result<void> routing::start(const node_info& self, routing_sink& sink) {
     for (auto& [_, r] : m.nodes)
       if (!r.addresses.empty()) m.add_neighbor(m.to_neighbor(r));
   for (auto& [_, p] : m.peers) upsert_peer(p);
+  for (auto& p : m.advertised) m.originate(p);
   return {};
 }
 
@@ -669,10 +751,27 @@ void routing::upsert_peer(const peer_config& p) {
 void routing::configure(const routing_config& c) {
   auto& m = *p_;
   if (c == m.cfg) return;
+  if (c.log_severity_screen != m.cfg.log_severity_screen) {
+    m.screened.screen = screen_of(c.log_severity_screen);
+    m.screened.host->info("bgp: log level " + std::string(to_string(m.screened.threshold())) +
+                          (c.log_severity_screen.empty() ? " (the agent's)" : " (BGPConfiguration logSeverityScreen " + c.log_severity_screen + ")"));
+  }
+  const bool new_communities = c.prefix_advertisements != m.cfg.prefix_advertisements;
   if (!m.started) {
     m.cfg = c;
     return;
   }
+  if (new_communities) {
+    // Live: the prefixes whose communities changed are sent again (the speaker re-sends only
+    // what differs); no session is touched.
+    std::size_t n = 0;
+    for (auto& p : m.advertised)
+      if (communities_for(c.prefix_advertisements, p) != communities_for(m.cfg.prefix_advertisements, p)) ++n;
+    m.cfg.prefix_advertisements = c.prefix_advertisements;
+    for (auto& p : m.advertised) m.originate(p);
+    m.log->info("bgp: prefixAdvertisements changed: " + std::to_string(n) + " advertised prefix(es) get new communities");
+  }
+  if (c == m.cfg) return;
   const auto old_asn = m.local_asn();
   const auto old_port = m.listen_port();
   const auto old_cluster = m.cluster_id();
@@ -713,12 +812,13 @@ void routing::remove_peer(std::string_view name) {
 
 void routing::advertise(const ip_prefix& p) {
   auto& m = *p_;
-  if (!m.started) return;
-  m.post_io([&m, p] { m.sp->originate(p); m.pump(); });
+  m.advertised.insert(p.canonical());
+  if (m.started) m.originate(p.canonical());
 }
 
 void routing::withdraw(const ip_prefix& p) {
   auto& m = *p_;
+  m.advertised.erase(p.canonical());
   if (!m.started) return;
   m.post_io([&m, p] { m.sp->withdraw(p); m.pump(); });
 }
