@@ -1,6 +1,6 @@
 // cnf/bgp/message.hpp — BGP-4 messages and their wire codec (RFC 4271), with the
 // capabilities and attributes cnf speaks: multiprotocol IPv4/IPv6 unicast (RFC 4760),
-// 4-octet AS (RFC 6793), route refresh (RFC 2918), graceful restart (RFC 4724),
+// 4-octet AS (RFC 6793, with AS4_PATH for 2-octet peers), route refresh (RFC 2918), graceful restart (RFC 4724),
 // communities (RFC 1997), route reflection (RFC 4456).
 //
 // Pure functions over bytes: no sockets, no clocks. A decoding error carries the
@@ -201,6 +201,13 @@ inline constexpr std::uint8_t optional = 0x80, transitive = 0x40, partial = 0x20
 
 /// What decoding needs from the session: whether 4-octet AS numbers were negotiated
 /// (both sides sent the capability), which changes the AS_PATH encoding.
+///
+/// Decoded attributes always hold real (4-octet) AS numbers. With a 2-octet peer
+/// (four_octet_as = false, RFC 6793): encode() writes AS_PATH and AGGREGATOR with AS_TRANS
+/// for each AS above 65535 and adds AS4_PATH / AS4_AGGREGATOR with the real ones; decode()
+/// merges a received AS4_PATH into AS_PATH (§4.2.3) and AS4_AGGREGATOR into AGGREGATOR,
+/// discarding a malformed one (RFC 7606 attribute discard). From a 4-octet peer both are
+/// ignored. AGGREGATOR is kept in path_attributes::unknown in its 8-octet form.
 struct codec_options {
   bool four_octet_as = true;
 };
