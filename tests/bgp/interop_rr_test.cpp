@@ -169,3 +169,65 @@ TEST_CASE("bgp interop: GoBGP reflects between cnf and a BIRD 2 client", "[integ
   g.stop();
   CHECK(wait_for([&] { return !cnf.established("gobgp"); }, 5s));
 }
+
+// BIRD with `enable as4 off` refuses a neighbor AS above 65535 in its configuration and reads
+// the 4-octet AS capability anyway (a neighbor configured as AS_TRANS gets Bad Peer AS), so
+// cnf's own AS stays a 2-octet one here; the 4-octet AS numbers come from the paths: GoBGP
+// in AS 4200000077 on one side, a prepend of 4200000099 by BIRD on the other.
+TEST_CASE("bgp interop: 4-octet AS paths across a 2-octet BIRD (AS4_PATH, RFC 6793)", "[integration][bgp]") {
+  if (cnf_test::run("command -v gobgpd && command -v gobgp").status != 0) {
+    WARN("skipped: GoBGP is not installed (apt-get install gobgpd)");
+    return;
+  }
+  test_netns ns_cnf, ns_bird, ns_g;
+  cnf_test::veth_between(ns_cnf, "c0", ns_bird, "b0");
+  cnf_test::veth_between(ns_cnf, "c1", ns_g, "g0");
+  ns_cnf.exec_or_throw("ip addr add 10.95.0.2/24 dev c0 && ip addr add 10.94.0.2/24 dev c1");
+  ns_bird.exec_or_throw("ip addr add 10.95.0.1/24 dev b0");
+  ns_g.exec_or_throw("ip addr add 10.94.0.1/24 dev g0");
+  cnf_test::temp_dir dir("/tmp/cnf-bgp-as4-test-");
+  cnf_test::bgp::bird b(ns_bird, dir.path / "b");
+  b.start("router id 10.95.0.1;\n"
+          "protocol device { scan time 10; }\n"
+          "protocol static { ipv4; route 10.202.1.0/24 blackhole; }\n"
+          "protocol bgp up { local 10.95.0.1 as 65001; neighbor 10.95.0.2 as 64512; enable as4 off;\n"
+          "  ipv4 { import all; export filter { if source != RTS_STATIC then reject; bgp_path.prepend(4200000099); accept; }; };\n"
+          "  hold time 9; connect retry time 1; connect delay time 0; error wait time 1, 2; }\n");
+  cnf_test::bgp::gobgp g(ns_g, dir.path / "g");
+  g.start("[global.config]\n  as = 4200000077\n  router-id = \"10.94.0.1\"\n  port = 179\n  local-address-list = [\"10.94.0.1\"]\n"
+          "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"10.94.0.2\"\n    peer-as = 64512\n"
+          "  [neighbors.transport.config]\n    local-address = \"10.94.0.1\"\n"
+          "  [neighbors.timers.config]\n    connect-retry = 1\n    hold-time = 9\n"
+          "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n");
+
+  enter_netns in(ns_cnf);
+  cnf_test::bgp::cnf_side cnf;
+  auto to_gobgp = cnf_test::bgp::peer("gobgp", "10.94.0.1", 4200000077u);
+  to_gobgp.bind_source = false;  // not from the node's address (10.95.0.2): from c1's own
+  cnf.start({"10.95.0.2/24", "10.94.0.2/24"}, {cnf_test::bgp::peer("bird", "10.95.0.1", 65001), to_gobgp});
+  REQUIRE(cnf.start_error == "");
+  INFO(cnf.log.all());
+  INFO(g.log());
+  auto kernel = [&](const char* dst) { return ns_cnf.exec("ip route show " + std::string(dst)).output; };
+  REQUIRE(wait_for([&] { return cnf.established("bird") && cnf.established("gobgp"); }));
+  {  // BIRD really speaks 2-octet AS numbers: its "Session:" line lacks "AS4"
+    auto p = b.c("show protocols all up");
+    auto at = p.find("Session:");
+    REQUIRE(at != std::string::npos);
+    const auto line = p.substr(at, p.find('\n', at) - at);
+    CHECK_THAT(line, Catch::Contains("external") && !Catch::Contains("AS4"));
+  }
+  g.c("global rib add -a ipv4 10.203.1.0/24");
+
+  // GoBGP -> cnf -> BIRD: BIRD reads the real path from AS4_PATH (AS_TRANS in AS_PATH)
+  CHECK(wait_for([&] { return b.c("show route 10.203.1.0/24 all").find("BGP.as_path: 64512 4200000077") != std::string::npos; }));
+  INFO(b.c("show route 10.203.1.0/24 all"));
+  // BIRD -> cnf -> GoBGP: cnf merged BIRD's AS4_PATH, so GoBGP sees no AS_TRANS either
+  CHECK(wait_for([&] { return kernel("10.202.1.0/24").find("via 10.95.0.1 dev c0") != std::string::npos; }));
+  CHECK(wait_for([&] { return g.c("global rib -a ipv4 10.202.1.0/24").find("64512 65001 4200000099") != std::string::npos; }));
+  INFO(g.c("global rib -a ipv4 10.202.1.0/24"));
+  CHECK(g.c("global rib -a ipv4 10.202.1.0/24").find("23456") == std::string::npos);
+  // Withdrawn when BIRD stops
+  b.stop();
+  CHECK(wait_for([&] { return g.c("global rib -a ipv4 10.202.1.0/24").find("10.202.1.0/24") == std::string::npos; }, 5s));
+}
