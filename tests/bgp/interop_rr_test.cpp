@@ -72,7 +72,9 @@ TEST_CASE("bgp interop: cnf reflects between two BIRD 2 clients (RFC 4456)", "[i
   cnf_test::bgp::bird a(ns_a, dir.path / "a"), b(ns_b, dir.path / "b");
   const std::string a_conf = bird_conf("10.97.0.1", 64512, "10.97.0.3", 64512, "route 10.200.1.0/24 blackhole;");
   a.start(a_conf);
-  b.start(bird_conf("10.97.0.2", 64512, "10.97.0.3", 64512, "route 10.200.2.0/24 blackhole;"));
+  const std::string b_conf =
+      bird_conf("10.97.0.2", 64512, "10.97.0.3", 64512, "route 10.200.2.0/24 blackhole;", "  graceful restart on; graceful restart time 30;\n");
+  b.start(b_conf);
 
   enter_netns in(ns_cnf);
   cnf_test::bgp::cnf_side cnf;
@@ -103,6 +105,16 @@ TEST_CASE("bgp interop: cnf reflects between two BIRD 2 clients (RFC 4456)", "[i
     CHECK(wait_for([&] { return x->c("show route 10.244.1.0/26 all").find("BGP.next_hop: 10.97.0.3") != std::string::npos; }));
     CHECK(x->c("show route 10.244.1.0/26 all").find("BGP.originator_id") == std::string::npos);
   }
+
+  // B crashes (graceful restart agreed): cnf keeps its prefix, in its kernel and reflected to A,
+  // until B is back
+  b.stop(SIGKILL);
+  CHECK(wait_for([&] { return cnf.log.has("graceful restart"); }, 5s));
+  std::this_thread::sleep_for(500ms);
+  CHECK(kernel("10.200.2.0/24").find("via 10.97.0.2") != std::string::npos);
+  CHECK(reflected(a, "10.200.2.0/24", "10.97.0.2"));
+  b.start(b_conf);
+  REQUIRE(wait_for([&] { return cnf.established("b"); }));
 
   // A stops (Cease): its prefix leaves cnf's kernel and B
   a.stop();
