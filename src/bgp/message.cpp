@@ -554,6 +554,50 @@ void put_attribute(writer& w, std::uint8_t flags, std::uint8_t type, const bytes
   w.put(v);
 }
 
+std::uint32_t aggregator_as(const raw_attribute& r) {
+  return std::uint32_t(r.value[0]) << 24 | std::uint32_t(r.value[1]) << 16 | std::uint32_t(r.value[2]) << 8 | r.value[3];
+}
+
+// RFC 6793 §4.2.2: to a 2-octet speaker, AGGREGATOR has a 2-octet AS (AS_TRANS for a big one,
+// the real one then goes in AS4_AGGREGATOR). A copy of the attributes when that changes them.
+std::optional<path_attributes> with_two_octet_aggregator(const path_attributes& a) {
+  auto agg = std::find_if(a.unknown.begin(), a.unknown.end(), [](const raw_attribute& r) { return r.type == attr::aggregator && r.value.size() == 8; });
+  if (agg == a.unknown.end()) return std::nullopt;
+  path_attributes two = a;
+  auto& r = two.unknown[static_cast<std::size_t>(agg - a.unknown.begin())];
+  const std::uint32_t asn = aggregator_as(r);
+  bytes v;
+  writer x{v};
+  x.u16(asn > 0xffff ? as_trans : static_cast<std::uint16_t>(asn));
+  x.put(std::span(r.value).subspan(4));
+  r.value = std::move(v);
+  return two;
+}
+
+// RFC 6793 §4.2.2: beside the 2-octet AS_PATH, the real path in AS4_PATH when any AS needs 4
+// octets (without confederation segments, which never leave the confederation in AS4_PATH),
+// and AS4_AGGREGATOR when AGGREGATOR's AS does.
+void put_as4_attributes(writer& w, const path_attributes& a) {
+  bool big = false;
+  for (auto& s : a.as_path)
+    if (!is_confed(s))
+      for (auto asn : s.asns) big = big || asn > 0xffff;
+  if (big) {
+    bytes v;
+    writer x{v};
+    for (auto& s : a.as_path) {
+      if (is_confed(s)) continue;
+      x.u8(static_cast<std::uint8_t>(s.type));
+      x.u8(static_cast<std::uint8_t>(s.asns.size()));
+      for (auto asn : s.asns) x.u32(asn);
+    }
+    put_attribute(w, attr::optional | attr::transitive, attr::as4_path, v);
+  }
+  for (auto& r : a.unknown)
+    if (r.type == attr::aggregator && r.value.size() == 8 && aggregator_as(r) > 0xffff)
+      put_attribute(w, attr::optional | attr::transitive, attr::as4_aggregator, r.value);
+}
+
 void encode_update(writer& w, const update_message& u, const codec_options& o) {
   const std::size_t wl = w.b.size();
   w.u16(0);
@@ -561,7 +605,8 @@ void encode_update(writer& w, const update_message& u, const codec_options& o) {
   w.put16_at(wl, static_cast<std::uint16_t>(w.b.size() - wl - 2));
   const std::size_t al = w.b.size();
   w.u16(0);
-  const auto& a = u.attrs;
+  const auto two_octet = o.four_octet_as ? std::nullopt : with_two_octet_aggregator(u.attrs);
+  const auto& a = two_octet ? *two_octet : u.attrs;
   bytes v;
   writer x{v};
   auto flush = [&](std::uint8_t flags, std::uint8_t type) { put_attribute(w, flags, type, v); v.clear(); };
@@ -597,38 +642,8 @@ void encode_update(writer& w, const update_message& u, const codec_options& o) {
     if (!a.communities.empty()) { for (auto c : a.communities) x.u32(c); flush(attr::optional | attr::transitive, attr::communities); }
     if (a.originator_id) { x.u32(*a.originator_id); flush(attr::optional, attr::originator_id); }
     if (!a.cluster_list.empty()) { for (auto c : a.cluster_list) x.u32(c); flush(attr::optional, attr::cluster_list); }
-    std::optional<bytes> as4_aggregator;
-    for (auto& r : a.unknown) {
-      if (r.type != attr::aggregator || o.four_octet_as || r.value.size() != 8) {
-        put_attribute(w, r.flags, r.type, r.value);
-        continue;
-      }
-      // RFC 6793 §4.2.2: to a 2-octet speaker, AGGREGATOR has a 2-octet AS (AS_TRANS for a
-      // big one, the real one then in AS4_AGGREGATOR).
-      const std::uint32_t agg_as = std::uint32_t(r.value[0]) << 24 | std::uint32_t(r.value[1]) << 16 | std::uint32_t(r.value[2]) << 8 | r.value[3];
-      x.u16(agg_as > 0xffff ? as_trans : static_cast<std::uint16_t>(agg_as));
-      x.put(std::span(r.value).subspan(4));
-      flush(r.flags, r.type);
-      if (agg_as > 0xffff) as4_aggregator = r.value;
-    }
-    if (!o.four_octet_as) {
-      // RFC 6793 §4.2.2: the real path beside the 2-octet one when any AS needs 4 octets
-      // (without confederation segments, which never leave the confederation in AS4_PATH).
-      bool big = false;
-      for (auto& s : a.as_path)
-        if (!is_confed(s))
-          for (auto asn : s.asns) big = big || asn > 0xffff;
-      if (big) {
-        for (auto& s : a.as_path) {
-          if (is_confed(s)) continue;
-          x.u8(static_cast<std::uint8_t>(s.type));
-          x.u8(static_cast<std::uint8_t>(s.asns.size()));
-          for (auto asn : s.asns) x.u32(asn);
-        }
-        flush(attr::optional | attr::transitive, attr::as4_path);
-      }
-      if (as4_aggregator) { x.put(*as4_aggregator); flush(attr::optional | attr::transitive, attr::as4_aggregator); }
-    }
+    for (auto& r : a.unknown) put_attribute(w, r.flags, r.type, r.value);
+    if (!o.four_octet_as) put_as4_attributes(w, u.attrs);
   }
   w.put16_at(al, static_cast<std::uint16_t>(w.b.size() - al - 2));
   for (auto& p : u.nlri) write_prefix(w, p);

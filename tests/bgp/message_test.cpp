@@ -274,21 +274,6 @@ TEST_CASE("bgp codec: UPDATE errors treated as withdraw (RFC 7606)", "[unit][bgp
   }
 }
 
-TEST_CASE("bgp codec: attribute discard and unknown attributes", "[unit][bgp]") {
-  auto u = update_of(raw_update({}, cat({origin_igp, as_path_65001, next_hop_10_0_0_1, {0x40, 6, 1, 0}, {0xc0, 200, 2, 1, 2}, {0x80, 201, 1, 1}}), nlri_10_1));
-  CHECK(!u.withdraw_reason);
-  CHECK(u.nlri == std::vector{pfx("10.1.0.0/16")});
-  REQUIRE(u.discarded.size() == 1);
-  CHECK_THAT(u.discarded[0], Catch::Contains("ATOMIC_AGGREGATE"));
-  REQUIRE(u.attrs.unknown.size() == 1);  // optional transitive kept, marked partial; non-transitive dropped
-  CHECK(u.attrs.unknown[0].type == 200);
-  CHECK((u.attrs.unknown[0].flags & bgp::attr::partial));
-  // A repeated attribute: the first one counts.
-  auto r = update_of(raw_update({}, cat({origin_igp, as_path_65001, next_hop_10_0_0_1, {0x40, 1, 1, 2}}), nlri_10_1));
-  CHECK(r.attrs.origin == bgp::origin_type::igp);
-  CHECK(r.discarded.size() == 1);
-}
-
 namespace {
 // The attribute type codes of an encoded UPDATE, in order.
 std::vector<std::uint8_t> attribute_types(const bytes& msg) {
@@ -407,4 +392,19 @@ TEST_CASE("bgp codec: AS4_PATH from a 2-octet peer is merged into AS_PATH (RFC 6
     REQUIRE(n.discarded.size() == 1);
     CHECK_THAT(n.discarded[0], Catch::Contains("confederation"));
   }
+}
+
+TEST_CASE("bgp codec: attribute discard and unknown attributes", "[unit][bgp]") {
+  auto u = update_of(raw_update({}, cat({origin_igp, as_path_65001, next_hop_10_0_0_1, {0x40, 6, 1, 0}, {0xc0, 200, 2, 1, 2}, {0x80, 201, 1, 1}}), nlri_10_1));
+  CHECK(!u.withdraw_reason);
+  CHECK(u.nlri == std::vector{pfx("10.1.0.0/16")});
+  REQUIRE(u.discarded.size() == 1);
+  CHECK_THAT(u.discarded[0], Catch::Contains("ATOMIC_AGGREGATE"));
+  REQUIRE(u.attrs.unknown.size() == 1);  // optional transitive kept, marked partial; non-transitive dropped
+  CHECK(u.attrs.unknown[0].type == 200);
+  CHECK((u.attrs.unknown[0].flags & bgp::attr::partial));
+  // A repeated attribute: the first one counts.
+  auto r = update_of(raw_update({}, cat({origin_igp, as_path_65001, next_hop_10_0_0_1, {0x40, 1, 1, 2}}), nlri_10_1));
+  CHECK(r.attrs.origin == bgp::origin_type::igp);
+  CHECK(r.discarded.size() == 1);
 }

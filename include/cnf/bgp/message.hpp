@@ -1,6 +1,6 @@
 // cnf/bgp/message.hpp — BGP-4 messages and their wire codec (RFC 4271), with the
 // capabilities and attributes cnf speaks: multiprotocol IPv4/IPv6 unicast (RFC 4760),
-// 4-octet AS (RFC 6793, with AS4_PATH for 2-octet peers), route refresh (RFC 2918), graceful restart (RFC 4724),
+// 4-octet AS (RFC 6793), route refresh (RFC 2918), graceful restart (RFC 4724),
 // communities (RFC 1997), route reflection (RFC 4456).
 //
 // Pure functions over bytes: no sockets, no clocks. A decoding error carries the
