@@ -252,6 +252,11 @@ std::variant<std::vector<as_segment>, decode_error> read_as_path(std::span<const
   return path;
 }
 
+// The AS of an AGGREGATOR in its 8-octet form.
+std::uint32_t aggregator_as(const raw_attribute& r) {
+  return std::uint32_t(r.value[0]) << 24 | std::uint32_t(r.value[1]) << 16 | std::uint32_t(r.value[2]) << 8 | r.value[3];
+}
+
 bool is_confed(const as_segment& s) { return s.type == as_segment::kind::confed_sequence || s.type == as_segment::kind::confed_set; }
 
 // RFC 6793 §4.2.3: the real path of a route from a 2-octet speaker. The AS_PATH counts
@@ -514,8 +519,7 @@ decode_result decode_update(reader& r, const codec_options& o) {
     auto agg = std::find_if(u.attrs.unknown.begin(), u.attrs.unknown.end(), [](const raw_attribute& r) { return r.type == attr::aggregator; });
     bool stale = false;
     if (agg != u.attrs.unknown.end() && agg->value.size() == 8) {
-      const std::uint32_t agg_as = std::uint32_t(agg->value[0]) << 24 | std::uint32_t(agg->value[1]) << 16 | std::uint32_t(agg->value[2]) << 8 | agg->value[3];
-      if (agg_as != as_trans) stale = true;
+      if (aggregator_as(*agg) != as_trans) stale = true;
       else if (as4_aggregator) agg->value = *as4_aggregator;
     }
     if (!stale && as4_path && seen.count(attr::as_path)) merge_as4_path(u.attrs.as_path, std::move(*as4_path));
@@ -552,10 +556,6 @@ void put_attribute(writer& w, std::uint8_t flags, std::uint8_t type, const bytes
   if (flags & attr::extended_length) w.u16(static_cast<std::uint16_t>(v.size()));
   else w.u8(static_cast<std::uint8_t>(v.size()));
   w.put(v);
-}
-
-std::uint32_t aggregator_as(const raw_attribute& r) {
-  return std::uint32_t(r.value[0]) << 24 | std::uint32_t(r.value[1]) << 16 | std::uint32_t(r.value[2]) << 8 | r.value[3];
 }
 
 // RFC 6793 §4.2.2: to a 2-octet speaker, AGGREGATOR has a 2-octet AS (AS_TRANS for a big one,
