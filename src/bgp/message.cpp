@@ -234,6 +234,63 @@ void encode_open(writer& w, const open_message& m) {
   }
 }
 
+// AS_PATH (or AS4_PATH) segments with `as_size`-octet AS numbers.
+std::variant<std::vector<as_segment>, decode_error> read_as_path(std::span<const std::uint8_t> v, std::size_t as_size, const std::string& field) {
+  reader r{v};
+  std::vector<as_segment> path;
+  while (r.left() > 0) {
+    if (!r.has(2)) return fail(err::update, err::malformed_as_path, field, "segment header truncated", {});
+    std::uint8_t t = r.u8();
+    std::uint8_t n = r.u8();
+    if (t < 1 || t > 4) return fail(err::update, err::malformed_as_path, field, "segment type " + std::to_string(t) + " unknown", {});
+    if (n == 0) return fail(err::update, err::malformed_as_path, field, "segment of 0 AS numbers", {});
+    if (!r.has(n * as_size))
+      return fail(err::update, err::malformed_as_path, field,
+                  "segment of " + std::to_string(n) + " AS numbers overruns the attribute (" + std::to_string(as_size) + "-octet AS numbers)", {});
+    as_segment s;
+    s.type = static_cast<as_segment::kind>(t);
+    for (unsigned i = 0; i < n; ++i) s.asns.push_back(as_size == 4 ? r.u32() : r.u16());
+    path.push_back(std::move(s));
+  }
+  return path;
+}
+
+// The AS of an AGGREGATOR in its 8-octet form.
+std::uint32_t aggregator_as(const raw_attribute& r) {
+  return std::uint32_t(r.value[0]) << 24 | std::uint32_t(r.value[1]) << 16 | std::uint32_t(r.value[2]) << 8 | r.value[3];
+}
+
+bool is_confed(const as_segment& s) { return s.type == as_segment::kind::confed_sequence || s.type == as_segment::kind::confed_set; }
+
+// RFC 6793 §4.2.3: the real path of a route from a 2-octet speaker. The AS_PATH counts
+// n AS numbers, the AS4_PATH m (RFC 4271 §9.1.2.2: a set counts 1, confederation segments 0);
+// when m <= n, the leading n - m of AS_PATH are kept (with its confederation segments
+// before them) and the AS4_PATH follows. A longer AS4_PATH is ignored.
+void merge_as4_path(std::vector<as_segment>& as_path, std::vector<as_segment> as4_path) {
+  path_attributes count_n, count_m;
+  count_n.as_path = as_path;
+  count_m.as_path = as4_path;
+  const std::size_t n = count_n.as_path_length(), m = count_m.as_path_length();
+  if (m > n) return;
+  std::size_t need = n - m;
+  std::vector<as_segment> merged;
+  for (auto& s : as_path) {
+    if (is_confed(s)) { merged.push_back(s); continue; }  // they count 0 and lead the path
+    if (need == 0) break;
+    if (s.type == as_segment::kind::set) { merged.push_back(s); --need; continue; }
+    const std::size_t k = std::min(need, s.asns.size());
+    merged.push_back({s.type, std::vector<std::uint32_t>(s.asns.begin(), s.asns.begin() + static_cast<std::ptrdiff_t>(k))});
+    need -= k;
+  }
+  for (auto& s : as4_path) {
+    const bool joins = !merged.empty() && merged.back().type == as_segment::kind::sequence && s.type == as_segment::kind::sequence &&
+                       merged.back().asns.size() + s.asns.size() <= 255;
+    if (joins) merged.back().asns.insert(merged.back().asns.end(), s.asns.begin(), s.asns.end());
+    else merged.push_back(std::move(s));
+  }
+  as_path = std::move(merged);
+}
+
 // ---- UPDATE ------------------------------------------------------------------------
 
 struct attr_check {
@@ -271,23 +328,9 @@ std::optional<decode_error> parse_attribute(std::uint8_t flags, std::uint8_t typ
       return std::nullopt;
     }
     case attr::as_path: {
-      const std::size_t as_size = o.four_octet_as ? 4 : 2;
-      std::vector<as_segment> path;
-      while (r.left() > 0) {
-        if (!r.has(2)) return fail(err::update, err::malformed_as_path, field, "segment header truncated", {});
-        std::uint8_t t = r.u8();
-        std::uint8_t n = r.u8();
-        if (t < 1 || t > 4) return fail(err::update, err::malformed_as_path, field, "segment type " + std::to_string(t) + " unknown", {});
-        if (n == 0) return fail(err::update, err::malformed_as_path, field, "segment of 0 AS numbers", {});
-        if (!r.has(n * as_size))
-          return fail(err::update, err::malformed_as_path, field,
-                      "segment of " + std::to_string(n) + " AS numbers overruns the attribute (" + std::to_string(as_size) + "-octet AS numbers)", {});
-        as_segment s;
-        s.type = static_cast<as_segment::kind>(t);
-        for (unsigned i = 0; i < n; ++i) s.asns.push_back(as_size == 4 ? r.u32() : r.u16());
-        path.push_back(std::move(s));
-      }
-      a.as_path = std::move(path);
+      auto path = read_as_path(v, o.four_octet_as ? 4 : 2, field);
+      if (auto* e = std::get_if<decode_error>(&path)) return std::move(*e);
+      a.as_path = std::get<std::vector<as_segment>>(std::move(path));
       return std::nullopt;
     }
     case attr::next_hop: {
@@ -311,10 +354,16 @@ std::optional<decode_error> parse_attribute(std::uint8_t flags, std::uint8_t typ
       if (!v.empty()) return length_error("0");
       a.atomic_aggregate = true;
       return std::nullopt;
-    case attr::aggregator:
+    case attr::aggregator: {
+      // Kept in the 4-octet form whatever the session speaks (AS, then the aggregator's address).
       if (v.size() != (o.four_octet_as ? 8u : 6u)) return length_error(o.four_octet_as ? "8" : "6");
-      a.unknown.push_back({static_cast<std::uint8_t>(flags & ~attr::extended_length), type, bytes(v.begin(), v.end())});
+      bytes wide;
+      writer x{wide};
+      x.u32(o.four_octet_as ? r.u32() : r.u16());
+      x.put(r.take(4));
+      a.unknown.push_back({static_cast<std::uint8_t>(flags & ~attr::extended_length), type, std::move(wide)});
       return std::nullopt;
+    }
     case attr::communities:
       if (v.empty() || v.size() % 4) return length_error("a non-zero multiple of 4");
       a.communities.clear();
@@ -403,6 +452,8 @@ decode_result decode_update(reader& r, const codec_options& o) {
   u.has_attributes = alen > 0;
 
   std::optional<decode_error> withdraw;  // the first error that calls for treat-as-withdraw
+  std::optional<std::vector<as_segment>> as4_path;  // from a 2-octet speaker (RFC 6793)
+  std::optional<bytes> as4_aggregator;
   std::set<std::uint8_t> seen;
   reader a{attrs};
   while (a.left() > 0) {
@@ -433,7 +484,30 @@ decode_result decode_update(reader& r, const codec_options& o) {
       if (flags & attr::transitive) u.attrs.unknown.push_back({static_cast<std::uint8_t>((flags | attr::partial) & ~attr::extended_length), type, bytes(v.begin(), v.end())});
       continue;
     }
-    if (type == attr::as4_path || type == attr::as4_aggregator) continue;  // only meaningful between 2-octet speakers
+    if (type == attr::as4_path || type == attr::as4_aggregator) {
+      // RFC 6793 §6: only a 2-octet speaker's UPDATEs carry them; from a 4-octet one they are
+      // discarded. A malformed one is discarded too (attribute discard), never a reset.
+      if (o.four_octet_as) continue;
+      const std::string field = "UPDATE." + attr_name(type);
+      if ((flags & (attr::optional | attr::transitive)) != (attr::optional | attr::transitive)) {
+        u.discarded.push_back(field + ".flags: not optional transitive");
+        continue;
+      }
+      if (type == attr::as4_aggregator) {
+        if (v.size() != 8) u.discarded.push_back(field + ": length " + std::to_string(v.size()) + ", expected 8");
+        else as4_aggregator = bytes(v.begin(), v.end());
+        continue;
+      }
+      auto path = read_as_path(v, 4, field);
+      if (auto* e = std::get_if<decode_error>(&path)) {
+        u.discarded.push_back(e->field + ": " + e->message);
+        continue;
+      }
+      as4_path = std::get<std::vector<as_segment>>(std::move(path));
+      // RFC 6793 §3: confederation segments are invalid in AS4_PATH: dropped, the rest used.
+      if (std::erase_if(*as4_path, is_confed) > 0) u.discarded.push_back(field + ": confederation segment(s) dropped");
+      continue;
+    }
     const std::uint8_t want = is_well_known(type) ? attr::transitive : is_optional_transitive(type) ? (attr::optional | attr::transitive) : attr::optional;
     std::optional<decode_error> e;
     if ((flags & (attr::optional | attr::transitive)) != want) {
@@ -451,6 +525,17 @@ decode_result decode_update(reader& r, const codec_options& o) {
       continue;
     }
     if (!withdraw) withdraw = e;
+  }
+  if (!o.four_octet_as && (as4_path || as4_aggregator)) {
+    // RFC 6793 §4.2.3: an AGGREGATOR naming a 2-octet AS other than AS_TRANS means a 2-octet
+    // speaker aggregated after the path left 4-octet land: both AS4 attributes are stale.
+    auto agg = std::find_if(u.attrs.unknown.begin(), u.attrs.unknown.end(), [](const raw_attribute& r) { return r.type == attr::aggregator; });
+    bool stale = false;
+    if (agg != u.attrs.unknown.end() && agg->value.size() == 8) {
+      if (aggregator_as(*agg) != as_trans) stale = true;
+      else if (as4_aggregator) agg->value = *as4_aggregator;
+    }
+    if (!stale && as4_path && seen.count(attr::as_path)) merge_as4_path(u.attrs.as_path, std::move(*as4_path));
   }
   const bool announces = !u.nlri.empty() || (u.reach && !u.reach->nlri.empty());
   if (announces && !withdraw) {
@@ -486,6 +571,46 @@ void put_attribute(writer& w, std::uint8_t flags, std::uint8_t type, const bytes
   w.put(v);
 }
 
+// RFC 6793 §4.2.2: to a 2-octet speaker, AGGREGATOR has a 2-octet AS (AS_TRANS for a big one,
+// the real one then goes in AS4_AGGREGATOR). A copy of the attributes when that changes them.
+std::optional<path_attributes> with_two_octet_aggregator(const path_attributes& a) {
+  auto agg = std::find_if(a.unknown.begin(), a.unknown.end(), [](const raw_attribute& r) { return r.type == attr::aggregator && r.value.size() == 8; });
+  if (agg == a.unknown.end()) return std::nullopt;
+  path_attributes two = a;
+  auto& r = two.unknown[static_cast<std::size_t>(agg - a.unknown.begin())];
+  const std::uint32_t asn = aggregator_as(r);
+  bytes v;
+  writer x{v};
+  x.u16(asn > 0xffff ? as_trans : static_cast<std::uint16_t>(asn));
+  x.put(std::span(r.value).subspan(4));
+  r.value = std::move(v);
+  return two;
+}
+
+// RFC 6793 §4.2.2: beside the 2-octet AS_PATH, the real path in AS4_PATH when any AS needs 4
+// octets (without confederation segments, which never leave the confederation in AS4_PATH),
+// and AS4_AGGREGATOR when AGGREGATOR's AS does.
+void put_as4_attributes(writer& w, const path_attributes& a) {
+  bool big = false;
+  for (auto& s : a.as_path)
+    if (!is_confed(s))
+      for (auto asn : s.asns) big = big || asn > 0xffff;
+  if (big) {
+    bytes v;
+    writer x{v};
+    for (auto& s : a.as_path) {
+      if (is_confed(s)) continue;
+      x.u8(static_cast<std::uint8_t>(s.type));
+      x.u8(static_cast<std::uint8_t>(s.asns.size()));
+      for (auto asn : s.asns) x.u32(asn);
+    }
+    put_attribute(w, attr::optional | attr::transitive, attr::as4_path, v);
+  }
+  for (auto& r : a.unknown)
+    if (r.type == attr::aggregator && r.value.size() == 8 && aggregator_as(r) > 0xffff)
+      put_attribute(w, attr::optional | attr::transitive, attr::as4_aggregator, r.value);
+}
+
 void encode_update(writer& w, const update_message& u, const codec_options& o) {
   const std::size_t wl = w.b.size();
   w.u16(0);
@@ -493,7 +618,8 @@ void encode_update(writer& w, const update_message& u, const codec_options& o) {
   w.put16_at(wl, static_cast<std::uint16_t>(w.b.size() - wl - 2));
   const std::size_t al = w.b.size();
   w.u16(0);
-  const auto& a = u.attrs;
+  const auto two_octet = o.four_octet_as ? std::nullopt : with_two_octet_aggregator(u.attrs);
+  const auto& a = two_octet ? *two_octet : u.attrs;
   bytes v;
   writer x{v};
   auto flush = [&](std::uint8_t flags, std::uint8_t type) { put_attribute(w, flags, type, v); v.clear(); };
@@ -539,6 +665,7 @@ void encode_update(writer& w, const update_message& u, const codec_options& o) {
       flush(attr::optional | attr::transitive, attr::large_community);
     }
     for (auto& r : a.unknown) put_attribute(w, r.flags, r.type, r.value);
+    if (!o.four_octet_as) put_as4_attributes(w, u.attrs);
   }
   w.put16_at(al, static_cast<std::uint16_t>(w.b.size() - al - 2));
   for (auto& p : u.nlri) write_prefix(w, p);

@@ -274,6 +274,126 @@ TEST_CASE("bgp codec: UPDATE errors treated as withdraw (RFC 7606)", "[unit][bgp
   }
 }
 
+namespace {
+// The attribute type codes of an encoded UPDATE, in order.
+std::vector<std::uint8_t> attribute_types(const bytes& msg) {
+  std::size_t at = 19;
+  const std::size_t wl = std::size_t(msg[at]) << 8 | msg[at + 1];
+  at += 2 + wl;
+  const std::size_t al = std::size_t(msg[at]) << 8 | msg[at + 1];
+  at += 2;
+  std::vector<std::uint8_t> types;
+  for (const std::size_t end = at + al; at < end;) {
+    const std::uint8_t flags = msg[at], type = msg[at + 1];
+    const std::size_t len = (flags & bgp::attr::extended_length) ? (std::size_t(msg[at + 2]) << 8 | msg[at + 3]) : msg[at + 2];
+    types.push_back(type);
+    at += ((flags & bgp::attr::extended_length) ? 4 : 3) + len;
+  }
+  return types;
+}
+bgp::update_message update_of(const bytes& b, bgp::codec_options o) {
+  auto d = bgp::decode(b, o);
+  if (auto* e = std::get_if<bgp::decode_error>(&d)) FAIL(e->to_string());
+  return std::get<bgp::update_message>(std::get<bgp::message>(d));
+}
+bool has_type(const std::vector<std::uint8_t>& v, std::uint8_t t) { return std::find(v.begin(), v.end(), t) != v.end(); }
+using seq = std::vector<std::uint32_t>;
+constexpr auto sequence = bgp::as_segment::kind::sequence;
+}  // namespace
+
+TEST_CASE("bgp codec: AS4_PATH and AS4_AGGREGATOR towards a 2-octet peer (RFC 6793 §4.2.2)", "[unit][bgp]") {
+  bgp::update_message u;
+  u.has_attributes = true;
+  u.attrs.as_path = {{sequence, {4200000001u, 65001}}, {bgp::as_segment::kind::set, {65010, 4200000002u}}};
+  u.attrs.next_hop = ip("192.0.2.1");
+  u.attrs.unknown = {{bgp::attr::optional | bgp::attr::transitive, bgp::attr::aggregator, {0xfa, 0x56, 0xea, 0x01, 10, 0, 0, 9}}};
+  u.nlri = {pfx("10.244.1.0/26")};
+  const auto two = bgp::encode(u, {false});
+  const auto types = attribute_types(two);
+  CHECK(has_type(types, bgp::attr::as4_path));
+  CHECK(has_type(types, bgp::attr::as4_aggregator));
+  // What an old speaker reads: AS_TRANS in AS_PATH and AGGREGATOR
+  auto old = std::get<bgp::update_message>(std::get<bgp::message>(bgp::decode(two, {false})));
+  CHECK(old == u);  // a NEW receiver merges them back into the real path
+  // The AS_PATH octets themselves: 23456 65001 {65010 23456}
+  const bytes two_octet_path{0x40, 2, 12, 2, 2, 0x5b, 0xa0, 0xfd, 0xe9, 1, 2, 0xfd, 0xf2, 0x5b, 0xa0};
+  CHECK(std::search(two.begin(), two.end(), two_octet_path.begin(), two_octet_path.end()) != two.end());
+  const bytes aggregator{0xc0, 7, 6, 0x5b, 0xa0, 10, 0, 0, 9};
+  CHECK(std::search(two.begin(), two.end(), aggregator.begin(), aggregator.end()) != two.end());
+  // To a 4-octet peer: no AS4 attributes; a path of small AS numbers needs none either
+  CHECK(!has_type(attribute_types(bgp::encode(u, {true})), bgp::attr::as4_path));
+  u.attrs.as_path = {{sequence, {65001, 65002}}};
+  u.attrs.unknown.clear();
+  const auto small = attribute_types(bgp::encode(u, {false}));
+  CHECK(!has_type(small, bgp::attr::as4_path));
+  CHECK(!has_type(small, bgp::attr::as4_aggregator));
+  // Confederation segments stay out of AS4_PATH
+  u.attrs.as_path = {{bgp::as_segment::kind::confed_sequence, {65100}}, {sequence, {4200000001u}}};
+  auto back = update_of(bgp::encode(u, {false}), {false});
+  CHECK(back.attrs.as_path == u.attrs.as_path);
+}
+
+TEST_CASE("bgp codec: AS4_PATH from a 2-octet peer is merged into AS_PATH (RFC 6793 §4.2.3)", "[unit][bgp]") {
+  // AS_PATH 65010 23456 23456 65002 (2-octet), AS4_PATH 4200000001 4200000002 65002
+  const bytes as_path{0x40, 2, 10, 2, 4, 0xfd, 0xf2, 0x5b, 0xa0, 0x5b, 0xa0, 0xfd, 0xea};
+  const bytes as4_path{0xc0, 17, 14, 2, 3, 0xfa, 0x56, 0xea, 0x01, 0xfa, 0x56, 0xea, 0x02, 0, 0, 0xfd, 0xea};
+  auto u = update_of(raw_update({}, cat({origin_igp, as_path, next_hop_10_0_0_1, as4_path}), nlri_10_1), {false});
+  CHECK(u.discarded.empty());
+  REQUIRE(u.attrs.as_path.size() == 1);
+  CHECK(u.attrs.as_path[0].asns == seq{65010, 4200000001u, 4200000002u, 65002});
+  CHECK(u.attrs.as_path_length() == 4);
+
+  SECTION("from a 4-octet peer AS4_PATH is ignored") {
+    const bytes as_path4{0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xf2};
+    auto n = update_of(raw_update({}, cat({origin_igp, as_path4, next_hop_10_0_0_1, as4_path}), nlri_10_1), {true});
+    CHECK(n.attrs.as_path == std::vector<bgp::as_segment>{{sequence, {65010}}});
+    CHECK(n.discarded.empty());
+  }
+  SECTION("an AS4_PATH longer than AS_PATH is ignored") {
+    const bytes short_path{0x40, 2, 4, 2, 1, 0x5b, 0xa0};
+    auto n = update_of(raw_update({}, cat({origin_igp, short_path, next_hop_10_0_0_1, as4_path}), nlri_10_1), {false});
+    CHECK(n.attrs.as_path == std::vector<bgp::as_segment>{{sequence, {23456}}});
+  }
+  SECTION("an AGGREGATOR of a 2-octet AS other than AS_TRANS makes both AS4 attributes stale") {
+    const bytes agg{0xc0, 7, 6, 0xfd, 0xea, 10, 0, 0, 9};
+    const bytes as4_agg{0xc0, 18, 8, 0xfa, 0x56, 0xea, 0x01, 10, 0, 0, 8};
+    auto n = update_of(raw_update({}, cat({origin_igp, as_path, next_hop_10_0_0_1, agg, as4_path, as4_agg}), nlri_10_1), {false});
+    CHECK(n.attrs.as_path[0].asns == seq{65010, 23456, 23456, 65002});
+    REQUIRE(n.attrs.unknown.size() == 1);
+    CHECK(n.attrs.unknown[0].value == bytes{0, 0, 0xfd, 0xea, 10, 0, 0, 9});
+  }
+  SECTION("AGGREGATOR AS_TRANS takes AS4_AGGREGATOR's AS and address") {
+    const bytes agg{0xc0, 7, 6, 0x5b, 0xa0, 10, 0, 0, 9};
+    const bytes as4_agg{0xc0, 18, 8, 0xfa, 0x56, 0xea, 0x01, 10, 0, 0, 8};
+    auto n = update_of(raw_update({}, cat({origin_igp, as_path, next_hop_10_0_0_1, as4_agg, agg, as4_path}), nlri_10_1), {false});
+    CHECK(n.attrs.as_path[0].asns == seq{65010, 4200000001u, 4200000002u, 65002});
+    REQUIRE(n.attrs.unknown.size() == 1);
+    CHECK(n.attrs.unknown[0].value == bytes{0xfa, 0x56, 0xea, 0x01, 10, 0, 0, 8});
+  }
+  SECTION("a malformed AS4_PATH or AS4_AGGREGATOR is discarded; the route stays (RFC 7606)") {
+    const bytes overrun{0xc0, 17, 6, 2, 3, 0xfa, 0x56, 0xea, 0x01};
+    const bytes bad_agg{0xc0, 18, 6, 0xfa, 0x56, 0xea, 0x01, 10, 0};
+    auto n = update_of(raw_update({}, cat({origin_igp, as_path, next_hop_10_0_0_1, overrun, bad_agg}), nlri_10_1), {false});
+    CHECK(!n.withdraw_reason);
+    CHECK(n.nlri == std::vector{pfx("10.1.0.0/16")});
+    CHECK(n.attrs.as_path[0].asns == seq{65010, 23456, 23456, 65002});
+    REQUIRE(n.discarded.size() == 2);
+    CHECK_THAT(n.discarded[0], Catch::Contains("AS4_PATH") && Catch::Contains("overruns"));
+    CHECK_THAT(n.discarded[1], Catch::Contains("AS4_AGGREGATOR") && Catch::Contains("expected 8"));
+    const bytes wrong_flags{0x40, 17, 6, 2, 1, 0xfa, 0x56, 0xea, 0x01};
+    auto f = update_of(raw_update({}, cat({origin_igp, as_path, next_hop_10_0_0_1, wrong_flags}), nlri_10_1), {false});
+    REQUIRE(f.discarded.size() == 1);
+    CHECK_THAT(f.discarded[0], Catch::Contains("AS4_PATH.flags"));
+  }
+  SECTION("confederation segments in AS4_PATH are dropped, the rest merged") {
+    const bytes with_confed{0xc0, 17, 20, 3, 1, 0, 0, 0xfe, 0x4c, 2, 3, 0xfa, 0x56, 0xea, 0x01, 0xfa, 0x56, 0xea, 0x02, 0, 0, 0xfd, 0xea};
+    auto n = update_of(raw_update({}, cat({origin_igp, as_path, next_hop_10_0_0_1, with_confed}), nlri_10_1), {false});
+    CHECK(n.attrs.as_path[0].asns == seq{65010, 4200000001u, 4200000002u, 65002});
+    REQUIRE(n.discarded.size() == 1);
+    CHECK_THAT(n.discarded[0], Catch::Contains("confederation"));
+  }
+}
+
 TEST_CASE("bgp codec: attribute discard and unknown attributes", "[unit][bgp]") {
   auto u = update_of(raw_update({}, cat({origin_igp, as_path_65001, next_hop_10_0_0_1, {0x40, 6, 1, 0}, {0xc0, 200, 2, 1, 2}, {0x80, 201, 1, 1}}), nlri_10_1));
   CHECK(!u.withdraw_reason);

@@ -371,6 +371,66 @@ TEST_CASE("bgp speaker: a wrong AS is refused with a logged reason", "[unit][bgp
   CHECK(sent_bad_peer_as);
 }
 
+TEST_CASE("bgp speaker: a 2-octet AS peer gets AS_TRANS and AS4_PATH; its AS4_PATH is merged (RFC 6793)", "[unit][bgp]") {
+  bgp::speaker_config c;
+  c.asn = 4200000001u;
+  c.router_id = ip("10.0.0.1").v4_host_order();
+  c.local_addresses = {ip("10.0.0.1")};
+  c.families = {bgp::ipv4_unicast};
+  bgp::speaker sp(c);
+  sp.add_peer(bgp::neighbor{.name = "old", .address = ip("10.0.0.9"), .asn = 65001, .type = "global"});
+  sp.originate(pfx("10.244.1.0/26"));
+  std::vector<bgp::bytes> sent;
+  std::vector<std::string> logs;
+  std::map<cnf::ip_prefix, std::vector<cnf::ip_address>> routes;
+  std::optional<bgp::conn_id> conn;
+  auto drain = [&] {
+    for (auto& a : sp.take()) {
+      if (auto* x = std::get_if<bgp::out::connect>(&a)) conn = x->conn;
+      else if (auto* s = std::get_if<bgp::out::send>(&a)) sent.push_back(s->data);
+      else if (auto* l = std::get_if<bgp::out::log>(&a)) logs.push_back(l->message);
+      else if (auto* r = std::get_if<bgp::out::route>(&a)) routes[r->prefix] = r->next_hops;
+    }
+  };
+  drain();
+  REQUIRE(conn);
+  sp.connected(*conn, ip("10.0.0.1"));
+  // The old speaker's OPEN: no 4-octet AS capability
+  bgp::open_message o;
+  o.asn = 65001;
+  o.router_id = ip("10.0.0.9").v4_host_order();
+  o.four_octet_as = false;
+  sp.received(*conn, bgp::encode(o, {false}));
+  sp.received(*conn, bgp::encode(bgp::keepalive_message{}, {false}));
+  drain();
+  REQUIRE(sp.peers().front().state == session_state::established);
+  // What it sent: AS_TRANS in OPEN and in AS_PATH, the real path in AS4_PATH
+  REQUIRE(!sent.empty());
+  CHECK(sent.front()[18] == 1);
+  CHECK((sent.front()[20] << 8 | sent.front()[21]) == bgp::as_trans);
+  auto contains = [&](const bgp::bytes& b, const bgp::bytes& what) { return std::search(b.begin(), b.end(), what.begin(), what.end()) != b.end(); };
+  const bgp::bytes as_path_trans{0x40, 2, 4, 2, 1, 0x5b, 0xa0}, as4_path{0xc0, 17, 6, 2, 1, 0xfa, 0x56, 0xea, 0x01};
+  CHECK(std::any_of(sent.begin(), sent.end(), [&](auto& b) { return b[18] == 2 && contains(b, as_path_trans) && contains(b, as4_path); }));
+
+  // Its routes: AS_PATH 65001 23456 with AS4_PATH 65001 4200000099 (a path), 65001 23456
+  // with AS4_PATH 65001 4200000001 (this speaker's own AS: a loop once merged)
+  auto update = [&](const char* prefix, std::uint32_t asn) {
+    bgp::update_message u;
+    u.has_attributes = true;
+    u.attrs.as_path = {{bgp::as_segment::kind::sequence, {65001, asn}}};
+    u.attrs.next_hop = ip("10.0.0.9");
+    u.nlri = {pfx(prefix)};
+    return bgp::encode(u, {false});
+  };
+  CHECK(contains(update("192.0.2.0/24", 4200000099u), {0x40, 2, 6, 2, 2, 0xfd, 0xe9, 0x5b, 0xa0}));
+  sp.received(*conn, update("192.0.2.0/24", 4200000099u));
+  sp.received(*conn, update("198.51.100.0/24", 4200000001u));
+  drain();
+  CHECK(routes[pfx("192.0.2.0/24")] == std::vector{ip("10.0.0.9")});
+  CHECK(routes.count(pfx("198.51.100.0/24")) == 0);
+  CHECK(std::any_of(logs.begin(), logs.end(), [](auto& l) { return l.find("198.51.100.0/24): AS_PATH loop") != std::string::npos; }));
+}
+
 TEST_CASE("bgp speaker: a connection collision leaves one session, by BGP identifier", "[unit][bgp]") {
   fabric f;
   auto& a = f.add("10.0.0.2", 64512);  // the higher identifier: its outgoing connection wins

@@ -218,6 +218,13 @@ inline constexpr std::uint8_t optional = 0x80, transitive = 0x40, partial = 0x20
 
 /// What decoding needs from the session: whether 4-octet AS numbers were negotiated
 /// (both sides sent the capability), which changes the AS_PATH encoding.
+///
+/// Decoded attributes always hold real (4-octet) AS numbers. With a 2-octet peer
+/// (four_octet_as = false, RFC 6793): encode() writes AS_PATH and AGGREGATOR with AS_TRANS
+/// for each AS above 65535 and adds AS4_PATH / AS4_AGGREGATOR with the real ones; decode()
+/// merges a received AS4_PATH into AS_PATH (§4.2.3) and AS4_AGGREGATOR into AGGREGATOR,
+/// discarding a malformed one (RFC 7606 attribute discard). From a 4-octet peer both are
+/// ignored. AGGREGATOR is kept in path_attributes::unknown in its 8-octet form.
 struct codec_options {
   bool four_octet_as = true;
 };
