@@ -143,8 +143,7 @@ TEST_CASE("bgp interop: cnf and BIRD 2 in two namespaces (iBGP)", "[integration]
 
 TEST_CASE("bgp interop: cnf with GoBGP, and one ECMP route from BIRD and GoBGP", "[integration][bgp]") {
   if (cnf_test::run("command -v gobgpd && command -v gobgp").status != 0) {
-    WARN("skipped: GoBGP is not installed (apt-get install gobgpd)");
-    return;
+    cnf_test::exit_77_skipped("GoBGP is not installed (scripts/install-deps.sh installs gobgpd)");
   }
   test_netns ns_cnf, ns_bird, ns_gobgp;
   cnf_test::veth_between(ns_cnf, "c0", ns_bird, "b0");

@@ -135,8 +135,7 @@ TEST_CASE("bgp interop: cnf reflects between two BIRD 2 clients (RFC 4456)", "[i
 
 TEST_CASE("bgp interop: GoBGP reflects between cnf and a BIRD 2 client", "[integration][bgp]") {
   if (cnf_test::run("command -v gobgpd && command -v gobgp").status != 0) {
-    WARN("skipped: GoBGP is not installed (apt-get install gobgpd)");
-    return;
+    cnf_test::exit_77_skipped("GoBGP is not installed (scripts/install-deps.sh installs gobgpd)");
   }
   test_netns ns_g, ns_cnf, ns_bird;
   lan(ns_g, "10.96.0.1/24", {{&ns_cnf, "10.96.0.2/24"}, {&ns_bird, "10.96.0.3/24"}});
@@ -188,8 +187,7 @@ TEST_CASE("bgp interop: GoBGP reflects between cnf and a BIRD 2 client", "[integ
 // in AS 4200000077 on one side, a prepend of 4200000099 by BIRD on the other.
 TEST_CASE("bgp interop: 4-octet AS paths across a 2-octet BIRD (AS4_PATH, RFC 6793)", "[integration][bgp]") {
   if (cnf_test::run("command -v gobgpd && command -v gobgp").status != 0) {
-    WARN("skipped: GoBGP is not installed (apt-get install gobgpd)");
-    return;
+    cnf_test::exit_77_skipped("GoBGP is not installed (scripts/install-deps.sh installs gobgpd)");
   }
   test_netns ns_cnf, ns_bird, ns_g;
   cnf_test::veth_between(ns_cnf, "c0", ns_bird, "b0");
